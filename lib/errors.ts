@@ -1,0 +1,135 @@
+/**
+ * Every failure a user of unibus can meet, as a typed error with a stable `code`.
+ * Callers branch on `instanceof` or `code`; messages say what went wrong and what
+ * to do about it. No secret ever goes into a message.
+ */
+export class UnibusError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** A method was called in a state that does not allow it (e.g. `stop()` before `start()`). */
+export class StateError extends UnibusError {
+  readonly expected: readonly string[];
+  readonly actual: string;
+  constructor(expected: readonly string[], actual: string, what = "operation") {
+    super("STATE", `${what} needs state ${expected.join(" or ")}, but the state is ${actual}`);
+    this.expected = expected;
+    this.actual = actual;
+  }
+}
+
+/** A value given by the caller is not acceptable. `field` names it. */
+export class InvalidArgumentError extends UnibusError {
+  readonly field: string;
+  constructor(field: string, message: string) {
+    super("INVALID_ARGUMENT", message);
+    this.field = field;
+  }
+}
+
+/** Configuration could not be resolved: unknown key or bad value. */
+export class ConfigError extends UnibusError {
+  readonly key: string;
+  constructor(key: string, message: string) {
+    super("CONFIG", message);
+    this.key = key;
+  }
+}
+
+/** No usable nats-server binary could be found or fetched. */
+export class NatsBinaryError extends UnibusError {
+  constructor(message: string, options?: ErrorOptions) {
+    super("NATS_BINARY", message, options);
+  }
+}
+
+/** A downloaded archive or package did not match its published checksum. */
+export class ChecksumMismatchError extends UnibusError {
+  readonly file: string;
+  readonly expected: string;
+  readonly actual: string;
+  constructor(file: string, expected: string, actual: string) {
+    super(
+      "CHECKSUM_MISMATCH",
+      `checksum mismatch for ${file}: expected sha256 ${expected}, got ${actual}; the download is corrupt or tampered with — delete it and retry`,
+    );
+    this.file = file;
+    this.expected = expected;
+    this.actual = actual;
+  }
+}
+
+export type NatsStartReason = "port_in_use" | "bad_config" | "exited" | "timeout" | "tls";
+
+/** nats-server did not become ready. `log` holds its last lines. */
+export class NatsStartError extends UnibusError {
+  readonly reason: NatsStartReason;
+  readonly log: readonly string[];
+  constructor(reason: NatsStartReason, message: string, log: readonly string[] = []) {
+    const tail = log.length ? `\n--- last nats-server output ---\n${log.join("\n")}` : "";
+    super("NATS_START", message + tail);
+    this.reason = reason;
+    this.log = log;
+  }
+}
+
+/** An identity or key file is missing, corrupt or has unsafe permissions. */
+export class KeyFileError extends UnibusError {
+  readonly file: string;
+  constructor(file: string, message: string, options?: ErrorOptions) {
+    super("KEY_FILE", message, options);
+    this.file = file;
+  }
+}
+
+/** The thing asked for does not exist. Both store backends throw exactly this. */
+export class NotFoundError extends UnibusError {
+  readonly kind: string;
+  readonly id: string;
+  constructor(kind: string, id: string) {
+    super("NOT_FOUND", `${kind} ${id} not found`);
+    this.kind = kind;
+    this.id = id;
+  }
+}
+
+/** A user with this signing key is already on the allowlist. */
+export class UserExistsError extends UnibusError {
+  readonly signPub: string;
+  constructor(signPub: string) {
+    super("USER_EXISTS", `a user with signing key ${signPub} already exists`);
+    this.signPub = signPub;
+  }
+}
+
+/** A state transition that is not allowed (e.g. revoking a revoked user). */
+export class ConflictError extends UnibusError {
+  constructor(message: string) {
+    super("CONFLICT", message);
+  }
+}
+
+/** The store could not answer (I/O error, timeout, quorum loss). Callers deny. */
+export class StoreUnavailableError extends UnibusError {
+  constructor(message = "the store is unavailable", options?: ErrorOptions) {
+    super("STORE_UNAVAILABLE", message, options);
+  }
+}
+
+/** The broker refused to let this identity in. `reason` is what the server said. */
+export class AuthDeniedError extends UnibusError {
+  readonly reason: string;
+  constructor(reason: string, options?: ErrorOptions) {
+    super(
+      "AUTH_DENIED",
+      `the bus refused this identity (${reason}); ask an admin to add its signing key with \`unibus user add\``,
+      options,
+    );
+    this.reason = reason;
+  }
+}
