@@ -1,0 +1,223 @@
+/**
+ * The auth-callout service: nats-server hands every connection attempt (except the
+ * bus' own users) to this code on `$SYS.REQ.USER.AUTH`, and admits the client only
+ * with the user JWT we sign. The server does NOT check an unknown nkey's signature
+ * before calling out, so this service verifies it, and checks the request came from
+ * the server (issuer, audience, expiry). Anything it cannot decide in time is a denial.
+ */
+import { connect, type Msg, type NatsConnection, type Subscription } from "@nats-io/transport-node";
+import { decodeJwt, encodeJwt, JwtError } from "../crypto/jwt.ts";
+import { verifyNkeySignature } from "../crypto/nkeypair.ts";
+import { decodePublicKey } from "../crypto/nkeys.ts";
+import type { Logger } from "../log/index.ts";
+import { silentLogger } from "../log/index.ts";
+import { nkeySigner } from "./authenticator.ts";
+import type { SubjectPermissions } from "./permissions.ts";
+import type { ServiceKeys } from "./service-keys.ts";
+
+export const CALLOUT_SUBJECT = "$SYS.REQ.USER.AUTH";
+const CALLOUT_QUEUE = "unibus-auth";
+
+export type Admission =
+  | { allowed: true; name: string; permissions: SubjectPermissions }
+  | { allowed: false; reason: string };
+
+/** Decides whether the holder of `signPub` (hex) may connect, and with what. Throwing denies. */
+export type Admit = (signPub: string) => Promise<Admission>;
+
+/** Facts about an admitted connection, for live revocation (kick by server id + cid). */
+export interface AdmittedConnection {
+  signPub: string;
+  serverId: string;
+  serverName: string;
+  clientId: number;
+}
+
+export interface AuthCalloutOptions {
+  servers: string[];
+  /** Trust anchor for the server's TLS certificate; omit only for a cleartext loopback server. */
+  caPem?: string;
+  keys: ServiceKeys;
+  admit: Admit;
+  logger?: Logger;
+  /** Deny when `admit` has not answered by then (the server's auth timeout is 2 s). */
+  decisionTimeoutMs?: number;
+  /** Lifetime of an issued user JWT; the server disconnects at expiry and the client re-authenticates. */
+  userJwtTtlSeconds?: number;
+  /** Target account of admitted users. */
+  account?: string;
+  onDecision?: (d: { allowed: boolean; reason: string; latencyMs: number; connection?: AdmittedConnection }) => void;
+}
+
+interface AuthRequestClaims {
+  server_id?: { id?: string; name?: string };
+  user_nkey?: string;
+  client_info?: { id?: number; nonce?: string; host?: string };
+  connect_opts?: { nkey?: string; sig?: string };
+  type?: string;
+}
+
+export class AuthCallout {
+  readonly #opts: Required<Omit<AuthCalloutOptions, "onDecision">> & Pick<AuthCalloutOptions, "onDecision">;
+  #nc?: NatsConnection;
+  #sub?: Subscription;
+
+  constructor(opts: AuthCalloutOptions) {
+    this.#opts = {
+      logger: silentLogger,
+      decisionTimeoutMs: 1500,
+      userJwtTtlSeconds: 3600,
+      account: "APP",
+      ...opts,
+    };
+  }
+
+  async start(): Promise<void> {
+    const { keys, servers, caPem } = this.#opts;
+    this.#nc = await connect({
+      servers,
+      name: "unibus-auth-callout",
+      ...(caPem ? { tls: { ca: caPem } } : {}),
+      authenticator: nkeySigner(keys.service.publicKey, (d) => keys.service.sign(d)),
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 100,
+      ignoreAuthErrorAbort: true,
+    });
+    this.#sub = this.#nc.subscribe(CALLOUT_SUBJECT, {
+      queue: CALLOUT_QUEUE,
+      callback: (err, msg) => {
+        if (err) {
+          this.#opts.logger.error({ component: "auth", err: err.message }, "callout subscription failed");
+          return;
+        }
+        void this.#handle(msg);
+      },
+    });
+    await this.#nc.flush();
+  }
+
+  async stop(): Promise<void> {
+    const nc = this.#nc;
+    this.#nc = undefined;
+    if (nc && !nc.isClosed()) await nc.close();
+  }
+
+  async #handle(msg: Msg): Promise<void> {
+    const started = performance.now();
+    const { logger } = this.#opts;
+    let request: AuthRequestClaims;
+    let serverId: string;
+    try {
+      const claims = decodeJwt(new TextDecoder().decode(msg.data), "server");
+      if (claims.aud !== "nats-authorization-request") throw new JwtError("wrong audience");
+      if (typeof claims.exp === "number" && claims.exp * 1000 < Date.now()) throw new JwtError("expired");
+      request = claims.nats as AuthRequestClaims;
+      serverId = claims.iss!;
+      if (request.type !== "authorization_request" || request.server_id?.id !== serverId) {
+        throw new JwtError("not an authorization request from its server");
+      }
+      if (!request.user_nkey || !decodePublicKey("user", request.user_nkey)) throw new JwtError("no user_nkey");
+    } catch (err) {
+      // Not from a server we can answer: nothing to sign a response for.
+      logger.warn({ component: "auth", reason: (err as Error).message }, "ignored an invalid authorization request");
+      return;
+    }
+    const userNkey = request.user_nkey;
+    const decision = await this.#decide(request);
+    const latencyMs = performance.now() - started;
+    let response: Record<string, unknown>;
+    if (decision.allowed) {
+      const now = Math.floor(Date.now() / 1000);
+      const userJwt = encodeJwt(
+        {
+          sub: userNkey,
+          aud: this.#opts.account,
+          name: decision.name,
+          exp: now + this.#opts.userJwtTtlSeconds,
+          nats: {
+            type: "user",
+            pub: decision.permissions.pub,
+            sub: decision.permissions.sub,
+            ...(decision.permissions.resp ? { resp: decision.permissions.resp } : {}),
+            subs: -1,
+            data: -1,
+            payload: -1,
+          },
+        },
+        this.#opts.keys.issuer,
+      );
+      response = { type: "authorization_response", jwt: userJwt };
+    } else {
+      response = { type: "authorization_response", error: decision.reason };
+    }
+    const connection: AdmittedConnection | undefined = decision.allowed
+      ? {
+          signPub: decision.signPub!,
+          serverId,
+          serverName: request.server_id?.name ?? "",
+          clientId: request.client_info?.id ?? -1,
+        }
+      : undefined;
+    logger.info(
+      {
+        component: "auth",
+        decision: decision.allowed ? "admit" : "deny",
+        reason: decision.allowed ? "active" : decision.reason,
+        cid: request.client_info?.id,
+        server: request.server_id?.name,
+        user: decision.signPub,
+        ms: Number(latencyMs.toFixed(2)),
+      },
+      decision.allowed ? "connection admitted" : "connection denied",
+    );
+    this.#opts.onDecision?.({
+      allowed: decision.allowed,
+      reason: decision.allowed ? "active" : decision.reason,
+      latencyMs,
+      connection,
+    });
+    try {
+      msg.respond(
+        new TextEncoder().encode(encodeJwt({ sub: userNkey, aud: serverId, nats: response }, this.#opts.keys.issuer)),
+      );
+    } catch (err) {
+      logger.error({ component: "auth", err: (err as Error).message }, "could not answer the server");
+    }
+  }
+
+  async #decide(request: AuthRequestClaims): Promise<
+    ({ allowed: true; name: string; permissions: SubjectPermissions } | { allowed: false; reason: string }) & {
+      signPub?: string;
+    }
+  > {
+    const nkey = request.connect_opts?.nkey;
+    const sig = request.connect_opts?.sig;
+    const nonce = request.client_info?.nonce;
+    if (!nkey) return { allowed: false, reason: "no nkey presented" };
+    const raw = decodePublicKey("user", nkey);
+    if (!raw) return { allowed: false, reason: "malformed nkey" };
+    const signPub = Buffer.from(raw).toString("hex");
+    if (!nonce || !sig) return { allowed: false, reason: "no nonce signature", signPub };
+    if (!verifyNkeySignature("user", nkey, Buffer.from(nonce), Buffer.from(sig, "base64"))) {
+      return { allowed: false, reason: "bad nonce signature", signPub };
+    }
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const admission = await Promise.race([
+        this.#opts.admit(signPub),
+        new Promise<Admission>((resolve) => {
+          timer = setTimeout(
+            () => resolve({ allowed: false, reason: "decision timed out" }),
+            this.#opts.decisionTimeoutMs,
+          );
+        }),
+      ]);
+      return { ...admission, signPub };
+    } catch (err) {
+      this.#opts.logger.error({ component: "auth", err: (err as Error).message }, "admission check failed; denying");
+      return { allowed: false, reason: "store unavailable", signPub };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}

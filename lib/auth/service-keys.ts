@@ -1,0 +1,76 @@
+/**
+ * The keys the bus itself holds: the callout's issuer account key (signs every user
+ * JWT), the callout service's user key (lives in the AUTH account and bypasses the
+ * callout), and a system-account user key (lets the bus kick connections). Persisted
+ * 0600 in the data dir so a restarted bus — and the admin CLI — use the same ones.
+ */
+import fs from "node:fs/promises";
+import path from "node:path";
+import { writeFileAtomic } from "../crypto/files.ts";
+import { NKeyPair } from "../crypto/nkeypair.ts";
+import { KeyFileError } from "../errors.ts";
+
+export const SERVICE_KEYS_FILE = "service-keys.json";
+
+export interface ServiceKeys {
+  issuer: NKeyPair;
+  service: NKeyPair;
+  system: NKeyPair;
+}
+
+interface ServiceKeysFile {
+  type: "unibus-service-keys";
+  version: 1;
+  issuer: string;
+  service: string;
+  system: string;
+}
+
+export async function loadOrCreateServiceKeys(dataDir: string): Promise<ServiceKeys> {
+  const file = path.join(dataDir, SERVICE_KEYS_FILE);
+  let text: string | undefined;
+  try {
+    const st = await fs.stat(file);
+    if ((st.mode & 0o077) !== 0) {
+      throw new KeyFileError(file, `service key file ${file} is readable by other users; run \`chmod 600 ${file}\``);
+    }
+    text = await fs.readFile(file, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+  }
+  if (text === undefined) {
+    const keys = {
+      issuer: NKeyPair.random("account"),
+      service: NKeyPair.random("user"),
+      system: NKeyPair.random("user"),
+    };
+    const data: ServiceKeysFile = {
+      type: "unibus-service-keys",
+      version: 1,
+      issuer: keys.issuer.seedText(),
+      service: keys.service.seedText(),
+      system: keys.system.seedText(),
+    };
+    try {
+      await writeFileAtomic(file, `${JSON.stringify(data, null, 2)}\n`, { mode: 0o600, exclusive: true });
+      return keys;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      return loadOrCreateServiceKeys(dataDir);
+    }
+  }
+  try {
+    const data = JSON.parse(text) as ServiceKeysFile;
+    if (data.type !== "unibus-service-keys" || data.version !== 1) throw new Error("type");
+    return {
+      issuer: NKeyPair.fromSeedText("account", data.issuer),
+      service: NKeyPair.fromSeedText("user", data.service),
+      system: NKeyPair.fromSeedText("user", data.system),
+    };
+  } catch {
+    throw new KeyFileError(
+      file,
+      `service key file ${file} is corrupt; restore it from a backup (a new key would not match the running cluster)`,
+    );
+  }
+}
