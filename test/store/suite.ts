@@ -1,0 +1,304 @@
+import type { Test } from "tap";
+import {
+  ConflictError,
+  InvalidArgumentError,
+  NotFoundError,
+  StoreUnavailableError,
+  UserExistsError,
+} from "../../lib/errors.ts";
+import type { NewUser, Store } from "../../lib/store/index.ts";
+import { kexPubHex, signPubHex } from "./keys.ts";
+
+/**
+ * The one behaviour suite every Store backend must pass. Each subtest gets a fresh,
+ * empty store from `open` and closes it afterwards.
+ */
+export function storeSuite(t: Test, name: string, open: () => Promise<Store>): Promise<unknown> {
+  async function fresh(tt: Test): Promise<Store> {
+    const store = await open();
+    tt.teardown(() => store.close());
+    return store;
+  }
+  function member(handle: string, extra: Partial<NewUser> = {}): NewUser {
+    return { signPub: signPubHex(), kexPub: kexPubHex(), handle, role: "member", ...extra };
+  }
+
+  return t.test(`Store behaviour: ${name}`, async (t) => {
+    t.test("add, get and list a user", async (t) => {
+      const s = await fresh(t);
+      t.ok(s.backend === "sqlite" || s.backend === "kv", "names its backend");
+      t.same(await s.listUsers(), [], "a new store is empty");
+      const input = member("alice", { role: "admin" });
+      const before = Date.now();
+      const added = await s.addUser(input);
+      t.match(added, {
+        signPub: input.signPub,
+        kexPub: input.kexPub,
+        handle: "alice",
+        role: "admin",
+        status: "active",
+        revokedAt: null,
+      });
+      t.type(added.createdAt, "number");
+      t.ok(Number.isInteger(added.createdAt) && added.createdAt >= before, "createdAt is an integer ms timestamp");
+      t.same(await s.getUser(input.signPub), added, "getUser returns what addUser returned");
+      t.same(await s.listUsers(), [added]);
+      t.equal(await s.isAuthorized(input.signPub), true);
+    });
+
+    t.test("kexPub is optional", async (t) => {
+      const s = await fresh(t);
+      const omitted = await s.addUser({ signPub: signPubHex(), handle: "bot1", role: "member" });
+      const nulled = await s.addUser({ signPub: signPubHex(), kexPub: null, handle: "bot2", role: "member" });
+      t.equal(omitted.kexPub, null);
+      t.equal(nulled.kexPub, null);
+      t.equal((await s.getUser(omitted.signPub)).kexPub, null);
+    });
+
+    t.test("listUsers is ordered by createdAt, then handle, and includes revoked users", async (t) => {
+      const s = await fresh(t);
+      const handles = ["mallory", "bob", "carol", "alice", "dave"];
+      for (const h of handles) await s.addUser(member(h));
+      const revoked = (await s.listUsers()).find((u) => u.handle === "carol")!;
+      await s.revokeUser(revoked.signPub);
+      const list = await s.listUsers();
+      t.same(list.map((u) => u.handle).sort(), [...handles].sort(), "every user, revoked included");
+      const sorted = [...list].sort((a, b) => a.createdAt - b.createdAt || (a.handle < b.handle ? -1 : 1));
+      t.same(list, sorted);
+      t.equal(list.find((u) => u.handle === "carol")?.status, "revoked");
+    });
+
+    t.test("keys are case-insensitive and returned lowercase", async (t) => {
+      const s = await fresh(t);
+      const signPub = signPubHex();
+      const kexPub = kexPubHex();
+      const added = await s.addUser({
+        signPub: signPub.toUpperCase(),
+        kexPub: kexPub.toUpperCase(),
+        handle: "Alice",
+        role: "member",
+      });
+      t.equal(added.signPub, signPub);
+      t.equal(added.kexPub, kexPub);
+      t.equal(added.handle, "alice", "handles are lowercased");
+      t.same(await s.getUser(signPub.toUpperCase()), added);
+      t.same(await s.getUser(signPub), added);
+      t.equal(await s.isAuthorized(signPub.toUpperCase()), true);
+      const mixed = signPub.slice(0, 32).toUpperCase() + signPub.slice(32);
+      t.equal((await s.revokeUser(mixed)).status, "revoked");
+      await s.deleteUser(signPub.toUpperCase());
+      t.same(await s.listUsers(), []);
+    });
+
+    t.test("a duplicate signing key is UserExistsError, in any case", async (t) => {
+      const s = await fresh(t);
+      const first = await s.addUser(member("alice"));
+      for (const key of [first.signPub, first.signPub.toUpperCase()]) {
+        const err = await s.addUser({ signPub: key, handle: "other", role: "admin" }).catch((e: unknown) => e);
+        t.type(err, UserExistsError);
+        t.equal((err as UserExistsError).signPub, first.signPub, "the error names the normalised key");
+      }
+      t.same(await s.listUsers(), [first], "nothing was written");
+      t.equal(await s.hasAdmin(), false, "the refused admin did not slip in");
+    });
+
+    t.test("a revoked user's key is still taken", async (t) => {
+      const s = await fresh(t);
+      const u = await s.addUser(member("alice"));
+      await s.revokeUser(u.signPub);
+      await t.rejects(s.addUser({ signPub: u.signPub, handle: "alice2", role: "member" }), UserExistsError);
+      t.equal(await s.isAuthorized(u.signPub), false, "re-adding cannot reactivate a revoked key");
+    });
+
+    t.test("a duplicate handle is ConflictError naming the handle, in any case", async (t) => {
+      const s = await fresh(t);
+      const first = await s.addUser(member("alice"));
+      for (const handle of ["alice", "ALICE", "Alice"]) {
+        const err = await s.addUser(member(handle)).catch((e: unknown) => e);
+        t.type(err, ConflictError, handle);
+        t.match((err as Error).message, /"alice"/);
+      }
+      t.same(await s.listUsers(), [first], "nothing was written");
+    });
+
+    t.test("bad input is InvalidArgumentError naming the field, and nothing is written", async (t) => {
+      const s = await fresh(t);
+      const good = member("alice");
+      const cases: Array<[string, unknown, string]> = [
+        ["signPub not hex", { ...good, signPub: "zz".repeat(32) }, "signPub"],
+        ["signPub too short", { ...good, signPub: good.signPub.slice(2) }, "signPub"],
+        ["signPub too long", { ...good, signPub: `${good.signPub}00` }, "signPub"],
+        ["signPub empty", { ...good, signPub: "" }, "signPub"],
+        ["signPub missing", { ...good, signPub: undefined }, "signPub"],
+        ["signPub a number", { ...good, signPub: 42 }, "signPub"],
+        ["signPub with whitespace", { ...good, signPub: ` ${good.signPub.slice(1)}` }, "signPub"],
+        ["signPub small-order point (all zero)", { ...good, signPub: "00".repeat(32) }, "signPub"],
+        ["signPub identity point", { ...good, signPub: `01${"00".repeat(31)}` }, "signPub"],
+        ["signPub not on the curve", { ...good, signPub: `02${"00".repeat(31)}` }, "signPub"],
+        ["signPub non-canonical (y >= p)", { ...good, signPub: `${"ff".repeat(31)}7f` }, "signPub"],
+        ["kexPub not hex", { ...good, kexPub: "g".repeat(64) }, "kexPub"],
+        ["kexPub too short", { ...good, kexPub: "ab" }, "kexPub"],
+        ["kexPub a number", { ...good, kexPub: 7 }, "kexPub"],
+        ["kexPub low order (zero)", { ...good, kexPub: "00".repeat(32) }, "kexPub"],
+        ["kexPub low order (one)", { ...good, kexPub: `01${"00".repeat(31)}` }, "kexPub"],
+        ["kexPub non-canonical (u >= p)", { ...good, kexPub: "ff".repeat(32) }, "kexPub"],
+        ["handle empty", { ...good, handle: "" }, "handle"],
+        ["handle too long", { ...good, handle: "a".repeat(65) }, "handle"],
+        ["handle leading dash", { ...good, handle: "-alice" }, "handle"],
+        ["handle leading dot", { ...good, handle: ".alice" }, "handle"],
+        ["handle with space", { ...good, handle: "al ice" }, "handle"],
+        ["handle with slash", { ...good, handle: "al/ice" }, "handle"],
+        ["handle non-ASCII", { ...good, handle: "\u00e5lice" }, "handle"],
+        ["handle Kelvin sign", { ...good, handle: "\u212aelvin" }, "handle"],
+        ["handle missing", { ...good, handle: undefined }, "handle"],
+        ["role unknown", { ...good, role: "owner" }, "role"],
+        ["role wrong case", { ...good, role: "Admin" }, "role"],
+        ["role missing", { ...good, role: undefined }, "role"],
+        ["not an object", null, "user"],
+      ];
+      for (const [label, input, field] of cases) {
+        const err = await s.addUser(input as NewUser).catch((e: unknown) => e);
+        t.type(err, InvalidArgumentError, label);
+        t.equal((err as InvalidArgumentError).field, field, `${label}: field`);
+      }
+      t.same(await s.listUsers(), [], "nothing was written");
+      t.equal(await s.isAuthorized(good.signPub), false);
+      t.equal(await s.hasAdmin(), false);
+      t.ok(await s.addUser(good), "the same key is still free afterwards");
+    });
+
+    t.test("handle edges that are allowed", async (t) => {
+      const s = await fresh(t);
+      for (const handle of ["a", "7", "a".repeat(64), "a.b_c-d", "Bot-01.prod"]) {
+        t.equal((await s.addUser(member(handle))).handle, handle.toLowerCase(), handle);
+      }
+    });
+
+    t.test("revoke marks the user revoked and stamps revokedAt", async (t) => {
+      const s = await fresh(t);
+      const u = await s.addUser(member("alice"));
+      const other = await s.addUser(member("bob"));
+      const revoked = await s.revokeUser(u.signPub);
+      t.equal(revoked.status, "revoked");
+      t.type(revoked.revokedAt, "number");
+      t.ok(revoked.revokedAt! >= u.createdAt, "revokedAt is not before createdAt");
+      t.same({ ...revoked, status: "active", revokedAt: null }, u, "nothing else changed");
+      t.same(await s.getUser(u.signPub), revoked, "the revocation is stored");
+      t.equal(await s.isAuthorized(u.signPub), false);
+      t.equal(await s.isAuthorized(other.signPub), true, "other users are untouched");
+
+      const err = await s.revokeUser(u.signPub).catch((e: unknown) => e);
+      t.type(err, ConflictError, "a second revoke is a conflict");
+      t.same(await s.getUser(u.signPub), revoked, "and changes nothing");
+    });
+
+    t.test("unknown users are NotFoundError", async (t) => {
+      const s = await fresh(t);
+      await s.addUser(member("alice"));
+      const unknown = signPubHex();
+      for (const [op, call] of [
+        ["getUser", () => s.getUser(unknown.toUpperCase())],
+        ["revokeUser", () => s.revokeUser(unknown)],
+        ["deleteUser", () => s.deleteUser(unknown)],
+      ] as const) {
+        const err = await call().catch((e: unknown) => e);
+        t.type(err, NotFoundError, op);
+        t.match(err, { kind: "user", id: unknown }, `${op}: names the user by its lowercase key`);
+      }
+      t.equal((await s.listUsers()).length, 1);
+    });
+
+    t.test("lookups with a malformed key are InvalidArgumentError", async (t) => {
+      const s = await fresh(t);
+      for (const bad of ["", "xyz", "g".repeat(64), "a".repeat(63), undefined, 5]) {
+        for (const op of ["getUser", "revokeUser", "deleteUser"] as const) {
+          const err = await s[op](bad as string).catch((e: unknown) => e);
+          t.type(err, InvalidArgumentError, `${op}(${JSON.stringify(bad)})`);
+          t.equal((err as InvalidArgumentError).field, "signPub");
+        }
+      }
+    });
+
+    t.test("delete removes the user for good", async (t) => {
+      const s = await fresh(t);
+      const u = await s.addUser(member("alice", { role: "admin" }));
+      const bob = await s.addUser(member("bob"));
+      await s.deleteUser(u.signPub);
+      await t.rejects(s.getUser(u.signPub), NotFoundError);
+      t.equal(await s.isAuthorized(u.signPub), false);
+      t.equal(await s.hasAdmin(), false);
+      t.same(await s.listUsers(), [bob]);
+      await t.rejects(s.deleteUser(u.signPub), NotFoundError, "a second delete is NotFound");
+      const back = await s.addUser({ signPub: u.signPub, handle: "alice", role: "member" });
+      t.equal(back.status, "active", "a deleted key and handle can be added again");
+    });
+
+    t.test("delete works on a revoked user", async (t) => {
+      const s = await fresh(t);
+      const u = await s.addUser(member("alice"));
+      await s.revokeUser(u.signPub);
+      await s.deleteUser(u.signPub);
+      await t.rejects(s.getUser(u.signPub), NotFoundError);
+    });
+
+    t.test("isAuthorized is true only for an existing active user", async (t) => {
+      const s = await fresh(t);
+      const active = await s.addUser(member("alice"));
+      const revoked = await s.addUser(member("bob"));
+      await s.revokeUser(revoked.signPub);
+      t.equal(await s.isAuthorized(active.signPub), true, "active");
+      t.equal(await s.isAuthorized(revoked.signPub), false, "revoked");
+      t.equal(await s.isAuthorized(signPubHex()), false, "unknown");
+      for (const bad of [
+        "",
+        "xyz",
+        "g".repeat(64),
+        `${active.signPub}00`,
+        active.signPub.slice(2),
+        undefined,
+        null,
+        1,
+      ]) {
+        t.equal(await s.isAuthorized(bad as string), false, `malformed ${JSON.stringify(bad)} is false, not an error`);
+      }
+    });
+
+    t.test("hasAdmin is true only while an active admin exists", async (t) => {
+      const s = await fresh(t);
+      t.equal(await s.hasAdmin(), false, "empty store");
+      await s.addUser(member("bob"));
+      t.equal(await s.hasAdmin(), false, "members only");
+      const admin = await s.addUser(member("alice", { role: "admin" }));
+      t.equal(await s.hasAdmin(), true, "an active admin");
+      await s.revokeUser(admin.signPub);
+      t.equal(await s.hasAdmin(), false, "the only admin is revoked");
+      await s.addUser(member("carol", { role: "admin" }));
+      t.equal(await s.hasAdmin(), true, "another admin");
+    });
+
+    t.test("after close every method throws StoreUnavailableError", async (t) => {
+      const store = await open();
+      const u = await store.addUser(member("alice", { role: "admin" }));
+      await store.close();
+      await store.close();
+      t.pass("close is idempotent");
+      const calls: Array<[string, () => Promise<unknown>]> = [
+        ["addUser", () => store.addUser(member("bob"))],
+        ["getUser", () => store.getUser(u.signPub)],
+        ["listUsers", () => store.listUsers()],
+        ["revokeUser", () => store.revokeUser(u.signPub)],
+        ["deleteUser", () => store.deleteUser(u.signPub)],
+        ["isAuthorized", () => store.isAuthorized(u.signPub)],
+        ["isAuthorized (malformed key)", () => store.isAuthorized("xyz")],
+        ["hasAdmin", () => store.hasAdmin()],
+      ];
+      for (const [label, call] of calls) {
+        const result = await call().then(
+          (value) => ({ value }),
+          (error: unknown) => ({ error }),
+        );
+        t.type("error" in result ? result.error : result.value, StoreUnavailableError, label);
+      }
+    });
+  });
+}
