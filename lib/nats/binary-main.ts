@@ -1,0 +1,88 @@
+import { Writable } from "node:stream";
+import { createLogger } from "../log/index.ts";
+import { installNatsServer, type NatsInstallProgress } from "./binary.ts";
+
+const USAGE = `usage: install-nats [--json]
+
+Finds or downloads nats-server >= 2.10.0 into the unibus cache and prints where it is.
+  --json   print one JSON line {"path","version","source"} instead of a sentence`;
+
+export interface InstallCommandIO {
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+  env: NodeJS.ProcessEnv;
+}
+
+/**
+ * The body of `scripts/install-nats.ts` (run by postinstall): human progress lines on
+ * stderr, the result on stdout. Returns the exit code instead of exiting, so it can be
+ * embedded (the CLI's `unibus install` may reuse it).
+ */
+export async function runInstallCommand(
+  argv: readonly string[],
+  io: InstallCommandIO = { stdout: process.stdout, stderr: process.stderr, env: process.env },
+): Promise<number> {
+  let json = false;
+  for (const arg of argv) {
+    if (arg === "--json") json = true;
+    else if (arg === "--help" || arg === "-h") {
+      io.stdout.write(`${USAGE}\n`);
+      return 0;
+    } else {
+      io.stderr.write(`unibus: unknown argument ${arg}\n${USAGE}\n`);
+      return 2;
+    }
+  }
+
+  const logger = createLogger({ level: io.env.UNIBUS_LOG_LEVEL ?? "info", destination: humanLines(io.stderr) });
+  try {
+    const result = await installNatsServer({ logger, env: io.env, onProgress: progressPrinter(io.stderr) });
+    io.stdout.write(
+      json ? `${JSON.stringify(result)}\n` : `nats-server ${result.version} (from ${result.source}): ${result.path}\n`,
+    );
+    return 0;
+  } catch (err) {
+    io.stderr.write(`unibus: ${(err as Error).message}\n`);
+    return 1;
+  }
+}
+
+/** pino's JSON lines, turned into `unibus: <message> (key=value …)` for a person at a terminal. */
+function humanLines(out: NodeJS.WritableStream): Writable {
+  const shown = ["version", "path", "source", "reason"];
+  return new Writable({
+    write(chunk: Buffer | string, _enc, cb) {
+      for (const line of chunk.toString().split("\n")) {
+        if (!line.trim()) continue;
+        try {
+          const rec = JSON.parse(line) as Record<string, unknown>;
+          const details = shown
+            .filter((k) => rec[k] !== undefined)
+            .map((k) => `${k}=${String(rec[k])}`)
+            .join(" ");
+          out.write(`unibus: ${String(rec.msg ?? "")}${details ? ` (${details})` : ""}\n`);
+        } catch {
+          out.write(`${line}\n`);
+        }
+      }
+      cb();
+    },
+  });
+}
+
+/** One line per phase change, and download progress in 10 % steps. */
+function progressPrinter(out: NodeJS.WritableStream): (e: NatsInstallProgress) => void {
+  let lastDecile = -1;
+  return (e) => {
+    if (e.phase === "download" && e.received !== undefined) {
+      if (!e.total) return;
+      const decile = Math.floor((e.received / e.total) * 10);
+      if (decile === lastDecile) return;
+      lastDecile = decile;
+      out.write(`unibus: downloaded ${decile * 10}% of ${(e.total / 1048576).toFixed(1)} MiB\n`);
+      return;
+    }
+    lastDecile = -1;
+    out.write(`unibus: ${e.message}\n`);
+  };
+}
