@@ -1,0 +1,21 @@
+/**
+ * TLS for unibus: a local certificate authority and the server / route
+ * certificates it issues (ECDSA P-256, PEM files, keys 0600).
+ */
+export { type CaOptions, type CertificateAuthority, loadOrCreateCa } from "./ca.ts";
+export {
+  type CertificateDescription,
+  type CertificateUsage,
+  describeCertificate,
+  type IssuedCertificate,
+  type IssueOptions,
+  issueCertificate,
+  type SigningAuthority,
+} from "./certificate.ts";
+export { validateHost } from "./hosts.ts";
+export {
+  DEFAULT_SERVER_HOSTS,
+  loadOrCreateServerCertificate,
+  type ServerCertificate,
+  type ServerCertificateOptions,
+} from "./server-cert.ts";
