@@ -1,0 +1,388 @@
+import path from "node:path";
+import { fromPublic } from "@nats-io/nkeys";
+import { InvalidArgumentError } from "../errors.ts";
+
+/**
+ * nats-server configuration from typed options.
+ *
+ * The NATS config syntax is a superset of JSON, so the file is a JSON object built from the
+ * options: no hand quoting, no `$VAR` interpolation (quoted strings are literal to nats-server).
+ * nats-server's lexer knows only the escapes `\" \\ \t \n \r`, not JSON's `\u`, `\b` or `\f`,
+ * so control characters are refused up front rather than rendered into a file it cannot parse.
+ */
+
+export interface NatsTlsOptions {
+  certFile: string;
+  keyFile: string;
+  /** CA that client certificates must chain to (with `verify`). */
+  caFile?: string;
+  /** Require and verify client certificates. */
+  verify?: boolean;
+  /** TLS handshake timeout in seconds (nats-server default 2). */
+  timeout?: number;
+}
+
+/** Route TLS is always mutual in nats-server: the CA is required, `verify` does not exist. */
+export interface NatsClusterTlsOptions {
+  certFile: string;
+  keyFile: string;
+  caFile: string;
+  timeout?: number;
+}
+
+export interface NatsAccountOptions {
+  /** Users authenticated by nkey (public `U…` keys). */
+  users?: { nkey: string }[];
+  jetstream?: boolean;
+}
+
+export interface NatsAuthCalloutOptions {
+  /** Public key (`A…`) of the account key pair the callout service signs with. */
+  issuer: string;
+  /** Account the callout service's own connection lives in. */
+  account: string;
+  /** Users (`U…`) that bypass the callout; each must be an nkey user of some account. */
+  authUsers: string[];
+  /** Curve public key (`X…`) to encrypt callout requests with. */
+  xkey?: string;
+}
+
+export interface NatsJetStreamOptions {
+  storeDir: string;
+  /** Bytes. */
+  maxMemory?: number;
+  /** Bytes. */
+  maxFile?: number;
+}
+
+export interface NatsClusterOptions {
+  name: string;
+  host: string;
+  /** -1 = random. */
+  port: number;
+  /** Route URLs, e.g. `nats-route://127.0.0.1:6222`; self-routes are ignored by the server. */
+  routes: string[];
+  /** `host:port` other servers should use to reach this one. */
+  advertise?: string;
+  tls?: NatsClusterTlsOptions;
+}
+
+export interface NatsConfigOptions {
+  serverName: string;
+  host: string;
+  /** Client port; -1 = random (learn it from the ports file). */
+  port: number;
+  /** Monitoring (plain HTTP); port -1 = random. */
+  http?: { host: string; port: number };
+  /** Where nats-server writes `<binary>_<pid>.ports`. */
+  portsFileDir: string;
+  tls?: NatsTlsOptions;
+  accounts?: Record<string, NatsAccountOptions>;
+  systemAccount?: string;
+  authCallout?: NatsAuthCalloutOptions;
+  jetstream?: NatsJetStreamOptions;
+  cluster?: NatsClusterOptions;
+  /** Bytes; at most 64 MiB. */
+  maxPayload?: number;
+  /** Go duration, e.g. "2m". */
+  pingInterval?: string;
+  /** Seconds a client has to authenticate; must leave room for an auth callout round trip. */
+  authTimeout?: number;
+  /** Go duration, e.g. "10s". */
+  writeDeadline?: string;
+  debug?: boolean;
+  trace?: boolean;
+  /**
+   * Raw top-level keys merged into the file as they are. For settings not modelled here (and for
+   * tests that need a file the server rejects); they may not replace a key rendered from the
+   * typed options.
+   */
+  extra?: Record<string, unknown>;
+}
+
+const MAX_PAYLOAD_LIMIT = 64 * 1024 * 1024;
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const ACCOUNT_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+// IPv4, IPv6 (bare, with optional zone) and DNS names; brackets are added when rendering.
+const HOST = /^[A-Za-z0-9._:%-]{1,253}$/;
+const GO_DURATION = /^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$/;
+
+function fail(field: string, message: string): never {
+  throw new InvalidArgumentError(field, `${field}: ${message}`);
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function checkName(v: unknown, field: string): string {
+  if (typeof v !== "string" || !NAME.test(v)) {
+    fail(
+      field,
+      `must be 1-128 characters of letters, digits, '.', '_' or '-' (no spaces), starting with a letter or digit; got ${JSON.stringify(v)}`,
+    );
+  }
+  return v;
+}
+
+function checkHost(v: unknown, field: string): string {
+  if (typeof v !== "string" || !HOST.test(v)) {
+    fail(field, `must be an IP address or host name without brackets or port; got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function checkPort(v: unknown, field: string): number {
+  // nats-server reads 0 as "the default port" (4222/6222), not "any port": refuse it to avoid a surprise.
+  if (typeof v !== "number" || !Number.isInteger(v) || v < -1 || v > 65535 || v === 0) {
+    fail(field, `must be an integer port 1-65535, or -1 for a random port; got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function checkAbsolutePath(v: unknown, field: string): string {
+  if (typeof v !== "string" || v === "" || !path.isAbsolute(v)) {
+    fail(field, `must be an absolute path; got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function checkBool(v: unknown, field: string): boolean | undefined {
+  if (v !== undefined && typeof v !== "boolean") fail(field, `must be true or false; got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function checkSeconds(v: unknown, field: string): number | undefined {
+  if (v !== undefined && (typeof v !== "number" || !Number.isFinite(v) || v <= 0 || v > 3600)) {
+    fail(field, `must be a number of seconds > 0 and <= 3600; got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function checkBytes(v: unknown, field: string, max = Number.MAX_SAFE_INTEGER): number | undefined {
+  if (v !== undefined && (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0 || v > max)) {
+    fail(field, `must be a whole number of bytes between 0 and ${max}; got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function checkDuration(v: unknown, field: string): string | undefined {
+  if (v !== undefined && (typeof v !== "string" || !GO_DURATION.test(v))) {
+    fail(field, `must be a Go duration such as "30s", "2m" or "1m30s"; got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+/** A public nkey with the right prefix and a valid checksum. */
+function checkNkey(v: unknown, prefix: "U" | "A" | "X", field: string): string {
+  const kind = { U: "user", A: "account", X: "curve (xkey)" }[prefix];
+  let ok = typeof v === "string" && v.length === 56 && v.startsWith(prefix);
+  if (ok) {
+    try {
+      fromPublic(v as string);
+    } catch {
+      ok = false;
+    }
+  }
+  if (!ok)
+    fail(field, `must be a public ${kind} nkey (56 characters starting with '${prefix}'); got ${JSON.stringify(v)}`);
+  return v as string;
+}
+
+function hostPort(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+function tlsBlock(o: NatsTlsOptions | NatsClusterTlsOptions, field: string, cluster: boolean): Record<string, unknown> {
+  if (!isObject(o)) fail(field, "must be an object");
+  const block: Record<string, unknown> = {
+    cert_file: checkAbsolutePath(o.certFile, `${field}.certFile`),
+    key_file: checkAbsolutePath(o.keyFile, `${field}.keyFile`),
+  };
+  if (cluster || o.caFile !== undefined) block.ca_file = checkAbsolutePath(o.caFile, `${field}.caFile`);
+  if (!cluster) {
+    const verify = checkBool((o as NatsTlsOptions).verify, `${field}.verify`);
+    if (verify !== undefined) block.verify = verify;
+  }
+  const timeout = checkSeconds(o.timeout, `${field}.timeout`);
+  if (timeout !== undefined) block.timeout = timeout;
+  return block;
+}
+
+/** nats-server cannot parse what JSON.stringify would escape as \u, \b or \f: refuse it with the field's path. */
+function checkRenderable(v: unknown, field: string): void {
+  if (typeof v === "string") {
+    if (/[\u0000-\u001f\u007f]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(v)) {
+      fail(field, "must not contain control characters or unpaired surrogates");
+    }
+  } else if (Array.isArray(v)) {
+    v.forEach((x, i) => {
+      checkRenderable(x, `${field}[${i}]`);
+    });
+  } else if (isObject(v)) {
+    for (const [k, x] of Object.entries(v)) {
+      checkRenderable(k, field ? `${field}.${k}` : k);
+      checkRenderable(x, field ? `${field}.${k}` : k);
+    }
+  } else if (typeof v === "number") {
+    if (!Number.isFinite(v)) fail(field, "must be a finite number");
+  } else if (typeof v !== "boolean" && v !== undefined) {
+    fail(field, `cannot be rendered into a nats-server config (${typeof v})`);
+  }
+}
+
+/**
+ * Validates the options and builds the structured config object (nats-server key names).
+ * Throws InvalidArgumentError naming the offending field.
+ */
+export function buildNatsConfig(o: NatsConfigOptions): Record<string, unknown> {
+  if (!isObject(o)) fail("options", "must be an object");
+  checkRenderable(o, "");
+  const conf: Record<string, unknown> = {
+    server_name: checkName(o.serverName, "serverName"),
+    listen: hostPort(checkHost(o.host, "host"), checkPort(o.port, "port")),
+  };
+
+  if (o.http !== undefined) {
+    if (!isObject(o.http)) fail("http", "must be { host, port }");
+    conf.http = hostPort(checkHost(o.http.host, "http.host"), checkPort(o.http.port, "http.port"));
+  }
+  conf.ports_file_dir = checkAbsolutePath(o.portsFileDir, "portsFileDir");
+
+  if (o.tls !== undefined) conf.tls = tlsBlock(o.tls, "tls", false);
+
+  const accountNames = new Set<string>();
+  const nkeyUsers = new Set<string>();
+  if (o.accounts !== undefined) {
+    if (!isObject(o.accounts)) fail("accounts", "must be an object keyed by account name");
+    const accounts: Record<string, unknown> = {};
+    for (const [name, acc] of Object.entries(o.accounts)) {
+      const field = `accounts.${name}`;
+      if (!ACCOUNT_NAME.test(name)) {
+        fail(field, `account names must be 1-64 letters, digits, '_' or '-'; got ${JSON.stringify(name)}`);
+      }
+      if (!isObject(acc)) fail(field, "must be an object");
+      const block: Record<string, unknown> = {};
+      if (acc.users !== undefined) {
+        if (!Array.isArray(acc.users)) fail(`${field}.users`, "must be an array of { nkey }");
+        block.users = acc.users.map((u, i) => {
+          const nkey = checkNkey(isObject(u) ? u.nkey : u, "U", `${field}.users[${i}].nkey`);
+          if (nkeyUsers.has(nkey)) fail(`${field}.users[${i}].nkey`, `user ${nkey} is listed twice`);
+          nkeyUsers.add(nkey);
+          return { nkey };
+        });
+      }
+      if (checkBool(acc.jetstream, `${field}.jetstream`)) block.jetstream = "enabled";
+      accounts[name] = block;
+      accountNames.add(name);
+    }
+    conf.accounts = accounts;
+  }
+
+  if (o.systemAccount !== undefined) {
+    if (typeof o.systemAccount !== "string" || !accountNames.has(o.systemAccount)) {
+      fail("systemAccount", `must name an account defined in accounts; got ${JSON.stringify(o.systemAccount)}`);
+    }
+    conf.system_account = o.systemAccount;
+  }
+
+  const authorization: Record<string, unknown> = {};
+  const authTimeout = checkSeconds(o.authTimeout, "authTimeout");
+  if (authTimeout !== undefined) authorization.timeout = authTimeout;
+  if (o.authCallout !== undefined) {
+    const ac = o.authCallout;
+    if (!isObject(ac)) fail("authCallout", "must be an object");
+    const callout: Record<string, unknown> = {
+      issuer: checkNkey(ac.issuer, "A", "authCallout.issuer"),
+    };
+    if (typeof ac.account !== "string" || !accountNames.has(ac.account)) {
+      fail("authCallout.account", `must name an account defined in accounts; got ${JSON.stringify(ac.account)}`);
+    }
+    callout.account = ac.account;
+    if (!Array.isArray(ac.authUsers) || ac.authUsers.length === 0) {
+      fail("authCallout.authUsers", "must list at least one user nkey (the callout service's own identity)");
+    }
+    callout.auth_users = ac.authUsers.map((u, i) => {
+      const key = checkNkey(u, "U", `authCallout.authUsers[${i}]`);
+      if (!nkeyUsers.has(key)) {
+        fail(`authCallout.authUsers[${i}]`, `user ${key} must also be an nkey user of one of the accounts`);
+      }
+      return key;
+    });
+    if (ac.xkey !== undefined) callout.xkey = checkNkey(ac.xkey, "X", "authCallout.xkey");
+    authorization.auth_callout = callout;
+  }
+  if (Object.keys(authorization).length > 0) conf.authorization = authorization;
+
+  if (o.jetstream !== undefined) {
+    if (!isObject(o.jetstream)) fail("jetstream", "must be an object");
+    const js: Record<string, unknown> = { store_dir: checkAbsolutePath(o.jetstream.storeDir, "jetstream.storeDir") };
+    const mem = checkBytes(o.jetstream.maxMemory, "jetstream.maxMemory");
+    if (mem !== undefined) js.max_memory_store = mem;
+    const file = checkBytes(o.jetstream.maxFile, "jetstream.maxFile");
+    if (file !== undefined) js.max_file_store = file;
+    conf.jetstream = js;
+  }
+
+  if (o.cluster !== undefined) {
+    const c = o.cluster;
+    if (!isObject(c)) fail("cluster", "must be an object");
+    const cluster: Record<string, unknown> = {
+      name: checkName(c.name, "cluster.name"),
+      listen: hostPort(checkHost(c.host, "cluster.host"), checkPort(c.port, "cluster.port")),
+    };
+    if (!Array.isArray(c.routes)) fail("cluster.routes", "must be an array of route URLs");
+    cluster.routes = c.routes.map((r, i) => {
+      const field = `cluster.routes[${i}]`;
+      let url: URL | undefined;
+      try {
+        url = typeof r === "string" ? new URL(r) : undefined;
+      } catch {
+        url = undefined;
+      }
+      if (!url || !["nats-route:", "nats:", "tls:"].includes(url.protocol) || !url.hostname || !url.port) {
+        fail(field, `must be a URL like nats-route://host:port; got ${JSON.stringify(r)}`);
+      }
+      return r;
+    });
+    if (c.advertise !== undefined) {
+      const m = typeof c.advertise === "string" ? /^(.+):(\d{1,5})$/.exec(c.advertise) : null;
+      if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) {
+        fail("cluster.advertise", `must be host:port; got ${JSON.stringify(c.advertise)}`);
+      }
+      cluster.advertise = c.advertise;
+    }
+    if (c.tls !== undefined) cluster.tls = tlsBlock(c.tls, "cluster.tls", true);
+    conf.cluster = cluster;
+  }
+
+  const maxPayload = checkBytes(o.maxPayload, "maxPayload", MAX_PAYLOAD_LIMIT);
+  if (maxPayload !== undefined) {
+    if (maxPayload === 0) fail("maxPayload", "must be at least 1 byte");
+    conf.max_payload = maxPayload;
+  }
+  const ping = checkDuration(o.pingInterval, "pingInterval");
+  if (ping !== undefined) conf.ping_interval = ping;
+  const wd = checkDuration(o.writeDeadline, "writeDeadline");
+  if (wd !== undefined) conf.write_deadline = wd;
+  const debug = checkBool(o.debug, "debug");
+  if (debug !== undefined) conf.debug = debug;
+  const trace = checkBool(o.trace, "trace");
+  if (trace !== undefined) conf.trace = trace;
+
+  if (o.extra !== undefined) {
+    if (!isObject(o.extra)) fail("extra", "must be an object of raw nats-server keys");
+    for (const [k, v] of Object.entries(o.extra)) {
+      if (k in conf) fail(`extra.${k}`, `would replace the key rendered from the typed options; set it there`);
+      conf[k] = v;
+    }
+  }
+
+  return conf;
+}
+
+/** The config file text for nats-server (`nats-server -c <file>`). Throws InvalidArgumentError. */
+export function renderNatsConfig(o: NatsConfigOptions): string {
+  const conf = buildNatsConfig(o);
+  return `# Generated by unibus; edits are overwritten on the next start.\n${JSON.stringify(conf, null, 2)}\n`;
+}

@@ -1,0 +1,669 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { EventEmitter } from "node:events";
+import fs from "node:fs";
+import fsp from "node:fs/promises";
+import http from "node:http";
+import net from "node:net";
+import path from "node:path";
+import type { Readable } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
+import { InvalidArgumentError, NatsBinaryError, NatsStartError, type NatsStartReason, StateError } from "../errors.ts";
+import { type Logger, silentLogger } from "../log/index.ts";
+import { type NatsConfigOptions, renderNatsConfig } from "./config.ts";
+import { armWatchdog, type Watchdog } from "./watchdog.ts";
+
+export type NatsProcessState = "new" | "starting" | "running" | "stopping" | "stopped" | "failed";
+
+/** Ports the server actually listens on (learned from its ports file). */
+export interface NatsPorts {
+  nats: number;
+  monitoring?: number;
+  cluster?: number;
+}
+
+/** Config for a managed server: `portsFileDir` defaults to the process's `workDir`. */
+export type NatsProcessConfig = Omit<NatsConfigOptions, "portsFileDir"> & { portsFileDir?: string };
+
+export interface NatsServerProcessOptions {
+  /** Path of the nats-server binary. */
+  binary: string;
+  config: NatsProcessConfig;
+  /** Holds the config file (and, by default, the ports file). Kept after a failure for investigation. */
+  workDir: string;
+  /** For logs; default `config.serverName`. */
+  name?: string;
+  logger?: Logger;
+  /** Default 10000. */
+  readyTimeoutMs?: number;
+  /** Grace between SIGTERM and SIGKILL on stop(); default 5000. */
+  stopTimeoutMs?: number;
+  /** Lines of server output kept for recentLog() and start errors; default 200. */
+  logLines?: number;
+}
+
+export interface NatsExitInfo {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** False when the server died on its own while running. */
+  expected: boolean;
+}
+
+type Events = {
+  state: [state: NatsProcessState, previous: NatsProcessState];
+  exit: [info: NatsExitInfo];
+};
+
+const POLL_MS = 5;
+const MAX_LINE = 4096;
+const ERROR_TAIL = 30;
+
+interface Child {
+  proc: ChildProcess;
+  pid: number;
+  portsFile: string;
+  exitInfo?: { code: number | null; signal: NodeJS.Signals | null };
+  exited: Promise<void>;
+  /** stdout and stderr fully read. */
+  closed: Promise<void>;
+  watchdog?: Watchdog;
+  /** Set before we stop it on purpose. */
+  expected: boolean;
+  /** Local ports of our readiness probes: their "TLS handshake error" lines are our doing, not a fault. */
+  probePorts: Set<number>;
+}
+
+/** True if `pid` names a live process (a zombie counts as dead). */
+export function isProcessAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+  // kill(pid, 0) succeeds on zombies, and an orphan whose reaper (a container's pid 1) never waits stays one.
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state !== "Z" && state !== "X";
+  } catch {
+    return !fs.existsSync("/proc/self/stat");
+  }
+}
+
+/** A bounded buffer of the last lines of output. */
+class LogRing {
+  readonly #max: number;
+  readonly #lines: string[] = [];
+  total = 0;
+  constructor(max: number) {
+    this.#max = max;
+  }
+  push(line: string): void {
+    this.#lines.push(line);
+    this.total++;
+    if (this.#lines.length > this.#max) this.#lines.shift();
+  }
+  /** Lines pushed since `total` was `mark` (as many as are still held). */
+  since(mark: number): string[] {
+    const n = Math.min(this.total - mark, this.#lines.length);
+    return n > 0 ? this.#lines.slice(-n) : [];
+  }
+  all(): string[] {
+    return [...this.#lines];
+  }
+}
+
+/** Waits for `p` at most `ms`; true if it settled. Clears its timer so nothing lingers. */
+async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([p.then(() => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function readLines(stream: Readable, onLine: (line: string) => void): Promise<void> {
+  let buf = "";
+  stream.setEncoding("utf8");
+  stream.on("data", (chunk: string) => {
+    buf += chunk;
+    for (let i = buf.indexOf("\n"); i >= 0; i = buf.indexOf("\n")) {
+      onLine(buf.slice(0, i).replace(/\r$/, ""));
+      buf = buf.slice(i + 1);
+    }
+    if (buf.length > MAX_LINE) {
+      onLine(buf.slice(0, MAX_LINE));
+      buf = "";
+    }
+  });
+  return new Promise((resolve) => {
+    stream.once("close", () => {
+      if (buf) onLine(buf);
+      buf = "";
+      resolve();
+    });
+  });
+}
+
+const LEVEL = /^\[\d+\] \S+ \S+ \[([A-Z]{3})\] /;
+
+/** Port of the first URL in a ports-file list (`tls://127.0.0.1:4222`, `nats://[::1]:4222`). */
+function portOf(urls: unknown): number | undefined {
+  if (!Array.isArray(urls) || typeof urls[0] !== "string") return undefined;
+  const m = /:(\d{1,5})\/?$/.exec(urls[0]);
+  const port = m ? Number(m[1]) : 0;
+  return port > 0 && port <= 65535 ? port : undefined;
+}
+
+async function readPortsFile(file: string): Promise<NatsPorts | undefined> {
+  let parsed: Record<string, unknown>;
+  try {
+    parsed = JSON.parse(await fsp.readFile(file, "utf8"));
+  } catch {
+    return undefined; // not there yet, or caught half-written
+  }
+  const nats = portOf(parsed.nats);
+  if (nats === undefined) return undefined;
+  const ports: NatsPorts = { nats };
+  const monitoring = portOf(parsed.monitoring);
+  if (monitoring !== undefined) ports.monitoring = monitoring;
+  const cluster = portOf(parsed.cluster);
+  if (cluster !== undefined) ports.cluster = cluster;
+  return ports;
+}
+
+/** Where to reach a listener bound to `host` from this machine. */
+function probeHost(host: string): string {
+  if (host === "0.0.0.0") return "127.0.0.1";
+  if (host === "::") return "::1";
+  return host;
+}
+
+/** Connects and waits for the server's INFO line: proof that the accept loop serves clients. */
+function probeClient(
+  host: string,
+  port: number,
+  timeoutMs: number,
+  onLocalPort: (p: number) => void,
+): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = net.connect({ host, port });
+    let seen = "";
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    sock.once("connect", () => {
+      if (sock.localPort) onLocalPort(sock.localPort);
+    });
+    sock.on("data", (d) => {
+      seen += d.toString("latin1");
+      if (seen.startsWith("INFO ")) done(true);
+      else if (seen.length >= 5) done(false);
+    });
+    sock.once("error", () => done(false));
+    sock.once("close", () => done(false));
+  });
+}
+
+function probeHealth(host: string, port: number, urlPath: string, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = http.get({ host, port, path: urlPath, timeout: timeoutMs, agent: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.once("timeout", () => req.destroy());
+    req.once("error", () => resolve(false));
+  });
+}
+
+/**
+ * One nats-server child process: `new → starting → running → stopping → stopped`, or `failed`
+ * when a start fails or the server dies on its own. Emits `state` on every transition and `exit`
+ * whenever the server process ends.
+ *
+ * The server runs in its own process group (so a terminal's Ctrl-C reaches only Node, which then
+ * stops servers in order) and is watched by a watchdog (see watchdog.ts) that kills it if this
+ * process dies without stopping it.
+ */
+export class NatsServerProcess extends EventEmitter<Events> {
+  readonly name: string;
+  readonly #binary: string;
+  readonly #workDir: string;
+  readonly #log: Logger;
+  readonly #readyTimeoutMs: number;
+  readonly #stopTimeoutMs: number;
+  readonly #ring: LogRing;
+  #config: NatsProcessConfig;
+  #state: NatsProcessState = "new";
+  #child: Child | undefined;
+  #ports: NatsPorts | undefined;
+  /** Ports of the first successful start: later starts reuse them wherever the config says -1. */
+  #learned: NatsPorts | undefined;
+  #starting: Promise<NatsPorts> | undefined;
+  #stopping: Promise<void> | undefined;
+  #abort: "stop" | "kill" | undefined;
+  #runMark = 0;
+
+  constructor(opts: NatsServerProcessOptions) {
+    super();
+    if (typeof opts.binary !== "string" || opts.binary === "") {
+      throw new InvalidArgumentError("binary", "binary: the path of nats-server is required");
+    }
+    if (typeof opts.workDir !== "string" || !path.isAbsolute(opts.workDir)) {
+      throw new InvalidArgumentError(
+        "workDir",
+        `workDir: must be an absolute path; got ${JSON.stringify(opts.workDir)}`,
+      );
+    }
+    for (const key of ["readyTimeoutMs", "stopTimeoutMs", "logLines"] as const) {
+      const v = opts[key];
+      if (v !== undefined && (!Number.isInteger(v) || v <= 0)) {
+        throw new InvalidArgumentError(key, `${key}: must be a positive integer; got ${JSON.stringify(v)}`);
+      }
+    }
+    if (typeof opts.config !== "object" || opts.config === null) {
+      throw new InvalidArgumentError("config", "config: the nats-server options are required");
+    }
+    this.#binary = opts.binary;
+    this.#workDir = opts.workDir;
+    this.#config = opts.config;
+    renderNatsConfig(this.#effectiveConfig()); // fail now, not at start()
+    this.name = opts.name ?? opts.config.serverName;
+    this.#log = (opts.logger ?? silentLogger).child({ component: "nats", node: this.name });
+    this.#readyTimeoutMs = opts.readyTimeoutMs ?? 10_000;
+    this.#stopTimeoutMs = opts.stopTimeoutMs ?? 5_000;
+    this.#ring = new LogRing(opts.logLines ?? 200);
+  }
+
+  get state(): NatsProcessState {
+    return this.#state;
+  }
+
+  /** Pid of the server while its process exists. */
+  get pid(): number | undefined {
+    return this.#child && !this.#child.exitInfo ? this.#child.pid : undefined;
+  }
+
+  /** Pid of the watchdog shell guarding the current server, if any. */
+  get watchdogPid(): number | undefined {
+    return this.#child && !this.#child.exitInfo ? this.#child.watchdog?.pid : undefined;
+  }
+
+  /** Ports while running. */
+  get ports(): NatsPorts | undefined {
+    return this.#ports && { ...this.#ports };
+  }
+
+  get configFile(): string {
+    return path.join(this.#workDir, `${this.#config.serverName}.conf`);
+  }
+
+  get config(): NatsProcessConfig {
+    return this.#config;
+  }
+
+  /**
+   * Replaces the config used by the next start (e.g. a cluster's routes once every node's port
+   * is known). Ports learned by an earlier start still replace -1. Throws InvalidArgumentError.
+   */
+  setConfig(config: NatsProcessConfig): void {
+    const previous = this.#config;
+    this.#config = config;
+    try {
+      renderNatsConfig(this.#effectiveConfig());
+    } catch (err) {
+      this.#config = previous;
+      throw err;
+    }
+  }
+
+  /** The last lines the server wrote (stdout and stderr, oldest first). */
+  recentLog(): string[] {
+    return this.#ring.all();
+  }
+
+  /**
+   * Writes the config file and starts the server; resolves once it serves clients (ports file,
+   * client INFO, and `/healthz` when monitoring is on). Throws NatsStartError (the child is
+   * gone, the state is `failed`, workDir is kept), NatsBinaryError when the binary cannot be run,
+   * StateError unless the state is new, stopped or failed.
+   */
+  async start(): Promise<NatsPorts> {
+    const allowed = ["new", "stopped", "failed"] as const;
+    if (!(allowed as readonly string[]).includes(this.#state)) throw new StateError(allowed, this.#state, "start()");
+    this.#abort = undefined;
+    this.#setState("starting");
+    const started = performance.now();
+    const launching = this.#launch();
+    this.#starting = launching;
+    try {
+      const ports = await launching;
+      this.#ports = ports;
+      this.#learned = ports;
+      this.#setState("running");
+      this.#log.info({ pid: this.pid, ports, ms: Math.round(performance.now() - started) }, "nats-server is ready");
+      return { ...ports };
+    } catch (err) {
+      this.#setState(this.#abort ? "stopped" : "failed");
+      throw err;
+    } finally {
+      this.#starting = undefined;
+    }
+  }
+
+  /**
+   * SIGTERM, then SIGKILL after stopTimeoutMs; resolves when the process is gone and its ports
+   * file removed. Idempotent; a call during start() aborts the start.
+   */
+  async stop(): Promise<void> {
+    switch (this.#state) {
+      case "new":
+      case "stopped":
+        return;
+      case "failed":
+        if (this.#child) await this.#terminate(this.#child, "kill");
+        return;
+      case "stopping":
+        return this.#stopping;
+      case "starting":
+        this.#abort ??= "stop";
+        await this.#starting?.catch(() => {});
+        return this.stop();
+      case "running":
+        return this.#shutdown("graceful");
+    }
+  }
+
+  /** SIGKILL now (a simulated crash); resolves when the process is gone. State becomes `stopped`. */
+  async kill(): Promise<void> {
+    switch (this.#state) {
+      case "new":
+      case "stopped":
+        return;
+      case "failed":
+        if (this.#child) await this.#terminate(this.#child, "kill");
+        return;
+      case "stopping":
+        this.#child?.proc.kill("SIGKILL");
+        return this.#stopping;
+      case "starting":
+        this.#abort = "kill";
+        await this.#starting?.catch(() => {});
+        return this.kill();
+      case "running":
+        return this.#shutdown("kill");
+    }
+  }
+
+  /** Stops the server if it runs and starts it again on the ports it had before. */
+  async restart(): Promise<NatsPorts> {
+    if (this.#state === "starting" || this.#state === "stopping") {
+      throw new StateError(["new", "running", "stopped", "failed"], this.#state, "restart()");
+    }
+    if (this.#state === "running") await this.stop();
+    return this.start();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+
+  #setState(next: NatsProcessState): void {
+    const previous = this.#state;
+    if (previous === next) return;
+    this.#state = next;
+    this.#emitSafely("state", next, previous);
+  }
+
+  /** A throwing listener must not derail a start or a stop half way. */
+  #emitSafely<K extends keyof Events>(event: K, ...args: Events[K]): void {
+    try {
+      (this.emit as (e: K, ...a: Events[K]) => boolean)(event, ...args);
+    } catch (err) {
+      this.#log.warn({ err, event }, "a listener threw");
+    }
+  }
+
+  #effectiveConfig(): NatsConfigOptions {
+    const c = this.#config;
+    const learned = this.#learned;
+    const conf: NatsConfigOptions = {
+      ...c,
+      portsFileDir: c.portsFileDir ?? this.#workDir,
+      port: c.port === -1 && learned ? learned.nats : c.port,
+    };
+    if (c.http) {
+      conf.http = { ...c.http, port: c.http.port === -1 && learned?.monitoring ? learned.monitoring : c.http.port };
+    }
+    if (c.cluster) {
+      conf.cluster = {
+        ...c.cluster,
+        port: c.cluster.port === -1 && learned?.cluster ? learned.cluster : c.cluster.port,
+      };
+    }
+    return conf;
+  }
+
+  #runLog(n = ERROR_TAIL): string[] {
+    return this.#ring.since(this.#runMark).slice(-n);
+  }
+
+  async #launch(): Promise<NatsPorts> {
+    const conf = this.#effectiveConfig();
+    const text = renderNatsConfig(conf);
+    await fsp.mkdir(this.#workDir, { recursive: true, mode: 0o700 });
+    await fsp.mkdir(conf.portsFileDir, { recursive: true, mode: 0o700 });
+    const file = this.configFile;
+    await fsp.writeFile(file, text, { mode: 0o600 });
+    await fsp.chmod(file, 0o600); // writeFile's mode only applies to a new file
+    this.#runMark = this.#ring.total;
+    const child = await this.#spawn(conf);
+    try {
+      return await this.#waitReady(child, conf);
+    } catch (err) {
+      await this.#terminate(child, this.#abort === "stop" ? "graceful" : "kill");
+      throw err;
+    }
+  }
+
+  async #spawn(conf: NatsConfigOptions): Promise<Child> {
+    const proc = spawn(this.#binary, ["-c", this.configFile], {
+      cwd: this.#workDir,
+      detached: true,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        proc.once("spawn", resolve);
+        proc.once("error", reject);
+      });
+    } catch (err) {
+      throw new NatsBinaryError(
+        `cannot run nats-server at ${this.#binary} (${(err as Error).message}); set UNIBUS_NATS_SERVER to a working nats-server or run \`unibus install\``,
+        { cause: err },
+      );
+    }
+    proc.on("error", (err) => this.#log.warn({ err }, "nats-server process error"));
+    const pid = proc.pid as number;
+    let markExited: () => void = () => {};
+    const child: Child = {
+      proc,
+      pid,
+      portsFile: path.join(conf.portsFileDir, `${path.basename(this.#binary)}_${pid}.ports`),
+      exited: new Promise<void>((resolve) => {
+        markExited = resolve;
+      }),
+      closed: Promise.resolve(),
+      expected: false,
+      probePorts: new Set(),
+    };
+    const onLine = (line: string) => this.#onLine(child, line);
+    child.closed = Promise.all([
+      readLines(proc.stdout as Readable, onLine),
+      readLines(proc.stderr as Readable, onLine),
+    ]).then(() => {});
+    proc.once("exit", (code, signal) => {
+      child.exitInfo = { code, signal };
+      markExited();
+      const crashed = !child.expected && this.#child === child && this.#state === "running";
+      if (crashed) this.#onCrash(child);
+      this.#emitSafely("exit", { code, signal, expected: !crashed });
+    });
+    child.watchdog = armWatchdog(pid, { graceMs: this.#stopTimeoutMs, logger: this.#log });
+    this.#child = child;
+    return child;
+  }
+
+  #onLine(child: Child, line: string): void {
+    this.#ring.push(line);
+    const msg = line.replace(LEVEL, "");
+    const tag = LEVEL.exec(line)?.[1];
+    const probe = /:(\d+) - cid:\d+ - TLS handshake error/.exec(line);
+    if (probe && child.probePorts.has(Number(probe[1]))) {
+      this.#log.debug({ probe: true }, msg);
+    } else if (tag === "FTL" || tag === "ERR" || line.startsWith("nats-server: ")) {
+      this.#log.error(msg);
+    } else if (tag === "WRN") {
+      this.#log.warn(msg);
+    } else {
+      this.#log.debug(msg);
+    }
+  }
+
+  #onCrash(child: Child): void {
+    this.#ports = undefined;
+    this.#setState("failed");
+    this.#log.error(
+      { code: child.exitInfo?.code, signal: child.exitInfo?.signal, log: this.#runLog() },
+      "nats-server exited unexpectedly",
+    );
+    void this.#terminate(child, "kill").catch((err) => this.#log.warn({ err }, "cleanup after crash failed"));
+  }
+
+  async #waitReady(child: Child, conf: NatsConfigOptions): Promise<NatsPorts> {
+    const deadline = performance.now() + this.#readyTimeoutMs;
+    const host = probeHost(conf.host);
+    const healthPath = conf.jetstream ? "/healthz?js-enabled-only=true" : "/healthz";
+    let ports: NatsPorts | undefined;
+    let serving = false;
+    let healthy = !conf.http;
+    let waitingFor = `the ports file ${child.portsFile}`;
+    for (;;) {
+      if (this.#abort) {
+        throw new NatsStartError(
+          "exited",
+          `nats-server ${this.name} was told to ${this.#abort} before it was ready`,
+          this.#runLog(),
+        );
+      }
+      if (child.exitInfo) throw await this.#exitError(child, conf);
+      const left = deadline - performance.now();
+      if (left <= 0) {
+        throw new NatsStartError(
+          "timeout",
+          `nats-server ${this.name} was not ready within ${this.#readyTimeoutMs} ms (still waiting for ${waitingFor}); it was stopped. On a slow or busy machine raise readyTimeoutMs`,
+          this.#runLog(),
+        );
+      }
+      let progressed = false;
+      if (!ports) {
+        ports = await readPortsFile(child.portsFile);
+        progressed = ports !== undefined;
+      } else if (!serving) {
+        waitingFor = `the client port ${ports.nats} to answer`;
+        serving = await probeClient(host, ports.nats, Math.min(left, 1000), (p) => child.probePorts.add(p));
+        progressed = serving;
+      } else if (!healthy) {
+        const port = ports.monitoring;
+        if (port === undefined) {
+          throw new NatsStartError(
+            "exited",
+            `nats-server ${this.name} wrote no monitoring port to its ports file although http is configured`,
+            this.#runLog(),
+          );
+        }
+        waitingFor = `GET ${healthPath} on port ${port} to answer 200`;
+        healthy = await probeHealth(probeHost(conf.http?.host ?? conf.host), port, healthPath, Math.min(left, 1000));
+        progressed = healthy;
+      } else {
+        return ports;
+      }
+      if (!progressed) await sleep(POLL_MS);
+    }
+  }
+
+  async #exitError(child: Child, conf: NatsConfigOptions): Promise<NatsStartError> {
+    await settlesWithin(child.closed, 1000); // let the last lines in
+    const lines = this.#runLog(200);
+    const tail = lines.slice(-ERROR_TAIL);
+    const { code, signal } = child.exitInfo ?? { code: null, signal: null };
+    const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+    const reason = classify(lines, conf);
+    const text: Record<NatsStartReason, string> = {
+      port_in_use: `nats-server ${this.name} could not listen: a configured port is already in use. Stop whatever holds it, pick another port, or use -1 for a random one`,
+      bad_config: `nats-server ${this.name} rejected its configuration ${this.configFile} (${how}); the server's reason is below`,
+      tls: `nats-server ${this.name} could not load its TLS certificate, key or CA; check the files named below exist, are PEM and belong together`,
+      exited: `nats-server ${this.name} ${how} before it was ready`,
+      timeout: "",
+    };
+    return new NatsStartError(reason, text[reason], tail);
+  }
+
+  async #shutdown(mode: "graceful" | "kill"): Promise<void> {
+    const child = this.#child;
+    this.#setState("stopping");
+    this.#stopping = (async () => {
+      try {
+        if (child) await this.#terminate(child, mode);
+      } finally {
+        this.#ports = undefined;
+        this.#stopping = undefined;
+        this.#setState("stopped");
+        this.#log.info({ mode }, "nats-server stopped");
+      }
+    })();
+    return this.#stopping;
+  }
+
+  /** Ends the child (watchdog first) and removes its ports file. Safe to call more than once. */
+  async #terminate(child: Child, mode: "graceful" | "kill"): Promise<void> {
+    child.expected = true;
+    await child.watchdog?.disarm();
+    if (!child.exitInfo) {
+      if (mode === "graceful") {
+        child.proc.kill("SIGTERM");
+        if (!(await settlesWithin(child.exited, this.#stopTimeoutMs))) {
+          this.#log.warn({ stopTimeoutMs: this.#stopTimeoutMs }, "nats-server ignored SIGTERM; sending SIGKILL");
+          child.proc.kill("SIGKILL");
+        }
+      } else {
+        child.proc.kill("SIGKILL");
+      }
+      await child.exited;
+    }
+    await settlesWithin(child.closed, 1000);
+    await fsp.rm(child.portsFile, { force: true });
+  }
+}
+
+/** Maps the server's last words to a reason. The fatal lines were found by making each case happen. */
+function classify(lines: readonly string[], conf: NatsConfigOptions): NatsStartReason {
+  // "[FTL] Error listening on port: …: bind: address already in use" (also monitor and route ports)
+  if (lines.some((l) => l.includes("address already in use"))) return "port_in_use";
+  // Config errors come before logging starts, as "nats-server: <file>:<line>:<col>: <error>" or
+  // "nats-server: Parse error on line …"; startup failures as "[FTL] …".
+  const fatal = lines.filter((l) => l.startsWith("nats-server: ") || LEVEL.exec(l)?.[1] === "FTL");
+  if (fatal.length === 0) return "exited";
+  const tlsFiles = [conf.tls?.certFile, conf.tls?.keyFile, conf.tls?.caFile, conf.cluster?.tls?.certFile]
+    .concat([conf.cluster?.tls?.keyFile, conf.cluster?.tls?.caFile])
+    .filter((f): f is string => typeof f === "string");
+  const tlsLike = /x509|certificate|\btls\b|PEM|private key/i;
+  if (fatal.some((l) => tlsLike.test(l) || tlsFiles.some((f) => l.includes(f)))) return "tls";
+  return "bad_config";
+}
