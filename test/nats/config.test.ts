@@ -6,13 +6,13 @@ import { promisify } from "node:util";
 import { createAccount, createCurve, createUser } from "@nats-io/nkeys";
 import t, { type Test } from "tap";
 import { InvalidArgumentError } from "../../lib/errors.ts";
-import { resolveNatsServer } from "../../lib/nats/binary.ts";
 import { buildNatsConfig, type NatsConfigOptions, renderNatsConfig } from "../../lib/nats/config.ts";
 import { NatsServerProcess } from "../../lib/nats/process.ts";
 import { loadOrCreateCa, loadOrCreateServerCertificate } from "../../lib/tls/index.ts";
+import { NATS_SERVER } from "../helpers/nats.ts";
 
 const run = promisify(execFile);
-const NATS = process.env.UNIBUS_NATS_SERVER ?? (await resolveNatsServer({ network: false })).path;
+const NATS = NATS_SERVER;
 
 async function tempDir(t: Test): Promise<string> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-test-"));

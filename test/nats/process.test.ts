@@ -7,7 +7,6 @@ import { connect } from "@nats-io/transport-node";
 import t, { type Test } from "tap";
 import { NatsBinaryError, NatsStartError, StateError } from "../../lib/errors.ts";
 import { createLogger } from "../../lib/log/index.ts";
-import { resolveNatsServer } from "../../lib/nats/binary.ts";
 import {
   isProcessAlive,
   type NatsProcessConfig,
@@ -16,8 +15,9 @@ import {
   type NatsServerProcessOptions,
 } from "../../lib/nats/process.ts";
 import { loadOrCreateCa, loadOrCreateServerCertificate } from "../../lib/tls/index.ts";
+import { NATS_SERVER } from "../helpers/nats.ts";
 
-const NATS = process.env.UNIBUS_NATS_SERVER ?? (await resolveNatsServer({ network: false })).path;
+const NATS = NATS_SERVER;
 
 async function tempDir(t: Test): Promise<string> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-test-"));

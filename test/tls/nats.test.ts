@@ -4,10 +4,10 @@ import path from "node:path";
 import { connect } from "@nats-io/transport-node";
 import t from "tap";
 import { loadOrCreateCa, loadOrCreateServerCertificate } from "../../lib/tls/index.ts";
+import { NATS_SERVER } from "../helpers/nats.ts";
 import { tempDir } from "./helpers.ts";
 
 // Go's crypto/tls in nats-server must accept what we issue, as a server and as a client.
-const NATS_SERVER = process.env.UNIBUS_NATS_SERVER ?? "nats-server";
 
 type Ports = { nats?: string[]; cluster?: string[]; monitoring?: string[] };
 
@@ -36,7 +36,7 @@ async function startNats(
   });
   const portsFile = () => path.join(portsDir, `nats-server_${child.pid}.ports`);
   for (;;) {
-    if (spawnError) throw new Error(`cannot run ${NATS_SERVER} (set UNIBUS_NATS_SERVER): ${spawnError.message}`);
+    if (spawnError) throw new Error(`cannot run ${NATS_SERVER} : ${spawnError.message}`);
     if (child.exitCode !== null) throw new Error(`nats-server exited ${child.exitCode}:\n${stderr}`);
     const text = child.pid ? await fs.readFile(portsFile(), "utf8").catch(() => "") : "";
     if (text) return JSON.parse(text) as Ports;

@@ -1,0 +1,15 @@
+/** nats-server: finding the binary, rendering its configuration, running it. */
+
+export type { NatsBinarySource, NatsInstallProgress, ResolvedNatsServer, ResolveNatsOptions } from "./binary.ts";
+export {
+  compareVersions,
+  installNatsServer,
+  MIN_NATS_VERSION,
+  PINNED_NATS_VERSION,
+  parseNatsVersion,
+  resolveNatsServer,
+} from "./binary.ts";
+export type { NatsConfigOptions } from "./config.ts";
+export { buildNatsConfig, renderNatsConfig } from "./config.ts";
+export type { NatsPorts, NatsProcessState, NatsServerProcessOptions } from "./process.ts";
+export { isProcessAlive, NatsServerProcess } from "./process.ts";
