@@ -58,7 +58,8 @@ interface AuthRequestClaims {
 }
 
 export class AuthCallout {
-  readonly #opts: Required<Omit<AuthCalloutOptions, "onDecision">> & Pick<AuthCalloutOptions, "onDecision">;
+  readonly #opts: Required<Omit<AuthCalloutOptions, "onDecision" | "caPem">> &
+    Pick<AuthCalloutOptions, "onDecision" | "caPem">;
   #nc?: NatsConnection;
   #sub?: Subscription;
 

@@ -1,0 +1,274 @@
+/**
+ * One single-node bus: nats-server (a child process) with TLS from the bus' own CA,
+ * the auth callout, the store and the control plane, started in dependency order
+ * and stopped in reverse. The handle is a small state machine; `stop()` is
+ * idempotent and `await using` works.
+ */
+import { EventEmitter } from "node:events";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { type Admit, AuthCallout } from "../auth/callout.ts";
+import { basePermissions } from "../auth/permissions.ts";
+import { loadOrCreateServiceKeys } from "../auth/service-keys.ts";
+import { ControlServer } from "../control/server.ts";
+import { parseSignPub } from "../crypto/identity.ts";
+import { NotFoundError, StateError } from "../errors.ts";
+import { createLogger, type Logger } from "../log/index.ts";
+import { NatsServerProcess, resolveNatsServer } from "../nats/index.ts";
+import { openStore, type Role, type Store, type User } from "../store/index.ts";
+import { loadOrCreateCa, loadOrCreateServerCertificate } from "../tls/index.ts";
+import { busLayout, natsConfigFor } from "./layout.ts";
+
+export type BusState = "new" | "starting" | "running" | "stopping" | "stopped" | "failed";
+
+export interface StartUnibusOptions {
+  /** Where the CA, keys, store and JetStream data live. Default: a fresh temp dir, removed on stop. */
+  dataDir?: string;
+  /** Bind address for NATS and the control plane. Default 127.0.0.1. */
+  host?: string;
+  /** Extra host names / addresses the server certificate must cover (for clients on other machines). */
+  hostnames?: string[];
+  /** Ports; -1 (NATS) or 0 (control) picks a free one. Defaults: random. */
+  ports?: { nats?: number; control?: number; monitoring?: number };
+  /** Store backend. Only "sqlite" on a single node for now. */
+  store?: "sqlite";
+  /** Path of the nats-server binary; default: resolved (env, cache, PATH, download). */
+  natsServer?: string;
+  /** The node's server name. Default "unibus-1". */
+  serverName?: string;
+  logger?: Logger;
+  /** Lifetime of user JWTs issued by the callout (seconds). */
+  userJwtTtlSeconds?: number;
+}
+
+export interface AddUserOptions {
+  handle: string;
+  role?: Role;
+  kexPub?: string | null;
+}
+
+export class Unibus extends EventEmitter {
+  #state: BusState = "new";
+  readonly #opts: StartUnibusOptions;
+  readonly #logger: Logger;
+  #ownsDataDir = false;
+  #dataDir = "";
+  #nats?: NatsServerProcess;
+  #callout?: AuthCallout;
+  #control?: ControlServer;
+  #store?: Store;
+  #natsUrl = "";
+  #controlUrl = "";
+  #caPem = "";
+  #caFile = "";
+  #monitorUrl = "";
+  #stopping?: Promise<void>;
+
+  constructor(opts: StartUnibusOptions = {}) {
+    super();
+    this.#opts = opts;
+    this.#logger = opts.logger ?? createLogger();
+  }
+
+  get state(): BusState {
+    return this.#state;
+  }
+  get natsUrl(): string {
+    return this.#natsUrl;
+  }
+  get controlUrl(): string {
+    return this.#controlUrl;
+  }
+  get monitorUrl(): string {
+    return this.#monitorUrl;
+  }
+  get caPem(): string {
+    return this.#caPem;
+  }
+  get caFile(): string {
+    return this.#caFile;
+  }
+  get dataDir(): string {
+    return this.#dataDir;
+  }
+  /** The control-plane store (host-trusted access). */
+  get store(): Store {
+    if (!this.#store) throw new StateError(["running"], this.#state, "store");
+    return this.#store;
+  }
+  /** nats-server's process id (for tests and operators). */
+  get natsPid(): number | undefined {
+    return this.#nats?.pid;
+  }
+
+  #setState(state: BusState): void {
+    if (this.#state === state) return;
+    this.#state = state;
+    this.emit("state", state);
+  }
+
+  async start(): Promise<this> {
+    if (this.#state !== "new") throw new StateError(["new"], this.#state, "start()");
+    this.#setState("starting");
+    const log = this.#logger;
+    const host = this.#opts.host ?? "127.0.0.1";
+    const serverName = this.#opts.serverName ?? "unibus-1";
+    try {
+      if (this.#opts.dataDir) {
+        this.#dataDir = path.resolve(this.#opts.dataDir);
+        await fs.mkdir(this.#dataDir, { recursive: true, mode: 0o700 });
+      } else {
+        this.#dataDir = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-"));
+        this.#ownsDataDir = true;
+      }
+      const layout = busLayout(this.#dataDir, serverName);
+      // Independent start-up work runs concurrently: the binary lookup spawns
+      // `nats-server --version`, the CA/certificate and key files are disk work.
+      const [binary, ca, keys, store] = await Promise.all([
+        this.#opts.natsServer ? Promise.resolve({ path: this.#opts.natsServer }) : resolveNatsServer({ logger: log }),
+        loadOrCreateCa(layout.tlsDir),
+        loadOrCreateServiceKeys(this.#dataDir),
+        openStore({ backend: "sqlite", file: layout.storeFile, logger: log }),
+      ]);
+      this.#store = store;
+      this.#caPem = ca.certPem;
+      this.#caFile = ca.certFile;
+      const cert = await loadOrCreateServerCertificate(layout.tlsDir, ca, {
+        name: "server",
+        hosts: [
+          ...new Set([
+            "localhost",
+            "127.0.0.1",
+            "::1",
+            ...(isUnspecified(host) ? [] : [host]),
+            ...(this.#opts.hostnames ?? []),
+          ]),
+        ],
+      });
+
+      this.#nats = new NatsServerProcess({
+        binary: binary.path,
+        name: serverName,
+        workDir: layout.natsDir,
+        logger: log,
+        config: natsConfigFor({
+          serverName,
+          host,
+          port: this.#opts.ports?.nats ?? -1,
+          monitoringPort: this.#opts.ports?.monitoring ?? -1,
+          layout,
+          cert,
+          caFile: ca.certFile,
+          keys,
+        }),
+      });
+      const ports = await this.#nats.start();
+      const clientHost = isUnspecified(host) ? "127.0.0.1" : host;
+      this.#natsUrl = `tls://${urlHost(clientHost)}:${ports.nats}`;
+      this.#monitorUrl = ports.monitoring ? `http://127.0.0.1:${ports.monitoring}` : "";
+
+      this.#callout = new AuthCallout({
+        servers: [this.#natsUrl],
+        caPem: ca.certPem,
+        keys,
+        admit: this.#admit,
+        logger: log,
+        ...(this.#opts.userJwtTtlSeconds ? { userJwtTtlSeconds: this.#opts.userJwtTtlSeconds } : {}),
+      });
+      this.#control = new ControlServer({
+        host,
+        port: this.#opts.ports?.control ?? 0,
+        certPem: cert.certPem,
+        keyPem: cert.keyPem,
+        logger: log,
+        health: async () => ({ ok: this.#state === "running" }),
+      });
+      const [, controlPort] = await Promise.all([this.#callout.start(), this.#control.listen()]);
+      this.#controlUrl = `https://${urlHost(clientHost)}:${controlPort}`;
+      this.#setState("running");
+      log.info(
+        { component: "bus", natsUrl: this.#natsUrl, controlUrl: this.#controlUrl, dataDir: this.#dataDir },
+        "bus ready",
+      );
+      return this;
+    } catch (err) {
+      this.#setState("failed");
+      await this.#teardown({ keepFiles: true });
+      throw err;
+    }
+  }
+
+  /** Adds an identity to the allowlist (host-trusted: no signature needed). */
+  async addUser(signPub: string, opts: AddUserOptions): Promise<User> {
+    if (this.#state !== "running") throw new StateError(["running"], this.#state, "addUser()");
+    return this.store.addUser({
+      signPub: parseSignPub(signPub),
+      handle: opts.handle,
+      role: opts.role ?? "member",
+      kexPub: opts.kexPub ?? null,
+    });
+  }
+
+  async stop(): Promise<void> {
+    if (this.#state === "stopped") return;
+    if (this.#state === "new") return this.#setState("stopped");
+    this.#stopping ??= (async () => {
+      this.#setState("stopping");
+      await this.#teardown({ keepFiles: false });
+      this.#setState("stopped");
+    })();
+    return this.#stopping;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+
+  readonly #admit: Admit = async (signPub) => {
+    const store = this.#store;
+    if (!store) return { allowed: false, reason: "store not open" };
+    let user: User;
+    try {
+      user = await store.getUser(signPub);
+    } catch (err) {
+      if (err instanceof NotFoundError) return { allowed: false, reason: "not on the allowlist" };
+      throw err;
+    }
+    if (user.status !== "active") return { allowed: false, reason: `user is ${user.status}` };
+    return { allowed: true, name: user.handle, permissions: basePermissions(user.signPub) };
+  };
+
+  async #teardown({ keepFiles }: { keepFiles: boolean }): Promise<void> {
+    const log = this.#logger;
+    const step = async (what: string, fn: () => Promise<void> | undefined) => {
+      try {
+        await fn();
+      } catch (err) {
+        log.warn({ component: "bus", err: (err as Error).message }, `stopping ${what} failed`);
+      }
+    };
+    await step("control plane", () => this.#control?.close());
+    await step("auth callout", () => this.#callout?.stop());
+    await step("nats-server", () => this.#nats?.stop());
+    await step("store", () => this.#store?.close());
+    this.#store = undefined;
+    if (this.#ownsDataDir && !keepFiles) {
+      await step("temp dir", () => fs.rm(this.#dataDir, { recursive: true, force: true }));
+    } else if (this.#ownsDataDir) {
+      log.warn({ component: "bus", dataDir: this.#dataDir }, "start failed; its files are kept for investigation");
+    }
+  }
+}
+
+export async function startUnibus(opts: StartUnibusOptions = {}): Promise<Unibus> {
+  return new Unibus(opts).start();
+}
+
+function isUnspecified(host: string): boolean {
+  return host === "0.0.0.0" || host === "::" || host === "";
+}
+
+function urlHost(host: string): string {
+  return host.includes(":") ? `[${host}]` : host;
+}

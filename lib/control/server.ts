@@ -1,0 +1,85 @@
+/**
+ * The control plane's HTTPS server. Limits that protect it from unauthenticated
+ * peers (header size, header/request timeouts) are set on the socket server itself,
+ * before any route runs. Routes are added by the control-plane issue; for now it
+ * answers `/healthz`.
+ */
+
+import type { IncomingMessage, ServerResponse } from "node:http";
+import https from "node:https";
+import type { AddressInfo } from "node:net";
+import type { Logger } from "../log/index.ts";
+import { silentLogger } from "../log/index.ts";
+
+export interface ControlServerOptions {
+  host: string;
+  /** 0 = random. */
+  port: number;
+  certPem: string;
+  keyPem: string;
+  logger?: Logger;
+  /** Reports whether the bus behind this control plane is healthy. */
+  health?: () => Promise<{ ok: boolean; detail?: Record<string, unknown> }>;
+}
+
+export class ControlServer {
+  readonly #server: https.Server;
+  readonly #opts: ControlServerOptions;
+  readonly #logger: Logger;
+
+  constructor(opts: ControlServerOptions) {
+    this.#opts = opts;
+    this.#logger = opts.logger ?? silentLogger;
+    this.#server = https.createServer(
+      {
+        cert: opts.certPem,
+        key: opts.keyPem,
+        maxHeaderSize: 16 * 1024,
+        headersTimeout: 10_000,
+        requestTimeout: 30_000,
+        keepAliveTimeout: 5_000,
+      },
+      (req, res) => void this.#route(req, res),
+    );
+    this.#server.maxHeadersCount = 64;
+  }
+
+  async listen(): Promise<number> {
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once("error", reject);
+      this.#server.listen(this.#opts.port, this.#opts.host, () => {
+        this.#server.off("error", reject);
+        resolve();
+      });
+    });
+    return (this.#server.address() as AddressInfo).port;
+  }
+
+  async close(): Promise<void> {
+    if (!this.#server.listening) return;
+    await new Promise<void>((resolve) => {
+      this.#server.close(() => resolve());
+      this.#server.closeAllConnections();
+    });
+  }
+
+  async #route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    try {
+      const url = new URL(req.url ?? "/", "https://control.invalid");
+      if (url.pathname === "/healthz" && (req.method === "GET" || req.method === "HEAD")) {
+        const health = this.#opts.health ? await this.#opts.health() : { ok: true };
+        return send(res, health.ok ? 200 : 503, { status: health.ok ? "ok" : "unavailable", ...health.detail });
+      }
+      send(res, 404, { error: "not_found", message: `no route for ${req.method} ${url.pathname}` });
+    } catch (err) {
+      this.#logger.error({ component: "control", err: (err as Error).message }, "request failed");
+      send(res, 500, { error: "internal", message: "internal error" });
+    }
+  }
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(res.req.method === "HEAD" ? undefined : text);
+}

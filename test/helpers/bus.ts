@@ -1,0 +1,73 @@
+import net from "node:net";
+import { connect as natsConnect } from "@nats-io/transport-node";
+import type { Test } from "tap";
+import { type StartUnibusOptions, startUnibus, type Unibus } from "../../lib/bus/unibus.ts";
+import { connect, type UnibusClient } from "../../lib/client/connect.ts";
+import { createIdentity, type Identity } from "../../lib/crypto/identity.ts";
+
+/** A fresh bus for one test, stopped in teardown. */
+export async function testBus(t: Test, opts: StartUnibusOptions = {}): Promise<Unibus> {
+  const bus = await startUnibus(opts);
+  t.teardown(() => bus.stop());
+  return bus;
+}
+
+/** A new identity already on the bus' allowlist. */
+export async function member(bus: Unibus, handle: string, role: "admin" | "member" = "member"): Promise<Identity> {
+  const id = createIdentity();
+  await bus.addUser(id.signPub, { handle, role, kexPub: id.kexPub });
+  return id;
+}
+
+export async function client(t: Test, bus: Unibus, identity: Identity): Promise<UnibusClient> {
+  const c = await connect({
+    natsUrl: bus.natsUrl,
+    controlUrl: bus.controlUrl,
+    ca: bus.caPem,
+    identity,
+    timeoutMs: 5000,
+  });
+  t.teardown(() => c.close());
+  return c;
+}
+
+/** Connects once without reconnecting: for asserting a denial. */
+export function connectOnce(
+  bus: Unibus,
+  authenticator: Parameters<typeof natsConnect>[0] extends infer O
+    ? O extends { authenticator?: infer A }
+      ? A
+      : never
+    : never,
+) {
+  return natsConnect({ servers: bus.natsUrl, tls: { ca: bus.caPem }, authenticator, reconnect: false, timeout: 5000 });
+}
+
+export function tcpPort(url: string): number {
+  return Number(new URL(url).port);
+}
+
+/**
+ * Talks plaintext NATS protocol to a port and returns everything the server sent
+ * until it closed the socket (or 3 s passed).
+ */
+export function plaintextProbe(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, "127.0.0.1");
+    let received = "";
+    let sent = false;
+    const timer = setTimeout(() => s.destroy(), 3000);
+    s.on("data", (d) => {
+      received += d.toString("latin1");
+      if (!sent && received.includes("\r\n")) {
+        sent = true;
+        s.write('CONNECT {"verbose":false,"pedantic":false}\r\nSUB > 1\r\nPING\r\n');
+      }
+    });
+    s.on("error", () => {});
+    s.on("close", () => {
+      clearTimeout(timer);
+      resolve(received);
+    });
+  });
+}
