@@ -1,0 +1,46 @@
+#!/usr/bin/env node
+// The `unibus` command. Plain JavaScript so it starts on any Node: the CLI itself is
+// TypeScript run by Node's type stripping (or compiled JS in a published package).
+// Where this Node cannot strip types or lacks node:sqlite, re-run on the Node pinned
+// in the project's devDependencies.
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const compiled = join(root, "dist", "cli", "main.js");
+const source = join(root, "lib", "cli", "main.ts");
+const [major, minor] = process.versions.node.split(".").map(Number);
+const hasSqlite = major > 22 || (major === 22 && minor >= 13);
+const stripsTypes = Boolean(process.features?.typescript);
+
+// node:sqlite and type stripping announce themselves as experimental on every run;
+// the CLI's users should not see that.
+const emitWarning = process.emitWarning;
+process.emitWarning = (warning, ...rest) => {
+  const type = typeof rest[0] === "string" ? rest[0] : rest[0]?.type;
+  if (type === "ExperimentalWarning") return;
+  return emitWarning.call(process, warning, ...rest);
+};
+
+if (existsSync(compiled) && hasSqlite) {
+  await import(pathToFileURL(compiled).href);
+} else if (stripsTypes && hasSqlite) {
+  await import(pathToFileURL(source).href);
+} else {
+  const pinned = join(root, "node_modules", "node", "bin", "node");
+  if (!existsSync(pinned)) {
+    console.error(
+      `unibus: Node ${process.versions.node} is too old (need >= 22.13 with type stripping); run \`npm install\` in ${root} to fetch the pinned Node, or install Node 24`,
+    );
+    process.exit(1);
+  }
+  const child = spawn(pinned, ["--disable-warning=ExperimentalWarning", source, ...process.argv.slice(2)], {
+    stdio: "inherit",
+  });
+  // Ctrl-C reaches the whole process group, child included: let the child decide.
+  process.on("SIGINT", () => {});
+  process.on("SIGTERM", () => child.kill("SIGTERM"));
+  child.on("exit", (code, signal) => process.exit(code ?? (signal ? 128 + 15 : 1)));
+}

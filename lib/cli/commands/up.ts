@@ -1,0 +1,132 @@
+import fs from "node:fs/promises";
+import path from "node:path";
+import type { Command } from "commander";
+import { startUnibus, type Unibus } from "../../bus/unibus.ts";
+import { createLogger } from "../../log/index.ts";
+import { CliError, printJson } from "../output.ts";
+
+interface UpOptions {
+  dataDir: string;
+  host: string;
+  natsPort: string;
+  controlPort: string;
+  monitorPort: string;
+  hostname: string[];
+  json?: boolean;
+  logLevel: string;
+}
+
+function port(name: string, value: string, allowRandom: number): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < allowRandom || n > 65535) {
+    throw new CliError(`--${name} must be a port number (1-65535, or ${allowRandom} for a random one), not ${value}`);
+  }
+  return n;
+}
+
+export const RUN_FILE = "run.json";
+
+export function upCommand(program: Command, defaultDataDir: string): void {
+  program
+    .command("up")
+    .description("start a bus: nats-server with TLS, the auth callout and the control plane")
+    .option("-d, --data-dir <dir>", "where the CA, keys and store live (kept between runs)", defaultDataDir)
+    .option(
+      "--host <addr>",
+      "bind address; anything but loopback requires TLS (always on) and encrypted rooms",
+      "127.0.0.1",
+    )
+    .option("--nats-port <port>", "NATS client port", "4222")
+    .option("--control-port <port>", "control-plane HTTPS port", "8470")
+    .option("--monitor-port <port>", "nats-server monitoring port (loopback only)", "8222")
+    .option("--hostname <name>", "extra host name or address for the server certificate (repeatable)", collect, [])
+    .option("--json", "print one JSON line when ready, logs as JSON on stderr")
+    .option("--log-level <level>", "log level: trace, debug, info, warn, error", "info")
+    .action(async (opts: UpOptions) => {
+      // Text mode: a failed start is one line (the error names the cause), so logs stay
+      // quiet until the bus is ready; JSON mode is for machines and logs everything.
+      const level = opts.json ? opts.logLevel : opts.logLevel === "info" ? "warn" : opts.logLevel;
+      const logger = createLogger({ level: opts.json ? level : "silent" });
+      const dataDir = path.resolve(opts.dataDir);
+      await refuseIfRunning(dataDir);
+      let bus: Unibus | undefined;
+      let stopping = false;
+      const stop = async (signal: string) => {
+        // A signal can arrive twice (a process-group kill plus the launcher forwarding
+        // it); stopping is bounded by the children's stop timeouts, so just carry on.
+        if (stopping) return;
+        stopping = true;
+        if (!opts.json) process.stderr.write(`\nunibus: ${signal} received, stopping…\n`);
+        await bus?.stop();
+        await fs.rm(path.join(dataDir, RUN_FILE), { force: true });
+        process.exit(0);
+      };
+      process.on("SIGINT", () => void stop("SIGINT"));
+      process.on("SIGTERM", () => void stop("SIGTERM"));
+      bus = await startUnibus({
+        dataDir,
+        host: opts.host,
+        hostnames: opts.hostname,
+        ports: {
+          nats: port("nats-port", opts.natsPort, -1),
+          control: port("control-port", opts.controlPort, 0),
+          monitoring: port("monitor-port", opts.monitorPort, -1),
+        },
+        logger,
+      });
+      const ready = {
+        event: "ready",
+        natsUrls: [bus.natsUrl],
+        controlUrls: [bus.controlUrl],
+        caFile: bus.caFile,
+        dataDir: bus.dataDir,
+      };
+      await fs.writeFile(
+        path.join(dataDir, RUN_FILE),
+        `${JSON.stringify({ pid: process.pid, ...ready, monitorUrls: [bus.monitorUrl] })}\n`,
+        { mode: 0o600 },
+      );
+      logger.level = level;
+      if (opts.json) return printJson(ready);
+      const hasAdmin = await bus.store.hasAdmin();
+      const rel = path.relative(process.cwd(), dataDir) || ".";
+      const lines = [
+        "unibus is up.",
+        `  NATS:          ${bus.natsUrl}`,
+        `  control plane: ${bus.controlUrl}`,
+        `  CA file:       ${bus.caFile}   (clients trust this CA)`,
+        `  data dir:      ${bus.dataDir}`,
+      ];
+      if (!hasAdmin) {
+        lines.push(
+          "",
+          "No admin yet. Create your identity and add it as the first admin:",
+          "  npx unibus identity new --out me.json",
+          `  npx unibus user add <signing key printed above> --handle you --role admin --data-dir ${rel}`,
+        );
+      }
+      lines.push("", "Press Ctrl-C to stop.");
+      process.stdout.write(`${lines.join("\n")}\n`);
+    });
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+/** Two buses on one data dir would fight over the store and the ports. */
+async function refuseIfRunning(dataDir: string): Promise<void> {
+  let pid: number | undefined;
+  try {
+    pid = JSON.parse(await fs.readFile(path.join(dataDir, RUN_FILE), "utf8")).pid;
+  } catch {
+    return;
+  }
+  if (typeof pid !== "number" || pid === process.pid) return;
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return; // stale file from a crashed run
+  }
+  throw new CliError(`a bus is already running on ${dataDir} (pid ${pid}); stop it first or use another --data-dir`);
+}

@@ -1,0 +1,33 @@
+import { UnibusError } from "../errors.ts";
+
+/** An error the CLI reports as one line and a non-zero exit. */
+export class CliError extends UnibusError {
+  readonly exitCode: number;
+  constructor(message: string, exitCode = 1) {
+    super("CLI", message);
+    this.exitCode = exitCode;
+  }
+}
+
+/** One line for humans: what went wrong (the first line of the message only). */
+export function errorLine(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  return `unibus: ${message.split("\n")[0]}`;
+}
+
+export function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value)}\n`);
+}
+
+/** Fixed-width columns for `list` commands. */
+export function table(rows: string[][]): string {
+  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length))) ?? [];
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i] ?? 0))
+        .join("  ")
+        .trimEnd(),
+    )
+    .join("\n");
+}

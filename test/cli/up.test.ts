@@ -1,0 +1,134 @@
+// `unibus up` as a user runs it: one ready line, a clean stop on SIGTERM, reuse of the
+// data dir on the next start.
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import t, { type Test } from "tap";
+import { connect } from "../../lib/client/connect.ts";
+import { createIdentity } from "../../lib/crypto/identity.ts";
+import { isProcessAlive } from "../../lib/nats/process.ts";
+import { runCli, UNIBUS_BIN } from "../helpers/cli.ts";
+
+const RANDOM_PORTS = ["--nats-port", "-1", "--control-port", "0", "--monitor-port", "-1"];
+
+interface Ready {
+  event: string;
+  natsUrls: string[];
+  controlUrls: string[];
+  caFile: string;
+  dataDir: string;
+}
+
+async function up(t: Test, dataDir: string, extra: string[] = []) {
+  const child = spawn(
+    process.execPath,
+    [UNIBUS_BIN, "up", "--json", "--data-dir", dataDir, ...RANDOM_PORTS, ...extra],
+    {
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill("SIGKILL");
+  });
+  let stderr = "";
+  child.stderr.on("data", (d) => (stderr += d));
+  const lines: string[] = [];
+  const rl = createInterface({ input: child.stdout });
+  rl.on("line", (l) => lines.push(l));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const ready = await new Promise<Ready>((resolve, reject) => {
+    rl.once("line", (l) => resolve(JSON.parse(l)));
+    void exited.then((code) => reject(new Error(`up exited (${code}) before ready: ${stderr}`)));
+  });
+  return { child, ready, lines, exited, stderr: () => stderr };
+}
+
+t.test(
+  "up --json prints exactly one ready line; SIGTERM stops every child; a second up reuses the data dir",
+  async (t) => {
+    const dataDir = path.join(t.testdir(), "bus");
+    const first = await up(t, dataDir);
+    t.match(first.ready, {
+      event: "ready",
+      natsUrls: [/^tls:\/\/127\.0\.0\.1:\d+$/],
+      controlUrls: [/^https:\/\/127\.0\.0\.1:\d+$/],
+      caFile: path.join(dataDir, "tls", "ca.pem"),
+      dataDir,
+    });
+    t.same(Object.keys(first.ready), ["event", "natsUrls", "controlUrls", "caFile", "dataDir"]);
+    const run = JSON.parse(fs.readFileSync(path.join(dataDir, "run.json"), "utf8"));
+    t.equal(run.pid, first.child.pid);
+
+    // the running bus admits a user the CLI adds while it runs
+    const alice = createIdentity();
+    const add = await runCli([
+      "user",
+      "add",
+      alice.signPub,
+      "--handle",
+      "alice",
+      "--role",
+      "admin",
+      "--data-dir",
+      dataDir,
+    ]);
+    t.equal(add.code, 0, add.stderr);
+    const c = await connect({ natsUrl: first.ready.natsUrls[0]!, caFile: first.ready.caFile, identity: alice });
+    await c.close();
+
+    // a second up on a running data dir is refused
+    const clash = await runCli(["up", "--data-dir", dataDir, ...RANDOM_PORTS]);
+    t.equal(clash.code, 1);
+    t.match(clash.stderr.trim(), /^unibus: a bus is already running on .* \(pid \d+\)/);
+
+    const natsPid = findNatsPid(dataDir);
+    t.ok(natsPid && isProcessAlive(natsPid), "nats-server runs");
+    const ca = fs.readFileSync(first.ready.caFile, "utf8");
+    first.child.kill("SIGTERM");
+    t.equal(await first.exited, 0, "clean exit on SIGTERM");
+    t.equal(first.lines.length, 1, "exactly one line on stdout");
+    t.notOk(isProcessAlive(natsPid!), "nats-server stopped");
+    t.notOk(fs.existsSync(path.join(dataDir, "run.json")), "run file removed");
+
+    const second = await up(t, dataDir);
+    t.equal(fs.readFileSync(second.ready.caFile, "utf8"), ca, "same CA");
+    const again = await connect({ natsUrl: second.ready.natsUrls[0]!, caFile: second.ready.caFile, identity: alice });
+    await again.close();
+    second.child.kill("SIGINT");
+    t.equal(await second.exited, 0, "clean exit on SIGINT");
+  },
+);
+
+t.test("up refuses bad ports and a busy port with one line", async (t) => {
+  const dataDir = path.join(t.testdir(), "bus");
+  const bad = await runCli(["up", "--data-dir", dataDir, "--nats-port", "99999"]);
+  t.equal(bad.code, 1);
+  t.match(bad.stderr.trim(), /^unibus: --nats-port must be a port number/);
+  t.equal(bad.stderr.trim().split("\n").length, 1);
+
+  const first = await up(t, path.join(t.testdir(), "other"));
+  const port = new URL(first.ready.natsUrls[0]!).port;
+  const busy = await runCli([
+    "up",
+    "--data-dir",
+    dataDir,
+    "--nats-port",
+    port,
+    "--control-port",
+    "0",
+    "--monitor-port",
+    "-1",
+  ]);
+  t.equal(busy.code, 1);
+  t.match(busy.stderr.trim(), /^unibus: .*already in use/);
+  t.equal(busy.stderr.trim().split("\n").length, 1, busy.stderr);
+  first.child.kill("SIGTERM");
+  await first.exited;
+});
+
+function findNatsPid(dataDir: string): number | undefined {
+  const dir = path.join(dataDir, "nats", "unibus-1");
+  const file = fs.readdirSync(dir).find((f) => f.endsWith(".ports"));
+  return file ? Number(/_(\d+)\.ports$/.exec(file)?.[1]) : undefined;
+}

@@ -1,0 +1,134 @@
+// `unibus identity` and `unibus user`: host-trusted allowlist edits, and every refusal
+// as one clear line with a non-zero exit.
+import fs from "node:fs";
+import path from "node:path";
+import t, { type Test } from "tap";
+import { createIdentity } from "../../lib/crypto/identity.ts";
+import { runCli } from "../helpers/cli.ts";
+
+function oneLineError(
+  t: Test,
+  r: { code: number | null; stderr: string; stdout: string },
+  pattern: RegExp,
+  what: string,
+) {
+  t.not(r.code, 0, `${what}: non-zero exit`);
+  const lines = r.stderr.trim().split("\n");
+  t.equal(lines.length, 1, `${what}: exactly one line (${r.stderr.trim()})`);
+  t.match(lines[0], /^unibus: /, `${what}: prefixed`);
+  t.match(lines[0], pattern, `${what}: says what went wrong`);
+  t.equal(r.stdout, "", `${what}: nothing on stdout`);
+}
+
+t.test("identity new writes a 0600 file and prints its public keys; never overwrites", async (t) => {
+  const dir = t.testdir();
+  const out = path.join(dir, "me.json");
+  const r = await runCli(["identity", "new", "--out", out, "--json"]);
+  t.equal(r.code, 0, r.stderr);
+  const printed = JSON.parse(r.stdout);
+  t.match(printed, { file: out, signPub: /^[0-9a-f]{64}$/, kexPub: /^[0-9a-f]{64}$/, nkey: /^U/ });
+  t.equal(fs.statSync(out).mode & 0o777, 0o600);
+  t.notMatch(r.stdout, JSON.parse(fs.readFileSync(out, "utf8")).signSeed, "no secret printed");
+  const before = fs.readFileSync(out, "utf8");
+  oneLineError(t, await runCli(["identity", "new", "--out", out]), /already exists/, "second identity new");
+  t.equal(fs.readFileSync(out, "utf8"), before, "file untouched");
+  const shown = await runCli(["identity", "show", out, "--json"]);
+  t.same(JSON.parse(shown.stdout), { signPub: printed.signPub, kexPub: printed.kexPub, nkey: printed.nkey });
+  fs.writeFileSync(path.join(dir, "bad.json"), "{", { mode: 0o600 });
+  oneLineError(t, await runCli(["identity", "show", path.join(dir, "bad.json")]), /corrupt/, "corrupt identity");
+});
+
+t.test("user add/list/revoke/delete edit the data dir's allowlist", async (t) => {
+  const dataDir = path.join(t.testdir(), "bus");
+  const alice = createIdentity();
+  const bob = createIdentity();
+  const d = ["--data-dir", dataDir];
+
+  const add = await runCli(["user", "add", alice.signPub, "--handle", "alice", "--role", "admin", ...d]);
+  t.equal(add.code, 0, add.stderr);
+  t.match(add.stdout, /added alice \(admin, active\)/);
+  const addNkey = await runCli(["user", "add", bob.nkey, "--handle", "bob", "--kex-pub", bob.kexPub, ...d]);
+  t.equal(addNkey.code, 0, "a U… key is accepted too");
+
+  const list = await runCli(["user", "list", "--json", ...d]);
+  const users = JSON.parse(list.stdout) as { handle: string; signPub: string; role: string; status: string }[];
+  t.same(
+    users.map((u) => [u.handle, u.role, u.status, u.signPub]),
+    [
+      ["alice", "admin", "active", alice.signPub],
+      ["bob", "member", "active", bob.signPub],
+    ],
+  );
+  const text = await runCli(["user", "list", ...d]);
+  t.match(text.stdout, /HANDLE\s+ROLE\s+STATUS/);
+
+  const revoke = await runCli(["user", "revoke", alice.signPub.toUpperCase(), ...d]);
+  t.equal(revoke.code, 0, revoke.stderr);
+  t.match(revoke.stdout, /revoked alice \(admin, revoked\)/);
+  oneLineError(t, await runCli(["user", "revoke", alice.signPub, ...d]), /already revoked/, "second revoke");
+
+  const del = await runCli(["user", "delete", bob.signPub, ...d]);
+  t.equal(del.code, 0, del.stderr);
+  oneLineError(t, await runCli(["user", "delete", bob.signPub, ...d]), /not found/, "delete unknown");
+  oneLineError(t, await runCli(["user", "revoke", createIdentity().signPub, ...d]), /not found/, "revoke unknown");
+});
+
+t.test("every bad input to user add is one clear line and nothing is written", async (t) => {
+  const dataDir = path.join(t.testdir(), "bus");
+  const d = ["--data-dir", dataDir];
+  const alice = createIdentity();
+  t.equal((await runCli(["user", "add", alice.signPub, "--handle", "alice", ...d])).code, 0);
+  oneLineError(
+    t,
+    await runCli(["user", "add", alice.signPub, "--handle", "alice2", ...d]),
+    /already exists/,
+    "duplicate key",
+  );
+  oneLineError(
+    t,
+    await runCli(["user", "add", createIdentity().signPub, "--handle", "alice", ...d]),
+    /handle/,
+    "duplicate handle",
+  );
+  oneLineError(t, await runCli(["user", "add", "nothex", "--handle", "x", ...d]), /sign-pub must be/, "invalid key");
+  oneLineError(
+    t,
+    await runCli(["user", "add", "00".repeat(32), "--handle", "x", ...d]),
+    /signPub|key/i,
+    "small-order key",
+  );
+  oneLineError(
+    t,
+    await runCli(["user", "add", createIdentity().signPub, "--handle", "x", "--role", "root", ...d]),
+    /role/,
+    "bad role",
+  );
+  oneLineError(
+    t,
+    await runCli(["user", "add", createIdentity().signPub, "--handle", "bad handle!", ...d]),
+    /handle/,
+    "bad handle",
+  );
+  oneLineError(t, await runCli(["user", "add", createIdentity().signPub, ...d]), /handle/, "missing --handle");
+  const list = JSON.parse((await runCli(["user", "list", "--json", ...d])).stdout) as unknown[];
+  t.equal(list.length, 1, "only the first user was written");
+});
+
+t.test("commands on a data dir without a store, unknown commands and options", async (t) => {
+  const missing = path.join(t.testdir(), "nothing-here");
+  oneLineError(t, await runCli(["user", "list", "--data-dir", missing]), /no bus store/, "list without a store");
+  t.notOk(fs.existsSync(missing), "list does not create a data dir");
+  oneLineError(t, await runCli(["frobnicate"]), /unknown command/, "unknown command");
+  oneLineError(t, await runCli(["user", "list", "--colour"]), /unknown option/, "unknown option");
+  for (const args of [
+    ["--help"],
+    ["up", "--help"],
+    ["user", "add", "--help"],
+    ["identity", "new", "--help"],
+    ["install", "--help"],
+  ]) {
+    const r = await runCli(args);
+    t.equal(r.code, 0, `${args.join(" ")} exits 0`);
+    t.match(r.stdout, /Usage: unibus/, `${args.join(" ")} prints usage`);
+  }
+});
