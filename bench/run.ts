@@ -1,0 +1,15 @@
+// `npm run bench`: every benchmark, one after another (they share two cores).
+// `npm run bench -- start` runs only the named ones.
+const all: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
+  start: () => import("./start.ts"),
+  connect: () => import("./connect.ts"),
+};
+const wanted = process.argv.slice(2).filter((a) => !a.startsWith("-"));
+for (const name of wanted.length ? wanted : Object.keys(all)) {
+  const load = all[name];
+  if (!load) {
+    console.error(`unknown benchmark ${name}; choose from ${Object.keys(all).join(", ")}`);
+    process.exit(2);
+  }
+  await (await load()).run();
+}
