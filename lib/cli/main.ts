@@ -9,17 +9,15 @@ import { upCommand } from "./commands/up.ts";
 import { userCommand } from "./commands/user.ts";
 import { CliError, errorLine } from "./output.ts";
 
-const DEFAULT_DATA_DIR = process.env.UNIBUS_DATA_DIR ?? ".unibus";
-
 export function buildProgram(): Command {
   const program = new Command("unibus")
     .description("a self-hostable, secure message bus for small teams and their bots")
     .showSuggestionAfterError()
     .exitOverride()
     .configureOutput({ outputError: (text, write) => write(`unibus: ${text.replace(/^error: /, "").trim()}\n`) });
-  upCommand(program, DEFAULT_DATA_DIR);
+  upCommand(program);
   identityCommand(program);
-  userCommand(program, DEFAULT_DATA_DIR);
+  userCommand(program);
   installCommand(program);
   for (const cmd of program.commands) {
     cmd.exitOverride();

@@ -1,4 +1,5 @@
 import { type Logger, pino } from "pino";
+import pinoPretty from "pino-pretty";
 
 export type { Logger } from "pino";
 
@@ -28,12 +29,20 @@ export interface LogOptions {
   level?: string;
   /** Where lines go; defaults to stderr. */
   destination?: NodeJS.WritableStream;
+  /** `json` (one object per line), `pretty` (for people), `auto` (pretty on a terminal). */
+  format?: "json" | "pretty" | "auto";
 }
 
 /** One JSON object per line: level, time, component, message and structured fields. */
 export function createLogger(options: LogOptions = {}): Logger {
   const level = options.level ?? process.env.UNIBUS_LOG_LEVEL ?? "warn";
-  const destination = options.destination ?? pino.destination({ fd: 2, sync: true });
+  const pretty =
+    options.format === "pretty" || (options.format === "auto" && !options.destination && process.stderr.isTTY);
+  const destination =
+    options.destination ??
+    (pretty
+      ? pinoPretty({ destination: 2, sync: true, colorize: process.stderr.isTTY, ignore: "pid,hostname" })
+      : pino.destination({ fd: 2, sync: true }));
   return pino(
     {
       level,

@@ -104,7 +104,7 @@ t.test("up refuses bad ports and a busy port with one line", async (t) => {
   const dataDir = path.join(t.testdir(), "bus");
   const bad = await runCli(["up", "--data-dir", dataDir, "--nats-port", "99999"]);
   t.equal(bad.code, 1);
-  t.match(bad.stderr.trim(), /^unibus: --nats-port must be a port number/);
+  t.match(bad.stderr.trim(), /^unibus: --nats-port="99999" must be an integer from -1 to 65535$/);
   t.equal(bad.stderr.trim().split("\n").length, 1);
 
   const first = await up(t, path.join(t.testdir(), "other"));

@@ -2,52 +2,59 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import type { Command } from "commander";
 import { startUnibus, type Unibus } from "../../bus/unibus.ts";
+import { describeConfig, resolveConfig, SETTINGS } from "../../config/index.ts";
 import { createLogger } from "../../log/index.ts";
 import { CliError, printJson } from "../output.ts";
 
 interface UpOptions {
-  dataDir: string;
-  host: string;
-  natsPort: string;
-  controlPort: string;
-  monitorPort: string;
-  hostname: string[];
   json?: boolean;
-  logLevel: string;
-}
-
-function port(name: string, value: string, allowRandom: number): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < allowRandom || n > 65535) {
-    throw new CliError(`--${name} must be a port number (1-65535, or ${allowRandom} for a random one), not ${value}`);
-  }
-  return n;
+  printConfig?: boolean;
+  config?: string;
 }
 
 export const RUN_FILE = "run.json";
 
-export function upCommand(program: Command, defaultDataDir: string): void {
+export function upCommand(program: Command): void {
   program
     .command("up")
     .description("start a bus: nats-server with TLS, the auth callout and the control plane")
-    .option("-d, --data-dir <dir>", "where the CA, keys and store live (kept between runs)", defaultDataDir)
+    .option(
+      "-d, --data-dir <dir>",
+      `where the CA, keys and store live, kept between runs (default ${SETTINGS.dataDir.default})`,
+    )
     .option(
       "--host <addr>",
-      "bind address; anything but loopback requires TLS (always on) and encrypted rooms",
-      "127.0.0.1",
+      "bind address; anything but loopback requires TLS (always on) and encrypted rooms (default 127.0.0.1)",
     )
-    .option("--nats-port <port>", "NATS client port", "4222")
-    .option("--control-port <port>", "control-plane HTTPS port", "8470")
-    .option("--monitor-port <port>", "nats-server monitoring port (loopback only)", "8222")
-    .option("--hostname <name>", "extra host name or address for the server certificate (repeatable)", collect, [])
-    .option("--json", "print one JSON line when ready, logs as JSON on stderr")
-    .option("--log-level <level>", "log level: trace, debug, info, warn, error", "info")
-    .action(async (opts: UpOptions) => {
+    .option("--nats-port <port>", "NATS client port, -1 for a random one (default 4222)")
+    .option("--control-port <port>", "control-plane HTTPS port, 0 for a random one (default 8470)")
+    .option("--monitor-port <port>", "nats-server monitoring port, loopback only, -1 for random (default 8222)")
+    .option("--hostname <name>", "extra host name or address for the server certificate (repeatable)", collect)
+    .option("--log-level <level>", "trace, debug, info, warn, error (default info)")
+    .option("--log-format <format>", "json, pretty or auto (default auto: pretty on a terminal)")
+    .option("--config <file>", "read settings from this JSON file instead of ./unibus.config.json")
+    .option("--print-config", "print the effective configuration (and where each value came from), then exit")
+    .option("--json", "print one JSON line when ready; logs as JSON on stderr")
+    .action(async (opts: UpOptions, cmd: Command) => {
+      const flags: Record<string, unknown> = {};
+      for (const key of Object.keys(SETTINGS)) {
+        const option = key === "hostnames" ? "hostname" : key;
+        if (cmd.getOptionValueSource(option) === "cli") flags[key] = cmd.getOptionValue(option);
+      }
+      const resolved = resolveConfig({ flags, ...(opts.config ? { configFile: opts.config } : {}) });
+      if (opts.printConfig) {
+        printJson({ ...(resolved.file ? { file: resolved.file } : {}), settings: describeConfig(resolved) });
+        return;
+      }
+      const cfg = resolved.config;
       // Text mode: a failed start is one line (the error names the cause), so logs stay
       // quiet until the bus is ready; JSON mode is for machines and logs everything.
-      const level = opts.json ? opts.logLevel : opts.logLevel === "info" ? "warn" : opts.logLevel;
-      const logger = createLogger({ level: opts.json ? level : "silent" });
-      const dataDir = path.resolve(opts.dataDir);
+      const level = opts.json || cfg.logLevel !== "info" ? cfg.logLevel : "warn";
+      const logger = createLogger({
+        level: opts.json ? level : "silent",
+        format: opts.json ? "json" : (cfg.logFormat as "json" | "pretty" | "auto"),
+      });
+      const dataDir = path.resolve(cfg.dataDir);
       await refuseIfRunning(dataDir);
       let bus: Unibus | undefined;
       let stopping = false;
@@ -65,13 +72,9 @@ export function upCommand(program: Command, defaultDataDir: string): void {
       process.on("SIGTERM", () => void stop("SIGTERM"));
       bus = await startUnibus({
         dataDir,
-        host: opts.host,
-        hostnames: opts.hostname,
-        ports: {
-          nats: port("nats-port", opts.natsPort, -1),
-          control: port("control-port", opts.controlPort, 0),
-          monitoring: port("monitor-port", opts.monitorPort, -1),
-        },
+        host: cfg.host,
+        hostnames: cfg.hostnames,
+        ports: { nats: cfg.natsPort, control: cfg.controlPort, monitoring: cfg.monitorPort },
         logger,
       });
       const ready = {
@@ -110,7 +113,7 @@ export function upCommand(program: Command, defaultDataDir: string): void {
     });
 }
 
-function collect(value: string, previous: string[]): string[] {
+function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
 

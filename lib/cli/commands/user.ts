@@ -2,21 +2,23 @@ import fs from "node:fs";
 import path from "node:path";
 import type { Command } from "commander";
 import { busLayout } from "../../bus/layout.ts";
+import { resolveConfig } from "../../config/index.ts";
 import { parseSignPub } from "../../crypto/identity.ts";
 import { openStore, type Store, type User } from "../../store/index.ts";
 import { CliError, printJson, table } from "../output.ts";
 
 interface DataDirOption {
-  dataDir: string;
+  dataDir?: string;
 }
 
 /** Host-trusted: edits the allowlist in the data dir directly, bus running or not. */
 async function withStore<T>(opts: DataDirOption, fn: (store: Store) => Promise<T>, create = false): Promise<T> {
-  const dataDir = path.resolve(opts.dataDir);
+  // The same chain as `up`: --data-dir, UNIBUS_DATA_DIR, the config file, the default.
+  const dataDir = path.resolve(resolveConfig({ flags: { dataDir: opts.dataDir } }).config.dataDir);
   const file = busLayout(dataDir, "").storeFile;
   if (!create && !fs.existsSync(file)) {
     throw new CliError(
-      `no bus store in ${dataDir}; run \`unibus up --data-dir ${opts.dataDir}\` first or pass the right --data-dir`,
+      `no bus store in ${dataDir}; run \`unibus up --data-dir ${dataDir}\` first or pass the right --data-dir`,
     );
   }
   const store = await openStore({ backend: "sqlite", file });
@@ -31,9 +33,9 @@ function describe(u: User): string {
   return `${u.handle} (${u.role}, ${u.status}) ${u.signPub}`;
 }
 
-export function userCommand(program: Command, defaultDataDir: string): void {
+export function userCommand(program: Command): void {
   const user = program.command("user").description("manage the allowlist of the bus in a data dir (host-trusted)");
-  const dataDirOption = ["-d, --data-dir <dir>", "the bus' data dir", defaultDataDir] as const;
+  const dataDirOption = ["-d, --data-dir <dir>", "the bus' data dir (default: as `unibus up` resolves it)"] as const;
 
   user
     .command("add")
