@@ -15,6 +15,7 @@ import { ControlServer } from "../control/server.ts";
 import { parseSignPub } from "../crypto/identity.ts";
 import { NotFoundError, StateError } from "../errors.ts";
 import { createLogger, type Logger } from "../log/index.ts";
+import { BusMetrics, instrumentStore } from "../metrics/index.ts";
 import { NatsServerProcess, resolveNatsServer } from "../nats/index.ts";
 import { openStore, type Role, type Store, type User } from "../store/index.ts";
 import { loadOrCreateCa, loadOrCreateServerCertificate } from "../tls/index.ts";
@@ -64,6 +65,8 @@ export class Unibus extends EventEmitter {
   #caFile = "";
   #monitorUrl = "";
   #stopping?: Promise<void>;
+  /** Prometheus metrics of this bus (served at the control plane's /metrics). */
+  readonly metrics = new BusMetrics();
 
   constructor(opts: StartUnibusOptions = {}) {
     super();
@@ -131,7 +134,7 @@ export class Unibus extends EventEmitter {
         loadOrCreateServiceKeys(this.#dataDir),
         openStore({ backend: "sqlite", file: layout.storeFile, logger: log }),
       ]);
-      this.#store = store;
+      this.#store = instrumentStore(store, this.metrics);
       this.#caPem = ca.certPem;
       this.#caFile = ca.certFile;
       const cert = await loadOrCreateServerCertificate(layout.tlsDir, ca, {
@@ -174,6 +177,10 @@ export class Unibus extends EventEmitter {
         keys,
         admit: this.#admit,
         logger: log,
+        onDecision: (d) => {
+          this.metrics.calloutDecisions.inc({ result: d.allowed ? "admit" : "deny", reason: d.reason });
+          this.metrics.calloutLatency.observe(d.latencyMs / 1000);
+        },
         ...(this.#opts.userJwtTtlSeconds ? { userJwtTtlSeconds: this.#opts.userJwtTtlSeconds } : {}),
       });
       this.#control = new ControlServer({
@@ -183,6 +190,8 @@ export class Unibus extends EventEmitter {
         keyPem: cert.keyPem,
         logger: log,
         health: async () => ({ ok: this.#state === "running" }),
+        metrics: this.metrics,
+        beforeScrape: () => this.#refreshLiveMetrics(),
       });
       const [, controlPort] = await Promise.all([this.#callout.start(), this.#control.listen()]);
       this.#controlUrl = `https://${urlHost(clientHost)}:${controlPort}`;
@@ -238,6 +247,14 @@ export class Unibus extends EventEmitter {
     if (user.status !== "active") return { allowed: false, reason: `user is ${user.status}` };
     return { allowed: true, name: user.handle, permissions: basePermissions(user.signPub) };
   };
+
+  async #refreshLiveMetrics(): Promise<void> {
+    if (!this.#monitorUrl) return;
+    const res = await fetch(`${this.#monitorUrl}/varz`, { signal: AbortSignal.timeout(1000) });
+    const varz = (await res.json()) as { connections?: number };
+    // The callout's own connection is not a client of the bus.
+    if (typeof varz.connections === "number") this.metrics.connections.set(Math.max(0, varz.connections - 1));
+  }
 
   async #teardown({ keepFiles }: { keepFiles: boolean }): Promise<void> {
     const log = this.#logger;

@@ -18,6 +18,10 @@ export interface ControlServerOptions {
   certPem: string;
   keyPem: string;
   logger?: Logger;
+  /** Served at /metrics to loopback clients. */
+  metrics?: { render(): Promise<{ contentType: string; body: string }> };
+  /** Called before each scrape (e.g. to read live gauges from nats-server). */
+  beforeScrape?: () => Promise<void>;
   /** Reports whether the bus behind this control plane is healthy. */
   health?: () => Promise<{ ok: boolean; detail?: Record<string, unknown> }>;
 }
@@ -70,12 +74,30 @@ export class ControlServer {
         const health = this.#opts.health ? await this.#opts.health() : { ok: true };
         return send(res, health.ok ? 200 : 503, { status: health.ok ? "ok" : "unavailable", ...health.detail });
       }
+      if (url.pathname === "/metrics" && req.method === "GET" && this.#opts.metrics) {
+        // Loopback only: metrics show who connects how often, which is nobody else's business.
+        if (!isLoopback(req.socket.remoteAddress)) {
+          return send(res, 403, { error: "forbidden", message: "metrics are served to loopback clients only" });
+        }
+        await this.#opts.beforeScrape?.().catch((err: Error) => {
+          this.#logger.warn({ component: "control", err: err.message }, "could not refresh live metrics");
+        });
+        const { contentType, body } = await this.#opts.metrics.render();
+        res.writeHead(200, { "content-type": contentType, "content-length": Buffer.byteLength(body) });
+        return void res.end(body);
+      }
       send(res, 404, { error: "not_found", message: `no route for ${req.method} ${url.pathname}` });
     } catch (err) {
       this.#logger.error({ component: "control", err: (err as Error).message }, "request failed");
       send(res, 500, { error: "internal", message: "internal error" });
     }
   }
+}
+
+export function isLoopback(address: string | undefined): boolean {
+  if (!address) return false;
+  const a = address.startsWith("::ffff:") ? address.slice(7) : address;
+  return a === "::1" || /^127\./.test(a);
 }
 
 function send(res: ServerResponse, status: number, body: unknown): void {
