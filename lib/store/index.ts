@@ -3,16 +3,44 @@ import type { Logger } from "../log/index.ts";
 import { openSqliteStore } from "./sqlite.ts";
 import type { Store } from "./types.ts";
 
+export { type InviteRefusal, InviteRefusedError } from "./errors.ts";
 export { openSqliteStore, type SqliteStoreOptions } from "./sqlite.ts";
-export type { NewUser, Role, Store, StoreBackend, User, UserStatus } from "./types.ts";
+export type {
+  Invite,
+  InviteStatus,
+  Member,
+  NewInvite,
+  NewMember,
+  NewRoom,
+  NewUser,
+  Registration,
+  Rekey,
+  Role,
+  Room,
+  RoomRole,
+  SealedKey,
+  Snapshot,
+  Store,
+  StoreBackend,
+  User,
+  UserStatus,
+} from "./types.ts";
 export {
+  DEFAULT_INVITE_TTL_MS,
   HANDLE_MAX,
+  hashInviteToken,
+  inviteIdOf,
   isKeyShape,
+  isRoomIdShape,
+  MAX_INVITE_TTL_MS,
+  newInviteToken,
   normalizeKey,
   validateHandle,
   validateKexPub,
   validateRole,
+  validateRoomId,
   validateSignPub,
+  validateSubject,
 } from "./validate.ts";
 
 export interface SqliteOpenOptions {

@@ -1,6 +1,6 @@
 import { chmodSync, closeSync, mkdirSync, openSync, statSync } from "node:fs";
 import path from "node:path";
-import { DatabaseSync, type SQLOutputValue, type StatementSync } from "node:sqlite";
+import { DatabaseSync, type SQLOutputValue } from "node:sqlite";
 import {
   ConflictError,
   InvalidArgumentError,
@@ -11,8 +11,54 @@ import {
 } from "../errors.ts";
 import { type Logger, silentLogger } from "../log/index.ts";
 import { applyMigrations, loadMigrations, rollbackQuietly } from "./migrate.ts";
-import type { NewUser, Role, Store, User, UserStatus } from "./types.ts";
-import { isKeyShape, lookupKey, validateNewUser } from "./validate.ts";
+import {
+  checkAddMember,
+  checkCancelInvite,
+  checkCreateInvite,
+  checkCreateRoom,
+  checkDeleteUser,
+  checkRekey,
+  checkRemoveMember,
+  decideConsume,
+  inviteIsLive,
+  memberId,
+} from "./rules.ts";
+import type {
+  Invite,
+  InviteStatus,
+  Member,
+  NewInvite,
+  NewMember,
+  NewRoom,
+  NewUser,
+  Registration,
+  Rekey,
+  Role,
+  Room,
+  RoomRole,
+  SealedKey,
+  Snapshot,
+  Store,
+  User,
+  UserStatus,
+} from "./types.ts";
+import {
+  hashInviteToken,
+  inviteIdOf,
+  isKeyShape,
+  isRoomIdShape,
+  lookupKey,
+  parseInviteRef,
+  validateEpoch,
+  validateInviteToken,
+  validateNewInvite,
+  validateNewMember,
+  validateNewRoom,
+  validateNewUser,
+  validateRegistration,
+  validateRekey,
+  validateRoomId,
+} from "./validate.ts";
 
 export interface SqliteStoreOptions {
   logger?: Logger;
@@ -98,9 +144,16 @@ function prepareFile(file: string, logger: Logger): void {
   }
 }
 
-const COLUMNS = "sign_pub, kex_pub, handle, role, status, created_at, revoked_at";
+const USER_COLUMNS = "sign_pub, kex_pub, handle, role, status, created_at, revoked_at";
+const ROOM_COLUMNS = "id, subject, owner_sign_pub, encrypt, persist, sign_msgs, epoch, created_at";
+const MEMBER_COLUMNS = "room_id, sign_pub, role, added_at";
+const KEY_COLUMNS = "room_id, epoch, sign_pub, sealed";
+const INVITE_COLUMNS = "id, token_hash, handle, role, created_by, created_at, expires_at, status, spent_by, spent_at";
 
 type Row = Record<string, SQLOutputValue>;
+
+const nullableNumber = (v: SQLOutputValue | undefined): number | null =>
+  v === null || v === undefined ? null : Number(v);
 
 function toUser(row: Row): User {
   return {
@@ -110,7 +163,128 @@ function toUser(row: Row): User {
     role: String(row.role) as Role,
     status: String(row.status) as UserStatus,
     createdAt: Number(row.created_at),
-    revokedAt: row.revoked_at === null ? null : Number(row.revoked_at),
+    revokedAt: nullableNumber(row.revoked_at),
+  };
+}
+
+function toRoom(row: Row): Room {
+  return {
+    id: String(row.id),
+    subject: String(row.subject),
+    ownerSignPub: String(row.owner_sign_pub),
+    encrypt: Number(row.encrypt) === 1,
+    persist: Number(row.persist) === 1,
+    signMsgs: Number(row.sign_msgs) === 1,
+    epoch: Number(row.epoch),
+    createdAt: Number(row.created_at),
+  };
+}
+
+function toMember(row: Row): Member {
+  return {
+    roomId: String(row.room_id),
+    signPub: String(row.sign_pub),
+    role: String(row.role) as RoomRole,
+    addedAt: Number(row.added_at),
+  };
+}
+
+function toSealedKey(row: Row): SealedKey {
+  return {
+    roomId: String(row.room_id),
+    epoch: Number(row.epoch),
+    signPub: String(row.sign_pub),
+    sealed: String(row.sealed),
+  };
+}
+
+function toInvite(row: Row): Invite {
+  return {
+    id: String(row.id),
+    tokenHash: String(row.token_hash),
+    handle: String(row.handle),
+    role: String(row.role) as Role,
+    createdBy: String(row.created_by),
+    createdAt: Number(row.created_at),
+    expiresAt: Number(row.expires_at),
+    status: String(row.status) as InviteStatus,
+    spentBy: row.spent_by === null ? null : String(row.spent_by),
+    spentAt: nullableNumber(row.spent_at),
+  };
+}
+
+const bit = (b: boolean): number => (b ? 1 : 0);
+
+/** The statements a store uses, prepared once per connection. */
+function prepare(db: DatabaseSync) {
+  const p = (sql: string) => db.prepare(sql);
+  return {
+    begin: p("BEGIN IMMEDIATE"),
+    beginRead: p("BEGIN"),
+    commit: p("COMMIT"),
+
+    insertUser: p(
+      `INSERT INTO users (${USER_COLUMNS}) VALUES (?, ?, ?, ?, 'active', ?, NULL) RETURNING ${USER_COLUMNS}`,
+    ),
+    userByKey: p(`SELECT ${USER_COLUMNS} FROM users WHERE sign_pub = ?`),
+    userByHandle: p("SELECT 1 AS one FROM users WHERE handle = ?"),
+    listUsers: p(`SELECT ${USER_COLUMNS} FROM users ORDER BY created_at, handle`),
+    // max(): a clock that stepped back must not make a user revoked before it existed.
+    revokeUser: p(
+      `UPDATE users SET status = 'revoked', revoked_at = max(?, created_at) WHERE sign_pub = ? AND status = 'active' RETURNING ${USER_COLUMNS}`,
+    ),
+    deleteUser: p("DELETE FROM users WHERE sign_pub = ?"),
+    activeUser: p("SELECT 1 AS one FROM users WHERE sign_pub = ? AND status = 'active'"),
+    activeAdmin: p("SELECT EXISTS (SELECT 1 FROM users WHERE role = 'admin' AND status = 'active') AS present"),
+    roomsOwnedBy: p("SELECT id FROM rooms WHERE owner_sign_pub = ? ORDER BY id"),
+
+    insertRoom: p(`INSERT INTO rooms (${ROOM_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 1, ?) RETURNING ${ROOM_COLUMNS}`),
+    roomById: p(`SELECT ${ROOM_COLUMNS} FROM rooms WHERE id = ?`),
+    roomBySubject: p("SELECT 1 AS one FROM rooms WHERE subject = ?"),
+    deleteRoom: p("DELETE FROM rooms WHERE id = ?"),
+    bumpEpoch: p(`UPDATE rooms SET epoch = epoch + 1 WHERE id = ? AND epoch = ? RETURNING ${ROOM_COLUMNS}`),
+    roomsFor: p(
+      `SELECT ${ROOM_COLUMNS.split(", ")
+        .map((c) => `r.${c}`)
+        .join(", ")}, m.role AS member_role
+       FROM room_members m JOIN rooms r ON r.id = m.room_id
+       WHERE m.sign_pub = ? ORDER BY r.created_at, r.id`,
+    ),
+
+    insertMember: p(`INSERT INTO room_members (${MEMBER_COLUMNS}) VALUES (?, ?, ?, ?) RETURNING ${MEMBER_COLUMNS}`),
+    member: p(`SELECT ${MEMBER_COLUMNS} FROM room_members WHERE room_id = ? AND sign_pub = ?`),
+    listMembers: p(`SELECT ${MEMBER_COLUMNS} FROM room_members WHERE room_id = ? ORDER BY added_at, sign_pub`),
+    memberKeys: p("SELECT sign_pub FROM room_members WHERE room_id = ?"),
+    deleteMember: p("DELETE FROM room_members WHERE room_id = ? AND sign_pub = ?"),
+
+    // A member removed and added back at the same epoch gets the key it is given now.
+    putKey: p(
+      "INSERT INTO room_keys (room_id, sign_pub, epoch, sealed) VALUES (?, ?, ?, ?) ON CONFLICT (room_id, sign_pub, epoch) DO UPDATE SET sealed = excluded.sealed",
+    ),
+    keyAt: p(`SELECT ${KEY_COLUMNS} FROM room_keys WHERE room_id = ? AND sign_pub = ? AND epoch = ?`),
+    latestKey: p(`SELECT ${KEY_COLUMNS} FROM room_keys WHERE room_id = ? AND sign_pub = ? ORDER BY epoch DESC LIMIT 1`),
+
+    insertInvite: p(
+      `INSERT INTO invites (${INVITE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 'open', NULL, NULL) RETURNING ${INVITE_COLUMNS}`,
+    ),
+    inviteByHash: p(`SELECT ${INVITE_COLUMNS} FROM invites WHERE token_hash = ?`),
+    inviteById: p(`SELECT ${INVITE_COLUMNS} FROM invites WHERE id = ?`),
+    invitesByHandle: p(`SELECT ${INVITE_COLUMNS} FROM invites WHERE handle = ? AND status = 'open'`),
+    listInvites: p(`SELECT ${INVITE_COLUMNS} FROM invites ORDER BY created_at, id`),
+    cancelInvite: p(
+      `UPDATE invites SET status = 'cancelled' WHERE token_hash = ? AND status = 'open' RETURNING ${INVITE_COLUMNS}`,
+    ),
+    // The conditional UPDATE is the single-use guarantee: only a call that still sees
+    // the invite open changes it, whatever else is racing.
+    spendInvite: p(
+      "UPDATE invites SET status = 'spent', spent_by = ?, spent_at = ? WHERE token_hash = ? AND status = 'open'",
+    ),
+
+    snapUsers: p(`SELECT ${USER_COLUMNS} FROM users ORDER BY sign_pub`),
+    snapRooms: p(`SELECT ${ROOM_COLUMNS} FROM rooms ORDER BY id`),
+    snapMembers: p(`SELECT ${MEMBER_COLUMNS} FROM room_members ORDER BY room_id, sign_pub`),
+    snapKeys: p(`SELECT ${KEY_COLUMNS} FROM room_keys ORDER BY room_id, epoch, sign_pub`),
+    snapInvites: p(`SELECT ${INVITE_COLUMNS} FROM invites ORDER BY token_hash`),
   };
 }
 
@@ -119,39 +293,12 @@ class SqliteStore implements Store {
   readonly #db: DatabaseSync;
   readonly #log: Logger;
   #closed = false;
-  readonly #stmt: {
-    begin: StatementSync;
-    commit: StatementSync;
-    insert: StatementSync;
-    byKey: StatementSync;
-    byHandle: StatementSync;
-    list: StatementSync;
-    revoke: StatementSync;
-    remove: StatementSync;
-    active: StatementSync;
-    activeAdmin: StatementSync;
-  };
+  readonly #stmt: ReturnType<typeof prepare>;
 
   constructor(db: DatabaseSync, logger: Logger) {
     this.#db = db;
     this.#log = logger;
-    this.#stmt = {
-      begin: db.prepare("BEGIN IMMEDIATE"),
-      commit: db.prepare("COMMIT"),
-      insert: db.prepare(`INSERT INTO users (${COLUMNS}) VALUES (?, ?, ?, ?, 'active', ?, NULL) RETURNING ${COLUMNS}`),
-      byKey: db.prepare(`SELECT ${COLUMNS} FROM users WHERE sign_pub = ?`),
-      byHandle: db.prepare("SELECT 1 AS one FROM users WHERE handle = ?"),
-      list: db.prepare(`SELECT ${COLUMNS} FROM users ORDER BY created_at, handle`),
-      // max(): a clock that stepped back must not make a user revoked before it existed.
-      revoke: db.prepare(
-        `UPDATE users SET status = 'revoked', revoked_at = max(?, created_at) WHERE sign_pub = ? AND status = 'active' RETURNING ${COLUMNS}`,
-      ),
-      remove: db.prepare("DELETE FROM users WHERE sign_pub = ?"),
-      active: db.prepare("SELECT 1 AS one FROM users WHERE sign_pub = ? AND status = 'active'"),
-      activeAdmin: db.prepare(
-        "SELECT EXISTS (SELECT 1 FROM users WHERE role = 'admin' AND status = 'active') AS present",
-      ),
-    };
+    this.#stmt = prepare(db);
   }
 
   /**
@@ -171,46 +318,78 @@ class SqliteStore implements Store {
     }
   }
 
+  /**
+   * One IMMEDIATE transaction: the checks and the writes see the same state even with
+   * another process (the admin CLI) writing to the same file, and a refusal thrown by
+   * `fn` rolls back everything it wrote.
+   */
+  #tx<T>(fn: () => T, read = false): T {
+    (read ? this.#stmt.beginRead : this.#stmt.begin).run();
+    try {
+      const result = fn();
+      this.#stmt.commit.run();
+      return result;
+    } catch (err) {
+      rollbackQuietly(this.#db);
+      throw err;
+    }
+  }
+
+  #user(signPub: string): User | undefined {
+    const row = this.#stmt.userByKey.get(signPub) as Row | undefined;
+    return row === undefined ? undefined : toUser(row);
+  }
+
+  #room(roomId: string): Room | undefined {
+    const row = this.#stmt.roomById.get(roomId) as Row | undefined;
+    return row === undefined ? undefined : toRoom(row);
+  }
+
+  #member(roomId: string, signPub: string): Member | undefined {
+    const row = this.#stmt.member.get(roomId, signPub) as Row | undefined;
+    return row === undefined ? undefined : toMember(row);
+  }
+
+  #requireRoom(roomId: string): Room {
+    const room = this.#room(roomId);
+    if (room === undefined) throw new NotFoundError("room", roomId);
+    return room;
+  }
+
+  // ---- users ----
+
   addUser(u: NewUser): Promise<User> {
     return this.#run("addUser", () => {
       const v = validateNewUser(u);
-      // One IMMEDIATE transaction, so the checks and the insert see the same state even
-      // with another process (the admin CLI) writing to the same file.
-      this.#stmt.begin.run();
-      try {
-        if (this.#stmt.byKey.get(v.signPub) !== undefined) throw new UserExistsError(v.signPub);
-        if (this.#stmt.byHandle.get(v.handle) !== undefined) {
+      return this.#tx(() => {
+        if (this.#stmt.userByKey.get(v.signPub) !== undefined) throw new UserExistsError(v.signPub);
+        if (this.#stmt.userByHandle.get(v.handle) !== undefined) {
           throw new ConflictError(`the handle "${v.handle}" is already taken by another user; choose another handle`);
         }
-        const row = this.#stmt.insert.get(v.signPub, v.kexPub, v.handle, v.role, Date.now()) as Row;
-        this.#stmt.commit.run();
-        return toUser(row);
-      } catch (err) {
-        rollbackQuietly(this.#db);
-        throw err;
-      }
+        return toUser(this.#stmt.insertUser.get(v.signPub, v.kexPub, v.handle, v.role, Date.now()) as Row);
+      });
     });
   }
 
   getUser(signPub: string): Promise<User> {
     return this.#run("getUser", () => {
       const key = lookupKey(signPub);
-      const row = this.#stmt.byKey.get(key) as Row | undefined;
-      if (row === undefined) throw new NotFoundError("user", key);
-      return toUser(row);
+      const user = this.#user(key);
+      if (user === undefined) throw new NotFoundError("user", key);
+      return user;
     });
   }
 
   listUsers(): Promise<User[]> {
-    return this.#run("listUsers", () => (this.#stmt.list.all() as Row[]).map(toUser));
+    return this.#run("listUsers", () => (this.#stmt.listUsers.all() as Row[]).map(toUser));
   }
 
   revokeUser(signPub: string): Promise<User> {
     return this.#run("revokeUser", () => {
       const key = lookupKey(signPub);
-      const row = this.#stmt.revoke.get(Date.now(), key) as Row | undefined;
+      const row = this.#stmt.revokeUser.get(Date.now(), key) as Row | undefined;
       if (row !== undefined) return toUser(row);
-      if (this.#stmt.byKey.get(key) === undefined) throw new NotFoundError("user", key);
+      if (this.#stmt.userByKey.get(key) === undefined) throw new NotFoundError("user", key);
       throw new ConflictError(`user ${key} is already revoked`);
     });
   }
@@ -218,14 +397,21 @@ class SqliteStore implements Store {
   deleteUser(signPub: string): Promise<void> {
     return this.#run("deleteUser", () => {
       const key = lookupKey(signPub);
-      if (Number(this.#stmt.remove.run(key).changes) === 0) throw new NotFoundError("user", key);
+      this.#tx(() => {
+        checkDeleteUser(key, {
+          exists: this.#stmt.userByKey.get(key) !== undefined,
+          ownedRooms: (this.#stmt.roomsOwnedBy.all(key) as Row[]).map((r) => String(r.id)),
+        });
+        // ON DELETE CASCADE takes its memberships and sealed keys along.
+        this.#stmt.deleteUser.run(key);
+      });
     });
   }
 
   isAuthorized(signPub: string): Promise<boolean> {
     return this.#run("isAuthorized", () => {
       if (!isKeyShape(signPub)) return false;
-      return this.#stmt.active.get(signPub.toLowerCase()) !== undefined;
+      return this.#stmt.activeUser.get(signPub.toLowerCase()) !== undefined;
     });
   }
 
@@ -234,6 +420,250 @@ class SqliteStore implements Store {
       const row = this.#stmt.activeAdmin.get() as Row | undefined;
       return row !== undefined && Number(row.present) === 1;
     });
+  }
+
+  // ---- rooms ----
+
+  createRoom(r: NewRoom): Promise<Room> {
+    return this.#run("createRoom", () => {
+      const v = validateNewRoom(r);
+      return this.#tx(() => {
+        checkCreateRoom(v, {
+          owner: this.#user(v.ownerSignPub),
+          idTaken: this.#stmt.roomById.get(v.id) !== undefined,
+          subjectTaken: this.#stmt.roomBySubject.get(v.subject) !== undefined,
+        });
+        const now = Date.now();
+        const room = toRoom(
+          this.#stmt.insertRoom.get(
+            v.id,
+            v.subject,
+            v.ownerSignPub,
+            bit(v.encrypt),
+            bit(v.persist),
+            bit(v.signMsgs),
+            now,
+          ) as Row,
+        );
+        this.#stmt.insertMember.run(v.id, v.ownerSignPub, "owner", now);
+        if (v.ownerSealedKey !== null) this.#stmt.putKey.run(v.id, v.ownerSignPub, 1, v.ownerSealedKey);
+        return room;
+      });
+    });
+  }
+
+  getRoom(roomId: string): Promise<Room> {
+    return this.#run("getRoom", () => this.#requireRoom(validateRoomId(roomId)));
+  }
+
+  deleteRoom(roomId: string): Promise<void> {
+    return this.#run("deleteRoom", () => {
+      const id = validateRoomId(roomId);
+      // ON DELETE CASCADE takes its members and every epoch's keys along, in this one statement.
+      if (Number(this.#stmt.deleteRoom.run(id).changes) === 0) throw new NotFoundError("room", id);
+    });
+  }
+
+  listMembers(roomId: string): Promise<Member[]> {
+    return this.#run("listMembers", () => {
+      const id = validateRoomId(roomId);
+      return this.#tx(() => {
+        this.#requireRoom(id);
+        return (this.#stmt.listMembers.all(id) as Row[]).map(toMember);
+      }, true);
+    });
+  }
+
+  getMember(roomId: string, signPub: string): Promise<Member> {
+    return this.#run("getMember", () => {
+      const id = validateRoomId(roomId);
+      const key = lookupKey(signPub);
+      return this.#tx(() => {
+        this.#requireRoom(id);
+        const member = this.#member(id, key);
+        if (member === undefined) throw new NotFoundError("member", memberId(id, key));
+        return member;
+      }, true);
+    });
+  }
+
+  isMember(roomId: string, signPub: string): Promise<boolean> {
+    return this.#run("isMember", () => {
+      if (!isRoomIdShape(roomId) || !isKeyShape(signPub)) return false;
+      return this.#stmt.member.get(roomId, signPub.toLowerCase()) !== undefined;
+    });
+  }
+
+  addMember(roomId: string, m: NewMember): Promise<Member> {
+    return this.#run("addMember", () => {
+      const id = validateRoomId(roomId);
+      const v = validateNewMember(m);
+      return this.#tx(() => {
+        const room = this.#room(id);
+        checkAddMember(id, v, {
+          room,
+          user: this.#user(v.signPub),
+          isMember: this.#stmt.member.get(id, v.signPub) !== undefined,
+        });
+        const member = toMember(this.#stmt.insertMember.get(id, v.signPub, v.role, Date.now()) as Row);
+        if (v.sealedKey !== null) this.#stmt.putKey.run(id, v.signPub, room!.epoch, v.sealedKey);
+        return member;
+      });
+    });
+  }
+
+  removeMember(roomId: string, signPub: string): Promise<void> {
+    return this.#run("removeMember", () => {
+      const id = validateRoomId(roomId);
+      const key = lookupKey(signPub);
+      this.#tx(() => {
+        checkRemoveMember(id, key, { room: this.#room(id), member: this.#member(id, key) });
+        this.#stmt.deleteMember.run(id, key);
+      });
+    });
+  }
+
+  rekey(roomId: string, r: Rekey): Promise<Room> {
+    return this.#run("rekey", () => {
+      const id = validateRoomId(roomId);
+      const v = validateRekey(r);
+      return this.#tx(() => {
+        checkRekey(id, v, {
+          room: this.#room(id),
+          members: (this.#stmt.memberKeys.all(id) as Row[]).map((row) => String(row.sign_pub)),
+        });
+        const row = this.#stmt.bumpEpoch.get(id, v.fromEpoch) as Row | undefined;
+        // Cannot happen inside the IMMEDIATE transaction after checkRekey; refuse rather than write half.
+        if (row === undefined) throw new ConflictError(`room ${id} was rekeyed meanwhile; fetch it and retry`);
+        const room = toRoom(row);
+        for (const k of v.sealedKeys) this.#stmt.putKey.run(id, k.signPub, room.epoch, k.sealed);
+        return room;
+      });
+    });
+  }
+
+  getSealedKey(roomId: string, signPub: string, epoch?: number): Promise<SealedKey> {
+    return this.#run("getSealedKey", () => {
+      const id = validateRoomId(roomId);
+      const key = lookupKey(signPub);
+      const at = epoch === undefined ? null : validateEpoch(epoch);
+      return this.#tx(() => {
+        this.#requireRoom(id);
+        const row = (at === null ? this.#stmt.latestKey.get(id, key) : this.#stmt.keyAt.get(id, key, at)) as
+          | Row
+          | undefined;
+        if (row === undefined) {
+          throw new NotFoundError("sealed key", `${memberId(id, key)}${at === null ? "" : `@${at}`}`);
+        }
+        return toSealedKey(row);
+      }, true);
+    });
+  }
+
+  listRoomsFor(signPub: string): Promise<Array<Room & { role: RoomRole }>> {
+    return this.#run("listRoomsFor", () => {
+      const key = lookupKey(signPub);
+      return (this.#stmt.roomsFor.all(key) as Row[]).map((row) => ({
+        ...toRoom(row),
+        role: String(row.member_role) as RoomRole,
+      }));
+    });
+  }
+
+  // ---- invites ----
+
+  createInvite(i: NewInvite): Promise<Invite> {
+    return this.#run("createInvite", () => {
+      const v = validateNewInvite(i);
+      const tokenHash = hashInviteToken(v.token);
+      return this.#tx(() => {
+        const now = Date.now();
+        checkCreateInvite(v, {
+          tokenUsed:
+            this.#stmt.inviteByHash.get(tokenHash) !== undefined ||
+            this.#stmt.inviteById.get(inviteIdOf(tokenHash)) !== undefined,
+          handleIsUser: this.#stmt.userByHandle.get(v.handle) !== undefined,
+          handleHasOpenInvite: (this.#stmt.invitesByHandle.all(v.handle) as Row[]).some((row) =>
+            inviteIsLive(toInvite(row), now),
+          ),
+        });
+        return toInvite(
+          this.#stmt.insertInvite.get(
+            inviteIdOf(tokenHash),
+            tokenHash,
+            v.handle,
+            v.role,
+            v.createdBy,
+            now,
+            now + v.ttlMs,
+          ) as Row,
+        );
+      });
+    });
+  }
+
+  listInvites(): Promise<Invite[]> {
+    return this.#run("listInvites", () => (this.#stmt.listInvites.all() as Row[]).map(toInvite));
+  }
+
+  cancelInvite(idOrToken: string): Promise<Invite> {
+    return this.#run("cancelInvite", () => {
+      const ref = parseInviteRef(idOrToken);
+      return this.#tx(() => {
+        const row = (
+          ref.by === "id" ? this.#stmt.inviteById.get(ref.id) : this.#stmt.inviteByHash.get(ref.tokenHash)
+        ) as Row | undefined;
+        // A token is never echoed: a miss by token is named by the id it would have had.
+        const shown = ref.by === "id" ? ref.id : inviteIdOf(ref.tokenHash);
+        const invite = checkCancelInvite(shown, row === undefined ? undefined : toInvite(row));
+        return toInvite(this.#stmt.cancelInvite.get(invite.tokenHash) as Row);
+      });
+    });
+  }
+
+  consumeInvite(token: string, r: Registration): Promise<User> {
+    return this.#run("consumeInvite", () => {
+      const tokenHash = hashInviteToken(validateInviteToken(token));
+      const v = validateRegistration(r);
+      const outcome = this.#tx((): { user: User } | { exists: string } => {
+        const row = this.#stmt.inviteByHash.get(tokenHash) as Row | undefined;
+        const invite = row === undefined ? undefined : toInvite(row);
+        const decision = decideConsume(invite, v.now, {
+          userExists: this.#stmt.userByKey.get(v.signPub) !== undefined,
+          handleTaken: invite !== undefined && this.#stmt.userByHandle.get(invite.handle) !== undefined,
+        });
+        const spent = Number(this.#stmt.spendInvite.run(v.signPub, Date.now(), tokenHash).changes);
+        // decideConsume saw it open inside this IMMEDIATE transaction, so this holds; if it
+        // ever did not, refusing is the safe answer.
+        if (spent !== 1) throw new ConflictError("this invite token has already been used");
+        if (decision === "user_exists") return { exists: v.signPub };
+        const inv = invite!;
+        return {
+          user: toUser(this.#stmt.insertUser.get(v.signPub, v.kexPub, inv.handle, inv.role, Date.now()) as Row),
+        };
+      });
+      // Committed: the token stays spent even though no user was made.
+      if ("exists" in outcome) throw new UserExistsError(outcome.exists);
+      return outcome.user;
+    });
+  }
+
+  // ---- whole state ----
+
+  snapshot(): Promise<Snapshot> {
+    return this.#run("snapshot", () =>
+      this.#tx(
+        (): Snapshot => ({
+          version: 1,
+          users: (this.#stmt.snapUsers.all() as Row[]).map(toUser),
+          rooms: (this.#stmt.snapRooms.all() as Row[]).map(toRoom),
+          members: (this.#stmt.snapMembers.all() as Row[]).map(toMember),
+          sealedKeys: (this.#stmt.snapKeys.all() as Row[]).map(toSealedKey),
+          invites: (this.#stmt.snapInvites.all() as Row[]).map(toInvite),
+        }),
+        true,
+      ),
+    );
   }
 
   close(): Promise<void> {

@@ -213,3 +213,279 @@ function x25519ContributesSecret(raw: Buffer): boolean {
     return false;
   }
 }
+
+// ---- rooms ----
+
+const ROOM_ID = /^[A-Za-z0-9_-]{1,64}$/;
+const SUBJECT_TOKEN = /^[A-Za-z0-9_-]+$/;
+export const SUBJECT_MAX = 128;
+const SUBJECT_TOKENS_MAX = 16;
+const BASE64URL = /^[A-Za-z0-9_-]+$/;
+export const SEALED_MAX = 4096;
+
+/** True when `id` (exactly, ids are case-sensitive) has the shape of a room id. */
+export function isRoomIdShape(id: unknown): id is string {
+  return typeof id === "string" && ROOM_ID.test(id);
+}
+
+export function validateRoomId(id: unknown, field = "roomId"): string {
+  if (!isRoomIdShape(id)) {
+    throw new InvalidArgumentError(field, `${field} must be 1 to 64 characters of letters, digits, "_" or "-"`);
+  }
+  return id;
+}
+
+/**
+ * A room's subject is what the broker's ACL grants to members, so anything that could
+ * match more than the room is refused here: wildcards (`*`, `>`), empty tokens and
+ * whitespace (by the token alphabet), and the reserved roots — `$…` (system, JetStream,
+ * KV) by the alphabet, `_…` (inboxes, replies) explicitly. A member of a room named
+ * `_INBOX.<someone>` would otherwise read that someone's replies.
+ */
+export function validateSubject(subject: unknown): string {
+  if (typeof subject !== "string" || subject.length < 1 || subject.length > SUBJECT_MAX) {
+    throw new InvalidArgumentError("subject", `subject must be 1 to ${SUBJECT_MAX} characters`);
+  }
+  const tokens = subject.split(".");
+  if (tokens.length > SUBJECT_TOKENS_MAX || !tokens.every((tok) => SUBJECT_TOKEN.test(tok))) {
+    throw new InvalidArgumentError(
+      "subject",
+      `subject must be up to ${SUBJECT_TOKENS_MAX} dot-separated tokens of letters, digits, "_" or "-" (no wildcards, spaces or empty tokens)`,
+    );
+  }
+  if (tokens[0]!.startsWith("_")) {
+    throw new InvalidArgumentError(
+      "subject",
+      `subject must not start with "_": that namespace is reserved for inboxes`,
+    );
+  }
+  return subject;
+}
+
+export function validateFlag(value: unknown, field: string): boolean {
+  if (typeof value !== "boolean") throw new InvalidArgumentError(field, `${field} must be true or false`);
+  return value;
+}
+
+/** A sealed room key: base64url without padding; the store never looks inside. */
+export function validateSealed(sealed: unknown, field: string): string {
+  if (
+    typeof sealed !== "string" ||
+    sealed.length > SEALED_MAX ||
+    !BASE64URL.test(sealed) ||
+    sealed.length % 4 === 1 // no base64 encoding has this length
+  ) {
+    throw new InvalidArgumentError(
+      field,
+      `${field} must be a sealed room key in base64url without padding, at most ${SEALED_MAX} characters`,
+    );
+  }
+  return sealed;
+}
+
+export function validateEpoch(epoch: unknown, field = "epoch"): number {
+  if (typeof epoch !== "number" || !Number.isSafeInteger(epoch) || epoch < 1) {
+    throw new InvalidArgumentError(field, `${field} must be a whole number from 1`);
+  }
+  return epoch;
+}
+
+function asObject(value: unknown, field: string, what: string): Record<string, unknown> {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new InvalidArgumentError(field, what);
+  }
+  return value as Record<string, unknown>;
+}
+
+/** A key may be absent (undefined or null) or present; which one a room needs is checked by the caller. */
+function optionalSealed(value: unknown, field: string): string | null {
+  return value === undefined || value === null ? null : validateSealed(value, field);
+}
+
+export interface ValidNewRoom {
+  id: string;
+  subject: string;
+  ownerSignPub: string;
+  encrypt: boolean;
+  persist: boolean;
+  signMsgs: boolean;
+  ownerSealedKey: string | null;
+}
+
+export function validateNewRoom(r: unknown): ValidNewRoom {
+  const o = asObject(r, "room", "a new room must be an object with id, subject, ownerSignPub and flags");
+  const v: ValidNewRoom = {
+    id: validateRoomId(o.id, "id"),
+    subject: validateSubject(o.subject),
+    ownerSignPub: lookupKey(o.ownerSignPub, "ownerSignPub"),
+    encrypt: validateFlag(o.encrypt, "encrypt"),
+    persist: validateFlag(o.persist, "persist"),
+    signMsgs: validateFlag(o.signMsgs, "signMsgs"),
+    ownerSealedKey: optionalSealed(o.ownerSealedKey, "ownerSealedKey"),
+  };
+  sealedMatchesRoom(v.encrypt, v.ownerSealedKey, "ownerSealedKey");
+  return v;
+}
+
+/** An encrypted room needs a key for every member; a cleartext room has none to give. */
+export function sealedMatchesRoom(encrypt: boolean, sealed: string | null, field: string): void {
+  if (encrypt && sealed === null) {
+    throw new InvalidArgumentError(field, `${field} is required: the room is encrypted, so every member needs its key`);
+  }
+  if (!encrypt && sealed !== null) {
+    throw new InvalidArgumentError(field, `${field} must be absent: the room is not encrypted and has no key`);
+  }
+}
+
+export interface ValidNewMember {
+  signPub: string;
+  role: "member";
+  sealedKey: string | null;
+  epoch: number | null;
+}
+
+export function validateNewMember(m: unknown): ValidNewMember {
+  const o = asObject(
+    m,
+    "member",
+    "a new member must be an object with signPub (and sealedKey and epoch for an encrypted room)",
+  );
+  const signPub = lookupKey(o.signPub);
+  if (o.role !== undefined && o.role !== "member") {
+    throw new InvalidArgumentError(
+      "role",
+      o.role === "owner"
+        ? "a room has exactly one owner, its creator; add this user as a member"
+        : `role must be "member"`,
+    );
+  }
+  return {
+    signPub,
+    role: "member",
+    sealedKey: optionalSealed(o.sealedKey, "sealedKey"),
+    epoch: o.epoch === undefined ? null : validateEpoch(o.epoch),
+  };
+}
+
+export interface ValidRekey {
+  fromEpoch: number;
+  sealedKeys: Array<{ signPub: string; sealed: string }>;
+}
+
+export function validateRekey(r: unknown): ValidRekey {
+  const o = asObject(r, "rekey", "a rekey must be an object with fromEpoch and sealedKeys");
+  const fromEpoch = validateEpoch(o.fromEpoch, "fromEpoch");
+  if (!Array.isArray(o.sealedKeys)) {
+    throw new InvalidArgumentError("sealedKeys", "sealedKeys must be a list of { signPub, sealed }, one per member");
+  }
+  const seen = new Set<string>();
+  const sealedKeys = o.sealedKeys.map((entry: unknown, i: number) => {
+    const e = asObject(entry, "sealedKeys", `sealedKeys[${i}] must be an object with signPub and sealed`);
+    const signPub = lookupKey(e.signPub, "sealedKeys");
+    if (seen.has(signPub)) {
+      throw new InvalidArgumentError("sealedKeys", `sealedKeys lists ${signPub} more than once`);
+    }
+    seen.add(signPub);
+    return { signPub, sealed: validateSealed(e.sealed, "sealedKeys") };
+  });
+  return { fromEpoch, sealedKeys };
+}
+
+// ---- invites ----
+
+export const DEFAULT_INVITE_TTL_MS = 7 * 24 * 60 * 60 * 1000;
+export const MAX_INVITE_TTL_MS = 365 * 24 * 60 * 60 * 1000;
+const INVITE_ID = /^[0-9a-f]{12}$/;
+const CREATED_BY = /^[a-z0-9][a-z0-9._:@-]{0,63}$/;
+
+/** The token is a secret: messages about it never echo it. */
+export function validateInviteToken(token: unknown): string {
+  if (!isKeyShape(token)) {
+    throw new InvalidArgumentError("token", "an invite token is 64 hex characters; check that it was copied whole");
+  }
+  return token.toLowerCase();
+}
+
+export function validateCreatedBy(createdBy: unknown): string {
+  const v = typeof createdBy === "string" ? createdBy.toLowerCase() : createdBy;
+  if (typeof v !== "string" || !CREATED_BY.test(v)) {
+    throw new InvalidArgumentError(
+      "createdBy",
+      `createdBy must be 1 to 64 characters of letters, digits, ".", "_", ":", "@" or "-" (an admin's signPub, or a label such as "host")`,
+    );
+  }
+  return v;
+}
+
+export function validateTtl(ttlMs: unknown): number {
+  if (ttlMs === undefined) return DEFAULT_INVITE_TTL_MS;
+  if (typeof ttlMs !== "number" || !Number.isSafeInteger(ttlMs) || ttlMs < 1 || ttlMs > MAX_INVITE_TTL_MS) {
+    throw new InvalidArgumentError("ttlMs", "ttlMs must be a whole number of milliseconds, from 1 up to 365 days");
+  }
+  return ttlMs;
+}
+
+export interface ValidNewInvite {
+  token: string;
+  handle: string;
+  role: Role;
+  createdBy: string;
+  ttlMs: number;
+}
+
+export function validateNewInvite(i: unknown): ValidNewInvite {
+  const o = asObject(i, "invite", "a new invite must be an object with token, handle, role and createdBy");
+  return {
+    token: validateInviteToken(o.token),
+    handle: validateHandle(o.handle),
+    role: validateRole(o.role),
+    createdBy: validateCreatedBy(o.createdBy),
+    ttlMs: validateTtl(o.ttlMs),
+  };
+}
+
+/** How `cancelInvite` finds an invite: by its listed id, or by hashing the token. */
+export type InviteRef = { by: "id"; id: string } | { by: "tokenHash"; tokenHash: string };
+
+export function parseInviteRef(idOrToken: unknown): InviteRef {
+  const v = typeof idOrToken === "string" ? idOrToken.toLowerCase() : idOrToken;
+  if (typeof v === "string" && INVITE_ID.test(v)) return { by: "id", id: v };
+  if (isKeyShape(v)) return { by: "tokenHash", tokenHash: hashInviteToken(v) };
+  throw new InvalidArgumentError(
+    "invite",
+    "name the invite by the 12-character id shown by `unibus invite list`, or by its 64-character token",
+  );
+}
+
+export interface ValidRegistration {
+  signPub: string;
+  kexPub: string;
+  now: number;
+}
+
+export function validateRegistration(r: unknown): ValidRegistration {
+  const o = asObject(r, "registration", "a registration must be an object with signPub and kexPub");
+  const signPub = validateSignPub(o.signPub);
+  const kexPub = validateKexPub(o.kexPub);
+  if (kexPub === null) {
+    throw new InvalidArgumentError("kexPub", "kexPub is required: a registered user must be able to receive room keys");
+  }
+  if (o.now !== undefined && (typeof o.now !== "number" || !Number.isFinite(o.now))) {
+    throw new InvalidArgumentError("now", "now must be a finite number of milliseconds");
+  }
+  return { signPub, kexPub, now: o.now === undefined ? Date.now() : (o.now as number) };
+}
+
+/** 32 fresh random bytes as hex: a new invite token. */
+export function newInviteToken(): string {
+  return crypto.randomBytes(32).toString("hex");
+}
+
+/** What the store keeps instead of the token: sha256 of its lowercase hex, in hex. */
+export function hashInviteToken(token: string): string {
+  return crypto.createHash("sha256").update(token.toLowerCase(), "utf8").digest("hex");
+}
+
+export function inviteIdOf(tokenHash: string): string {
+  return tokenHash.slice(0, 12);
+}

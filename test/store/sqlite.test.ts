@@ -1,13 +1,24 @@
-import { chmodSync, copyFileSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
 import t, { type Test } from "tap";
 import { InvalidArgumentError, StoreUnavailableError } from "../../lib/errors.ts";
 import { silentLogger } from "../../lib/log/index.ts";
-import { openSqliteStore, openStore } from "../../lib/store/index.ts";
+import { newInviteToken, openSqliteStore, openStore, type Store } from "../../lib/store/index.ts";
 import { applyMigrations, loadMigrations, MIGRATIONS_DIR } from "../../lib/store/migrate.ts";
 import { kexPubHex, signPubHex } from "./keys.ts";
 import { storeSuite } from "./suite.ts";
@@ -53,7 +64,18 @@ function assertGeneric(tt: Test, err: unknown, file: string): void {
   );
 }
 
-await storeSuite(t, "sqlite", () => openSqliteStore(dbFile()));
+const files = new WeakMap<Store, string>();
+await storeSuite(
+  t,
+  "sqlite",
+  async () => {
+    const file = dbFile();
+    const store = await openSqliteStore(file);
+    files.set(store, file);
+    return store;
+  },
+  { sibling: (store) => openSqliteStore(files.get(store)!) },
+);
 
 t.test("openStore picks the sqlite backend", async (t) => {
   const store = await openStore({ backend: "sqlite", file: dbFile(), logger: silentLogger });
@@ -108,8 +130,11 @@ t.test("the database uses WAL, a busy timeout and foreign keys", async (t) => {
   const store = await openSqliteStore(file);
   await store.close();
   t.equal(rawRows(file, "PRAGMA journal_mode")[0]?.journal_mode, "wal", "WAL is persistent in the file");
-  const sql = readFileSync(fileURLToPath(new URL("0001_users.sql", MIGRATIONS_DIR)), "utf8");
-  t.notMatch(sql, /IF NOT EXISTS/i, "migrations use no IF NOT EXISTS tricks");
+  for (const f of readdirSync(MIGRATIONS_DIR).filter((f) => f.endsWith(".sql"))) {
+    const sql = readFileSync(fileURLToPath(new URL(f, MIGRATIONS_DIR)), "utf8");
+    t.notMatch(sql, /IF NOT EXISTS|\bBEGIN\b|\bCOMMIT\b/i, `${f}: no IF NOT EXISTS tricks, no own transaction`);
+  }
+  t.equal(rawRows(file, "PRAGMA foreign_key_list(room_members)").length, 2, "members reference rooms and users");
 });
 
 t.test("only pending migrations run, each recorded", async (t) => {
@@ -326,4 +351,173 @@ t.test("two stores on one file see each other's writes", async (t) => {
   await t.rejects(cli.addUser({ ...user("bob2"), signPub: bob.signPub }), { name: "UserExistsError" });
   await cli.deleteUser(bob.signPub);
   await t.rejects(bus.getUser(bob.signPub), { name: "NotFoundError" });
+});
+
+t.test("50 stores on one file, spread over 5 threads, race for one invite: one user", async (t) => {
+  const file = dbFile();
+  const store = await openSqliteStore(file);
+  t.teardown(() => store.close());
+  const token = newInviteToken();
+  await store.createInvite({ token, handle: "racer", role: "member", createdBy: "host" });
+  const start = new SharedArrayBuffer(4);
+  type Outcome = { ok?: string; error?: string; reason?: string };
+  type Message = { ready?: true; outcomes?: Outcome[] };
+  const workers = Array.from(
+    { length: 5 },
+    () =>
+      new Worker(new URL("./consume-worker.ts", import.meta.url), {
+        workerData: {
+          file,
+          token,
+          registrations: Array.from({ length: 10 }, () => ({ signPub: signPubHex(), kexPub: kexPubHex() })),
+          start,
+        },
+        // Not the test runner's loader hooks: the worker only needs Node's type stripping.
+        execArgv: ["--disable-warning=ExperimentalWarning"],
+      }),
+  );
+  t.teardown(() => Promise.all(workers.map((w) => w.terminate())));
+  const ready: Promise<void>[] = [];
+  const finished = workers.map(
+    (w) =>
+      new Promise<Outcome[]>((resolve, reject) => {
+        ready.push(new Promise<void>((r) => w.once("message", () => r())));
+        w.on("message", (m: Message) => m.outcomes && resolve(m.outcomes));
+        w.on("error", reject);
+        w.on("exit", (code) => reject(new Error(`worker exited (${code}) without reporting`)));
+      }),
+  );
+  // Every thread holds its open stores before any of them starts.
+  await Promise.all(ready);
+  const flag = new Int32Array(start);
+  Atomics.store(flag, 0, 1);
+  Atomics.notify(flag, 0);
+  const outcomes = (await Promise.all(finished)).flat();
+  t.equal(outcomes.length, 50);
+  const winners = outcomes.filter((o) => o.ok);
+  t.equal(winners.length, 1, "exactly one registration succeeded");
+  t.same(
+    [...new Set(outcomes.filter((o) => !o.ok).map((o) => `${o.error}/${o.reason}`))],
+    ["InviteRefusedError/spent"],
+    "every other one was refused as spent (none failed otherwise)",
+  );
+  t.same(
+    (await store.listUsers()).map((u) => u.signPub),
+    [winners[0]!.ok],
+    "one user, the winner",
+  );
+  t.equal((await store.listInvites())[0]?.spentBy, winners[0]!.ok);
+});
+
+t.test("a database from before rooms is upgraded in place, its users kept", async (t) => {
+  const file = dbFile();
+  mkdirSync(path.dirname(file), { recursive: true });
+  const db = new DatabaseSync(file);
+  const [first] = loadMigrations();
+  applyMigrations(db, [first!], silentLogger);
+  const alice = user("alice", "admin");
+  db.prepare(
+    "INSERT INTO users (sign_pub, kex_pub, handle, role, status, created_at) VALUES (?, ?, ?, ?, 'active', 1)",
+  ).run(alice.signPub, alice.kexPub, alice.handle, alice.role);
+  db.close();
+
+  const store = await openSqliteStore(file);
+  t.teardown(() => store.close());
+  t.equal((await store.getUser(alice.signPub)).createdAt, 1, "the old user is intact");
+  const room = await store.createRoom({
+    id: "r1",
+    subject: "room.r1",
+    ownerSignPub: alice.signPub,
+    encrypt: true,
+    persist: false,
+    signMsgs: false,
+    ownerSealedKey: "AAAA",
+  });
+  t.equal(room.epoch, 1, "and can own a room at once");
+  t.same(
+    rawRows(file, "SELECT version FROM schema_migrations ORDER BY version").map((r) => r.version),
+    loadMigrations().map((m) => m.version),
+  );
+});
+
+t.test("the database file holds only invite token hashes, never a token", async (t) => {
+  const file = dbFile();
+  const store = await openSqliteStore(file);
+  const tokens = [newInviteToken(), newInviteToken(), newInviteToken()];
+  for (const [i, token] of tokens.entries()) {
+    await store.createInvite({ token, handle: `h${i}`, role: "member", createdBy: "host" });
+  }
+  await store.cancelInvite(tokens[1]!);
+  await store.consumeInvite(tokens[2]!, { signPub: signPubHex(), kexPub: kexPubHex() });
+  await store.close();
+  const bytes = Buffer.concat([file, `${file}-wal`].filter((f) => existsSync(f)).map((f) => readFileSync(f)));
+  for (const token of tokens) {
+    t.equal(bytes.indexOf(token), -1, "not the token in hex");
+    t.equal(bytes.indexOf(Buffer.from(token, "hex")), -1, "nor its raw bytes");
+  }
+  t.ok(bytes.indexOf(createHash("sha256").update(tokens[0]!).digest("hex")) !== -1, "the hash is there");
+});
+
+t.test("the schema refuses what validation refuses, as a second line", async (t) => {
+  const file = dbFile();
+  const store = await openSqliteStore(file);
+  const alice = await store.addUser(user("alice"));
+  await store.close();
+  const db = new DatabaseSync(file);
+  t.teardown(() => db.close());
+  const insert = db.prepare(
+    "INSERT INTO rooms (id, subject, owner_sign_pub, encrypt, persist, sign_msgs, epoch, created_at) VALUES (?, ?, ?, 1, 0, 0, 1, 0)",
+  );
+  for (const subject of ["room.*", "room.>", "a b", "$SYS.x", "_INBOX.x"]) {
+    t.throws(() => insert.run(`r-${subject.length}`, subject, alice.signPub), `subject ${subject}`);
+  }
+  t.throws(() => insert.run("r", "room.r", "f".repeat(64)), "an owner that is not a user");
+  insert.run("r", "room.r", alice.signPub);
+  t.throws(
+    () =>
+      db
+        .prepare("INSERT INTO room_members VALUES ('r', ?, 'owner', 0), ('r', ?, 'owner', 0)")
+        .run(alice.signPub, alice.signPub),
+    "one owner per room",
+  );
+  t.throws(
+    () => db.prepare("UPDATE rooms SET encrypt = 0, epoch = 2 WHERE id = 'r'").run(),
+    "a cleartext room has no epochs",
+  );
+  t.throws(() => db.prepare("DELETE FROM users WHERE sign_pub = ?").run(alice.signPub), "an owner cannot vanish");
+});
+
+t.test("room and invite methods fail closed when SQLite fails under them", async (t) => {
+  const file = dbFile();
+  const store = await openSqliteStore(file);
+  t.teardown(() => store.close());
+  const alice = await store.addUser(user("alice"));
+  const room = await store.createRoom({
+    id: "r1",
+    subject: "room.r1",
+    ownerSignPub: alice.signPub,
+    encrypt: true,
+    persist: false,
+    signMsgs: false,
+    ownerSealedKey: "AAAA",
+  });
+  const db = new DatabaseSync(file, { enableForeignKeyConstraints: false });
+  db.exec("DROP TABLE room_members; DROP TABLE room_keys; DROP TABLE invites");
+  db.close();
+  for (const [label, call] of [
+    ["isMember", () => store.isMember(room.id, alice.signPub)],
+    ["listRoomsFor", () => store.listRoomsFor(alice.signPub)],
+    ["getSealedKey", () => store.getSealedKey(room.id, alice.signPub)],
+    ["listMembers", () => store.listMembers(room.id)],
+    ["consumeInvite", () => store.consumeInvite(newInviteToken(), { signPub: signPubHex(), kexPub: kexPubHex() })],
+    ["snapshot", () => store.snapshot()],
+  ] as const) {
+    const result = await (call as () => Promise<unknown>)().then(
+      (value) => ({ value }),
+      (error: unknown) => ({ error }),
+    );
+    t.notOk("value" in result, `${label} did not answer`);
+    if ("error" in result) assertGeneric(t, result.error, file);
+  }
+  t.same(await store.getRoom(room.id), room, "the store itself still works for what is intact");
 });

@@ -7,18 +7,43 @@ import {
   UserExistsError,
 } from "../../lib/errors.ts";
 import type { NewUser, Store } from "../../lib/store/index.ts";
+import { newInviteToken } from "../../lib/store/index.ts";
+import { roomInput, type SuiteContext, sealed, withRoom } from "./context.ts";
 import { kexPubHex, signPubHex } from "./keys.ts";
+import { inviteTests } from "./suite-invites.ts";
+import { roomTests } from "./suite-rooms.ts";
+
+export interface SuiteOptions {
+  /** Opens another store on the same state as `store` (another process's view), if the backend can. */
+  sibling?: (store: Store) => Promise<Store>;
+}
 
 /**
  * The one behaviour suite every Store backend must pass. Each subtest gets a fresh,
  * empty store from `open` and closes it afterwards.
  */
-export function storeSuite(t: Test, name: string, open: () => Promise<Store>): Promise<unknown> {
+export function storeSuite(
+  t: Test,
+  name: string,
+  open: () => Promise<Store>,
+  opts: SuiteOptions = {},
+): Promise<unknown> {
   async function fresh(tt: Test): Promise<Store> {
     const store = await open();
     tt.teardown(() => store.close());
     return store;
   }
+  const sibling = opts.sibling;
+  const ctx: SuiteContext = {
+    fresh,
+    sibling:
+      sibling &&
+      (async (tt, store) => {
+        const other = await sibling(store);
+        tt.teardown(() => other.close());
+        return other;
+      }),
+  };
   function member(handle: string, extra: Partial<NewUser> = {}): NewUser {
     return { signPub: signPubHex(), kexPub: kexPubHex(), handle, role: "member", ...extra };
   }
@@ -276,6 +301,73 @@ export function storeSuite(t: Test, name: string, open: () => Promise<Store>): P
       t.equal(await s.hasAdmin(), true, "another admin");
     });
 
+    await roomTests(t, ctx);
+    await inviteTests(t, ctx);
+
+    t.test("snapshot of an empty store", async (t) => {
+      const s = await fresh(t);
+      t.same(await s.snapshot(), { version: 1, users: [], rooms: [], members: [], sealedKeys: [], invites: [] });
+    });
+
+    t.test("snapshot: the whole state, in a fixed order, deep-equal when nothing changed", async (t) => {
+      const s = await fresh(t);
+      const { alice, bob, carol, room } = await withRoom(s);
+      for (let i = 0; i < 4; i++) await s.addUser(member(`extra${i}`));
+      await s.revokeUser(carol.signPub);
+      const clear = await s.createRoom(roomInput(bob, { encrypt: false, ownerSealedKey: null, persist: true }));
+      await s.addMember(room.id, { signPub: bob.signPub, sealedKey: sealed(), epoch: 1 });
+      await s.rekey(room.id, {
+        fromEpoch: 1,
+        sealedKeys: [alice, bob].map((u) => ({ signPub: u.signPub, sealed: sealed() })),
+      });
+      await s.addMember(clear.id, { signPub: alice.signPub });
+      const token = newInviteToken();
+      await s.createInvite({ token, handle: "inv1", role: "member", createdBy: "host" });
+      await s.createInvite({ token: newInviteToken(), handle: "inv2", role: "admin", createdBy: alice.signPub });
+      await s.cancelInvite(token);
+      const spendable = newInviteToken();
+      await s.createInvite({ token: spendable, handle: "inv3", role: "member", createdBy: "host" });
+      const reg = await s.consumeInvite(spendable, { signPub: signPubHex(), kexPub: kexPubHex() });
+
+      const snap = await s.snapshot();
+      t.same(await s.snapshot(), snap, "two snapshots of the same state are deep-equal");
+      t.equal(snap.version, 1);
+      const by =
+        <T>(key: (x: T) => string) =>
+        (a: T, b: T) =>
+          key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0;
+      t.same(snap.users, [...(await s.listUsers())].sort(by((u) => u.signPub)), "every user, by signPub");
+      t.equal(snap.users.length, 8);
+      t.match(
+        snap.users.find((u) => u.signPub === carol.signPub),
+        { status: "revoked", revokedAt: Number },
+      );
+      t.ok(
+        snap.users.some((u) => u.signPub === reg.signPub),
+        "the registered user",
+      );
+      t.same(snap.rooms, [{ ...room, epoch: 2 }, clear].sort(by((r) => r.id)), "rooms with their real epochs, by id");
+      const members = [...(await s.listMembers(room.id)), ...(await s.listMembers(clear.id))].sort(
+        by((m) => `${m.roomId}/${m.signPub}`),
+      );
+      t.same(snap.members, members, "every member, by room then key");
+      t.equal(snap.sealedKeys.length, 4, "epoch 1 (alice, bob) and epoch 2 (alice, bob)");
+      t.same(
+        snap.sealedKeys,
+        [...snap.sealedKeys].sort(by((k) => `${k.roomId}/${String(k.epoch).padStart(10, "0")}/${k.signPub}`)),
+        "keys by room, epoch, key",
+      );
+      for (const k of snap.sealedKeys) t.same(await s.getSealedKey(k.roomId, k.signPub, k.epoch), k);
+      t.same(snap.invites, [...(await s.listInvites())].sort(by((i) => i.tokenHash)), "every invite, by hash");
+      t.same(
+        snap.invites.map((i) => i.status).sort(),
+        ["cancelled", "open", "spent"],
+        "open, spent and cancelled invites",
+      );
+      t.notOk(JSON.stringify(snap).includes(token), "no token in the snapshot");
+      if (ctx.sibling) t.same(await (await ctx.sibling(t, s)).snapshot(), snap, "a sibling store sees the same");
+    });
+
     t.test("after close every method throws StoreUnavailableError", async (t) => {
       const store = await open();
       const u = await store.addUser(member("alice", { role: "admin" }));
@@ -291,6 +383,26 @@ export function storeSuite(t: Test, name: string, open: () => Promise<Store>): P
         ["isAuthorized", () => store.isAuthorized(u.signPub)],
         ["isAuthorized (malformed key)", () => store.isAuthorized("xyz")],
         ["hasAdmin", () => store.hasAdmin()],
+        ["createRoom", () => store.createRoom(roomInput(u))],
+        ["getRoom", () => store.getRoom("r1")],
+        ["deleteRoom", () => store.deleteRoom("r1")],
+        ["listMembers", () => store.listMembers("r1")],
+        ["getMember", () => store.getMember("r1", u.signPub)],
+        ["isMember", () => store.isMember("r1", u.signPub)],
+        ["isMember (malformed id)", () => store.isMember("a b", u.signPub)],
+        ["addMember", () => store.addMember("r1", { signPub: u.signPub, sealedKey: sealed(), epoch: 1 })],
+        ["removeMember", () => store.removeMember("r1", u.signPub)],
+        ["rekey", () => store.rekey("r1", { fromEpoch: 1, sealedKeys: [] })],
+        ["getSealedKey", () => store.getSealedKey("r1", u.signPub)],
+        ["listRoomsFor", () => store.listRoomsFor(u.signPub)],
+        [
+          "createInvite",
+          () => store.createInvite({ token: newInviteToken(), handle: "x", role: "member", createdBy: "host" }),
+        ],
+        ["listInvites", () => store.listInvites()],
+        ["cancelInvite", () => store.cancelInvite(newInviteToken())],
+        ["consumeInvite", () => store.consumeInvite(newInviteToken(), { signPub: signPubHex(), kexPub: kexPubHex() })],
+        ["snapshot", () => store.snapshot()],
       ];
       for (const [label, call] of calls) {
         const result = await call().then(

@@ -3,13 +3,22 @@ import fc from "fast-check";
 import t from "tap";
 import { InvalidArgumentError } from "../../lib/errors.ts";
 import {
+  hashInviteToken,
+  inviteIdOf,
   isCanonicalEd25519Point,
   isKeyShape,
+  isRoomIdShape,
+  newInviteToken,
   normalizeKey,
+  parseInviteRef,
+  validateEpoch,
   validateHandle,
   validateKexPub,
   validateRole,
+  validateRoomId,
+  validateSealed,
   validateSignPub,
+  validateSubject,
 } from "../../lib/store/validate.ts";
 import { kexPubHex, signPubHex } from "./keys.ts";
 
@@ -150,4 +159,77 @@ t.test("roles", async (t) => {
       "role",
       String(bad),
     );
+});
+
+t.test("subjects: never a wildcard, whitespace, empty token or reserved root", async (t) => {
+  const token = fc.stringMatching(/^[A-Za-z0-9_-]{1,8}$/);
+  const valid = fc
+    .array(token, { minLength: 1, maxLength: 16 })
+    .map((ts) => ts.join("."))
+    .filter((s) => s.length <= 128 && !s.startsWith("_"));
+  fc.assert(fc.property(valid, (s) => validateSubject(s) === s));
+  fc.assert(
+    fc.property(fc.string({ maxLength: 140 }), (s) => {
+      const f = field(() => validateSubject(s));
+      if (f === undefined) {
+        return (
+          !/[*>\s$]/.test(s) && !s.split(".").includes("") && !s.startsWith("_") && s.length <= 128 && s.length > 0
+        );
+      }
+      return f === "subject";
+    }),
+  );
+  for (const bad of ["*", ">", "a.*", "a.>", "a.b*", "a >", "$SYS.x", "_INBOX.x", "a..b", ".a", "a.", "", "a\u0000b"]) {
+    t.equal(
+      field(() => validateSubject(bad)),
+      "subject",
+      JSON.stringify(bad),
+    );
+  }
+});
+
+t.test("room ids, sealed keys and epochs", async (t) => {
+  t.equal(validateRoomId("Ab_-9"), "Ab_-9");
+  t.equal(isRoomIdShape("a".repeat(64)), true);
+  for (const bad of ["", "a".repeat(65), "a.b", "a b", "a/b", 1, null]) t.equal(isRoomIdShape(bad), false);
+  t.equal(
+    field(() => validateRoomId("a.b", "id")),
+    "id",
+  );
+  const b64 = fc.uint8Array({ minLength: 1, maxLength: 3000 }).map((b) => Buffer.from(b).toString("base64url"));
+  fc.assert(fc.property(b64, (s) => validateSealed(s, "k") === s));
+  for (const bad of ["", "a", "abcde", "ab==", "a+b/", "a b", "A".repeat(4097), 5, null]) {
+    t.equal(
+      field(() => validateSealed(bad, "k")),
+      "k",
+      JSON.stringify(bad),
+    );
+  }
+  t.equal(validateEpoch(1), 1);
+  t.equal(validateEpoch(Number.MAX_SAFE_INTEGER), Number.MAX_SAFE_INTEGER);
+  for (const bad of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 53, "1", null]) {
+    t.equal(
+      field(() => validateEpoch(bad)),
+      "epoch",
+      String(bad),
+    );
+  }
+});
+
+t.test("invite tokens, ids and hashes", async (t) => {
+  const token = newInviteToken();
+  t.match(token, /^[0-9a-f]{64}$/);
+  t.not(newInviteToken(), token, "fresh randomness each time");
+  t.equal(hashInviteToken(token.toUpperCase()), hashInviteToken(token), "the hash ignores the token's case");
+  t.equal(hashInviteToken(token), crypto.createHash("sha256").update(token).digest("hex"));
+  t.equal(inviteIdOf(hashInviteToken(token)), hashInviteToken(token).slice(0, 12));
+  t.same(parseInviteRef("ABCDEF012345"), { by: "id", id: "abcdef012345" });
+  t.same(parseInviteRef(token.toUpperCase()), { by: "tokenHash", tokenHash: hashInviteToken(token) });
+  for (const bad of ["", "abc", "abcdef01234", "abcdef0123456", token.slice(1), "g".repeat(12), undefined]) {
+    t.equal(
+      field(() => parseInviteRef(bad)),
+      "invite",
+      JSON.stringify(bad),
+    );
+  }
 });
