@@ -1,0 +1,389 @@
+/**
+ * What an unauthenticated peer can cost us, bounded before any body is read or any
+ * signature checked: socket-level header limits and timeouts, body ceilings, a
+ * per-IP token bucket and a global cap on body bytes being received.
+ */
+import type { IncomingMessage } from "node:http";
+import net from "node:net";
+import { ContentHashVerifier, sha256Hex } from "../crypto/canonical.ts";
+import { HttpError } from "./http-error.ts";
+
+/**
+ * Options for `https.createServer`. `connectionsCheckingInterval` is how often Node
+ * enforces the two timeouts (its default, 30 s, would let a slow sender hold a
+ * socket for up to 40 s instead of 10).
+ */
+export const SERVER_LIMITS = {
+  maxHeaderSize: 16 * 1024,
+  headersTimeout: 10_000,
+  requestTimeout: 30_000,
+  keepAliveTimeout: 5_000,
+  connectionsCheckingInterval: 1_000,
+} as const;
+
+/** `server.maxHeadersCount`: headers beyond it are dropped by Node. */
+export const MAX_HEADERS_COUNT = 64;
+
+/** Ceiling for JSON request bodies. */
+export const JSON_BODY_LIMIT = 1024 * 1024;
+
+function tooLarge(limit: number): HttpError {
+  return new HttpError(413, `request body is larger than the limit of ${formatBytes(limit)} for this route`, {
+    closeConnection: true,
+  });
+}
+
+function busy(): HttpError {
+  return new HttpError(503, "the control plane is receiving too much data right now; try again shortly", {
+    code: "BUSY",
+    closeConnection: true,
+    headers: { "retry-after": "1" },
+  });
+}
+
+function incomplete(cause?: unknown): HttpError {
+  return new HttpError(400, "the request body was not received completely", { code: "BODY_INCOMPLETE", cause });
+}
+
+function formatBytes(n: number): string {
+  if (n >= 1024 * 1024 && n % (1024 * 1024) === 0) return `${n / (1024 * 1024)} MiB`;
+  if (n >= 1024 && n % 1024 === 0) return `${n / 1024} KiB`;
+  return `${n} bytes`;
+}
+
+/** The declared Content-Length, undefined when absent (chunked). 413 when above `limit`. */
+function declaredLength(req: IncomingMessage, limit: number): number | undefined {
+  const raw = req.headers["content-length"];
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n < 0) {
+    throw new HttpError(400, "the Content-Length header is not a valid length", { closeConnection: true });
+  }
+  if (n > limit) throw tooLarge(limit);
+  return n;
+}
+
+function checkLimit(limit: number): void {
+  if (!Number.isSafeInteger(limit) || limit < 0) throw new RangeError("body limit must be a non-negative integer");
+}
+
+/**
+ * Stops taking data from a request we have refused. The socket is not destroyed
+ * here, so the caller can still answer (send the HttpError with `sendHttpError`,
+ * which closes the connection); TCP backpressure holds the sender meanwhile, and
+ * the server's requestTimeout ends it if nobody answers.
+ */
+function stopReading(req: IncomingMessage, onData: (chunk: Buffer) => void): void {
+  req.off("data", onData);
+  req.pause();
+}
+
+export interface ReadBodyOptions {
+  /** Maximum body size in bytes. */
+  limit: number;
+  /** When given, the body's size (declared, or `limit` when chunked) is reserved before reading; 503 when over. */
+  inflight?: InflightBytes;
+}
+
+/**
+ * Reads the whole body into memory, never holding more than `limit` bytes of it:
+ * an over-declared Content-Length is refused before a byte is read, and a chunked or
+ * lying sender is cut as soon as it passes the ceiling (413, connection to be
+ * closed). Rejects with HttpError only.
+ */
+export function readBody(req: IncomingMessage, opts: ReadBodyOptions): Promise<Buffer> {
+  const { limit, inflight } = opts;
+  checkLimit(limit);
+  let declared: number | undefined;
+  try {
+    declared = declaredLength(req, limit);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+  const reserved = declared ?? limit;
+  if (inflight && !inflight.tryAcquire(reserved)) return Promise.reject(busy());
+
+  return new Promise<Buffer>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    let settled = false;
+    const finish = (err: HttpError | undefined, body?: Buffer) => {
+      if (settled) return;
+      settled = true;
+      req.off("end", onEnd);
+      req.off("error", onError);
+      req.off("close", onClose);
+      if (inflight) inflight.release(reserved);
+      if (err) {
+        chunks.length = 0;
+        stopReading(req, onData);
+        reject(err);
+      } else resolve(body!);
+    };
+    const onData = (chunk: Buffer) => {
+      total += chunk.length;
+      if (total > limit) return finish(tooLarge(limit));
+      chunks.push(chunk);
+    };
+    const onEnd = () => {
+      if (declared !== undefined && total !== declared) return finish(incomplete());
+      finish(undefined, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total));
+    };
+    const onError = (err: Error) => finish(incomplete(err));
+    const onClose = () => finish(incomplete());
+    if (req.readableEnded) return finish(incomplete(new Error("request body already consumed")));
+    req.on("data", onData);
+    req.on("end", onEnd);
+    req.on("error", onError);
+    req.on("close", onClose);
+  });
+}
+
+export interface StreamBodyOptions {
+  /** Maximum body size in bytes. */
+  limit: number;
+  /**
+   * Receives each chunk; the request is paused until the returned promise settles
+   * (write to disk here, awaiting backpressure). A rejection aborts with that error.
+   */
+  onChunk: (chunk: Buffer) => void | Promise<void>;
+  /**
+   * The declared, signed `x-unibus-content-sha256` (authenticated with
+   * `bodySha256: "declared"`): at the end the body must hash to it, else 401 and the
+   * caller discards what it stored.
+   */
+  expectSha256?: string;
+  /** When given, each chunk is counted as in flight until `onChunk` has taken it; 503 when over. */
+  inflight?: InflightBytes;
+}
+
+export interface StreamBodyResult {
+  bytes: number;
+  /** Lowercase hex SHA-256 of the whole body. */
+  sha256: string;
+}
+
+/**
+ * Streams the body through `onChunk` without buffering it, with the same ceiling
+ * rules as `readBody`. On rejection the caller must discard whatever `onChunk` stored.
+ */
+export function streamBody(req: IncomingMessage, opts: StreamBodyOptions): Promise<StreamBodyResult> {
+  const { limit, onChunk, inflight } = opts;
+  checkLimit(limit);
+  let declared: number | undefined;
+  let hasher: ContentHashVerifier | undefined;
+  try {
+    declared = declaredLength(req, limit);
+    // An unsigned caller hashes anyway, so `sha256` is always reported.
+    hasher = new ContentHashVerifier(opts.expectSha256 ?? sha256Hex(""));
+  } catch (err) {
+    return Promise.reject(err);
+  }
+  const verifier = hasher;
+
+  return new Promise<StreamBodyResult>((resolve, reject) => {
+    let total = 0;
+    let settled = false;
+    let pending = 0;
+    let ended = false;
+    const finish = (err: unknown, result?: StreamBodyResult) => {
+      if (settled) return;
+      settled = true;
+      req.off("end", onEnd);
+      req.off("error", onError);
+      req.off("close", onClose);
+      if (err) {
+        stopReading(req, onData);
+        reject(err);
+      } else resolve(result!);
+    };
+    const complete = () => {
+      if (declared !== undefined && total !== declared) return finish(incomplete());
+      const sha256 = verifier.digestHex();
+      if (opts.expectSha256 !== undefined && sha256 !== opts.expectSha256) {
+        return finish(
+          new HttpError(401, "signature does not verify: the body does not match x-unibus-content-sha256", {
+            code: "AUTH_BODY_MISMATCH",
+          }),
+        );
+      }
+      finish(undefined, { bytes: total, sha256 });
+    };
+    const onData = (chunk: Buffer) => {
+      total += chunk.length;
+      if (total > limit) return finish(tooLarge(limit));
+      if (inflight && !inflight.tryAcquire(chunk.length)) return finish(busy());
+      verifier.update(chunk);
+      pending++;
+      req.pause();
+      let result: void | Promise<void>;
+      try {
+        result = onChunk(chunk);
+      } catch (err) {
+        result = Promise.reject(err);
+      }
+      Promise.resolve(result).then(
+        () => {
+          pending--;
+          inflight?.release(chunk.length);
+          if (settled) return;
+          if (ended) complete();
+          else req.resume();
+        },
+        (err: unknown) => {
+          pending--;
+          inflight?.release(chunk.length);
+          finish(err);
+        },
+      );
+    };
+    const onEnd = () => {
+      ended = true;
+      if (pending === 0) complete();
+    };
+    const onError = (err: Error) => finish(incomplete(err));
+    const onClose = () => {
+      if (!ended) finish(incomplete());
+    };
+    if (req.readableEnded) return finish(incomplete(new Error("request body already consumed")));
+    req.on("data", onData);
+    req.on("end", onEnd);
+    req.on("error", onError);
+    req.on("close", onClose);
+  });
+}
+
+export interface RateLimiterOptions {
+  /** Sustained requests per second per client. Default 200. */
+  ratePerSec?: number;
+  /** Bucket size: requests a client may make at once. Default 400. */
+  burst?: number;
+  /** Memory bound: at most this many clients are tracked. Default 10 000. */
+  maxTrackedIps?: number;
+  /** Monotonic clock in ms; defaults to performance.now. */
+  now?: () => number;
+}
+
+interface Bucket {
+  tokens: number;
+  at: number;
+}
+
+/**
+ * A token bucket per client address (IPv6 grouped by /64: one host owns a whole
+ * /64, so a per-address bucket would be no limit at all). Memory is bounded by
+ * keeping two generations of buckets, each at most maxTrackedIps/2: when the current
+ * one fills, the previous is dropped whole. A dropped client starts again with a full
+ * bucket, which only ever forgives; lookups and eviction are O(1).
+ */
+export class RateLimiter {
+  readonly ratePerSec: number;
+  readonly burst: number;
+  readonly maxTrackedIps: number;
+  readonly #now: () => number;
+  #current = new Map<string, Bucket>();
+  #previous = new Map<string, Bucket>();
+
+  constructor(opts: RateLimiterOptions = {}) {
+    this.ratePerSec = opts.ratePerSec ?? 200;
+    this.burst = opts.burst ?? 400;
+    this.maxTrackedIps = opts.maxTrackedIps ?? 10_000;
+    if (!(this.ratePerSec > 0) || !Number.isFinite(this.ratePerSec)) {
+      throw new RangeError("RateLimiter: ratePerSec must be a positive number");
+    }
+    if (!(this.burst >= 1) || !Number.isFinite(this.burst)) throw new RangeError("RateLimiter: burst must be >= 1");
+    if (!Number.isSafeInteger(this.maxTrackedIps) || this.maxTrackedIps < 2) {
+      throw new RangeError("RateLimiter: maxTrackedIps must be an integer >= 2");
+    }
+    this.#now = opts.now ?? (() => performance.now());
+  }
+
+  /** Clients currently tracked (never more than maxTrackedIps). */
+  get size(): number {
+    return this.#current.size + this.#previous.size;
+  }
+
+  /** Takes one token for `ip`; false means refuse (429). */
+  take(ip: string | undefined): boolean {
+    const key = rateLimitKey(ip);
+    const now = this.#now();
+    let bucket = this.#current.get(key);
+    if (!bucket) {
+      bucket = this.#previous.get(key);
+      if (bucket) this.#previous.delete(key);
+      else bucket = { tokens: this.burst, at: now };
+      if (this.#current.size >= Math.floor(this.maxTrackedIps / 2)) {
+        this.#previous = this.#current;
+        this.#current = new Map();
+      }
+      this.#current.set(key, bucket);
+    }
+    const elapsed = Math.max(0, now - bucket.at);
+    bucket.tokens = Math.min(this.burst, bucket.tokens + (elapsed * this.ratePerSec) / 1000);
+    bucket.at = now;
+    if (bucket.tokens < 1) return false;
+    bucket.tokens -= 1;
+    return true;
+  }
+}
+
+/** The 429 to answer when `RateLimiter.take` says no. */
+export function rateLimited(): HttpError {
+  return new HttpError(429, "too many requests from this address; slow down and retry shortly", {
+    headers: { "retry-after": "1" },
+    closeConnection: true,
+  });
+}
+
+/**
+ * The bucket key for a peer address: IPv4 as is (also when IPv4-mapped), IPv6 by
+ * its /64 prefix, anything unparseable as itself.
+ */
+export function rateLimitKey(address: string | undefined): string {
+  if (!address) return "unknown";
+  if (address.toLowerCase().startsWith("::ffff:") && net.isIPv4(address.slice(7))) return address.slice(7);
+  const bare = address.split("%")[0]!;
+  if (!net.isIPv6(bare)) return address;
+  const [head, tail] = bare.includes("::") ? bare.split("::") : [bare, undefined];
+  const headGroups = head ? head.split(":") : [];
+  let groups = headGroups;
+  if (tail !== undefined) {
+    const tailGroups = tail ? tail.split(":") : [];
+    const tailCount = tailGroups.reduce((n, g) => n + (g.includes(".") ? 2 : 1), 0);
+    groups = [...headGroups, ...Array<string>(8 - headGroups.length - tailCount).fill("0"), ...tailGroups];
+  }
+  return `${groups
+    .slice(0, 4)
+    .map((g) => Number.parseInt(g, 16).toString(16))
+    .join(":")}::/64`;
+}
+
+/** A global cap on request-body bytes being received at once. */
+export class InflightBytes {
+  readonly max: number;
+  #used = 0;
+
+  constructor(opts: { max: number }) {
+    if (!Number.isSafeInteger(opts?.max) || opts.max < 0) {
+      throw new RangeError("InflightBytes: max must be a non-negative integer");
+    }
+    this.max = opts.max;
+  }
+
+  get used(): number {
+    return this.#used;
+  }
+
+  /** Reserves `n` bytes; false (reserve nothing) when that would pass `max`. */
+  tryAcquire(n: number): boolean {
+    if (!Number.isSafeInteger(n) || n < 0) throw new RangeError("InflightBytes: n must be a non-negative integer");
+    if (this.#used + n > this.max) return false;
+    this.#used += n;
+    return true;
+  }
+
+  release(n: number): void {
+    if (!Number.isSafeInteger(n) || n < 0) throw new RangeError("InflightBytes: n must be a non-negative integer");
+    this.#used = Math.max(0, this.#used - n);
+  }
+}

@@ -1,0 +1,321 @@
+/**
+ * Signed control-plane requests: the canonical form both sides sign and verify,
+ * the client's header builder and the server's header parser and verifier.
+ *
+ * The canonical request is six lines joined by "\n" (no trailing newline):
+ *
+ *     UNIBUS-ED25519-V1
+ *     <METHOD>          HTTP method token, uppercased
+ *     <request URI>     the request-target exactly as sent on the request line
+ *     <timestamp>       integer milliseconds since the Unix epoch, plain decimal
+ *     <nonce>           base64url (no padding) of 16–48 random bytes: 22–64 chars
+ *     <body sha256>     lowercase hex SHA-256 of the body (of "" when there is none)
+ *
+ * The request URI is origin-form (path + optional query), 1–8192 characters of
+ * printable ASCII without "#". It is never decoded or normalised: `/a/./b`, `/a%2Fb`,
+ * `/rooms?` and `/rooms` are all different URIs and must be signed as sent. Every
+ * field is validated so that no field can contain the separator; a value outside
+ * these rules cannot be signed (InvalidArgumentError), which is what makes the
+ * encoding unambiguous.
+ *
+ * The signature covers the DECLARED body hash (`x-unibus-content-sha256`), so a
+ * streamed upload can be authenticated before its body is read; the server then
+ * checks the body against the declared hash as it streams (`ContentHashVerifier`).
+ */
+import crypto, { type KeyObject } from "node:crypto";
+import { InvalidArgumentError, UnibusError } from "../errors.ts";
+import { ed25519PublicKey, verify } from "./ed25519.ts";
+
+export const SIGNATURE_SCHEME = "UNIBUS-ED25519-V1";
+
+/** Header names (lowercase, as node:http exposes them). */
+export const AUTH_HEADERS = {
+  key: "x-unibus-key",
+  timestamp: "x-unibus-timestamp",
+  nonce: "x-unibus-nonce",
+  contentSha256: "x-unibus-content-sha256",
+  signature: "x-unibus-signature",
+} as const;
+
+export type AuthHeaderName = (typeof AUTH_HEADERS)[keyof typeof AUTH_HEADERS];
+
+/** SHA-256 of the empty string: the body hash of a request without a body. */
+export const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+export const URI_MAX = 8192;
+const METHOD = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}$/;
+// Printable ASCII minus "#" (a fragment is never sent). No space, no control character.
+const URI = /^\/[\x21\x22\x24-\x7e]*$/;
+const TIMESTAMP = /^(0|[1-9][0-9]{0,15})$/;
+const NONCE = /^[A-Za-z0-9_-]{22,64}$/;
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+const KEY_HEX = /^[0-9a-fA-F]{64}$/;
+const SIGNATURE_B64URL = /^[A-Za-z0-9_-]{86}$/;
+
+export interface CanonicalRequestParts {
+  method: string;
+  /** The request-target as sent: path and optional query, e.g. `/rooms/abc?epoch=2`. */
+  uri: string;
+  /** Integer milliseconds since the Unix epoch (a number, or its plain decimal form). */
+  timestamp: number | string;
+  nonce: string;
+  /** Lowercase hex SHA-256 of the body. */
+  bodySha256: string;
+}
+
+/** The exact string that is signed. Throws InvalidArgumentError for a field that cannot be signed. */
+export function canonicalRequest(parts: CanonicalRequestParts): string {
+  const { method, uri, timestamp, nonce, bodySha256 } = parts ?? ({} as CanonicalRequestParts);
+  if (typeof method !== "string" || !METHOD.test(method)) {
+    throw new InvalidArgumentError("method", "the HTTP method must be a token of 1-32 letters (e.g. GET)");
+  }
+  checkUri(uri);
+  const ts = timestampText(timestamp);
+  if (typeof nonce !== "string" || !NONCE.test(nonce)) {
+    throw new InvalidArgumentError("nonce", "the nonce must be 22-64 base64url characters (16 or more random bytes)");
+  }
+  if (typeof bodySha256 !== "string" || !SHA256_HEX.test(bodySha256)) {
+    throw new InvalidArgumentError("bodySha256", "the body hash must be 64 lowercase hex characters (SHA-256)");
+  }
+  return `${SIGNATURE_SCHEME}\n${method.toUpperCase()}\n${uri}\n${ts}\n${nonce}\n${bodySha256}`;
+}
+
+function checkUri(uri: unknown): asserts uri is string {
+  if (typeof uri !== "string" || uri.length > URI_MAX || !URI.test(uri)) {
+    throw new InvalidArgumentError(
+      "uri",
+      `the request URI must be a path starting with "/" (optionally with a query), at most ${URI_MAX} characters of printable ASCII without spaces or "#"; percent-encode anything else`,
+    );
+  }
+}
+
+function timestampText(timestamp: unknown): string {
+  const text = typeof timestamp === "number" ? String(timestamp) : timestamp;
+  if (
+    typeof text !== "string" ||
+    !TIMESTAMP.test(text) ||
+    (typeof timestamp === "number" && !Number.isSafeInteger(timestamp)) ||
+    Number(text) > Number.MAX_SAFE_INTEGER
+  ) {
+    throw new InvalidArgumentError("timestamp", "the timestamp must be integer milliseconds since the Unix epoch");
+  }
+  return text;
+}
+
+/**
+ * The request URI a client sends for `url`: what node:https and undici put on the
+ * request line for a URL object. Sign this string and send this string.
+ */
+export function requestUriOf(url: URL | string): string {
+  const u = typeof url === "string" ? new URL(url) : url;
+  return u.pathname + u.search;
+}
+
+export function sha256Hex(data: Uint8Array | string): string {
+  return crypto.createHash("sha256").update(data).digest("hex");
+}
+
+/** A fresh nonce: base64url of 16 random bytes. */
+export function newNonce(): string {
+  return crypto.randomBytes(16).toString("base64url");
+}
+
+/** What `signRequest` needs of an identity: its public key and a signing function. */
+export interface RequestSigner {
+  readonly signPub: string;
+  sign(data: Uint8Array): Uint8Array;
+}
+
+export interface SignRequestOptions {
+  method: string;
+  uri: string;
+  /** The body to send; its hash is computed here. Omit for a request without a body. */
+  body?: Uint8Array | string;
+  /** For streamed uploads: the body's SHA-256, computed beforehand. Must match `body` if both are given. */
+  bodySha256?: string;
+  /** Milliseconds since the Unix epoch; defaults to `Date.now()`. */
+  now?: number;
+}
+
+/** The five `x-unibus-*` headers that authenticate one request. Each call uses a new nonce. */
+export function signRequest(identity: RequestSigner, opts: SignRequestOptions): Record<AuthHeaderName, string> {
+  let bodySha256 = opts.body === undefined ? undefined : sha256Hex(opts.body);
+  if (opts.bodySha256 !== undefined) {
+    if (bodySha256 !== undefined && bodySha256 !== opts.bodySha256) {
+      throw new InvalidArgumentError("bodySha256", "bodySha256 does not match the SHA-256 of body");
+    }
+    bodySha256 = opts.bodySha256;
+  }
+  bodySha256 ??= EMPTY_SHA256;
+  const timestamp = opts.now ?? Date.now();
+  const nonce = newNonce();
+  const canonical = canonicalRequest({ method: opts.method, uri: opts.uri, timestamp, nonce, bodySha256 });
+  const signature = Buffer.from(identity.sign(Buffer.from(canonical, "utf8"))).toString("base64url");
+  return {
+    [AUTH_HEADERS.key]: identity.signPub,
+    [AUTH_HEADERS.timestamp]: String(timestamp),
+    [AUTH_HEADERS.nonce]: nonce,
+    [AUTH_HEADERS.contentSha256]: bodySha256,
+    [AUTH_HEADERS.signature]: signature,
+  } as Record<AuthHeaderName, string>;
+}
+
+/** A required auth header is absent or not in its expected form. `header` names it. */
+export class SignedRequestError extends UnibusError {
+  readonly header: AuthHeaderName;
+  readonly problem: "missing" | "malformed";
+  constructor(header: AuthHeaderName, problem: "missing" | "malformed", message: string) {
+    super("SIGNED_REQUEST", message);
+    this.header = header;
+    this.problem = problem;
+  }
+}
+
+/** The auth headers of one request, checked for form (not yet for truth). */
+export interface SignedHeaders {
+  /** Ed25519 public key, lowercase hex. */
+  signPub: string;
+  /** Milliseconds since the Unix epoch. */
+  timestamp: number;
+  nonce: string;
+  /** The declared lowercase hex SHA-256 of the body. */
+  contentSha256: string;
+  /** The signature as sent (base64url). */
+  signature: string;
+}
+
+const EXPECTED: Record<keyof SignedHeaders, { header: AuthHeaderName; form: RegExp; what: string }> = {
+  signPub: { header: AUTH_HEADERS.key, form: KEY_HEX, what: "64 hex characters (an Ed25519 public key)" },
+  timestamp: {
+    header: AUTH_HEADERS.timestamp,
+    form: TIMESTAMP,
+    what: "integer milliseconds since the Unix epoch",
+  },
+  nonce: { header: AUTH_HEADERS.nonce, form: NONCE, what: "22-64 base64url characters (16 or more random bytes)" },
+  contentSha256: {
+    header: AUTH_HEADERS.contentSha256,
+    form: SHA256_HEX,
+    what: "64 lowercase hex characters (the SHA-256 of the body)",
+  },
+  signature: {
+    header: AUTH_HEADERS.signature,
+    form: SIGNATURE_B64URL,
+    what: "86 base64url characters (an Ed25519 signature)",
+  },
+};
+
+type HeaderBag = Record<string, string | string[] | number | undefined>;
+
+/**
+ * Reads the five auth headers from node:http's lowercase header object. Throws
+ * SignedRequestError naming the first header that is missing or malformed (values
+ * are never echoed: they may be huge or hostile). Repeated headers are malformed.
+ */
+export function parseSignedHeaders(headers: HeaderBag): SignedHeaders {
+  const out: Partial<Record<keyof SignedHeaders, string>> = {};
+  for (const field of Object.keys(EXPECTED) as (keyof SignedHeaders)[]) {
+    const { header, form, what } = EXPECTED[field];
+    const raw = headers?.[header];
+    if (raw === undefined || raw === "" || (Array.isArray(raw) && raw.length === 0)) {
+      throw new SignedRequestError(header, "missing", `missing ${header} header`);
+    }
+    // Bounded before the regex so a 16 KiB value costs nothing.
+    if (typeof raw !== "string" || raw.length > 128 || !form.test(raw)) {
+      throw new SignedRequestError(header, "malformed", `${header} header is malformed: expected ${what}`);
+    }
+    out[field] = raw;
+  }
+  const timestamp = Number(out.timestamp);
+  if (!Number.isSafeInteger(timestamp)) {
+    throw new SignedRequestError(
+      AUTH_HEADERS.timestamp,
+      "malformed",
+      `${AUTH_HEADERS.timestamp} header is malformed: expected ${EXPECTED.timestamp.what}`,
+    );
+  }
+  return {
+    signPub: out.signPub!.toLowerCase(),
+    timestamp,
+    nonce: out.nonce!,
+    contentSha256: out.contentSha256!,
+    signature: out.signature!,
+  };
+}
+
+// Building a KeyObject costs more than verifying a signature; keep recent ones.
+const KEY_CACHE_MAX = 1024;
+const keyCache = new Map<string, KeyObject>();
+
+function publicKeyFor(signPubHex: string): KeyObject | undefined {
+  const hit = keyCache.get(signPubHex);
+  if (hit) return hit;
+  let key: KeyObject;
+  try {
+    key = ed25519PublicKey(Buffer.from(signPubHex, "hex"));
+  } catch {
+    return undefined;
+  }
+  // Dropping everything keeps eviction O(1); the cost is one rebuild per active key.
+  if (keyCache.size >= KEY_CACHE_MAX) keyCache.clear();
+  keyCache.set(signPubHex, key);
+  return key;
+}
+
+/**
+ * True when `signed.signature` is `signed.signPub`'s signature over the canonical
+ * request for `method`, `uri` and the signed headers. Never throws: anything that
+ * cannot be a valid signed request is simply false. It does NOT compare the declared
+ * body hash with the actual body, check the clock, the allowlist or the nonce.
+ */
+export function verifySignedRequest(req: { method: string; uri: string; signed: SignedHeaders }): boolean {
+  const { signed } = req;
+  let canonical: string;
+  try {
+    canonical = canonicalRequest({
+      method: req.method,
+      uri: req.uri,
+      timestamp: signed.timestamp,
+      nonce: signed.nonce,
+      bodySha256: signed.contentSha256,
+    });
+  } catch {
+    return false;
+  }
+  if (typeof signed.signPub !== "string" || !KEY_HEX.test(signed.signPub)) return false;
+  if (typeof signed.signature !== "string" || !SIGNATURE_B64URL.test(signed.signature)) return false;
+  const key = publicKeyFor(signed.signPub.toLowerCase());
+  if (!key) return false;
+  return verify(key, Buffer.from(canonical, "utf8"), Buffer.from(signed.signature, "base64url"));
+}
+
+/**
+ * Hashes a body as it streams and, at the end, says whether it matches the declared
+ * SHA-256. Call `update` per chunk, then `matches()` once.
+ */
+export class ContentHashVerifier {
+  readonly expected: string;
+  readonly #hash = crypto.createHash("sha256");
+  #digest: string | undefined;
+
+  constructor(expectedSha256Hex: string) {
+    if (typeof expectedSha256Hex !== "string" || !SHA256_HEX.test(expectedSha256Hex)) {
+      throw new InvalidArgumentError("expectedSha256", "the expected body hash must be 64 lowercase hex characters");
+    }
+    this.expected = expectedSha256Hex;
+  }
+
+  update(chunk: Uint8Array): void {
+    if (this.#digest !== undefined) throw new Error("ContentHashVerifier: update() after matches()");
+    this.#hash.update(chunk);
+  }
+
+  /** The body's actual hash; finalises the verifier. */
+  digestHex(): string {
+    this.#digest ??= this.#hash.digest("hex");
+    return this.#digest;
+  }
+
+  matches(): boolean {
+    return this.digestHex() === this.expected;
+  }
+}
