@@ -133,3 +133,16 @@ export class AuthDeniedError extends UnibusError {
     this.reason = reason;
   }
 }
+
+/**
+ * The control plane refused a request. `code` is the server's error code (e.g.
+ * `FORBIDDEN`, `NOT_FOUND`, `CONFLICT`), `status` the HTTP status, and the message is
+ * the server's own words for what the caller did wrong.
+ */
+export class ControlPlaneError extends UnibusError {
+  readonly status: number;
+  constructor(status: number, code: string, message: string) {
+    super(code, message);
+    this.status = status;
+  }
+}

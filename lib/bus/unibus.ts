@@ -11,6 +11,8 @@ import path from "node:path";
 import { type Admit, AuthCallout } from "../auth/callout.ts";
 import { basePermissions } from "../auth/permissions.ts";
 import { loadOrCreateServiceKeys } from "../auth/service-keys.ts";
+import type { AuthMode } from "../control/auth.ts";
+import type { RateLimiterOptions } from "../control/limits.ts";
 import { ControlServer } from "../control/server.ts";
 import { parseSignPub } from "../crypto/identity.ts";
 import { NotFoundError, StateError } from "../errors.ts";
@@ -41,6 +43,10 @@ export interface StartUnibusOptions {
   logger?: Logger;
   /** Lifetime of user JWTs issued by the callout (seconds). */
   userJwtTtlSeconds?: number;
+  /** Control-plane request authentication: enforce (default), soft (log, let through) or off. */
+  authMode?: AuthMode;
+  /** Control-plane per-IP rate limit. */
+  rateLimit?: RateLimiterOptions;
 }
 
 export interface AddUserOptions {
@@ -192,6 +198,13 @@ export class Unibus extends EventEmitter {
         health: async () => ({ ok: this.#state === "running" }),
         metrics: this.metrics,
         beforeScrape: () => this.#refreshLiveMetrics(),
+        deps: {
+          store: this.#store,
+          publicBind: !isLoopbackHost(host),
+          onAccessChange: (change) => this.emit("access-change", change),
+        },
+        ...(this.#opts.authMode ? { authMode: this.#opts.authMode } : {}),
+        ...(this.#opts.rateLimit ? { rateLimit: this.#opts.rateLimit } : {}),
       });
       const [, controlPort] = await Promise.all([this.#callout.start(), this.#control.listen()]);
       this.#controlUrl = `https://${urlHost(clientHost)}:${controlPort}`;
@@ -280,6 +293,10 @@ export class Unibus extends EventEmitter {
 
 export async function startUnibus(opts: StartUnibusOptions = {}): Promise<Unibus> {
   return new Unibus(opts).start();
+}
+
+function isLoopbackHost(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\./.test(host);
 }
 
 function isUnspecified(host: string): boolean {

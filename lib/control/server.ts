@@ -1,15 +1,35 @@
 /**
- * The control plane's HTTPS server. Limits that protect it from unauthenticated
- * peers (header size, header/request timeouts) are set on the socket server itself,
- * before any route runs. Routes are added by the control-plane issue; for now it
- * answers `/healthz`.
+ * The control plane's HTTPS server. Every request goes through the same pipeline, in
+ * an order that keeps unauthenticated peers cheap to refuse:
+ *
+ *   per-IP token bucket → route match → body ceiling and global in-flight bytes →
+ *   body read → signature, skew, allowlist, then nonce → schema → handler.
+ *
+ * Header size, header and request timeouts are set on the socket server itself.
  */
-
 import type { IncomingMessage, ServerResponse } from "node:http";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
+import { sha256Hex } from "../crypto/canonical.ts";
 import type { Logger } from "../log/index.ts";
 import { silentLogger } from "../log/index.ts";
+import type { BusMetrics } from "../metrics/index.ts";
+import { type AuthMode, authenticateRequest } from "./auth.ts";
+import { HttpError, sendHttpError } from "./http-error.ts";
+import {
+  InflightBytes,
+  JSON_BODY_LIMIT,
+  MAX_HEADERS_COUNT,
+  RateLimiter,
+  type RateLimiterOptions,
+  rateLimited,
+  rateLimitKey,
+  readBody,
+  SERVER_LIMITS,
+} from "./limits.ts";
+import { NonceCache, type NonceStore } from "./nonce-cache.ts";
+import { Router } from "./router.ts";
+import { type ControlDeps, ROUTES, type Route, toHttpError, validateBody } from "./routes.ts";
 
 export interface ControlServerOptions {
   host: string;
@@ -18,34 +38,41 @@ export interface ControlServerOptions {
   certPem: string;
   keyPem: string;
   logger?: Logger;
-  /** Served at /metrics to loopback clients. */
-  metrics?: { render(): Promise<{ contentType: string; body: string }> };
+  /** The API's state and hooks; without it only /healthz and /metrics answer. */
+  deps?: Omit<ControlDeps, "logger">;
+  /** Request authentication: `enforce` (default), `soft` (log and let through, for migrations) or `off`. */
+  authMode?: AuthMode;
+  rateLimit?: RateLimiterOptions;
+  /** Global cap on request-body bytes being received at once. Default 64 MiB. */
+  maxInflightBytes?: number;
+  nonces?: NonceStore;
+  metrics?: BusMetrics;
   /** Called before each scrape (e.g. to read live gauges from nats-server). */
   beforeScrape?: () => Promise<void>;
   /** Reports whether the bus behind this control plane is healthy. */
   health?: () => Promise<{ ok: boolean; detail?: Record<string, unknown> }>;
 }
 
+const router = new Router<Route>(ROUTES);
+
 export class ControlServer {
   readonly #server: https.Server;
   readonly #opts: ControlServerOptions;
   readonly #logger: Logger;
+  readonly #limiter: RateLimiter;
+  readonly #inflight: InflightBytes;
+  readonly #nonces: NonceStore;
 
   constructor(opts: ControlServerOptions) {
     this.#opts = opts;
     this.#logger = opts.logger ?? silentLogger;
-    this.#server = https.createServer(
-      {
-        cert: opts.certPem,
-        key: opts.keyPem,
-        maxHeaderSize: 16 * 1024,
-        headersTimeout: 10_000,
-        requestTimeout: 30_000,
-        keepAliveTimeout: 5_000,
-      },
-      (req, res) => void this.#route(req, res),
-    );
-    this.#server.maxHeadersCount = 64;
+    this.#limiter = new RateLimiter(opts.rateLimit);
+    this.#inflight = new InflightBytes({ max: opts.maxInflightBytes ?? 64 * 1024 * 1024 });
+    this.#nonces = opts.nonces ?? new NonceCache({ logger: this.#logger });
+    this.#server = https.createServer({ cert: opts.certPem, key: opts.keyPem, ...SERVER_LIMITS }, (req, res) => {
+      void this.#handle(req, res);
+    });
+    this.#server.maxHeadersCount = MAX_HEADERS_COUNT;
   }
 
   async listen(): Promise<number> {
@@ -67,30 +94,96 @@ export class ControlServer {
     });
   }
 
-  async #route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = performance.now();
+    let routeName = "unmatched";
+    const metrics = this.#opts.metrics;
+    res.once("finish", () => {
+      metrics?.httpRequests.inc({ route: routeName, status: String(res.statusCode) });
+      metrics?.httpLatency.observe({ route: routeName }, (performance.now() - started) / 1000);
+    });
     try {
+      if (!this.#limiter.take(rateLimitKey(req.socket.remoteAddress))) {
+        metrics?.httpRejections.inc({ reason: "rate_limit" });
+        throw rateLimited();
+      }
       const url = new URL(req.url ?? "/", "https://control.invalid");
       if (url.pathname === "/healthz" && (req.method === "GET" || req.method === "HEAD")) {
+        routeName = "healthz";
         const health = this.#opts.health ? await this.#opts.health() : { ok: true };
         return send(res, health.ok ? 200 : 503, { status: health.ok ? "ok" : "unavailable", ...health.detail });
       }
-      if (url.pathname === "/metrics" && req.method === "GET" && this.#opts.metrics) {
-        // Loopback only: metrics show who connects how often, which is nobody else's business.
-        if (!isLoopback(req.socket.remoteAddress)) {
-          return send(res, 403, { error: "forbidden", message: "metrics are served to loopback clients only" });
-        }
-        await this.#opts.beforeScrape?.().catch((err: Error) => {
-          this.#logger.warn({ component: "control", err: err.message }, "could not refresh live metrics");
-        });
-        const { contentType, body } = await this.#opts.metrics.render();
-        res.writeHead(200, { "content-type": contentType, "content-length": Buffer.byteLength(body) });
-        return void res.end(body);
+      if (url.pathname === "/metrics" && req.method === "GET" && metrics) {
+        routeName = "metrics";
+        return await this.#metrics(req, res);
       }
-      send(res, 404, { error: "not_found", message: `no route for ${req.method} ${url.pathname}` });
+      const deps = this.#opts.deps;
+      const match = deps ? router.match(req.method ?? "GET", url.pathname) : undefined;
+      if (!match) throw new HttpError(404, `no route for ${req.method} ${url.pathname}`);
+      if (!("route" in match)) {
+        throw new HttpError(405, `${req.method} is not allowed here; use ${match.allow.join(" or ")}`, {
+          headers: { allow: match.allow.join(", ") },
+        });
+      }
+      const { route, params } = match;
+      routeName = route.name;
+      const raw = await readBody(req, { limit: JSON_BODY_LIMIT, inflight: this.#inflight }).catch((err: unknown) => {
+        if (err instanceof HttpError && (err.status === 413 || err.status === 503)) {
+          metrics?.httpRejections.inc({ reason: err.status === 413 ? "body_limit" : "inflight_limit" });
+        }
+        throw err;
+      });
+      let signer = "";
+      if (route.auth === "signed") {
+        const auth = await authenticateRequest({
+          method: req.method ?? "GET",
+          uri: req.url ?? "/",
+          headers: req.headers,
+          bodySha256: sha256Hex(raw),
+          mode: this.#opts.authMode ?? "enforce",
+          store: deps!.store,
+          nonces: this.#nonces,
+          logger: this.#logger,
+        });
+        if (this.#nonces instanceof NonceCache) metrics?.nonceCacheSize.set(this.#nonces.size);
+        // `off`/`soft` without a verified key: the route runs with no signer and its
+        // membership checks refuse, so those modes never widen access.
+        signer = auth.signPub ?? "";
+      }
+      let body: unknown;
+      if (raw.length > 0) {
+        if (!/^application\/json\b/i.test(req.headers["content-type"] ?? "")) {
+          throw new HttpError(415, "send the body as application/json");
+        }
+        try {
+          body = JSON.parse(raw.toString("utf8"));
+        } catch {
+          throw new HttpError(400, "the request body is not valid JSON");
+        }
+      } else if (route.schema) {
+        body = {};
+      }
+      if (route.schema) validateBody(route, body);
+      const result = await route.handler({ req, url, params, signer, body, deps: { ...deps!, logger: this.#logger } });
+      if (result.status === 204) {
+        res.writeHead(204);
+        return void res.end();
+      }
+      return send(res, result.status, result.body);
     } catch (err) {
-      this.#logger.error({ component: "control", err: (err as Error).message }, "request failed");
-      send(res, 500, { error: "internal", message: "internal error" });
+      sendHttpError(res, toHttpError(err), this.#logger);
     }
+  }
+
+  async #metrics(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // Loopback only: metrics show who connects how often, which is nobody else's business.
+    if (!isLoopback(req.socket.remoteAddress)) throw new HttpError(403, "metrics are served to loopback clients only");
+    await this.#opts.beforeScrape?.().catch((err: Error) => {
+      this.#logger.warn({ component: "control", err: err.message }, "could not refresh live metrics");
+    });
+    const { contentType, body } = await this.#opts.metrics!.render();
+    res.writeHead(200, { "content-type": contentType, "content-length": Buffer.byteLength(body) });
+    res.end(body);
   }
 }
 
@@ -101,7 +194,7 @@ export function isLoopback(address: string | undefined): boolean {
 }
 
 function send(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
+  const text = JSON.stringify(body ?? null);
   res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
   res.end(res.req.method === "HEAD" ? undefined : text);
 }

@@ -1,0 +1,471 @@
+/**
+ * The control plane's API: rooms, members, per-epoch sealed keys, discovery, users,
+ * invites and registration. Each route declares how it is authenticated and the
+ * JSON schema of its body; handlers only see validated input and a verified signer.
+ */
+import crypto from "node:crypto";
+import type { IncomingMessage } from "node:http";
+import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
+import { sha256Hex } from "../crypto/canonical.ts";
+import { ed25519PublicKey, verify } from "../crypto/ed25519.ts";
+import {
+  ConflictError,
+  InvalidArgumentError,
+  NotFoundError,
+  StoreUnavailableError,
+  UserExistsError,
+} from "../errors.ts";
+import type { Logger } from "../log/index.ts";
+import { InviteRefusedError, type Room, type Store, type User } from "../store/index.ts";
+import { HttpError } from "./http-error.ts";
+
+/** A change that affects who may read or write what (the ACL issue kicks on these). */
+export type AccessChange =
+  | { type: "room-created"; roomId: string; signPub: string }
+  | { type: "member-added" | "member-removed"; roomId: string; signPub: string }
+  | { type: "user-revoked" | "user-deleted"; signPub: string };
+
+export interface ControlDeps {
+  store: Store;
+  logger: Logger;
+  /** True when the control plane is bound to a non-loopback address: cleartext rooms are refused. */
+  publicBind: boolean;
+  onAccessChange?: (change: AccessChange) => void;
+}
+
+export interface RouteContext {
+  req: IncomingMessage;
+  url: URL;
+  params: Record<string, string>;
+  /** The verified signing key of the caller (hex); "" on unauthenticated routes. */
+  signer: string;
+  body: unknown;
+  deps: ControlDeps;
+}
+
+export interface RouteResult {
+  status: number;
+  body?: unknown;
+}
+
+export interface Route {
+  method: "GET" | "POST" | "PUT" | "DELETE";
+  path: string;
+  /** Stable name for metrics and logs. */
+  name: string;
+  /** "signed": an allowlisted signer; "none": anyone (rate limits still apply). */
+  auth: "signed" | "none";
+  schema?: Record<string, unknown>;
+  handler: (ctx: RouteContext) => Promise<RouteResult>;
+}
+
+const HEX64 = { type: "string", pattern: "^[0-9a-fA-F]{64}$" };
+const SEALED = { type: "string", minLength: 1, maxLength: 4096, pattern: "^[A-Za-z0-9_-]+$" };
+const EPOCH = { type: "integer", minimum: 1, maximum: 2 ** 31 };
+const obj = (properties: Record<string, unknown>, required: string[] = []) => ({
+  type: "object",
+  properties,
+  required,
+  additionalProperties: false,
+});
+
+const ajv = new Ajv({ allErrors: false, strict: true, allowUnionTypes: true });
+
+function bodyError(errors: ErrorObject[] | null | undefined): HttpError {
+  const e = errors?.[0];
+  if (!e) return new HttpError(400, "invalid request body");
+  if (e.keyword === "additionalProperties") {
+    return new HttpError(
+      400,
+      `unknown field "${(e.params as { additionalProperty: string }).additionalProperty}" in the request body`,
+    );
+  }
+  if (e.keyword === "required") {
+    return new HttpError(
+      400,
+      `missing field "${(e.params as { missingProperty: string }).missingProperty}" in the request body`,
+    );
+  }
+  const field = e.instancePath.replace(/^\//, "").replaceAll("/", ".") || "body";
+  return new HttpError(400, `field "${field}" ${e.message ?? "is invalid"}`);
+}
+
+/** Store outcomes → HTTP; store unavailability → a generic 503 (detail only in the log). */
+export function toHttpError(err: unknown): unknown {
+  if (err instanceof HttpError) return err;
+  if (err instanceof NotFoundError) return new HttpError(404, err.message);
+  if (err instanceof UserExistsError) return new HttpError(409, err.message, { code: "USER_EXISTS" });
+  if (err instanceof InviteRefusedError)
+    return new HttpError(409, err.message, { code: `INVITE_${err.reason.toUpperCase()}` });
+  if (err instanceof ConflictError) return new HttpError(409, err.message);
+  if (err instanceof InvalidArgumentError) return new HttpError(400, err.message);
+  if (err instanceof StoreUnavailableError)
+    return new HttpError(503, "the store is unavailable; try again shortly", { cause: err });
+  return err;
+}
+
+async function requireAdmin(ctx: RouteContext): Promise<User> {
+  const user = await ctx.deps.store.getUser(ctx.signer);
+  if (user.role !== "admin" || user.status !== "active") throw new HttpError(403, "this needs an admin of the bus");
+  return user;
+}
+
+/** Members see a room; everyone else gets the same 403 whether it exists or not. */
+async function requireMember(ctx: RouteContext, roomId: string): Promise<Room> {
+  if (!(await ctx.deps.store.isMember(roomId, ctx.signer)))
+    throw new HttpError(403, "you are not a member of this room");
+  return ctx.deps.store.getRoom(roomId);
+}
+
+async function requireOwner(ctx: RouteContext, roomId: string): Promise<Room> {
+  const room = await requireMember(ctx, roomId);
+  if (room.ownerSignPub !== ctx.signer) throw new HttpError(403, "only the room's owner can change its members");
+  return room;
+}
+
+function sameKey(a: string, b: string): boolean {
+  return a.toLowerCase() === b.toLowerCase();
+}
+
+/** `7d`, `12h`, `30m`, `45s` or milliseconds → ms. */
+export function parseTtl(value: string | number): number {
+  if (typeof value === "number") return value;
+  const m = /^(\d{1,6})(ms|s|m|h|d)$/.exec(value.trim());
+  if (!m) throw new HttpError(400, `ttl must look like 7d, 12h, 30m or 45s, not ${JSON.stringify(value)}`);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as "ms"];
+  return Number(m[1]) * unit;
+}
+
+const MAX_TTL_MS = 90 * 86_400_000;
+
+/** What a registrant signs with its new key to prove it holds it. */
+export function registrationProofMessage(token: string): Buffer {
+  return Buffer.from(`unibus-register:${sha256Hex(token)}`);
+}
+
+export const ROUTES: readonly Route[] = [
+  {
+    method: "POST",
+    path: "/v1/rooms",
+    name: "rooms.create",
+    auth: "signed",
+    schema: obj({
+      encrypt: { type: "boolean" },
+      persist: { type: "boolean" },
+      signMsgs: { type: "boolean" },
+      owner: HEX64,
+      ownerSealedKey: SEALED,
+    }),
+    handler: async (ctx) => {
+      const b = ctx.body as {
+        encrypt?: boolean;
+        persist?: boolean;
+        signMsgs?: boolean;
+        owner?: string;
+        ownerSealedKey?: string;
+      };
+      if (b.owner && !sameKey(b.owner, ctx.signer))
+        throw new HttpError(403, "a room can only be created in your own name");
+      const encrypt = b.encrypt ?? true;
+      if (!encrypt && ctx.deps.publicBind) {
+        throw new HttpError(
+          403,
+          "cleartext rooms are refused on a bus that listens beyond loopback; create an encrypted room",
+        );
+      }
+      if (encrypt && !b.ownerSealedKey)
+        throw new HttpError(400, "an encrypted room needs ownerSealedKey: the epoch-1 room key sealed to you");
+      if (!encrypt && b.ownerSealedKey)
+        throw new HttpError(400, "a cleartext room has no room key; drop ownerSealedKey");
+      const id = crypto.randomBytes(12).toString("hex");
+      const room = await ctx.deps.store.createRoom({
+        id,
+        subject: `unibus.room.${id}`,
+        ownerSignPub: ctx.signer,
+        encrypt,
+        persist: b.persist ?? false,
+        signMsgs: b.signMsgs ?? false,
+        ownerSealedKey: b.ownerSealedKey ?? null,
+      });
+      ctx.deps.onAccessChange?.({ type: "room-created", roomId: id, signPub: ctx.signer });
+      return { status: 201, body: room };
+    },
+  },
+  {
+    method: "GET",
+    path: "/v1/rooms/:id",
+    name: "rooms.get",
+    auth: "signed",
+    handler: async (ctx) => ({ status: 200, body: await requireMember(ctx, ctx.params.id!) }),
+  },
+  {
+    method: "GET",
+    path: "/v1/rooms/:id/members",
+    name: "rooms.members.list",
+    auth: "signed",
+    handler: async (ctx) => {
+      await requireMember(ctx, ctx.params.id!);
+      return { status: 200, body: await ctx.deps.store.listMembers(ctx.params.id!) };
+    },
+  },
+  {
+    method: "POST",
+    path: "/v1/rooms/:id/members",
+    name: "rooms.members.add",
+    auth: "signed",
+    schema: obj({ signPub: HEX64, role: { enum: ["member"] }, sealedKey: SEALED, epoch: EPOCH }, ["signPub", "epoch"]),
+    handler: async (ctx) => {
+      const room = await requireOwner(ctx, ctx.params.id!);
+      const b = ctx.body as { signPub: string; sealedKey?: string; epoch: number };
+      if (room.encrypt && !b.sealedKey)
+        throw new HttpError(400, "an encrypted room needs sealedKey: the current room key sealed to the new member");
+      if (!room.encrypt && b.sealedKey) throw new HttpError(400, "a cleartext room has no room key; drop sealedKey");
+      const member = await ctx.deps.store.addMember(room.id, {
+        signPub: b.signPub,
+        role: "member",
+        sealedKey: b.sealedKey ?? null,
+        epoch: b.epoch,
+      });
+      ctx.deps.onAccessChange?.({ type: "member-added", roomId: room.id, signPub: member.signPub });
+      return { status: 201, body: member };
+    },
+  },
+  {
+    method: "DELETE",
+    path: "/v1/rooms/:id/members/:signPub",
+    name: "rooms.members.remove",
+    auth: "signed",
+    handler: async (ctx) => {
+      const roomId = ctx.params.id!;
+      const target = ctx.params.signPub!.toLowerCase();
+      // the owner removes anyone; a member may leave
+      if (target === ctx.signer) await requireMember(ctx, roomId);
+      else await requireOwner(ctx, roomId);
+      await ctx.deps.store.removeMember(roomId, target);
+      ctx.deps.onAccessChange?.({ type: "member-removed", roomId, signPub: target });
+      return { status: 204 };
+    },
+  },
+  {
+    method: "POST",
+    path: "/v1/rooms/:id/rekey",
+    name: "rooms.rekey",
+    auth: "signed",
+    schema: obj(
+      {
+        fromEpoch: EPOCH,
+        sealedKeys: {
+          type: "array",
+          maxItems: 10_000,
+          items: obj({ signPub: HEX64, sealed: SEALED }, ["signPub", "sealed"]),
+        },
+      },
+      ["fromEpoch", "sealedKeys"],
+    ),
+    handler: async (ctx) => {
+      const room = await requireMember(ctx, ctx.params.id!);
+      if (!room.encrypt) throw new HttpError(400, "a cleartext room has no keys to rotate");
+      const b = ctx.body as { fromEpoch: number; sealedKeys: { signPub: string; sealed: string }[] };
+      return { status: 200, body: await ctx.deps.store.rekey(room.id, b) };
+    },
+  },
+  {
+    method: "GET",
+    path: "/v1/rooms/:id/keys/:signPub",
+    name: "rooms.keys.get",
+    auth: "signed",
+    handler: async (ctx) => {
+      if (!sameKey(ctx.params.signPub!, ctx.signer))
+        throw new HttpError(403, "a sealed key is served only to its own holder");
+      const room = await requireMember(ctx, ctx.params.id!);
+      const epochParam = ctx.url.searchParams.get("epoch");
+      let epoch: number | undefined;
+      if (epochParam !== null) {
+        epoch = Number(epochParam);
+        if (!Number.isSafeInteger(epoch) || epoch < 1) throw new HttpError(400, "epoch must be a positive integer");
+      }
+      try {
+        return { status: 200, body: await ctx.deps.store.getSealedKey(room.id, ctx.signer, epoch) };
+      } catch (err) {
+        if (err instanceof NotFoundError) {
+          throw new HttpError(
+            403,
+            `there is no room key sealed to you for ${epoch ? `epoch ${epoch}` : "this room"}; you were not a member then`,
+          );
+        }
+        throw err;
+      }
+    },
+  },
+  {
+    method: "GET",
+    path: "/v1/users/:signPub/rooms",
+    name: "users.rooms",
+    auth: "signed",
+    handler: async (ctx) => {
+      if (!sameKey(ctx.params.signPub!, ctx.signer)) throw new HttpError(403, "you can only list your own rooms");
+      return { status: 200, body: await ctx.deps.store.listRoomsFor(ctx.signer) };
+    },
+  },
+  {
+    method: "GET",
+    path: "/v1/users/:signPub",
+    name: "users.get",
+    auth: "signed",
+    handler: async (ctx) => {
+      const u = await ctx.deps.store.getUser(ctx.params.signPub!);
+      // public keys and name only: what a room owner needs to seal a key to this user
+      return { status: 200, body: { signPub: u.signPub, kexPub: u.kexPub, handle: u.handle, status: u.status } };
+    },
+  },
+  {
+    method: "GET",
+    path: "/v1/users",
+    name: "users.list",
+    auth: "signed",
+    handler: async (ctx) => {
+      await requireAdmin(ctx);
+      return { status: 200, body: await ctx.deps.store.listUsers() };
+    },
+  },
+  {
+    method: "POST",
+    path: "/v1/users",
+    name: "users.add",
+    auth: "signed",
+    schema: obj(
+      { signPub: HEX64, kexPub: HEX64, handle: { type: "string", maxLength: 64 }, role: { enum: ["admin", "member"] } },
+      ["signPub", "handle"],
+    ),
+    handler: async (ctx) => {
+      await requireAdmin(ctx);
+      const b = ctx.body as { signPub: string; kexPub?: string; handle: string; role?: "admin" | "member" };
+      return {
+        status: 201,
+        body: await ctx.deps.store.addUser({
+          signPub: b.signPub,
+          kexPub: b.kexPub ?? null,
+          handle: b.handle,
+          role: b.role ?? "member",
+        }),
+      };
+    },
+  },
+  {
+    method: "POST",
+    path: "/v1/users/:signPub/revoke",
+    name: "users.revoke",
+    auth: "signed",
+    handler: async (ctx) => {
+      await requireAdmin(ctx);
+      const user = await ctx.deps.store.revokeUser(ctx.params.signPub!);
+      ctx.deps.onAccessChange?.({ type: "user-revoked", signPub: user.signPub });
+      return { status: 200, body: user };
+    },
+  },
+  {
+    method: "DELETE",
+    path: "/v1/users/:signPub",
+    name: "users.delete",
+    auth: "signed",
+    handler: async (ctx) => {
+      await requireAdmin(ctx);
+      const signPub = ctx.params.signPub!.toLowerCase();
+      await ctx.deps.store.deleteUser(signPub);
+      ctx.deps.onAccessChange?.({ type: "user-deleted", signPub });
+      return { status: 204 };
+    },
+  },
+  {
+    method: "POST",
+    path: "/v1/invites",
+    name: "invites.create",
+    auth: "signed",
+    schema: obj(
+      {
+        handle: { type: "string", maxLength: 64 },
+        role: { enum: ["admin", "member"] },
+        ttl: { type: ["string", "integer"] },
+      },
+      ["handle"],
+    ),
+    handler: async (ctx) => {
+      const admin = await requireAdmin(ctx);
+      const b = ctx.body as { handle: string; role?: "admin" | "member"; ttl?: string | number };
+      const ttlMs = b.ttl === undefined ? 7 * 86_400_000 : parseTtl(b.ttl);
+      if (!(ttlMs > 0 && ttlMs <= MAX_TTL_MS)) throw new HttpError(400, "ttl must be between 1 ms and 90 days");
+      const token = crypto.randomBytes(32).toString("hex");
+      const invite = await ctx.deps.store.createInvite({
+        token,
+        handle: b.handle,
+        role: b.role ?? "member",
+        createdBy: admin.signPub,
+        ttlMs,
+      });
+      return { status: 201, body: { token, invite } };
+    },
+  },
+  {
+    method: "GET",
+    path: "/v1/invites",
+    name: "invites.list",
+    auth: "signed",
+    handler: async (ctx) => {
+      await requireAdmin(ctx);
+      return { status: 200, body: await ctx.deps.store.listInvites() };
+    },
+  },
+  {
+    method: "DELETE",
+    path: "/v1/invites/:id",
+    name: "invites.cancel",
+    auth: "signed",
+    handler: async (ctx) => {
+      await requireAdmin(ctx);
+      return { status: 200, body: await ctx.deps.store.cancelInvite(ctx.params.id!) };
+    },
+  },
+  {
+    method: "POST",
+    path: "/v1/register",
+    name: "register",
+    auth: "none",
+    schema: obj(
+      {
+        token: { type: "string", pattern: "^[0-9a-f]{64}$" },
+        signPub: HEX64,
+        kexPub: HEX64,
+        proof: { type: "string", pattern: "^[A-Za-z0-9_-]{86}$" },
+      },
+      ["token", "signPub", "kexPub", "proof"],
+    ),
+    handler: async (ctx) => {
+      const b = ctx.body as { token: string; signPub: string; kexPub: string; proof: string };
+      // Proof that the registrant holds the signing key it registers: nobody can spend
+      // an invite on someone else's public key.
+      let ok = false;
+      try {
+        ok = verify(
+          ed25519PublicKey(Buffer.from(b.signPub, "hex")),
+          registrationProofMessage(b.token),
+          Buffer.from(b.proof, "base64url"),
+        );
+      } catch {
+        ok = false;
+      }
+      if (!ok) throw new HttpError(401, "proof does not verify: sign the registration with the key you register");
+      const user = await ctx.deps.store.consumeInvite(b.token, { signPub: b.signPub, kexPub: b.kexPub });
+      return { status: 201, body: user };
+    },
+  },
+];
+
+const validators = new Map<Route, ValidateFunction>();
+for (const r of ROUTES) if (r.schema) validators.set(r, ajv.compile(r.schema));
+
+/** Validates a parsed JSON body against the route's schema (400 naming the field). */
+export function validateBody(route: Route, body: unknown): void {
+  const validate = validators.get(route);
+  if (!validate) return;
+  if (!validate(body)) throw bodyError(validate.errors);
+}
