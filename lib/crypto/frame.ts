@@ -312,13 +312,15 @@ export function openFrame(frame: Uint8Array | ParseFrameResult, opts: OpenFrameO
   const bytes = parsed.bytes;
   const bodyEnd = bytes.length - (parsed.signed ? SIGNATURE_BYTES : 0);
   const bodyStart = bodyEnd - parsed.body.length;
-  // Context then frame, in one buffer: the signature input and the associated data.
+  // Context then frame, in one buffer: the signature input (up to the signature) and
+  // the associated data (up to the body), so only a signed frame's body is copied.
   const ctxLen = FRAME_LABEL.length + 1 + room.length;
-  const input = Buffer.allocUnsafe(ctxLen + bodyEnd);
+  const covered = parsed.signed ? bodyEnd : bodyStart;
+  const input = Buffer.allocUnsafe(ctxLen + covered);
   FRAME_LABEL.copy(input, 0);
   input[FRAME_LABEL.length] = room.length;
   room.copy(input, FRAME_LABEL.length + 1);
-  input.set(bytes.subarray(0, bodyEnd), ctxLen);
+  input.set(bytes.subarray(0, covered), ctxLen);
   let verified = false;
   if (parsed.signed) {
     const key = senderKey(sender, bytes);
