@@ -5,6 +5,8 @@
 import { Command, CommanderError } from "commander";
 import { identityCommand } from "./commands/identity.ts";
 import { installCommand } from "./commands/install.ts";
+import { inviteCommand } from "./commands/invite.ts";
+import { registerCommand } from "./commands/register.ts";
 import { upCommand } from "./commands/up.ts";
 import { userCommand } from "./commands/user.ts";
 import { CliError, errorLine } from "./output.ts";
@@ -18,6 +20,8 @@ export function buildProgram(): Command {
   upCommand(program);
   identityCommand(program);
   userCommand(program);
+  inviteCommand(program);
+  registerCommand(program);
   installCommand(program);
   for (const cmd of program.commands) {
     cmd.exitOverride();

@@ -73,6 +73,9 @@ export class ControlServer {
       void this.#handle(req, res);
     });
     this.#server.maxHeadersCount = MAX_HEADERS_COUNT;
+    // ---- requests the HTTP parser refuses: answered as JSON like every other refusal ----
+    this.#server.on("clientError", (err: NodeJS.ErrnoException, socket) => answerClientError(err, socket, this.#logger));
+    // ---- end parser refusals ----
   }
 
   async listen(): Promise<number> {
@@ -198,3 +201,41 @@ function send(res: ServerResponse, status: number, body: unknown): void {
   res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
   res.end(res.req.method === "HEAD" ? undefined : text);
 }
+
+// ---- requests the HTTP parser refuses ----
+const CLIENT_ERRORS: Record<number, { reason: string; code: string; message: string }> = {
+  400: {
+    reason: "Bad Request",
+    code: "BAD_REQUEST",
+    message: "malformed HTTP request; percent-encode anything but printable ASCII in the URL",
+  },
+  408: { reason: "Request Timeout", code: "REQUEST_TIMEOUT", message: "the request took too long to arrive" },
+  431: {
+    reason: "Request Header Fields Too Large",
+    code: "HEADERS_TOO_LARGE",
+    message: "the request headers are too large; send fewer or shorter headers",
+  },
+};
+
+/**
+ * A request Node's parser refuses (bad request line, bad header, oversized headers,
+ * timeout) never reaches the handler, and Node's own answer is a bare status line —
+ * or nothing at all on a kept-alive connection. Answer it like every other refusal:
+ * `{error, message}` JSON, then close, since the rest of the stream cannot be trusted.
+ */
+function answerClientError(err: NodeJS.ErrnoException, socket: import("node:stream").Duplex, logger: Logger): void {
+  // A response still being written to this socket cannot be followed by another one.
+  const busy = (socket as { _httpMessage?: unknown })._httpMessage;
+  if (err.code === "ECONNRESET" || !socket.writable || busy) {
+    socket.destroy();
+    return;
+  }
+  const status = err.code === "HPE_HEADER_OVERFLOW" ? 431 : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
+  const e = CLIENT_ERRORS[status]!;
+  logger.debug({ component: "control", code: err.code }, "malformed request refused");
+  const text = JSON.stringify(new HttpError(status, e.message, { code: e.code }).toJSON());
+  socket.end(
+    `HTTP/1.1 ${status} ${e.reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`,
+  );
+}
+// ---- end parser refusals ----

@@ -1,0 +1,191 @@
+import fs from "node:fs";
+import path from "node:path";
+import type { Command } from "commander";
+import { busLayout } from "../../bus/layout.ts";
+import { resolveConfig, type UnibusConfig } from "../../config/index.ts";
+import { parseTtl } from "../../control/routes.ts";
+import { type Invite, newInviteToken, openStore, type Store } from "../../store/index.ts";
+import { CliError, printJson, table } from "../output.ts";
+import { RUN_FILE } from "./up.ts";
+
+interface DataDirOption {
+  dataDir?: string;
+}
+
+/** The same ceiling as `POST /v1/invites`, so an invite lives as long whichever way it was made. */
+const MAX_TTL_MS = 90 * 86_400_000;
+
+function resolveDataDir(opts: DataDirOption): { dataDir: string; config: UnibusConfig } {
+  // The same chain as `up`: --data-dir, UNIBUS_DATA_DIR, the config file, the default.
+  const { config } = resolveConfig({ flags: { dataDir: opts.dataDir } });
+  return { dataDir: path.resolve(config.dataDir), config };
+}
+
+/**
+ * Host-trusted: edits the invites in the data dir's store directly, bus running or not.
+ * Unlike `user add` it never creates a store: an invite is useless before the bus
+ * (and its CA) exists.
+ */
+async function withStore<T>(dataDir: string, fn: (store: Store) => Promise<T>): Promise<T> {
+  const file = busLayout(dataDir, "").storeFile;
+  if (!fs.existsSync(file)) {
+    throw new CliError(
+      `no bus store in ${dataDir}; run \`unibus up --data-dir ${dataDir}\` first or pass the right --data-dir`,
+    );
+  }
+  const store = await openStore({ backend: "sqlite", file });
+  try {
+    return await fn(store);
+  } finally {
+    await store.close();
+  }
+}
+
+function ttlMsOf(value: string): number {
+  let ms: number;
+  try {
+    ms = parseTtl(value);
+  } catch {
+    throw new CliError(`--ttl must look like 7d, 12h, 30m or 45s, not ${JSON.stringify(value)}`);
+  }
+  if (!(ms > 0 && ms <= MAX_TTL_MS)) throw new CliError(`--ttl must be more than 0 and at most 90d, not ${value}`);
+  return ms;
+}
+
+function isUnspecified(host: string): boolean {
+  return host === "0.0.0.0" || host === "::" || host === "";
+}
+
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || host === "[::1]" || /^127\./.test(host);
+}
+
+function urlHost(host: string): string {
+  return host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
+}
+
+/** A running bus as `unibus up` recorded it, or undefined when none runs (a stale file is ignored). */
+function runningBus(dataDir: string): { controlUrl: string; caFile: string } | undefined {
+  let run: { pid?: unknown; controlUrls?: unknown; caFile?: unknown };
+  try {
+    run = JSON.parse(fs.readFileSync(path.join(dataDir, RUN_FILE), "utf8"));
+  } catch {
+    return undefined;
+  }
+  const controlUrl = Array.isArray(run.controlUrls) ? run.controlUrls[0] : undefined;
+  if (typeof run.pid !== "number" || typeof controlUrl !== "string" || typeof run.caFile !== "string") return undefined;
+  try {
+    process.kill(run.pid, 0);
+  } catch (err) {
+    // EPERM: alive but someone else's; only ESRCH means a crashed run left the file.
+    if ((err as NodeJS.ErrnoException).code !== "EPERM") return undefined;
+  }
+  return { controlUrl, caFile: run.caFile };
+}
+
+/**
+ * Where the invitee reaches the control plane. A bus bound to every interface reports
+ * a loopback URL, which is useless on another machine: the configured public host
+ * name is what its certificate covers, so that is what the invitee gets.
+ */
+function inviteeEndpoint(dataDir: string, config: UnibusConfig): { controlUrl: string; caFile: string } {
+  const publicName = isUnspecified(config.host) ? config.hostnames[0] : undefined;
+  const running = runningBus(dataDir);
+  if (running) {
+    const url = new URL(running.controlUrl);
+    if (publicName && isLoopback(url.hostname)) url.hostname = urlHost(publicName);
+    return { controlUrl: url.origin, caFile: running.caFile };
+  }
+  const host = publicName ?? (isUnspecified(config.host) ? "127.0.0.1" : config.host);
+  // Port 0 means "random at each start": nothing to tell the invitee until the bus runs.
+  const port = config.controlPort === 0 ? "<port>" : String(config.controlPort);
+  return {
+    controlUrl: `https://${urlHost(host)}:${port}`,
+    caFile: path.join(busLayout(dataDir, "").tlsDir, "ca.pem"),
+  };
+}
+
+/** An open invite past its expiry is shown as what it is to the invitee: expired. */
+function statusOf(i: Invite, now = Date.now()): string {
+  return i.status === "open" && now >= i.expiresAt ? "expired" : i.status;
+}
+
+function shellQuote(s: string): string {
+  return /^[A-Za-z0-9_./:@=+-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`;
+}
+
+export function inviteCommand(program: Command): void {
+  const invite = program
+    .command("invite")
+    .description("invite new users: single-use registration tokens in a data dir (host-trusted)");
+  const dataDirOption = ["-d, --data-dir <dir>", "the bus' data dir (default: as `unibus up` resolves it)"] as const;
+
+  invite
+    .command("create")
+    .description("create an invite and print the command the invitee runs")
+    .requiredOption("--handle <handle>", "the handle the new user gets, e.g. alice")
+    .option("--role <role>", "admin or member", "member")
+    .option("--ttl <duration>", "how long the token stays valid: 7d, 12h, 30m or 45s (at most 90d)", "7d")
+    .option(...dataDirOption)
+    .option("--json", "print the invite, token and command as JSON")
+    .action(async (opts: DataDirOption & { handle: string; role: string; ttl: string; json?: boolean }) => {
+      if (opts.role !== "admin" && opts.role !== "member")
+        throw new CliError(`--role must be admin or member, not ${opts.role}`);
+      const ttlMs = ttlMsOf(opts.ttl);
+      const { dataDir, config } = resolveDataDir(opts);
+      const token = newInviteToken();
+      const created = await withStore(dataDir, (s) =>
+        s.createInvite({ token, handle: opts.handle, role: opts.role as "admin" | "member", createdBy: "host", ttlMs }),
+      );
+      const { controlUrl, caFile } = inviteeEndpoint(dataDir, config);
+      const command = [
+        "npx unibus register",
+        token,
+        "--identity me.json",
+        `--control-url ${shellQuote(controlUrl)}`,
+        `--ca ${shellQuote(caFile)}`,
+      ].join(" ");
+      if (opts.json) return printJson({ invite: created, token, command, controlUrl, caFile });
+      process.stdout.write(
+        [
+          `created invite ${created.id} for ${created.handle} (${created.role}), valid until ${new Date(created.expiresAt).toISOString()}`,
+          `token: ${token}`,
+          "",
+          "Send the invitee this command and a copy of the CA file, privately (the token works once):",
+          `  ${command}`,
+          "",
+        ].join("\n"),
+      );
+    });
+
+  invite
+    .command("list")
+    .description("list invites: open, expired, spent and cancelled")
+    .option(...dataDirOption)
+    .option("--json", "print JSON")
+    .action(async (opts: DataDirOption & { json?: boolean }) => {
+      const { dataDir } = resolveDataDir(opts);
+      const invites = await withStore(dataDir, (s) => s.listInvites());
+      const now = Date.now();
+      if (opts.json) return printJson(invites.map((i) => ({ ...i, status: statusOf(i, now) })));
+      if (invites.length === 0)
+        return void process.stdout.write("no invites yet; create one with `unibus invite create --handle <name>`\n");
+      const rows = [["ID", "HANDLE", "ROLE", "STATUS", "EXPIRES"]];
+      for (const i of invites)
+        rows.push([i.id, i.handle, i.role, statusOf(i, now), new Date(i.expiresAt).toISOString()]);
+      process.stdout.write(`${table(rows)}\n`);
+    });
+
+  invite
+    .command("cancel")
+    .description("cancel an open invite so its token can no longer register")
+    .argument("<id>", "the invite's id from `unibus invite list` (or its token)")
+    .option(...dataDirOption)
+    .option("--json", "print the cancelled invite as JSON")
+    .action(async (id: string, opts: DataDirOption & { json?: boolean }) => {
+      const { dataDir } = resolveDataDir(opts);
+      const cancelled = await withStore(dataDir, (s) => s.cancelInvite(id));
+      if (opts.json) return printJson(cancelled);
+      process.stdout.write(`cancelled invite ${cancelled.id} for ${cancelled.handle}\n`);
+    });
+}

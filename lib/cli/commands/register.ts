@@ -1,0 +1,93 @@
+import fs from "node:fs/promises";
+import path from "node:path";
+import type { Command } from "commander";
+import { ControlClient } from "../../client/control.ts";
+import { registrationProofMessage } from "../../control/routes.ts";
+import { loadOrCreateIdentity } from "../../crypto/identity.ts";
+import { ControlPlaneError } from "../../errors.ts";
+import type { User } from "../../store/index.ts";
+import { CliError, printJson } from "../output.ts";
+
+interface RegisterOptions {
+  identity: string;
+  controlUrl: string;
+  ca: string;
+  json?: boolean;
+}
+
+function controlUrlOf(value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new CliError(`--control-url must be a URL like https://bus.example:8470, not ${JSON.stringify(value)}`);
+  }
+  if (url.protocol !== "https:")
+    throw new CliError(`--control-url must be an https:// URL (the control plane only speaks TLS), not ${value}`);
+  return url.origin;
+}
+
+async function readCa(file: string): Promise<string> {
+  const abs = path.resolve(file);
+  let pem: string;
+  try {
+    pem = await fs.readFile(abs, "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT")
+      throw new CliError(`CA file ${abs} does not exist; ask the bus admin for the bus' ca.pem and pass it with --ca`);
+    throw new CliError(`CA file ${abs} cannot be read (${code ?? "error"})`);
+  }
+  if (!pem.includes("-----BEGIN CERTIFICATE-----"))
+    throw new CliError(`CA file ${abs} is not a PEM certificate; pass the bus' ca.pem with --ca`);
+  return pem;
+}
+
+export function registerCommand(program: Command): void {
+  program
+    .command("register")
+    .description("join a bus with an invite token: publishes only your public keys")
+    .argument("<token>", "the invite token an admin gave you (64 hex characters)")
+    .requiredOption("--identity <file>", "your identity file; created (mode 0600) if it does not exist")
+    .requiredOption("--control-url <url>", "the bus' control plane, e.g. https://bus.example:8470")
+    .requiredOption("--ca <file>", "the bus' CA certificate (ca.pem), to trust its TLS certificate")
+    .option("--json", "print the new user as JSON")
+    .action(async (rawToken: string, opts: RegisterOptions) => {
+      // Everything that can be checked locally is, before an identity file is created.
+      const token = rawToken.trim();
+      if (!/^[0-9a-fA-F]{64}$/.test(token))
+        throw new CliError("an invite token is 64 hex characters; check that it was copied whole");
+      const baseUrl = controlUrlOf(opts.controlUrl);
+      const ca = await readCa(opts.ca);
+      const file = path.resolve(opts.identity);
+      const identity = await loadOrCreateIdentity(file);
+      // The proof is over the lowercase token: that is the form the server hashes.
+      const lower = token.toLowerCase();
+      const body = {
+        token: lower,
+        signPub: identity.signPub,
+        kexPub: identity.kexPub,
+        proof: identity.sign(registrationProofMessage(lower)).toString("base64url"),
+      };
+      const client = new ControlClient({ baseUrl, ca, identity });
+      let user: User;
+      try {
+        user = await client.request<User>("POST", "/v1/register", body, { signed: false });
+      } catch (err) {
+        // The server's own words say why (spent, expired, cancelled…); the identity stays.
+        if (err instanceof ControlPlaneError) throw new CliError(`registration refused: ${err.message}`);
+        throw err;
+      } finally {
+        await client.close();
+      }
+      if (opts.json) return printJson({ identity: file, ...user });
+      process.stdout.write(
+        [
+          `registered ${user.handle} (${user.role}) on ${baseUrl}`,
+          `  user id (signing key): ${user.signPub}`,
+          `  identity file:         ${file}   (keep it private: it is you on this bus)`,
+          "",
+        ].join("\n"),
+      );
+    });
+}
