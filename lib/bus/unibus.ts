@@ -12,6 +12,8 @@ import { type Admit, AuthCallout } from "../auth/callout.ts";
 import { basePermissions } from "../auth/permissions.ts";
 import { loadOrCreateServiceKeys } from "../auth/service-keys.ts";
 import type { AuthMode } from "../control/auth.ts";
+// blobs
+import { BlobStore } from "../control/blobs.ts";
 import type { RateLimiterOptions } from "../control/limits.ts";
 import { ControlServer } from "../control/server.ts";
 import { parseSignPub } from "../crypto/identity.ts";
@@ -47,6 +49,10 @@ export interface StartUnibusOptions {
   authMode?: AuthMode;
   /** Control-plane per-IP rate limit. */
   rateLimit?: RateLimiterOptions;
+  // ---- blobs ----
+  /** Blob limits: size cap (default 256 MiB), max age (default 30 days), GC interval (default 10 min). */
+  blobs?: { maxBytes?: number; maxAgeMs?: number; gcIntervalMs?: number };
+  // ---- end blobs ----
 }
 
 export interface AddUserOptions {
@@ -65,6 +71,7 @@ export class Unibus extends EventEmitter {
   #callout?: AuthCallout;
   #control?: ControlServer;
   #store?: Store;
+  #blobs?: BlobStore; // blobs
   #natsUrl = "";
   #controlUrl = "";
   #caPem = "";
@@ -106,6 +113,13 @@ export class Unibus extends EventEmitter {
     if (!this.#store) throw new StateError(["running"], this.#state, "store");
     return this.#store;
   }
+  // ---- blobs ----
+  /** The blob store under `<dataDir>/blobs` (host-trusted access; `gc()` runs a collection now). */
+  get blobs(): BlobStore {
+    if (!this.#blobs) throw new StateError(["running"], this.#state, "blobs");
+    return this.#blobs;
+  }
+  // ---- end blobs ----
   /** nats-server's process id (for tests and operators). */
   get natsPid(): number | undefined {
     return this.#nats?.pid;
@@ -189,7 +203,16 @@ export class Unibus extends EventEmitter {
         },
         ...(this.#opts.userJwtTtlSeconds ? { userJwtTtlSeconds: this.#opts.userJwtTtlSeconds } : {}),
       });
+      // ---- blobs ----
+      this.#blobs = await new BlobStore({
+        dir: path.join(this.#dataDir, "blobs"),
+        store: this.#store,
+        logger: log,
+        ...this.#opts.blobs,
+      }).start();
+      // ---- end blobs ----
       this.#control = new ControlServer({
+        blobs: this.#blobs, // blobs
         host,
         port: this.#opts.ports?.control ?? 0,
         certPem: cert.certPem,
@@ -278,6 +301,7 @@ export class Unibus extends EventEmitter {
         log.warn({ component: "bus", err: (err as Error).message }, `stopping ${what} failed`);
       }
     };
+    await step("blob store", () => this.#blobs?.close()); // blobs: cut transfers first, their partial files are discarded
     await step("control plane", () => this.#control?.close());
     await step("auth callout", () => this.#callout?.stop());
     await step("nats-server", () => this.#nats?.stop());

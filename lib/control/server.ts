@@ -15,6 +15,9 @@ import type { Logger } from "../log/index.ts";
 import { silentLogger } from "../log/index.ts";
 import type { BusMetrics } from "../metrics/index.ts";
 import { type AuthMode, authenticateRequest } from "./auth.ts";
+// blobs: streamed routes with their own pipeline (lib/control/blob-routes.ts)
+import { handleBlobRoute, matchBlobRoute, uploadOutlivesRequestTimeout } from "./blob-routes.ts";
+import type { BlobStore } from "./blobs.ts";
 import { HttpError, sendHttpError } from "./http-error.ts";
 import {
   InflightBytes,
@@ -51,6 +54,10 @@ export interface ControlServerOptions {
   beforeScrape?: () => Promise<void>;
   /** Reports whether the bus behind this control plane is healthy. */
   health?: () => Promise<{ ok: boolean; detail?: Record<string, unknown> }>;
+  // ---- blobs ----
+  /** Serves the blob routes (`/v1/rooms/:id/blobs…`) from this store; without it they are 404. */
+  blobs?: BlobStore;
+  // ---- end blobs ----
 }
 
 const router = new Router<Route>(ROUTES);
@@ -74,7 +81,10 @@ export class ControlServer {
     });
     this.#server.maxHeadersCount = MAX_HEADERS_COUNT;
     // ---- requests the HTTP parser refuses: answered as JSON like every other refusal ----
-    this.#server.on("clientError", (err: NodeJS.ErrnoException, socket) => answerClientError(err, socket, this.#logger));
+    this.#server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
+      if (opts.blobs && uploadOutlivesRequestTimeout(err, socket)) return; // blobs: an upload on its own clock
+      answerClientError(err, socket, this.#logger);
+    });
     // ---- end parser refusals ----
   }
 
@@ -121,6 +131,34 @@ export class ControlServer {
         return await this.#metrics(req, res);
       }
       const deps = this.#opts.deps;
+      // ---- blobs: streamed bodies, their own pipeline (lib/control/blob-routes.ts) ----
+      const blobMatch = deps && this.#opts.blobs ? matchBlobRoute(req.method ?? "GET", url.pathname) : undefined;
+      if (blobMatch && deps && this.#opts.blobs) {
+        routeName = blobMatch.name;
+        return await handleBlobRoute(blobMatch, {
+          req,
+          res,
+          blobs: this.#opts.blobs,
+          store: deps.store,
+          inflight: this.#inflight,
+          logger: this.#logger,
+          metrics,
+          authenticate: async (bodySha256) =>
+            (
+              await authenticateRequest({
+                method: req.method ?? "GET",
+                uri: req.url ?? "/",
+                headers: req.headers,
+                bodySha256,
+                mode: this.#opts.authMode ?? "enforce",
+                store: deps.store,
+                nonces: this.#nonces,
+                logger: this.#logger,
+              })
+            ).signPub ?? "",
+        });
+      }
+      // ---- end blobs ----
       const match = deps ? router.match(req.method ?? "GET", url.pathname) : undefined;
       if (!match) throw new HttpError(404, `no route for ${req.method} ${url.pathname}`);
       if (!("route" in match)) {
