@@ -5,6 +5,8 @@
 // in the project's devDependencies.
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
+import module from "node:module";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
@@ -24,6 +26,10 @@ process.emitWarning = (warning, ...rest) => {
   return emitWarning.call(process, warning, ...rest);
 };
 
+// The CLI loads a few hundred modules; caching their compiled code (in the OS temp
+// dir, keyed by content) cuts every later start by more than half.
+module.enableCompileCache?.();
+
 if (existsSync(compiled) && hasSqlite) {
   await import(pathToFileURL(compiled).href);
 } else if (stripsTypes && hasSqlite) {
@@ -38,6 +44,7 @@ if (existsSync(compiled) && hasSqlite) {
   }
   const child = spawn(pinned, ["--disable-warning=ExperimentalWarning", source, ...process.argv.slice(2)], {
     stdio: "inherit",
+    env: { NODE_COMPILE_CACHE: join(tmpdir(), "node-compile-cache"), ...process.env },
   });
   // Ctrl-C reaches the whole process group, child included: let the child decide.
   process.on("SIGINT", () => {});

@@ -1,7 +1,8 @@
 /**
  * The keys the bus itself holds: the callout's issuer account key (signs every user
  * JWT), the callout service's user key (lives in the AUTH account and bypasses the
- * callout), and a system-account user key (lets the bus kick connections). Persisted
+ * callout), a system-account user key (lets the bus kick connections) and an APP
+ * account service key (creates the streams that keep persisted rooms' history). Persisted
  * 0600 in the data dir so a restarted bus — and the admin CLI — use the same ones.
  */
 import fs from "node:fs/promises";
@@ -16,6 +17,7 @@ export interface ServiceKeys {
   issuer: NKeyPair;
   service: NKeyPair;
   system: NKeyPair;
+  app: NKeyPair;
 }
 
 interface ServiceKeysFile {
@@ -24,6 +26,8 @@ interface ServiceKeysFile {
   issuer: string;
   service: string;
   system: string;
+  /** Added after the first release: generated and written back when missing. */
+  app?: string;
 }
 
 export async function loadOrCreateServiceKeys(dataDir: string): Promise<ServiceKeys> {
@@ -43,6 +47,7 @@ export async function loadOrCreateServiceKeys(dataDir: string): Promise<ServiceK
       issuer: NKeyPair.random("account"),
       service: NKeyPair.random("user"),
       system: NKeyPair.random("user"),
+      app: NKeyPair.random("user"),
     };
     const data: ServiceKeysFile = {
       type: "unibus-service-keys",
@@ -50,6 +55,7 @@ export async function loadOrCreateServiceKeys(dataDir: string): Promise<ServiceK
       issuer: keys.issuer.seedText(),
       service: keys.service.seedText(),
       system: keys.system.seedText(),
+      app: keys.app.seedText(),
     };
     try {
       await writeFileAtomic(file, `${JSON.stringify(data, null, 2)}\n`, { mode: 0o600, exclusive: true });
@@ -59,13 +65,16 @@ export async function loadOrCreateServiceKeys(dataDir: string): Promise<ServiceK
       return loadOrCreateServiceKeys(dataDir);
     }
   }
+  let data: ServiceKeysFile;
+  let keys: ServiceKeys;
   try {
-    const data = JSON.parse(text) as ServiceKeysFile;
+    data = JSON.parse(text) as ServiceKeysFile;
     if (data.type !== "unibus-service-keys" || data.version !== 1) throw new Error("type");
-    return {
+    keys = {
       issuer: NKeyPair.fromSeedText("account", data.issuer),
       service: NKeyPair.fromSeedText("user", data.service),
       system: NKeyPair.fromSeedText("user", data.system),
+      app: data.app ? NKeyPair.fromSeedText("user", data.app) : NKeyPair.random("user"),
     };
   } catch {
     throw new KeyFileError(
@@ -73,4 +82,8 @@ export async function loadOrCreateServiceKeys(dataDir: string): Promise<ServiceK
       `service key file ${file} is corrupt; restore it from a backup (a new key would not match the running cluster)`,
     );
   }
+  if (!data.app) {
+    await writeFileAtomic(file, `${JSON.stringify({ ...data, app: keys.app.seedText() }, null, 2)}\n`, { mode: 0o600 });
+  }
+  return keys;
 }

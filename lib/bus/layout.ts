@@ -17,8 +17,9 @@ export type BusLayout = ReturnType<typeof busLayout>;
 
 /**
  * The nats-server configuration of a node: TLS on the client port, three accounts
- * (AUTH holds the callout service, APP every bus user, SYS the system user that can
- * kick connections) and the auth callout in front of everyone else.
+ * (AUTH holds the callout service, APP every bus user plus the bus' own service user
+ * that manages room streams, SYS the system user that can kick connections) and the
+ * auth callout in front of everyone else.
  */
 export function natsConfigFor(o: {
   serverName: string;
@@ -39,14 +40,14 @@ export function natsConfigFor(o: {
     tls: { certFile: o.cert.certFile, keyFile: o.cert.keyFile, caFile: o.caFile, timeout: 2 },
     accounts: {
       AUTH: { users: [{ nkey: o.keys.service.publicKey }] },
-      APP: { jetstream: true },
+      APP: { jetstream: true, users: [{ nkey: o.keys.app.publicKey }] },
       SYS: { users: [{ nkey: o.keys.system.publicKey }] },
     },
     systemAccount: "SYS",
     authCallout: {
       issuer: o.keys.issuer.publicKey,
       account: "AUTH",
-      authUsers: [o.keys.service.publicKey, o.keys.system.publicKey],
+      authUsers: [o.keys.service.publicKey, o.keys.system.publicKey, o.keys.app.publicKey],
     },
     jetstream: { storeDir: o.layout.jetstreamDir },
   };

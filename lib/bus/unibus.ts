@@ -9,12 +9,14 @@ import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { type Admit, AuthCallout } from "../auth/callout.ts";
-import { basePermissions } from "../auth/permissions.ts";
+import { ConnectionRegistry, Kicker } from "../auth/kick.ts";
+import { permissionsFor } from "../auth/permissions.ts";
 import { loadOrCreateServiceKeys } from "../auth/service-keys.ts";
 import type { AuthMode } from "../control/auth.ts";
 // blobs
 import { BlobStore } from "../control/blobs.ts";
 import type { RateLimiterOptions } from "../control/limits.ts";
+import type { AccessChange } from "../control/routes.ts";
 import { ControlServer } from "../control/server.ts";
 import { parseSignPub } from "../crypto/identity.ts";
 import { NotFoundError, StateError } from "../errors.ts";
@@ -24,6 +26,7 @@ import { NatsServerProcess, resolveNatsServer } from "../nats/index.ts";
 import { openStore, type Role, type Store, type User } from "../store/index.ts";
 import { loadOrCreateCa, loadOrCreateServerCertificate } from "../tls/index.ts";
 import { busLayout, natsConfigFor } from "./layout.ts";
+import { RoomStreams } from "./streams.ts";
 
 export type BusState = "new" | "starting" | "running" | "stopping" | "stopped" | "failed";
 
@@ -69,6 +72,11 @@ export class Unibus extends EventEmitter {
   #dataDir = "";
   #nats?: NatsServerProcess;
   #callout?: AuthCallout;
+  #kicker?: Kicker;
+  #streams?: RoomStreams;
+  #sweep?: NodeJS.Timeout;
+  /** Admitted connections by identity, for live revocation. */
+  readonly connections = new ConnectionRegistry();
   #control?: ControlServer;
   #store?: Store;
   #blobs?: BlobStore; // blobs
@@ -198,6 +206,7 @@ export class Unibus extends EventEmitter {
         admit: this.#admit,
         logger: log,
         onDecision: (d) => {
+          if (d.connection) this.connections.add(d.connection);
           this.metrics.calloutDecisions.inc({ result: d.allowed ? "admit" : "deny", reason: d.reason });
           this.metrics.calloutLatency.observe(d.latencyMs / 1000);
         },
@@ -224,12 +233,28 @@ export class Unibus extends EventEmitter {
         deps: {
           store: this.#store,
           publicBind: !isLoopbackHost(host),
-          onAccessChange: (change) => this.emit("access-change", change),
+          onAccessChange: (change) => this.#onAccessChange(change),
         },
         ...(this.#opts.authMode ? { authMode: this.#opts.authMode } : {}),
         ...(this.#opts.rateLimit ? { rateLimit: this.#opts.rateLimit } : {}),
       });
-      const [, controlPort] = await Promise.all([this.#callout.start(), this.#control.listen()]);
+      this.#kicker = new Kicker({
+        servers: [this.#natsUrl],
+        caPem: ca.certPem,
+        keys,
+        registry: this.connections,
+        logger: log,
+        onKick: (n) => this.metrics.kicks.inc(n),
+      });
+      this.#streams = new RoomStreams({ servers: [this.#natsUrl], caPem: ca.certPem, keys, logger: log });
+      const [, , , controlPort] = await Promise.all([
+        this.#callout.start(),
+        this.#kicker.start(),
+        this.#streams.start(),
+        this.#control.listen(),
+      ]);
+      this.#sweep = setInterval(() => void this.#sweepRevoked(), 250);
+      this.#sweep.unref();
       this.#controlUrl = `https://${urlHost(clientHost)}:${controlPort}`;
       this.#setState("running");
       log.info(
@@ -281,15 +306,55 @@ export class Unibus extends EventEmitter {
       throw err;
     }
     if (user.status !== "active") return { allowed: false, reason: `user is ${user.status}` };
-    return { allowed: true, name: user.handle, permissions: basePermissions(user.signPub) };
+    const rooms = await store.listRoomsFor(user.signPub);
+    return { allowed: true, name: user.handle, permissions: permissionsFor(user.signPub, rooms) };
   };
+
+  /**
+   * A change in who may touch what: make it true on live connections before the
+   * control plane answers. Gaining a room and losing one both need the connection to
+   * re-authenticate (its permissions live in its user JWT); the client reconnects.
+   */
+  async #onAccessChange(change: AccessChange): Promise<void> {
+    this.emit("access-change", change);
+    if (change.type === "room-created") {
+      const room = await this.store.getRoom(change.roomId);
+      // Before answering: a persisted room must keep its first message.
+      if (room.persist) await this.#streams?.ensure(room);
+    }
+    try {
+      await this.#kicker?.kickIdentity(change.signPub, change.type);
+    } catch (err) {
+      // The change is committed; the user JWT's expiry bounds how long old rights last.
+      this.#logger.error({ component: "auth", err: (err as Error).message, user: change.signPub }, "kick failed");
+    }
+  }
+
+  /**
+   * Allowlist edits that bypass the control plane (the host-trusted CLI writes the
+   * store directly) are caught here: a connected identity that is no longer
+   * authorized is kicked, and the callout refuses it from then on.
+   */
+  async #sweepRevoked(): Promise<void> {
+    const store = this.#store;
+    if (!store || this.#state !== "running") return;
+    for (const signPub of this.connections.identities()) {
+      let ok: boolean;
+      try {
+        ok = await store.isAuthorized(signPub);
+      } catch {
+        return; // store trouble: new connections are denied by the callout; do not storm live ones
+      }
+      if (!ok) await this.#kicker?.kickIdentity(signPub, "no longer authorized").catch(() => {});
+    }
+  }
 
   async #refreshLiveMetrics(): Promise<void> {
     if (!this.#monitorUrl) return;
-    const res = await fetch(`${this.#monitorUrl}/varz`, { signal: AbortSignal.timeout(1000) });
-    const varz = (await res.json()) as { connections?: number };
-    // The callout's own connection is not a client of the bus.
-    if (typeof varz.connections === "number") this.metrics.connections.set(Math.max(0, varz.connections - 1));
+    const res = await fetch(`${this.#monitorUrl}/connz?acc=APP&limit=1`, { signal: AbortSignal.timeout(1000) });
+    const connz = (await res.json()) as { total?: number };
+    // Users live in APP; the bus' own stream-manager connection there is not a client.
+    if (typeof connz.total === "number") this.metrics.connections.set(Math.max(0, connz.total - 1));
   }
 
   async #teardown({ keepFiles }: { keepFiles: boolean }): Promise<void> {
@@ -301,9 +366,12 @@ export class Unibus extends EventEmitter {
         log.warn({ component: "bus", err: (err as Error).message }, `stopping ${what} failed`);
       }
     };
+    clearInterval(this.#sweep);
     await step("blob store", () => this.#blobs?.close()); // blobs: cut transfers first, their partial files are discarded
     await step("control plane", () => this.#control?.close());
     await step("auth callout", () => this.#callout?.stop());
+    await step("kicker", () => this.#kicker?.stop());
+    await step("room streams", () => this.#streams?.stop());
     await step("nats-server", () => this.#nats?.stop());
     await step("store", () => this.#store?.close());
     this.#store = undefined;

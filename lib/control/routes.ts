@@ -30,7 +30,7 @@ export interface ControlDeps {
   logger: Logger;
   /** True when the control plane is bound to a non-loopback address: cleartext rooms are refused. */
   publicBind: boolean;
-  onAccessChange?: (change: AccessChange) => void;
+  onAccessChange?: (change: AccessChange) => Promise<void> | void;
 }
 
 export interface RouteContext {
@@ -138,6 +138,11 @@ export function parseTtl(value: string | number): number {
 
 const MAX_TTL_MS = 90 * 86_400_000;
 
+/** 12 random bytes, hex: the id (and the last subject token) of a new room. */
+export function newRoomId(): string {
+  return crypto.randomBytes(12).toString("hex");
+}
+
 /** What a registrant signs with its new key to prove it holds it. */
 export function registrationProofMessage(token: string): Buffer {
   return Buffer.from(`unibus-register:${sha256Hex(token)}`);
@@ -150,6 +155,9 @@ export const ROUTES: readonly Route[] = [
     name: "rooms.create",
     auth: "signed",
     schema: obj({
+      // The client may pick the id (so it can seal the first key, which binds the id,
+      // before the room exists); the subject is always the server's.
+      id: { type: "string", pattern: "^[0-9a-f]{24}$" },
       encrypt: { type: "boolean" },
       persist: { type: "boolean" },
       signMsgs: { type: "boolean" },
@@ -158,6 +166,7 @@ export const ROUTES: readonly Route[] = [
     }),
     handler: async (ctx) => {
       const b = ctx.body as {
+        id?: string;
         encrypt?: boolean;
         persist?: boolean;
         signMsgs?: boolean;
@@ -177,7 +186,7 @@ export const ROUTES: readonly Route[] = [
         throw new HttpError(400, "an encrypted room needs ownerSealedKey: the epoch-1 room key sealed to you");
       if (!encrypt && b.ownerSealedKey)
         throw new HttpError(400, "a cleartext room has no room key; drop ownerSealedKey");
-      const id = crypto.randomBytes(12).toString("hex");
+      const id = b.id ?? newRoomId();
       const room = await ctx.deps.store.createRoom({
         id,
         subject: `unibus.room.${id}`,
@@ -187,7 +196,7 @@ export const ROUTES: readonly Route[] = [
         signMsgs: b.signMsgs ?? false,
         ownerSealedKey: b.ownerSealedKey ?? null,
       });
-      ctx.deps.onAccessChange?.({ type: "room-created", roomId: id, signPub: ctx.signer });
+      await ctx.deps.onAccessChange?.({ type: "room-created", roomId: id, signPub: ctx.signer });
       return { status: 201, body: room };
     },
   },
@@ -226,7 +235,7 @@ export const ROUTES: readonly Route[] = [
         sealedKey: b.sealedKey ?? null,
         epoch: b.epoch,
       });
-      ctx.deps.onAccessChange?.({ type: "member-added", roomId: room.id, signPub: member.signPub });
+      await ctx.deps.onAccessChange?.({ type: "member-added", roomId: room.id, signPub: member.signPub });
       return { status: 201, body: member };
     },
   },
@@ -242,7 +251,7 @@ export const ROUTES: readonly Route[] = [
       if (target === ctx.signer) await requireMember(ctx, roomId);
       else await requireOwner(ctx, roomId);
       await ctx.deps.store.removeMember(roomId, target);
-      ctx.deps.onAccessChange?.({ type: "member-removed", roomId, signPub: target });
+      await ctx.deps.onAccessChange?.({ type: "member-removed", roomId, signPub: target });
       return { status: 204 };
     },
   },
@@ -359,7 +368,7 @@ export const ROUTES: readonly Route[] = [
     handler: async (ctx) => {
       await requireAdmin(ctx);
       const user = await ctx.deps.store.revokeUser(ctx.params.signPub!);
-      ctx.deps.onAccessChange?.({ type: "user-revoked", signPub: user.signPub });
+      await ctx.deps.onAccessChange?.({ type: "user-revoked", signPub: user.signPub });
       return { status: 200, body: user };
     },
   },
@@ -372,7 +381,7 @@ export const ROUTES: readonly Route[] = [
       await requireAdmin(ctx);
       const signPub = ctx.params.signPub!.toLowerCase();
       await ctx.deps.store.deleteUser(signPub);
-      ctx.deps.onAccessChange?.({ type: "user-deleted", signPub });
+      await ctx.deps.onAccessChange?.({ type: "user-deleted", signPub });
       return { status: 204 };
     },
   },

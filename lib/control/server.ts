@@ -120,7 +120,13 @@ export class ControlServer {
         metrics?.httpRejections.inc({ reason: "rate_limit" });
         throw rateLimited();
       }
-      const url = new URL(req.url ?? "/", "https://control.invalid");
+      // Route on the path exactly as sent (and signed): a leading "//" must not be read
+      // as a host, and dot segments are refused rather than resolved.
+      const rawUrl = req.url ?? "/";
+      if (!rawUrl.startsWith("/") || /(^|\/)\.{1,2}(\/|\?|$)|\/\//.test(rawUrl.split("?")[0]!)) {
+        throw new HttpError(400, "the request path must be absolute, without empty, '.' or '..' segments");
+      }
+      const url = new URL(`https://control.invalid${rawUrl}`);
       if (url.pathname === "/healthz" && (req.method === "GET" || req.method === "HEAD")) {
         routeName = "healthz";
         const health = this.#opts.health ? await this.#opts.health() : { ok: true };
@@ -160,7 +166,7 @@ export class ControlServer {
       }
       // ---- end blobs ----
       const match = deps ? router.match(req.method ?? "GET", url.pathname) : undefined;
-      if (!match) throw new HttpError(404, `no route for ${req.method} ${url.pathname}`);
+      if (!match) throw new HttpError(404, `no route for ${req.method} ${url.pathname.slice(0, 200)}`);
       if (!("route" in match)) {
         throw new HttpError(405, `${req.method} is not allowed here; use ${match.allow.join(" or ")}`, {
           headers: { allow: match.allow.join(", ") },

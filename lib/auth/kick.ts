@@ -1,0 +1,126 @@
+/**
+ * Live revocation. The callout records every admitted connection (server id + client
+ * id); when an identity's rights shrink or grow, its connections are kicked with
+ * `$SYS.REQ.SERVER.<id>.KICK`. nats.js reconnects on its own and goes through the
+ * callout again — with the new permissions, or into a denial. Disconnect events keep
+ * the registry exact.
+ */
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { type Logger, silentLogger } from "../log/index.ts";
+import { nkeySigner } from "./authenticator.ts";
+import type { AdmittedConnection } from "./callout.ts";
+import type { ServiceKeys } from "./service-keys.ts";
+
+const key = (c: { serverId: string; clientId: number }) => `${c.serverId}/${c.clientId}`;
+
+/** Admitted connections by identity. */
+export class ConnectionRegistry {
+  readonly #bySignPub = new Map<string, Map<string, AdmittedConnection>>();
+  readonly #byKey = new Map<string, string>();
+
+  add(c: AdmittedConnection): void {
+    let conns = this.#bySignPub.get(c.signPub);
+    if (!conns) {
+      conns = new Map();
+      this.#bySignPub.set(c.signPub, conns);
+    }
+    conns.set(key(c), c);
+    this.#byKey.set(key(c), c.signPub);
+  }
+
+  /** Forget a closed connection. */
+  remove(serverId: string, clientId: number): void {
+    const k = key({ serverId, clientId });
+    const signPub = this.#byKey.get(k);
+    if (signPub === undefined) return;
+    this.#byKey.delete(k);
+    const conns = this.#bySignPub.get(signPub);
+    conns?.delete(k);
+    if (conns?.size === 0) this.#bySignPub.delete(signPub);
+  }
+
+  connectionsOf(signPub: string): AdmittedConnection[] {
+    return [...(this.#bySignPub.get(signPub)?.values() ?? [])];
+  }
+
+  identities(): string[] {
+    return [...this.#bySignPub.keys()];
+  }
+
+  get size(): number {
+    return this.#byKey.size;
+  }
+}
+
+export interface KickerOptions {
+  servers: string[];
+  caPem?: string;
+  keys: ServiceKeys;
+  registry: ConnectionRegistry;
+  logger?: Logger;
+  onKick?: (n: number) => void;
+}
+
+/** Kicks connections through the system account. */
+export class Kicker {
+  readonly #opts: KickerOptions;
+  readonly #logger: Logger;
+  #nc?: NatsConnection;
+
+  constructor(opts: KickerOptions) {
+    this.#opts = opts;
+    this.#logger = opts.logger ?? silentLogger;
+  }
+
+  async start(): Promise<void> {
+    const { keys, servers, caPem } = this.#opts;
+    this.#nc = await connect({
+      servers,
+      name: "unibus-kicker",
+      ...(caPem ? { tls: { ca: caPem } } : {}),
+      authenticator: nkeySigner(keys.system.publicKey, (d) => keys.system.sign(d)),
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 100,
+    });
+    this.#nc.subscribe("$SYS.ACCOUNT.APP.DISCONNECT", {
+      callback: (_err, msg) => {
+        try {
+          const ev = msg.json<{ server?: { id?: string }; client?: { id?: number } }>();
+          if (ev.server?.id && typeof ev.client?.id === "number")
+            this.#opts.registry.remove(ev.server.id, ev.client.id);
+        } catch {
+          // not an event we understand; the registry only holds a stale entry, kicked harmlessly
+        }
+      },
+    });
+    await this.#nc.flush();
+  }
+
+  async stop(): Promise<void> {
+    const nc = this.#nc;
+    this.#nc = undefined;
+    if (nc && !nc.isClosed()) await nc.close();
+  }
+
+  /** Kicks every live connection of `signPub`; resolves with how many were kicked. */
+  async kickIdentity(signPub: string, reason: string): Promise<number> {
+    const conns = this.#opts.registry.connectionsOf(signPub);
+    if (conns.length === 0) return 0;
+    const nc = this.#nc;
+    if (!nc) throw new Error("kicker not started");
+    const results = await Promise.allSettled(
+      conns.map(async (c) => {
+        await nc.request(`$SYS.REQ.SERVER.${c.serverId}.KICK`, JSON.stringify({ cid: c.clientId }), { timeout: 2000 });
+        this.#opts.registry.remove(c.serverId, c.clientId);
+      }),
+    );
+    const kicked = results.filter((r) => r.status === "fulfilled").length;
+    for (const r of results) {
+      if (r.status === "rejected")
+        this.#logger.warn({ component: "auth", err: (r.reason as Error).message, user: signPub }, "kick failed");
+    }
+    this.#logger.info({ component: "auth", user: signPub, kicked, reason }, "connections kicked to re-authenticate");
+    this.#opts.onKick?.(kicked);
+    return kicked;
+  }
+}
