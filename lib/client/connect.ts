@@ -4,12 +4,18 @@
  * the server forcing a re-authentication). The control-plane client and rooms come
  * with the client-library issue.
  */
+
+import { randomBytes } from "node:crypto";
 import fs from "node:fs/promises";
 import { type NatsConnection, connect as natsConnect } from "@nats-io/transport-node";
 import { nkeySigner } from "../auth/authenticator.ts";
 import { inboxPrefix } from "../auth/permissions.ts";
 import type { Identity } from "../crypto/identity.ts";
+import { newRoomKey } from "../crypto/room-key.ts";
+import { sealRoomKey } from "../crypto/seal.ts";
 import { AuthDeniedError, InvalidArgumentError, UnibusError } from "../errors.ts";
+import { ControlClient } from "./control.ts";
+import { Room, type RoomInfo } from "./room.ts";
 
 export interface ConnectOptions {
   /** `tls://host:port`, or several for a cluster. */
@@ -27,22 +33,102 @@ export interface ConnectOptions {
   timeoutMs?: number;
 }
 
+export interface CreateRoomOptions {
+  /** End-to-end encrypted (default). Cleartext rooms are refused on a public bind. */
+  encrypt?: boolean;
+  /** Keep history in a JetStream stream (ciphertext only). */
+  persist?: boolean;
+  /** Every frame must carry a valid Ed25519 signature; others are dropped. */
+  signMsgs?: boolean;
+}
+
 export class UnibusClient {
   readonly nc: NatsConnection;
   readonly identity: Identity;
   readonly controlUrl: string | undefined;
   /** Replies and private subjects live under this prefix; only this connection may read it. */
   readonly inboxPrefix: string;
+  readonly #control: ControlClient | undefined;
+  readonly #rooms = new Set<Room>();
 
-  constructor(nc: NatsConnection, identity: Identity, controlUrl: string | undefined) {
+  constructor(nc: NatsConnection, identity: Identity, controlUrl: string | undefined, control?: ControlClient) {
     this.nc = nc;
     this.identity = identity;
     this.controlUrl = controlUrl;
     this.inboxPrefix = inboxPrefix(identity.signPub);
+    this.#control = control;
+  }
+
+  /** The signed control-plane client (needs `controlUrl` at connect). */
+  get control(): ControlClient {
+    if (!this.#control)
+      throw new InvalidArgumentError(
+        "controlUrl",
+        "this client was connected without controlUrl; pass it to connect() to use rooms",
+      );
+    return this.#control;
+  }
+
+  /** Creates a room owned by this identity; for encrypted rooms, makes the epoch-1 key here. */
+  async createRoom(opts: CreateRoomOptions = {}): Promise<Room> {
+    const encrypt = opts.encrypt ?? true;
+    const key = encrypt ? newRoomKey() : undefined;
+    // The control plane re-authenticates this connection (new room, new permissions)
+    // before it answers; wait for that so the caller can publish at once.
+    // We pick the id: the sealed epoch-1 key binds it, so it must be known before the room exists.
+    const id = randomBytes(12).toString("hex");
+    const body: Record<string, unknown> = {
+      id,
+      encrypt,
+      persist: opts.persist ?? false,
+      signMsgs: opts.signMsgs ?? false,
+    };
+    if (key)
+      body.ownerSealedKey = sealRoomKey({ roomKey: key, recipientKexPub: this.identity.kexPub, roomId: id, epoch: 1 });
+    const info = await this.#afterReauth(() => this.control.request<RoomInfo>("POST", "/v1/rooms", body));
+    const room = this.#track(new Room(info, { nc: this.nc, control: this.control, identity: this.identity }));
+    if (key) room.rememberKey(info.epoch, key);
+    return room;
+  }
+
+  /** Opens a room this identity is a member of. */
+  async openRoom(id: string): Promise<Room> {
+    const info = await this.control.request<RoomInfo>("GET", `/v1/rooms/${encodeURIComponent(id)}`);
+    return this.#track(new Room(info, { nc: this.nc, control: this.control, identity: this.identity }));
+  }
+
+  /** The rooms this identity belongs to, with its role in each — how an invited bot finds its rooms. */
+  async listMyRooms(): Promise<Array<RoomInfo & { role: "owner" | "member" }>> {
+    return this.control.request("GET", `/v1/users/${this.identity.signPub}/rooms`);
+  }
+
+  #track(room: Room): Room {
+    this.#rooms.add(room);
+    return room;
+  }
+
+  /** Runs `action`, which makes the server kick this connection, and resolves once it is back. */
+  async #afterReauth<T>(action: () => Promise<T>, timeoutMs = 5000): Promise<T> {
+    const status = this.nc.status();
+    const back = (async () => {
+      for await (const s of status) if (s.type === "reconnect") return;
+    })();
+    try {
+      const result = await action();
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([back, new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
+      clearTimeout(timer);
+      return result;
+    } finally {
+      // stop listening
+      (status as unknown as { stop?: () => void }).stop?.();
+    }
   }
 
   async close(): Promise<void> {
+    for (const room of this.#rooms) room.close();
     if (!this.nc.isClosed()) await this.nc.close();
+    await this.#control?.close();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -73,12 +159,19 @@ export async function connect(opts: ConnectOptions): Promise<UnibusClient> {
       inboxPrefix: inboxPrefix(identity.signPub),
       timeout: opts.timeoutMs ?? 10_000,
       maxReconnectAttempts: -1,
-      reconnectTimeWait: 250,
+      // A kick (membership change) forces a reconnect: come back quickly. The defaults
+      // (up to 1 s of TLS jitter) would stall a room's traffic for that long.
+      reconnectTimeWait: 100,
+      reconnectJitter: 50,
+      reconnectJitterTLS: 50,
       // A kick or an expired user JWT forces a re-authentication; keep trying, the
       // callout decides. A revoked identity is refused and the caller sees it closed.
       ignoreAuthErrorAbort: false,
     });
-    return new UnibusClient(nc, identity, opts.controlUrl);
+    const control = opts.controlUrl
+      ? new ControlClient({ baseUrl: opts.controlUrl, ...(ca ? { ca } : {}), identity })
+      : undefined;
+    return new UnibusClient(nc, identity, opts.controlUrl, control);
   } catch (err) {
     throw toClientError(err);
   }
