@@ -3,13 +3,23 @@
  * Keys never leave the client unsealed: the room key of each epoch is fetched sealed
  * to this identity, opened here, and cached per epoch.
  */
+import crypto from "node:crypto";
+import { createReadStream } from "node:fs";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
+import { decryptBlob, encryptBlob } from "../crypto/blob.ts";
 import { encodeFrame, type FrameFailureReason, frameEpoch, openFrame } from "../crypto/frame.ts";
 import type { Identity } from "../crypto/identity.ts";
 import { newRoomKey } from "../crypto/room-key.ts";
 import { openRoomKey, sealRoomKey } from "../crypto/seal.ts";
 import { ControlPlaneError, InvalidArgumentError } from "../errors.ts";
-import type { ControlClient } from "./control.ts";
+import type { BlobInfo, ControlClient } from "./control.ts";
+
+async function* plainChunks(input: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  for await (const chunk of input) yield chunk;
+}
 
 /** What the control plane says about a room. */
 export interface RoomInfo {
@@ -345,6 +355,55 @@ export class Room {
       if (m) yield m;
       seq = at + 1;
     }
+  }
+
+  /**
+   * Encrypts a blob with the current room key (chunked, bounded memory) and uploads
+   * it. The ciphertext is staged in a private temp file first: the upload's signature
+   * covers its SHA-256, which must be known before the first byte is sent.
+   */
+  async putBlob(source: Uint8Array | AsyncIterable<Uint8Array>, opts: { mimetype: string }): Promise<BlobInfo> {
+    const epoch = this.#epoch;
+    const roomKey = this.encrypt ? await this.keyFor(epoch) : undefined;
+    if (this.encrypt && !roomKey) throw new InvalidArgumentError("room", `no room key for epoch ${epoch}`);
+    const input = source instanceof Uint8Array ? [source] : source;
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-blob-"));
+    const file = path.join(dir, "blob");
+    try {
+      const hash = crypto.createHash("sha256");
+      let size = 0;
+      const out = await fs.open(file, "wx", 0o600);
+      try {
+        const body = roomKey ? encryptBlob(input, { roomKey, roomId: this.id, epoch }) : plainChunks(input);
+        for await (const chunk of body) {
+          hash.update(chunk);
+          size += chunk.length;
+          await out.write(chunk);
+        }
+      } finally {
+        await out.close();
+      }
+      const sha256 = hash.digest("hex");
+      return await this.#control.putBlob(`/v1/rooms/${this.id}/blobs`, createReadStream(file), {
+        sha256,
+        size,
+        mimetype: opts.mimetype,
+      });
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * Downloads and decrypts a blob as a stream of plaintext chunks. Each chunk is
+   * verified before it is yielded; tampering or truncation throws CryptoError.
+   */
+  async getBlob(blobId: string): Promise<{ mimetype: string; size: number; data: AsyncIterable<Uint8Array> }> {
+    const download = await this.#control.getBlob(`/v1/rooms/${this.id}/blobs/${encodeURIComponent(blobId)}`);
+    const data: AsyncIterable<Uint8Array> = this.encrypt
+      ? decryptBlob(download.stream, { roomId: this.id, keyFor: (epoch) => this.keyFor(epoch) })
+      : download.stream;
+    return { mimetype: download.mimetype, size: download.size, data };
   }
 
   /** Stops this room's subscriptions. */
