@@ -3,10 +3,12 @@
  * on stderr and a non-zero exit.
  */
 import { Command, CommanderError } from "commander";
+import { doctorCommand } from "./commands/doctor.ts"; // ops
 import { identityCommand } from "./commands/identity.ts";
 import { installCommand } from "./commands/install.ts";
 import { inviteCommand } from "./commands/invite.ts";
 import { registerCommand } from "./commands/register.ts";
+import { statusCommand } from "./commands/status.ts"; // ops
 import { upCommand } from "./commands/up.ts";
 import { userCommand } from "./commands/user.ts";
 import { CliError, errorLine } from "./output.ts";
@@ -23,6 +25,8 @@ export function buildProgram(): Command {
   inviteCommand(program);
   registerCommand(program);
   installCommand(program);
+  statusCommand(program); // ops
+  doctorCommand(program); // ops
   for (const cmd of program.commands) {
     cmd.exitOverride();
     for (const sub of cmd.commands) sub.exitOverride();

@@ -1,0 +1,29 @@
+/** Operator tooling: `unibus status` and `unibus doctor` as a library. */
+
+export {
+  CERT_WARN_DAYS,
+  type DoctorOptions,
+  doctorExitCode,
+  type Finding,
+  type FindingLevel,
+  formatFindings,
+  MAX_CLOCK_SKEW_MS,
+  MIN_NODE_VERSION,
+  runDoctor,
+} from "./doctor.ts";
+export {
+  type BusState,
+  type BusStatus,
+  type ControlStatus,
+  collectStatus,
+  formatStatus,
+  type KvBucketStatus,
+  type NodeStatus,
+  nodeStatus,
+  type ReplicaStatus,
+  type RunInfo,
+  readRunInfo,
+  type StatusOptions,
+  type StoreCounts,
+  statusExitCode,
+} from "./status.ts";

@@ -1,0 +1,405 @@
+/**
+ * `unibus status`: what a running bus looks like from its data dir — every node's
+ * monitoring endpoint (health, version, ports, connections, JetStream meta group, KV
+ * replication) plus the control plane and the store's counts. Read-only throughout.
+ */
+import fs from "node:fs/promises";
+import path from "node:path";
+import { Agent, request } from "undici";
+import { busLayout } from "../bus/layout.ts";
+import { isProcessAlive } from "../nats/index.ts";
+import { openStore } from "../store/index.ts";
+
+export const RUN_FILE = "run.json";
+const DEFAULT_TIMEOUT_MS = 3000;
+
+/** What `unibus up` writes to `<dataDir>/run.json` once the bus is ready. */
+export interface RunInfo {
+  pid: number;
+  natsUrls: string[];
+  controlUrls: string[];
+  monitorUrls: string[];
+  caFile: string;
+  dataDir: string;
+}
+
+export interface ReplicaStatus {
+  name: string;
+  current: boolean;
+  /** Operations behind the leader, when the server reports it. */
+  lag?: number;
+  /** Nanoseconds since the peer was last heard from. */
+  active?: number;
+  offline?: boolean;
+}
+
+export interface KvBucketStatus {
+  bucket: string;
+  stream: string;
+  replicas: number;
+  leader?: string;
+  /** The followers the leader reports; empty on a single node. */
+  followers: ReplicaStatus[];
+  messages?: number;
+}
+
+export interface NodeStatus {
+  monitorUrl: string;
+  reachable: boolean;
+  healthy: boolean;
+  /** /healthz's status string, or why it could not be read. */
+  health: string;
+  name?: string;
+  serverId?: string;
+  version?: string;
+  ports?: { client?: number; monitoring?: number; cluster?: number };
+  connections?: number;
+  jetstream?: {
+    enabled: boolean;
+    /** Present when JetStream runs clustered. */
+    meta?: { cluster?: string; leader?: string; size?: number; peers: ReplicaStatus[] };
+    streams?: number;
+  };
+  kv: KvBucketStatus[];
+}
+
+export interface ControlStatus {
+  url: string;
+  healthy: boolean;
+  health: string;
+}
+
+export interface StoreCounts {
+  users: number;
+  activeUsers: number;
+  admins: number;
+  rooms: number;
+  invites: number;
+  openInvites: number;
+}
+
+export type BusState = "healthy" | "degraded" | "not-running";
+
+export interface BusStatus {
+  state: BusState;
+  dataDir: string;
+  pid?: number;
+  natsUrls: string[];
+  nodes: NodeStatus[];
+  control: ControlStatus[];
+  counts?: StoreCounts;
+  /** Human-readable reasons for "degraded" (or "not-running"). */
+  problems: string[];
+}
+
+export interface StatusOptions {
+  dataDir: string;
+  /** Per request. Default 3 s. */
+  timeoutMs?: number;
+}
+
+/** The bus' run file, or undefined when there is none or its process is gone (a crashed run). */
+export async function readRunInfo(dataDir: string): Promise<RunInfo | undefined> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await fs.readFile(path.join(dataDir, RUN_FILE), "utf8"));
+  } catch {
+    return undefined;
+  }
+  const r = raw as Partial<RunInfo> | null;
+  if (!r || typeof r.pid !== "number" || !isProcessAlive(r.pid)) return undefined;
+  const strings = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x) => typeof x === "string") : []);
+  return {
+    pid: r.pid,
+    natsUrls: strings(r.natsUrls),
+    controlUrls: strings(r.controlUrls),
+    monitorUrls: strings(r.monitorUrls),
+    caFile: typeof r.caFile === "string" ? r.caFile : path.join(dataDir, "tls", "ca.pem"),
+    dataDir: typeof r.dataDir === "string" ? r.dataDir : dataDir,
+  };
+}
+
+/** Collects the status of the bus whose data dir is `opts.dataDir`. Never throws for an unhealthy bus. */
+export async function collectStatus(opts: StatusOptions): Promise<BusStatus> {
+  const dataDir = path.resolve(opts.dataDir);
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const run = await readRunInfo(dataDir);
+  if (!run) {
+    return {
+      state: "not-running",
+      dataDir,
+      natsUrls: [],
+      nodes: [],
+      control: [],
+      problems: [`no bus is running on ${dataDir}`],
+    };
+  }
+  const ca = await fs.readFile(run.caFile, "utf8").catch(() => undefined);
+  const [nodes, control, counts] = await Promise.all([
+    Promise.all(run.monitorUrls.map((u) => nodeStatus(u, timeoutMs))),
+    Promise.all(run.controlUrls.map((u) => controlStatus(u, ca, timeoutMs))),
+    storeCounts(dataDir).catch(() => undefined),
+  ]);
+  const problems = problemsOf(nodes, control);
+  if (run.monitorUrls.length === 0) problems.push("the run file lists no monitoring endpoint");
+  return {
+    state: problems.length ? "degraded" : "healthy",
+    dataDir,
+    pid: run.pid,
+    natsUrls: run.natsUrls,
+    nodes,
+    control,
+    ...(counts ? { counts } : {}),
+    problems,
+  };
+}
+
+/** 0 healthy, 1 degraded, 3 not running. */
+export function statusExitCode(s: BusStatus): number {
+  return s.state === "healthy" ? 0 : s.state === "degraded" ? 1 : 3;
+}
+
+function problemsOf(nodes: NodeStatus[], control: ControlStatus[]): string[] {
+  const problems: string[] = [];
+  for (const n of nodes) {
+    const label = n.name ?? n.monitorUrl;
+    if (!n.reachable) problems.push(`node ${label} is unreachable (${n.health})`);
+    else if (!n.healthy) problems.push(`node ${label} is unhealthy (${n.health})`);
+    const meta = n.jetstream?.meta;
+    if (meta && !meta.leader) problems.push(`node ${label} sees no JetStream meta leader`);
+    for (const p of meta?.peers ?? []) {
+      if (!p.current || p.offline) problems.push(`JetStream peer ${p.name} is not current (seen from ${label})`);
+    }
+    for (const kv of n.kv) {
+      for (const f of kv.followers) {
+        if (!f.current || f.offline) {
+          problems.push(`KV bucket ${kv.bucket}: replica ${f.name} is not current${lagText(f.lag)}`);
+        }
+      }
+      if (kv.replicas > 1 && !kv.leader) problems.push(`KV bucket ${kv.bucket} has no leader`);
+    }
+  }
+  for (const c of control) if (!c.healthy) problems.push(`control plane ${c.url} is unhealthy (${c.health})`);
+  // Several nodes report the same cluster-wide facts; say each once.
+  return [...new Set(problems)];
+}
+
+function lagText(lag: number | undefined): string {
+  return lag ? ` (lag ${lag})` : "";
+}
+
+async function getJson(url: string, timeoutMs: number): Promise<{ status: number; body: unknown }> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+  const text = await res.text();
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = text;
+  }
+  return { status: res.status, body };
+}
+
+type Json = Record<string, unknown>;
+const obj = (v: unknown): Json => (v && typeof v === "object" && !Array.isArray(v) ? (v as Json) : {});
+const num = (v: unknown): number | undefined => (typeof v === "number" && Number.isFinite(v) ? v : undefined);
+const str = (v: unknown): string | undefined => (typeof v === "string" && v !== "" ? v : undefined);
+const arr = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
+
+function replicaOf(v: unknown): ReplicaStatus {
+  const r = obj(v);
+  const lag = num(r.lag);
+  const active = num(r.active);
+  return {
+    name: str(r.name) ?? "?",
+    current: r.current === true,
+    ...(lag !== undefined ? { lag } : {}),
+    ...(active !== undefined ? { active } : {}),
+    ...(r.offline === true ? { offline: true } : {}),
+  };
+}
+
+export async function nodeStatus(monitorUrl: string, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<NodeStatus> {
+  const base = monitorUrl.replace(/\/+$/, "");
+  const node: NodeStatus = { monitorUrl, reachable: false, healthy: false, health: "unknown", kv: [] };
+  try {
+    const h = await getJson(`${base}/healthz`, timeoutMs);
+    node.reachable = true;
+    const body = obj(h.body);
+    node.healthy = h.status === 200;
+    node.health = [str(body.status) ?? `HTTP ${h.status}`, str(body.error)].filter(Boolean).join(": ");
+  } catch (err) {
+    node.health = describeFetchError(err);
+    return node;
+  }
+  const [varz, connz, jsz] = await Promise.all([
+    getJson(`${base}/varz`, timeoutMs).catch(() => undefined),
+    getJson(`${base}/connz?limit=1`, timeoutMs).catch(() => undefined),
+    getJson(`${base}/jsz?accounts=true&streams=true`, timeoutMs).catch(() => undefined),
+  ]);
+  if (varz) {
+    const v = obj(varz.body);
+    node.name = str(v.server_name);
+    node.serverId = str(v.server_id);
+    node.version = str(v.version);
+    const cluster = num(obj(v.cluster).port);
+    // /varz echoes the configured http_port (-1 when random); the URL we reached is the truth.
+    const monitoring = Number(new URL(base).port) || num(v.http_port);
+    node.ports = {
+      ...(num(v.port) !== undefined ? { client: num(v.port) } : {}),
+      ...(monitoring !== undefined ? { monitoring } : {}),
+      ...(cluster ? { cluster } : {}),
+    };
+  }
+  if (connz) node.connections = num(obj(connz.body).total);
+  if (jsz && jsz.status === 200) {
+    const j = obj(jsz.body);
+    const disabled = j.disabled === true;
+    const metaRaw = obj(j.meta_cluster);
+    const clustered = Object.keys(metaRaw).length > 0 && (num(metaRaw.cluster_size) ?? 0) > 1;
+    node.jetstream = {
+      enabled: !disabled,
+      ...(num(j.streams) !== undefined ? { streams: num(j.streams) } : {}),
+      ...(clustered
+        ? {
+            meta: {
+              ...(str(metaRaw.name) ? { cluster: str(metaRaw.name) } : {}),
+              ...(str(metaRaw.leader) ? { leader: str(metaRaw.leader) } : {}),
+              ...(num(metaRaw.cluster_size) !== undefined ? { size: num(metaRaw.cluster_size) } : {}),
+              peers: arr(metaRaw.replicas).map(replicaOf),
+            },
+          }
+        : {}),
+    };
+    for (const account of arr(j.account_details)) {
+      for (const s of arr(obj(account).stream_detail)) {
+        const stream = obj(s);
+        const name = str(stream.name);
+        if (!name?.startsWith("KV_unibus_")) continue;
+        const cluster = obj(stream.cluster);
+        const config = obj(stream.config);
+        const messages = num(obj(stream.state).messages);
+        node.kv.push({
+          bucket: name.slice("KV_".length),
+          stream: name,
+          replicas: num(config.num_replicas) ?? 1,
+          ...(str(cluster.leader) ? { leader: str(cluster.leader) } : {}),
+          followers: arr(cluster.replicas).map(replicaOf),
+          ...(messages !== undefined ? { messages } : {}),
+        });
+      }
+    }
+  }
+  return node;
+}
+
+async function controlStatus(url: string, ca: string | undefined, timeoutMs: number): Promise<ControlStatus> {
+  const agent = new Agent({ connect: ca ? { ca } : {} });
+  try {
+    const res = await request(`${url.replace(/\/+$/, "")}/healthz`, {
+      dispatcher: agent,
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    const text = await res.body.text();
+    let status: string | undefined;
+    try {
+      status = str(obj(JSON.parse(text)).status);
+    } catch {}
+    return { url, healthy: res.statusCode === 200, health: status ?? `HTTP ${res.statusCode}` };
+  } catch (err) {
+    return { url, healthy: false, health: describeFetchError(err) };
+  } finally {
+    await agent.close().catch(() => {});
+  }
+}
+
+export function describeFetchError(err: unknown): string {
+  const e = err as { name?: string; message?: string; cause?: { code?: string; message?: string } };
+  if (e?.name === "TimeoutError" || e?.name === "AbortError") return "timed out";
+  const cause = e?.cause?.code ?? e?.cause?.message;
+  return cause ? String(cause) : (e?.message ?? String(err));
+}
+
+async function storeCounts(dataDir: string): Promise<StoreCounts | undefined> {
+  const file = busLayout(dataDir, "").storeFile;
+  try {
+    await fs.access(file);
+  } catch {
+    return undefined;
+  }
+  const store = await openStore({ backend: "sqlite", file });
+  try {
+    const snap = await store.snapshot();
+    const now = Date.now();
+    return {
+      users: snap.users.length,
+      activeUsers: snap.users.filter((u) => u.status === "active").length,
+      admins: snap.users.filter((u) => u.role === "admin" && u.status === "active").length,
+      rooms: snap.rooms.length,
+      invites: snap.invites.length,
+      openInvites: snap.invites.filter((i) => i.status === "open" && i.expiresAt > now).length,
+    };
+  } finally {
+    await store.close();
+  }
+}
+
+/** Readable lines, in the spirit of `nats server report`. */
+export function formatStatus(s: BusStatus): string {
+  if (s.state === "not-running") return `unibus: not running (${s.dataDir})`;
+  const lines = [
+    `unibus: ${s.state.toUpperCase()}  (pid ${s.pid}, data dir ${s.dataDir})`,
+    ...s.natsUrls.map((u) => `  NATS:          ${u}`),
+    ...s.control.map((c) => `  control plane: ${c.url}  ${c.healthy ? "ok" : `UNHEALTHY (${c.health})`}`),
+    "",
+  ];
+  for (const n of s.nodes) {
+    const head = `node ${n.name ?? "?"}  ${n.healthy ? "ok" : n.reachable ? "UNHEALTHY" : "UNREACHABLE"}`;
+    lines.push(head);
+    if (!n.reachable || !n.healthy) lines.push(`  health:      ${n.health}`);
+    lines.push(`  monitor:     ${n.monitorUrl}`);
+    if (n.version) lines.push(`  version:     nats-server ${n.version}`);
+    if (n.ports) {
+      const p = n.ports;
+      const parts = [
+        p.client !== undefined ? `client ${p.client}` : "",
+        p.monitoring !== undefined ? `monitor ${p.monitoring}` : "",
+        p.cluster !== undefined ? `cluster ${p.cluster}` : "",
+      ].filter(Boolean);
+      lines.push(`  ports:       ${parts.join(", ")}`);
+    }
+    if (n.connections !== undefined) lines.push(`  connections: ${n.connections}`);
+    if (n.jetstream) {
+      const js = n.jetstream;
+      if (!js.enabled) lines.push("  jetstream:   disabled");
+      else if (!js.meta) lines.push(`  jetstream:   standalone, ${js.streams ?? 0} stream(s)`);
+      else {
+        lines.push(
+          `  jetstream:   cluster ${js.meta.cluster ?? "?"}, size ${js.meta.size ?? "?"}, meta leader ${js.meta.leader ?? "NONE"}`,
+        );
+        for (const p of js.meta.peers) {
+          lines.push(`    peer ${p.name}: ${p.current && !p.offline ? "current" : "NOT CURRENT"}${lagText(p.lag)}`);
+        }
+      }
+    }
+    for (const kv of n.kv) {
+      const followers = kv.followers.map(
+        (f) => `${f.name} ${f.current && !f.offline ? "current" : "NOT CURRENT"}${lagText(f.lag)}`,
+      );
+      lines.push(
+        `  kv ${kv.bucket}: R${kv.replicas}${kv.leader ? `, leader ${kv.leader}` : ""}${followers.length ? `, ${followers.join(", ")}` : ""}`,
+      );
+    }
+  }
+  if (s.counts) {
+    const c = s.counts;
+    lines.push(
+      "",
+      `users:   ${c.users} (${c.activeUsers} active, ${c.admins} admin)`,
+      `rooms:   ${c.rooms}`,
+      `invites: ${c.invites} (${c.openInvites} open)`,
+    );
+  }
+  if (s.problems.length) lines.push("", "problems:", ...s.problems.map((p) => `  - ${p}`));
+  return lines.join("\n");
+}

@@ -1,0 +1,135 @@
+// `unibus status` against a real `unibus up`: healthy, degraded (nats-server killed) and not running.
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import t, { type Test } from "tap";
+import { createIdentity } from "../../lib/crypto/identity.ts";
+import { isProcessAlive } from "../../lib/nats/process.ts";
+import { type BusStatus, collectStatus, formatStatus, statusExitCode } from "../../lib/ops/index.ts";
+import { newInviteToken, openStore } from "../../lib/store/index.ts";
+import { runCli, UNIBUS_BIN } from "../helpers/cli.ts";
+
+const RANDOM_PORTS = ["--nats-port", "-1", "--control-port", "0", "--monitor-port", "-1"];
+
+interface Ready {
+  event: string;
+  natsUrls: string[];
+  controlUrls: string[];
+  caFile: string;
+  dataDir: string;
+}
+
+async function up(t: Test, dataDir: string) {
+  const child = spawn(process.execPath, [UNIBUS_BIN, "up", "--json", "--data-dir", dataDir, ...RANDOM_PORTS], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill("SIGKILL");
+  });
+  let stderr = "";
+  child.stderr.on("data", (d) => (stderr += d));
+  const rl = createInterface({ input: child.stdout });
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const ready = await new Promise<Ready>((resolve, reject) => {
+    rl.once("line", (l) => resolve(JSON.parse(l)));
+    void exited.then((code) => reject(new Error(`up exited (${code}) before ready: ${stderr}`)));
+  });
+  return { child, ready, exited };
+}
+
+function findNatsPid(dataDir: string): number | undefined {
+  const dir = path.join(dataDir, "nats", "unibus-1");
+  const file = fs.readdirSync(dir).find((f) => f.endsWith(".ports"));
+  return file ? Number(/_(\d+)\.ports$/.exec(file)?.[1]) : undefined;
+}
+
+t.test("a healthy bus: exit 0 with nodes, versions, ports, connections and counts", async (t) => {
+  const dataDir = path.join(t.testdir(), "bus");
+  const { ready } = await up(t, dataDir);
+  // What `user add` and `invite create` do: host-trusted writes to the running bus' store.
+  const store = await openStore({ backend: "sqlite", file: path.join(dataDir, "store.db") });
+  await store.addUser({ signPub: createIdentity().signPub, handle: "alice", role: "admin", kexPub: null });
+  await store.createInvite({ token: newInviteToken(), handle: "bob", role: "member", createdBy: "host" });
+  await store.close();
+
+  const json = await runCli(["status", "--json", "--data-dir", dataDir]);
+  t.equal(json.code, 0, json.stderr);
+  const s = JSON.parse(json.stdout) as BusStatus;
+  const natsPort = Number(new URL(ready.natsUrls[0]!).port);
+  t.match(s, {
+    state: "healthy",
+    dataDir,
+    natsUrls: ready.natsUrls,
+    control: [{ url: ready.controlUrls[0], healthy: true, health: "ok" }],
+    counts: { users: 1, activeUsers: 1, admins: 1, rooms: 0, invites: 1, openInvites: 1 },
+    problems: [],
+  });
+  t.equal(s.nodes.length, 1);
+  const node = s.nodes[0]!;
+  t.match(node, {
+    reachable: true,
+    healthy: true,
+    health: "ok",
+    name: "unibus-1",
+    version: /^2\.\d+\.\d+/,
+    ports: { client: natsPort, monitoring: Number(new URL(node.monitorUrl).port) },
+    jetstream: { enabled: true },
+    kv: [],
+  });
+  t.type(node.connections, "number");
+  t.notOk(node.jetstream?.meta, "a single node has no meta group");
+
+  const text = formatStatus(await collectStatus({ dataDir }));
+  t.match(text, /^unibus: HEALTHY/);
+  t.match(text, /node unibus-1 {2}ok/);
+  t.match(text, /version: +nats-server 2\./);
+  t.match(text, new RegExp(`ports: +client ${natsPort}, monitor \\d+`));
+  t.match(text, /users: +1 \(1 active, 1 admin\)/);
+  t.match(text, /invites: +1 \(1 open\)/);
+});
+
+t.test("a node down: exit 1 naming the node", async (t) => {
+  const dataDir = path.join(t.testdir(), "bus");
+  const { child } = await up(t, dataDir);
+  const natsPid = findNatsPid(dataDir);
+  t.ok(natsPid && isProcessAlive(natsPid), "nats-server runs");
+  process.kill(natsPid!, "SIGKILL");
+  while (isProcessAlive(natsPid!)) await new Promise((r) => setTimeout(r, 20));
+  t.equal(child.exitCode, null, "the bus process itself still runs");
+
+  const json = await runCli(["status", "--json", "--data-dir", dataDir]);
+  t.equal(json.code, 1, json.stderr);
+  const s = JSON.parse(json.stdout) as BusStatus;
+  t.equal(s.state, "degraded");
+  t.match(s.nodes, [{ reachable: false, healthy: false }]);
+  t.match(s.problems.join("\n"), /node http:\/\/127\.0\.0\.1:\d+ is unreachable/);
+
+  const text = formatStatus(s);
+  t.match(text, /^unibus: DEGRADED/);
+  t.match(text, /UNREACHABLE/);
+  t.match(text, /problems:\n {2}- node .* is unreachable/);
+});
+
+t.test("no bus: exit 3, for a missing, a stale and an unreadable run file", async (t) => {
+  const dir = t.testdir({ empty: {}, stale: {}, garbage: { "run.json": "{not json" } });
+  const none = await runCli(["status", "--data-dir", path.join(dir, "empty")]);
+  t.equal(none.code, 3);
+  t.match(none.stdout, /^unibus: not running/);
+  t.equal(none.stderr, "");
+
+  // A pid that surely is gone: a child we started and waited for.
+  const dead = spawn(process.execPath, ["-e", ""]);
+  await new Promise((r) => dead.once("exit", r));
+  fs.writeFileSync(
+    path.join(dir, "stale", "run.json"),
+    JSON.stringify({ pid: dead.pid, monitorUrls: ["http://127.0.0.1:1"], controlUrls: [], natsUrls: [] }),
+  );
+  const stale = await collectStatus({ dataDir: path.join(dir, "stale") });
+  t.match(stale, { state: "not-running", nodes: [] });
+  t.equal(statusExitCode(stale), 3);
+
+  const garbage = await collectStatus({ dataDir: path.join(dir, "garbage") });
+  t.equal(garbage.state, "not-running");
+  t.match(formatStatus(garbage), /not running/);
+});
