@@ -6,7 +6,7 @@ import { createInterface } from "node:readline";
 import t, { type Test } from "tap";
 import { createIdentity } from "../../lib/crypto/identity.ts";
 import { isProcessAlive } from "../../lib/nats/process.ts";
-import { type BusStatus, collectStatus, formatStatus, statusExitCode } from "../../lib/ops/index.ts";
+import { type BusStatus, collectStatus, formatStatus, runDoctor, statusExitCode } from "../../lib/ops/index.ts";
 import { newInviteToken, openStore } from "../../lib/store/index.ts";
 import { runCli, UNIBUS_BIN } from "../helpers/cli.ts";
 
@@ -87,6 +87,29 @@ t.test("a healthy bus: exit 0 with nodes, versions, ports, connections and count
   t.match(text, new RegExp(`ports: +client ${natsPort}, monitor \\d+`));
   t.match(text, /users: +1 \(1 active, 1 admin\)/);
   t.match(text, /invites: +1 \(1 open\)/);
+
+  // doctor against the running bus: its own ports are not a clash, and the clocks agree.
+  const port = (u: string) => Number(new URL(u).port);
+  const findings = await runDoctor({
+    dataDir,
+    ports: { nats: natsPort, control: port(ready.controlUrls[0]!), monitoring: port(node.monitorUrl) },
+  });
+  t.same(
+    findings.filter((f) => f.level === "error"),
+    [],
+  );
+  t.match(
+    findings.filter((f) => f.check === "port"),
+    [
+      { level: "ok", message: /held by this bus/ },
+      { level: "ok", message: /held by this bus/ },
+      { level: "ok", message: /held by this bus/ },
+    ],
+  );
+  t.match(
+    findings.find((f) => f.check === "clock"),
+    { level: "ok", message: /^within \d s of the bus at https:/ },
+  );
 });
 
 t.test("a node down: exit 1 naming the node", async (t) => {
