@@ -1,9 +1,12 @@
 import { InvalidArgumentError } from "../errors.ts";
 import type { Logger } from "../log/index.ts";
+import { type KvStoreOptions, openKvStore } from "./kv.ts";
 import { openSqliteStore } from "./sqlite.ts";
 import type { Store } from "./types.ts";
 
 export { type InviteRefusal, InviteRefusedError } from "./errors.ts";
+export { KvStore, type KvStoreOptions, openKvStore } from "./kv.ts";
+export { type ImportProgress, importSnapshot } from "./snapshot.ts";
 export { openSqliteStore, type SqliteStoreOptions } from "./sqlite.ts";
 export type {
   Invite,
@@ -50,18 +53,26 @@ export interface SqliteOpenOptions {
   logger?: Logger;
 }
 
-/** Grows a branch per backend (the JetStream KV backend comes next). */
-export type OpenStoreOptions = SqliteOpenOptions;
+/** JetStream KV: pass an open connection (`nc`, not closed by the store) or `servers` (+ `caPem`, `authenticator`). */
+export interface KvOpenOptions extends KvStoreOptions {
+  backend: "kv";
+}
+
+export type OpenStoreOptions = SqliteOpenOptions | KvOpenOptions;
 
 /** The one entry point for the rest of unibus: picks the backend and opens it. */
 export async function openStore(opts: OpenStoreOptions): Promise<Store> {
   switch (opts?.backend) {
     case "sqlite":
       return openSqliteStore(opts.file, { logger: opts.logger });
+    case "kv": {
+      const { backend: _b, ...kv } = opts;
+      return openKvStore(kv);
+    }
     default:
       throw new InvalidArgumentError(
         "backend",
-        `unknown store backend ${JSON.stringify((opts as { backend?: unknown } | undefined)?.backend)}; use "sqlite"`,
+        `unknown store backend ${JSON.stringify((opts as { backend?: unknown } | undefined)?.backend)}; use "sqlite" or "kv"`,
       );
   }
 }

@@ -1,0 +1,127 @@
+import type { KV, KvEntry } from "@nats-io/kv";
+import type { Invite, Member, Room, RoomRole, User } from "./types.ts";
+
+/**
+ * How the KV backend lays its state out over JetStream KV buckets. Shared by the store
+ * (kv.ts) and the snapshot importer (snapshot.ts), which writes records as they are.
+ *
+ * KV keys allow `[-/_=.a-zA-Z0-9]` and `.` separates tokens (a filter matches whole
+ * tokens). Signing keys (lowercase hex), room ids (`[A-Za-z0-9_-]`), epochs (decimal)
+ * and invite hashes (hex) are valid tokens as they are; handles and subjects may
+ * contain dots or end in one, so they are hex-encoded.
+ */
+
+export const BUCKETS = ["users", "handles", "rooms", "subjects", "memberof", "keys", "invites"] as const;
+export type BucketName = (typeof BUCKETS)[number];
+export type Buckets = Record<BucketName, KV>;
+
+export const DEFAULT_BUCKET_PREFIX = "unibus_";
+
+/** A bucket name: the stream behind it is `KV_<name>`, so only `[A-Za-z0-9_-]`. */
+export function bucketName(prefix: string, name: BucketName): string {
+  return `${prefix}${name}`;
+}
+
+export const hexOf = (s: string): string => Buffer.from(s, "utf8").toString("hex");
+
+export const key = {
+  user: (signPub: string) => signPub,
+  handle: (handle: string) => hexOf(handle),
+  room: (roomId: string) => roomId,
+  subject: (subject: string) => hexOf(subject),
+  memberOf: (signPub: string, roomId: string) => `${signPub}.${roomId}`,
+  memberOfAll: (signPub: string) => `${signPub}.*`,
+  sealed: (roomId: string, signPub: string, epoch: number) => `${roomId}.${signPub}.${epoch}`,
+  sealedOf: (roomId: string, signPub: string) => `${roomId}.${signPub}.*`,
+  sealedRoom: (roomId: string) => `${roomId}.>`,
+  sealedBySigner: (signPub: string) => `*.${signPub}.*`,
+  // id (12 hex) as its own token, so `cancelInvite(id)` finds the invite with a filter.
+  invite: (tokenHash: string) => `${tokenHash.slice(0, 12)}.${tokenHash.slice(12)}`,
+  inviteById: (id: string) => `${id}.*`,
+};
+
+/** `users`: the User, plus a mark while `deleteUser` is cleaning up (then the user reads as absent). */
+export type UserRec = User & { deleting?: true };
+
+/**
+ * `handles` / `subjects`: a uniqueness claim, made with `kv.create` before the owning
+ * record is written. A claim counts only while its owner record exists with the same
+ * handle/subject, or while it is younger than the in-flight window (its writer may
+ * still be about to commit); anything else is left over from an interrupted write and
+ * may be taken over by compare-and-swap.
+ */
+export interface HandleClaim {
+  signPub: string;
+  at: number;
+}
+export interface SubjectClaim {
+  roomId: string;
+  at: number;
+}
+
+export type MemberEntry = Omit<Member, "roomId">;
+
+/**
+ * `rooms`: the room with its member list. Keeping members inside the room record makes
+ * the record the single commit point of every room write: add/remove member and rekey
+ * are one compare-and-swap on it, so a reader never sees a half-applied change.
+ * `committed: false` is a room still being created (readers treat it as absent).
+ * `lock` serialises writers that must write sealed keys before the commit, so two of
+ * them never overwrite each other's keys; a lock older than `until` was abandoned.
+ */
+export interface RoomRec {
+  room: Room;
+  members: MemberEntry[];
+  committed: boolean;
+  lock: { tag: string; until: number } | null;
+}
+
+export function memberOf(rec: RoomRec, signPub: string): Member | undefined {
+  const m = rec.members.find((x) => x.signPub === signPub);
+  return m === undefined ? undefined : { roomId: rec.room.id, ...m };
+}
+
+export function roomWithRole(rec: RoomRec, role: RoomRole): Room & { role: RoomRole } {
+  return { ...rec.room, role };
+}
+
+export function parseSealedKey(k: string): { roomId: string; signPub: string; epoch: number } | null {
+  const parts = k.split(".");
+  if (parts.length !== 3) return null;
+  const epoch = Number(parts[2]);
+  if (!Number.isSafeInteger(epoch) || epoch < 1) return null;
+  return { roomId: parts[0]!, signPub: parts[1]!, epoch };
+}
+
+export type { Invite };
+
+const enc = new TextEncoder();
+export const encodeJson = (v: unknown): Uint8Array => enc.encode(JSON.stringify(v));
+
+/** A live entry (not a delete or purge marker), or null. */
+export function live(e: KvEntry | null): KvEntry | null {
+  return e !== null && e.operation === "PUT" ? e : null;
+}
+
+/** Every key of a bucket (optionally filtered), deleted ones excluded. */
+export async function listKeys(kv: KV, filter?: string | string[]): Promise<string[]> {
+  const out: string[] = [];
+  const it = await kv.keys(filter);
+  for await (const k of it) out.push(k);
+  return out;
+}
+
+/** Every live entry under `filter`, fetched in parallel. */
+export async function listEntries(kv: KV, filter?: string | string[]): Promise<KvEntry[]> {
+  const keys = await listKeys(kv, filter);
+  const entries = await Promise.all(keys.map((k) => kv.get(k)));
+  return entries.map(live).filter((e): e is KvEntry => e !== null);
+}
+
+export const byString =
+  <T>(f: (x: T) => string) =>
+  (a: T, b: T): number => {
+    const x = f(a);
+    const y = f(b);
+    return x < y ? -1 : x > y ? 1 : 0;
+  };

@@ -1,0 +1,987 @@
+/**
+ * The Store over replicated JetStream KV buckets — the control plane of a cluster.
+ *
+ * Buckets (each `<prefix><name>`, prefix `unibus_` by default; layout in kv-layout.ts):
+ *   users     <signPub>                      → UserRec (User, + `deleting` during deleteUser)
+ *   handles   <hex(handle)>                  → HandleClaim   (handle uniqueness)
+ *   rooms     <roomId>                       → RoomRec (Room + its members + commit/lock state)
+ *   subjects  <hex(subject)>                 → SubjectClaim  (subject uniqueness)
+ *   memberof  <signPub>.<roomId>             → "1"   (reverse index for listRoomsFor / deleteUser)
+ *   keys      <roomId>.<signPub>.<epoch>     → the sealed room key (every epoch kept)
+ *   invites   <id12>.<rest of tokenHash>     → Invite
+ *
+ * There are no multi-key transactions in KV, so every multi-key write has ONE commit
+ * point — a single compare-and-swap on one record — and everything else is either
+ * written before it (invisible until the commit makes it reachable) or cleaned up after
+ * it (garbage that readers ignore):
+ *   - addUser: claim the handle (create/CAS), then create the user record (commit).
+ *     A claim whose user record does not exist is ignored once out of its in-flight window.
+ *   - createRoom: create the room record `committed: false` (claims the id), claim the
+ *     subject, write the owner's epoch-1 key and reverse-index entry, then CAS the
+ *     record to `committed: true` (commit). Readers treat an uncommitted room as absent.
+ *   - addMember / removeMember / rekey: members live inside the room record, so each is
+ *     one CAS on it (commit). Keys and the reverse index are written before, under a
+ *     short lock held in the record, so concurrent writers never overwrite each other's
+ *     keys. Readers of the reverse index check membership in the room record; readers of
+ *     keys ignore epochs above the room's epoch (left by an interrupted rekey).
+ *   - deleteRoom: delete the room record (commit), then its keys, index entries and
+ *     subject claim.
+ *   - deleteUser: mark the user `deleting` (commit: it now reads as absent), remove it
+ *     from each room record, delete its keys, index entries and handle claim, then its
+ *     record. addMember re-checks the user after its commit and backs out if it raced.
+ *   - consumeInvite: CAS the invite open → spent (the single-use guarantee: exactly one
+ *     caller wins), then create the user; a handle lost meanwhile re-opens the token.
+ *
+ * Every operation is bounded by `timeoutMs` (default 3 s) and becomes a
+ * `StoreUnavailableError` past it or on any NATS/JetStream error; the authorization
+ * predicates never answer true from a failure. Retries after a lost CAS stay inside
+ * the same deadline.
+ *
+ * Known limits: `snapshot()` reads bucket by bucket, so it is consistent only when no
+ * writes run meanwhile (the migration's parity check is); two createInvite calls for the
+ * same handle racing each other can both succeed (the invite handle check is a read);
+ * an interrupted addMember may leave the key it wrote for a non-member at the current
+ * epoch (served to members only, overwritten if that user is added later).
+ */
+import crypto from "node:crypto";
+import { JetStreamApiError, jetstream } from "@nats-io/jetstream";
+import { type KV, Kvm } from "@nats-io/kv";
+import { type Authenticator, connect, type NatsConnection } from "@nats-io/transport-node";
+import {
+  ConflictError,
+  InvalidArgumentError,
+  NotFoundError,
+  StoreUnavailableError,
+  UnibusError,
+  UserExistsError,
+} from "../errors.ts";
+import { type Logger, silentLogger } from "../log/index.ts";
+import { InviteRefusedError } from "./errors.ts";
+import {
+  BUCKETS,
+  type Buckets,
+  bucketName,
+  byString,
+  DEFAULT_BUCKET_PREFIX,
+  encodeJson,
+  type HandleClaim,
+  key,
+  listEntries,
+  listKeys,
+  live,
+  type MemberEntry,
+  memberOf,
+  parseSealedKey,
+  type RoomRec,
+  type SubjectClaim,
+  type UserRec,
+} from "./kv-layout.ts";
+import {
+  checkAddMember,
+  checkCancelInvite,
+  checkCreateInvite,
+  checkCreateRoom,
+  checkDeleteUser,
+  checkRekey,
+  checkRemoveMember,
+  decideConsume,
+  inviteIsLive,
+  memberId,
+} from "./rules.ts";
+import type {
+  Invite,
+  Member,
+  NewInvite,
+  NewMember,
+  NewRoom,
+  NewUser,
+  Registration,
+  Rekey,
+  Room,
+  RoomRole,
+  SealedKey,
+  Snapshot,
+  Store,
+  User,
+} from "./types.ts";
+import {
+  hashInviteToken,
+  inviteIdOf,
+  isKeyShape,
+  isRoomIdShape,
+  lookupKey,
+  parseInviteRef,
+  validateEpoch,
+  validateInviteToken,
+  validateNewInvite,
+  validateNewMember,
+  validateNewRoom,
+  validateNewUser,
+  validateRegistration,
+  validateRekey,
+  validateRoomId,
+} from "./validate.ts";
+
+export interface KvStoreOptions {
+  /** An open connection to use (e.g. the bus' APP-account service connection); never closed by the store. */
+  nc?: NatsConnection;
+  /** Or: servers to connect to; the store then owns (and closes) its connection. */
+  servers?: string | string[];
+  /** PEM of the CA that signed the servers' certificates (TLS). */
+  caPem?: string;
+  /** How to authenticate, e.g. `nkeySigner(...)` from lib/auth/authenticator.ts. */
+  authenticator?: Authenticator;
+  /** Replication of every bucket, 1–5 (default 1). */
+  replicas?: number;
+  /** Bound on every operation, ms (default 3000). */
+  timeoutMs?: number;
+  /** Bound on opening (connect + create/bind buckets), ms (default 15000). */
+  openTimeoutMs?: number;
+  /** Bucket name prefix, `[A-Za-z0-9_-]` (default `unibus_`); tests use a random one per store. */
+  bucketPrefix?: string;
+  /** "file" (default) or "memory". */
+  storage?: "file" | "memory";
+  logger?: Logger;
+}
+
+const BUCKET_PREFIX = /^[A-Za-z0-9_-]{1,48}$/;
+const RETRY_MS = 15;
+
+/** Opens (creating if needed) the buckets and returns the store. */
+export async function openKvStore(opts: KvStoreOptions): Promise<KvStore> {
+  const logger = opts?.logger ?? silentLogger;
+  const replicas = opts?.replicas ?? 1;
+  if (!Number.isInteger(replicas) || replicas < 1 || replicas > 5) {
+    throw new InvalidArgumentError("replicas", "replicas must be a whole number from 1 to 5");
+  }
+  const timeoutMs = opts.timeoutMs ?? 3000;
+  if (!Number.isInteger(timeoutMs) || timeoutMs < 1) {
+    throw new InvalidArgumentError("timeoutMs", "timeoutMs must be a positive whole number of milliseconds");
+  }
+  const prefix = opts.bucketPrefix ?? DEFAULT_BUCKET_PREFIX;
+  if (!BUCKET_PREFIX.test(prefix)) {
+    throw new InvalidArgumentError(
+      "bucketPrefix",
+      'bucketPrefix must be 1 to 48 characters of letters, digits, "_" or "-"',
+    );
+  }
+  if (opts.nc === undefined && (opts.servers === undefined || opts.servers.length === 0)) {
+    throw new InvalidArgumentError("servers", "the KV store needs a NATS connection (nc) or the servers to connect to");
+  }
+  const openTimeoutMs = opts.openTimeoutMs ?? 15000;
+  let nc = opts.nc;
+  const owned = nc === undefined;
+  try {
+    return await bounded(openTimeoutMs, async () => {
+      nc ??= await connect({
+        servers: opts.servers,
+        name: "unibus-store",
+        ...(opts.caPem ? { tls: { ca: opts.caPem } } : {}),
+        ...(opts.authenticator ? { authenticator: opts.authenticator } : {}),
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: 250,
+        timeout: openTimeoutMs,
+      });
+      const kvm = new Kvm(jetstream(nc, { timeout: timeoutMs }));
+      const storage = opts.storage === "memory" ? "memory" : "file";
+      const opened = await Promise.all(
+        BUCKETS.map((b) =>
+          kvm.create(bucketName(prefix, b), { replicas, history: 1, storage, allow_direct: false, timeout: timeoutMs }),
+        ),
+      );
+      const buckets = Object.fromEntries(BUCKETS.map((b, i) => [b, opened[i]!])) as Buckets;
+      logger.info({ component: "store", backend: "kv", prefix, replicas }, "KV store open");
+      return new KvStore(nc, owned, buckets, { timeoutMs, logger, replicas, prefix });
+    });
+  } catch (err) {
+    if (owned && nc !== undefined && !nc.isClosed()) await nc.close().catch(() => {});
+    if (err instanceof UnibusError) throw err;
+    logger.error({ err }, "could not open the KV store");
+    throw new StoreUnavailableError(
+      "the KV store could not be opened: NATS or JetStream did not answer; check that the bus is running and reachable",
+      { cause: err },
+    );
+  }
+}
+
+class Timeout extends Error {}
+
+/** Runs `fn` with a deadline; past it, rejects (the work itself cannot be cancelled and is abandoned). */
+function bounded<T>(ms: number, fn: () => Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    fn(),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Timeout(`no answer within ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** A lost compare-and-swap: someone else wrote the key first. Anything else is a failure. */
+function isCasFailure(err: unknown): boolean {
+  return err instanceof JetStreamApiError && (err.code === 10071 || err.code === 10164);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function parse<T>(value: Uint8Array): T {
+  return JSON.parse(Buffer.from(value).toString("utf8")) as T;
+}
+
+function toUser(rec: UserRec): User {
+  const { deleting: _d, ...u } = rec;
+  return u;
+}
+
+interface Ctx {
+  deadline: number;
+}
+
+/** What a room write wants done: `next` is the record to commit (null deletes the room). */
+interface RoomPlan<T> {
+  next: RoomRec | null;
+  result: T;
+  /** Written before the commit, under the room's lock. */
+  before?: () => Promise<void>;
+}
+
+export class KvStore implements Store {
+  readonly backend = "kv" as const;
+  readonly #nc: NatsConnection;
+  readonly #owned: boolean;
+  readonly #b: Buckets;
+  readonly #timeoutMs: number;
+  readonly #log: Logger;
+  readonly replicas: number;
+  readonly bucketPrefix: string;
+  #closed = false;
+
+  constructor(
+    nc: NatsConnection,
+    owned: boolean,
+    buckets: Buckets,
+    o: { timeoutMs: number; logger: Logger; replicas: number; prefix: string },
+  ) {
+    this.#nc = nc;
+    this.#owned = owned;
+    this.#b = buckets;
+    this.#timeoutMs = o.timeoutMs;
+    this.#log = o.logger;
+    this.replicas = o.replicas;
+    this.bucketPrefix = o.prefix;
+  }
+
+  /** For the snapshot importer (snapshot.ts) only: the raw buckets. */
+  get buckets(): Buckets {
+    if (this.#closed) throw new StoreUnavailableError("the store is closed");
+    return this.#b;
+  }
+
+  get timeoutMs(): number {
+    return this.#timeoutMs;
+  }
+
+  /** The replication state of each bucket (for the CLI to print after a write). */
+  async replicationState(): Promise<Array<{ bucket: string; replicas: number; current: number }>> {
+    return this.#run("replicationState", async () =>
+      Promise.all(
+        BUCKETS.map(async (b) => {
+          const st = await this.#b[b].status();
+          const cl = st.streamInfo.cluster;
+          const current = (cl?.leader ? 1 : 0) + (cl?.replicas ?? []).filter((r) => r.current).length;
+          return { bucket: st.bucket, replicas: st.replicas, current: cl ? current : 1 };
+        }),
+      ),
+    );
+  }
+
+  /**
+   * Every method runs through here: closed store, deadline and unexpected errors become
+   * `StoreUnavailableError` (callers deny on it); our own typed errors pass through.
+   */
+  #run<T>(op: string, fn: (ctx: Ctx) => Promise<T>): Promise<T> {
+    if (this.#closed) return Promise.reject(new StoreUnavailableError("the store is closed"));
+    const ctx: Ctx = { deadline: Date.now() + this.#timeoutMs };
+    return bounded(this.#timeoutMs, () => fn(ctx)).catch((err: unknown) => {
+      if (err instanceof UnibusError) throw err;
+      if (err instanceof Timeout) {
+        this.#log.warn({ op, timeoutMs: this.#timeoutMs }, "KV store operation timed out");
+        throw new StoreUnavailableError(
+          `the store did not answer within ${this.#timeoutMs} ms (NATS/JetStream unreachable or without quorum); retry later`,
+          { cause: err },
+        );
+      }
+      this.#log.error({ err, op }, "KV store operation failed");
+      throw new StoreUnavailableError("the store could not answer; see the server log for the cause", { cause: err });
+    });
+  }
+
+  #checkDeadline(ctx: Ctx): void {
+    if (this.#closed) throw new StoreUnavailableError("the store is closed");
+    if (Date.now() > ctx.deadline) throw new Timeout("deadline passed while retrying");
+  }
+
+  async #get<T>(kv: KV, k: string): Promise<{ value: T; revision: number } | undefined> {
+    const e = live(await kv.get(k));
+    return e === null ? undefined : { value: parse<T>(e.value), revision: e.revision };
+  }
+
+  async #userRec(signPub: string): Promise<{ value: UserRec; revision: number } | undefined> {
+    return this.#get<UserRec>(this.#b.users, key.user(signPub));
+  }
+
+  /** A user that exists and is not being deleted. */
+  async #user(signPub: string): Promise<User | undefined> {
+    const r = await this.#userRec(signPub);
+    return r === undefined || r.value.deleting ? undefined : toUser(r.value);
+  }
+
+  async #roomRec(roomId: string): Promise<{ value: RoomRec; revision: number } | undefined> {
+    return this.#get<RoomRec>(this.#b.rooms, key.room(roomId));
+  }
+
+  /** A committed room record. */
+  async #room(roomId: string): Promise<RoomRec | undefined> {
+    const r = await this.#roomRec(roomId);
+    return r?.value.committed ? r.value : undefined;
+  }
+
+  async #requireRoom(roomId: string): Promise<RoomRec> {
+    const rec = await this.#room(roomId);
+    if (rec === undefined) throw new NotFoundError("room", roomId);
+    return rec;
+  }
+
+  /** The in-flight window: a claim younger than this may belong to a writer about to commit. */
+  get #inFlightMs(): number {
+    return 2 * this.#timeoutMs;
+  }
+
+  /** Whether `handle` belongs to a user (or to an addUser that may still commit). */
+  async #handleOwner(handle: string): Promise<{ taken: boolean; claim?: { value: HandleClaim; revision: number } }> {
+    const claim = await this.#get<HandleClaim>(this.#b.handles, key.handle(handle));
+    if (claim === undefined) return { taken: false };
+    const owner = await this.#userRec(claim.value.signPub);
+    if (owner !== undefined) return { taken: owner.value.handle === handle, claim };
+    return { taken: Date.now() - claim.value.at < this.#inFlightMs, claim };
+  }
+
+  /** Claims `handle` for `signPub`: true when claimed, false when it belongs to someone else. */
+  async #claimHandle(handle: string, signPub: string, ctx: Ctx): Promise<boolean> {
+    const k = key.handle(handle);
+    for (;;) {
+      this.#checkDeadline(ctx);
+      const data = encodeJson({ signPub, at: Date.now() } satisfies HandleClaim);
+      const cur = await this.#handleOwner(handle);
+      if (cur.taken) return cur.claim?.value.signPub === signPub;
+      try {
+        if (cur.claim === undefined) await this.#b.handles.create(k, data);
+        else await this.#b.handles.update(k, data, cur.claim.revision);
+        return true;
+      } catch (err) {
+        if (!isCasFailure(err)) throw err;
+      }
+    }
+  }
+
+  /** Drops the handle claim if it is still `signPub`'s (best effort: a leftover claim is ignored anyway). */
+  async #releaseHandle(handle: string, signPub: string): Promise<void> {
+    const k = key.handle(handle);
+    const claim = await this.#get<HandleClaim>(this.#b.handles, k);
+    if (claim === undefined || claim.value.signPub !== signPub) return;
+    await this.#b.handles.delete(k, { previousSeq: claim.revision }).catch((err: unknown) => {
+      if (!isCasFailure(err)) throw err;
+    });
+  }
+
+  async #subjectTaken(subject: string, exceptRoom?: string): Promise<{ taken: boolean; revision?: number }> {
+    const claim = await this.#get<SubjectClaim>(this.#b.subjects, key.subject(subject));
+    if (claim === undefined) return { taken: false };
+    if (claim.value.roomId === exceptRoom) return { taken: false, revision: claim.revision };
+    const owner = await this.#roomRec(claim.value.roomId);
+    // An uncommitted owner counts while its creator may still commit.
+    const taken =
+      owner !== undefined &&
+      owner.value.room.subject === subject &&
+      (owner.value.committed || (owner.value.lock !== null && owner.value.lock.until > Date.now()));
+    return { taken, revision: claim.revision };
+  }
+
+  // ---- users ----
+
+  addUser(u: NewUser): Promise<User> {
+    return this.#run("addUser", async (ctx) => {
+      const v = validateNewUser(u);
+      if ((await this.#userRec(v.signPub)) !== undefined) throw new UserExistsError(v.signPub);
+      const handleTaken = () =>
+        new ConflictError(`the handle "${v.handle}" is already taken by another user; choose another handle`);
+      if ((await this.#handleOwner(v.handle)).taken) throw handleTaken();
+      if (!(await this.#claimHandle(v.handle, v.signPub, ctx))) throw handleTaken();
+      const user: User = { ...v, status: "active", createdAt: Date.now(), revokedAt: null };
+      try {
+        await this.#b.users.create(key.user(v.signPub), encodeJson(user));
+      } catch (err) {
+        if (!isCasFailure(err)) throw err;
+        await this.#releaseHandle(v.handle, v.signPub);
+        throw new UserExistsError(v.signPub);
+      }
+      return user;
+    });
+  }
+
+  getUser(signPub: string): Promise<User> {
+    return this.#run("getUser", async () => {
+      const k = lookupKey(signPub);
+      const user = await this.#user(k);
+      if (user === undefined) throw new NotFoundError("user", k);
+      return user;
+    });
+  }
+
+  async #allUsers(): Promise<User[]> {
+    return (await listEntries(this.#b.users))
+      .map((e) => parse<UserRec>(e.value))
+      .filter((u) => !u.deleting)
+      .map(toUser);
+  }
+
+  listUsers(): Promise<User[]> {
+    return this.#run("listUsers", async () =>
+      (await this.#allUsers()).sort((a, b) => a.createdAt - b.createdAt || byString<User>((u) => u.handle)(a, b)),
+    );
+  }
+
+  revokeUser(signPub: string): Promise<User> {
+    return this.#run("revokeUser", async (ctx) => {
+      const k = lookupKey(signPub);
+      for (;;) {
+        this.#checkDeadline(ctx);
+        const cur = await this.#userRec(k);
+        if (cur === undefined || cur.value.deleting) throw new NotFoundError("user", k);
+        if (cur.value.status !== "active") throw new ConflictError(`user ${k} is already revoked`);
+        // max(): a clock that stepped back must not make a user revoked before it existed.
+        const next: User = {
+          ...toUser(cur.value),
+          status: "revoked",
+          revokedAt: Math.max(Date.now(), cur.value.createdAt),
+        };
+        try {
+          await this.#b.users.update(key.user(k), encodeJson(next), cur.revision);
+          return next;
+        } catch (err) {
+          if (!isCasFailure(err)) throw err;
+        }
+      }
+    });
+  }
+
+  /** The committed rooms `signPub` is a member of, with its role. */
+  async #roomsOf(signPub: string): Promise<Array<{ rec: RoomRec; role: RoomRole }>> {
+    const keys = await listKeys(this.#b.memberof, key.memberOfAll(signPub));
+    const roomIds = [...new Set(keys.map((k) => k.slice(signPub.length + 1)))];
+    const recs = await Promise.all(roomIds.map((id) => this.#room(id)));
+    const out: Array<{ rec: RoomRec; role: RoomRole }> = [];
+    for (const rec of recs) {
+      const m = rec === undefined ? undefined : memberOf(rec, signPub);
+      if (rec !== undefined && m !== undefined) out.push({ rec, role: m.role });
+    }
+    return out;
+  }
+
+  deleteUser(signPub: string): Promise<void> {
+    return this.#run("deleteUser", async (ctx) => {
+      const k = lookupKey(signPub);
+      // Commit point: the mark. From here the user reads as absent everywhere.
+      let rec: UserRec;
+      for (;;) {
+        this.#checkDeadline(ctx);
+        const cur = await this.#userRec(k);
+        const rooms = cur === undefined || cur.value.deleting ? [] : await this.#roomsOf(k);
+        checkDeleteUser(k, {
+          exists: cur !== undefined && !cur.value.deleting,
+          ownedRooms: rooms
+            .filter((r) => r.rec.room.ownerSignPub === k)
+            .map((r) => r.rec.room.id)
+            .sort(),
+        });
+        rec = { ...cur!.value, deleting: true };
+        try {
+          await this.#b.users.update(key.user(k), encodeJson(rec), cur!.revision);
+          break;
+        } catch (err) {
+          if (!isCasFailure(err)) throw err;
+        }
+      }
+      await this.#purgeUser(k, rec.handle, ctx);
+    });
+  }
+
+  /** Removes a (marked) user's memberships, keys, index entries, handle claim and record. */
+  async #purgeUser(signPub: string, handle: string, ctx: Ctx): Promise<void> {
+    for (const { rec } of await this.#roomsOf(signPub)) {
+      await this.#mutateRoom(rec.room.id, ctx, async (cur) => {
+        if (cur === undefined || memberOf(cur, signPub) === undefined) return { next: cur ?? null, result: undefined };
+        return { next: { ...cur, members: cur.members.filter((m) => m.signPub !== signPub) }, result: undefined };
+      }).catch((err: unknown) => {
+        if (!(err instanceof NotFoundError)) throw err;
+      });
+    }
+    const keys = await listKeys(this.#b.keys, key.sealedBySigner(signPub));
+    await Promise.all(keys.map((k) => this.#b.keys.delete(k)));
+    const index = await listKeys(this.#b.memberof, key.memberOfAll(signPub));
+    await Promise.all(index.map((k) => this.#b.memberof.delete(k)));
+    await this.#releaseHandle(handle, signPub);
+    await this.#b.users.delete(key.user(signPub));
+  }
+
+  isAuthorized(signPub: string): Promise<boolean> {
+    return this.#run("isAuthorized", async () => {
+      if (!isKeyShape(signPub)) return false;
+      const user = await this.#user(signPub.toLowerCase());
+      return user !== undefined && user.status === "active";
+    });
+  }
+
+  hasAdmin(): Promise<boolean> {
+    return this.#run("hasAdmin", async () =>
+      (await this.#allUsers()).some((u) => u.role === "admin" && u.status === "active"),
+    );
+  }
+
+  // ---- rooms ----
+
+  /**
+   * One write to a committed room: read it, let `plan` decide (it throws refusals, having
+   * written nothing), write what must precede the commit under the room's lock, then
+   * commit with a CAS on the record. A lost CAS starts over; a live lock held by another
+   * writer is waited out (within the deadline).
+   */
+  async #mutateRoom<T>(roomId: string, ctx: Ctx, plan: (cur: RoomRec | undefined) => Promise<RoomPlan<T>>): Promise<T> {
+    const k = key.room(roomId);
+    for (;;) {
+      this.#checkDeadline(ctx);
+      const cur = await this.#roomRec(roomId);
+      if (cur === undefined || !cur.value.committed) {
+        return (await plan(undefined)).result; // plan throws NotFound; a no-op plan returns
+      }
+      if (cur.value.lock !== null && cur.value.lock.until > Date.now()) {
+        await sleep(RETRY_MS);
+        continue;
+      }
+      const committed: RoomRec = { ...cur.value, lock: null };
+      const p = await plan(committed);
+      try {
+        let rev = cur.revision;
+        if (p.before) {
+          const lock = { tag: crypto.randomBytes(6).toString("hex"), until: ctx.deadline + this.#timeoutMs };
+          rev = await this.#b.rooms.update(k, encodeJson({ ...committed, lock }), rev);
+          await p.before();
+        }
+        if (p.next === null) await this.#b.rooms.delete(k, { previousSeq: rev });
+        else await this.#b.rooms.update(k, encodeJson({ ...p.next, lock: null }), rev);
+        return p.result;
+      } catch (err) {
+        if (!isCasFailure(err)) throw err;
+      }
+    }
+  }
+
+  createRoom(r: NewRoom): Promise<Room> {
+    return this.#run("createRoom", async (ctx) => {
+      const v = validateNewRoom(r);
+      const existing = await this.#roomRec(v.id);
+      const idTaken =
+        existing !== undefined &&
+        (existing.value.committed || (existing.value.lock !== null && existing.value.lock.until > Date.now()));
+      checkCreateRoom(v, {
+        owner: await this.#user(v.ownerSignPub),
+        idTaken,
+        subjectTaken: (await this.#subjectTaken(v.subject)).taken,
+      });
+      const now = Date.now();
+      const room: Room = {
+        id: v.id,
+        subject: v.subject,
+        ownerSignPub: v.ownerSignPub,
+        encrypt: v.encrypt,
+        persist: v.persist,
+        signMsgs: v.signMsgs,
+        epoch: 1,
+        createdAt: now,
+      };
+      const members: MemberEntry[] = [{ signPub: v.ownerSignPub, role: "owner", addedAt: now }];
+      const lock = { tag: crypto.randomBytes(6).toString("hex"), until: ctx.deadline + this.#timeoutMs };
+      const rk = key.room(v.id);
+      // 1. Claim the id with an uncommitted record (or take over one abandoned by a crash).
+      let rev: number;
+      try {
+        const data = encodeJson({ room, members, committed: false, lock } satisfies RoomRec);
+        rev =
+          existing === undefined
+            ? await this.#b.rooms.create(rk, data)
+            : await this.#b.rooms.update(rk, data, existing.revision);
+      } catch (err) {
+        if (!isCasFailure(err)) throw err;
+        throw new ConflictError(`a room with id ${v.id} already exists`);
+      }
+      const abandon = async () => {
+        await this.#b.rooms.delete(rk, { previousSeq: rev }).catch(() => {});
+      };
+      // 2. Claim the subject.
+      const sk = key.subject(v.subject);
+      try {
+        const s = await this.#subjectTaken(v.subject);
+        if (s.taken) throw new ConflictError(`another room already uses the subject ${v.subject}`);
+        const data = encodeJson({ roomId: v.id, at: now } satisfies SubjectClaim);
+        if (s.revision === undefined) await this.#b.subjects.create(sk, data);
+        else await this.#b.subjects.update(sk, data, s.revision);
+      } catch (err) {
+        await abandon();
+        if (isCasFailure(err)) throw new ConflictError(`another room already uses the subject ${v.subject}`);
+        throw err;
+      }
+      // 3. We own the id: clear keys a crashed deleteRoom of an earlier room with this id may
+      // have left, then write the owner's key and index entry.
+      const stale = await listKeys(this.#b.keys, key.sealedRoom(v.id));
+      await Promise.all(stale.map((k) => this.#b.keys.delete(k)));
+      if (v.ownerSealedKey !== null) {
+        await this.#b.keys.put(key.sealed(v.id, v.ownerSignPub, 1), v.ownerSealedKey);
+      }
+      await this.#b.memberof.put(key.memberOf(v.ownerSignPub, v.id), "1");
+      // 4. Commit.
+      await this.#b.rooms.update(rk, encodeJson({ room, members, committed: true, lock: null } satisfies RoomRec), rev);
+      return room;
+    });
+  }
+
+  getRoom(roomId: string): Promise<Room> {
+    return this.#run("getRoom", async () => (await this.#requireRoom(validateRoomId(roomId))).room);
+  }
+
+  deleteRoom(roomId: string): Promise<void> {
+    return this.#run("deleteRoom", async (ctx) => {
+      const id = validateRoomId(roomId);
+      const gone = await this.#mutateRoom(id, ctx, async (cur) => {
+        if (cur === undefined) throw new NotFoundError("room", id);
+        return { next: null, result: cur };
+      });
+      // Committed; the rest is garbage readers already ignore.
+      const keys = await listKeys(this.#b.keys, key.sealedRoom(id));
+      await Promise.all(keys.map((k) => this.#b.keys.delete(k)));
+      await Promise.all(gone.members.map((m) => this.#b.memberof.delete(key.memberOf(m.signPub, id))));
+      const sk = key.subject(gone.room.subject);
+      const claim = await this.#get<SubjectClaim>(this.#b.subjects, sk);
+      if (claim !== undefined && claim.value.roomId === id) {
+        await this.#b.subjects.delete(sk, { previousSeq: claim.revision }).catch((err: unknown) => {
+          if (!isCasFailure(err)) throw err;
+        });
+      }
+    });
+  }
+
+  listMembers(roomId: string): Promise<Member[]> {
+    return this.#run("listMembers", async () => {
+      const rec = await this.#requireRoom(validateRoomId(roomId));
+      return rec.members
+        .map((m) => ({ roomId: rec.room.id, ...m }))
+        .sort((a, b) => a.addedAt - b.addedAt || byString<Member>((m) => m.signPub)(a, b));
+    });
+  }
+
+  getMember(roomId: string, signPub: string): Promise<Member> {
+    return this.#run("getMember", async () => {
+      const id = validateRoomId(roomId);
+      const k = lookupKey(signPub);
+      const m = memberOf(await this.#requireRoom(id), k);
+      if (m === undefined) throw new NotFoundError("member", memberId(id, k));
+      return m;
+    });
+  }
+
+  isMember(roomId: string, signPub: string): Promise<boolean> {
+    return this.#run("isMember", async () => {
+      if (!isRoomIdShape(roomId) || !isKeyShape(signPub)) return false;
+      const rec = await this.#room(roomId);
+      return rec !== undefined && memberOf(rec, signPub.toLowerCase()) !== undefined;
+    });
+  }
+
+  addMember(roomId: string, m: NewMember): Promise<Member> {
+    return this.#run("addMember", async (ctx) => {
+      const id = validateRoomId(roomId);
+      const v = validateNewMember(m);
+      const member = await this.#mutateRoom(id, ctx, async (cur) => {
+        checkAddMember(id, v, {
+          room: cur?.room,
+          user: await this.#user(v.signPub),
+          isMember: cur !== undefined && memberOf(cur, v.signPub) !== undefined,
+        });
+        const rec = cur!;
+        const entry: MemberEntry = { signPub: v.signPub, role: v.role, addedAt: Date.now() };
+        return {
+          next: { ...rec, members: [...rec.members, entry] },
+          result: { roomId: id, ...entry },
+          before: async () => {
+            if (v.sealedKey !== null) await this.#b.keys.put(key.sealed(id, v.signPub, rec.room.epoch), v.sealedKey);
+            await this.#b.memberof.put(key.memberOf(v.signPub, id), "1");
+          },
+        };
+      });
+      // A deleteUser that marked the user after our check may have missed this room: back out.
+      if ((await this.#user(v.signPub)) === undefined) {
+        await this.#mutateRoom(id, ctx, async (cur) => ({
+          next: cur === undefined ? null : { ...cur, members: cur.members.filter((x) => x.signPub !== v.signPub) },
+          result: undefined,
+        })).catch(() => {});
+        throw new NotFoundError("user", v.signPub);
+      }
+      return member;
+    });
+  }
+
+  removeMember(roomId: string, signPub: string): Promise<void> {
+    return this.#run("removeMember", async (ctx) => {
+      const id = validateRoomId(roomId);
+      const k = lookupKey(signPub);
+      await this.#mutateRoom(id, ctx, async (cur) => {
+        checkRemoveMember(id, k, { room: cur?.room, member: cur === undefined ? undefined : memberOf(cur, k) });
+        return { next: { ...cur!, members: cur!.members.filter((x) => x.signPub !== k) }, result: undefined };
+      });
+      // The index entry goes after the commit: a stale one is ignored by readers.
+      await this.#b.memberof.delete(key.memberOf(k, id));
+    });
+  }
+
+  rekey(roomId: string, r: Rekey): Promise<Room> {
+    return this.#run("rekey", async (ctx) => {
+      const id = validateRoomId(roomId);
+      const v = validateRekey(r);
+      return this.#mutateRoom(id, ctx, async (cur) => {
+        checkRekey(id, v, { room: cur?.room, members: cur === undefined ? [] : cur.members.map((x) => x.signPub) });
+        const room: Room = { ...cur!.room, epoch: cur!.room.epoch + 1 };
+        return {
+          next: { ...cur!, room },
+          result: room,
+          // Keys of the new epoch are invisible until the commit raises the room's epoch.
+          before: async () => {
+            await Promise.all(
+              v.sealedKeys.map((s) => this.#b.keys.put(key.sealed(id, s.signPub, room.epoch), s.sealed)),
+            );
+          },
+        };
+      });
+    });
+  }
+
+  getSealedKey(roomId: string, signPub: string, epoch?: number): Promise<SealedKey> {
+    return this.#run("getSealedKey", async () => {
+      const id = validateRoomId(roomId);
+      const k = lookupKey(signPub);
+      const at = epoch === undefined ? null : validateEpoch(epoch);
+      const rec = await this.#requireRoom(id);
+      const missing = () => new NotFoundError("sealed key", `${memberId(id, k)}${at === null ? "" : `@${at}`}`);
+      let e = at;
+      if (e === null) {
+        const epochs = (await listKeys(this.#b.keys, key.sealedOf(id, k)))
+          .map(parseSealedKey)
+          .filter((x) => x !== null && x.epoch <= rec.room.epoch)
+          .map((x) => x!.epoch);
+        if (epochs.length === 0) throw missing();
+        e = Math.max(...epochs);
+      }
+      if (e > rec.room.epoch) throw missing();
+      const entry = live(await this.#b.keys.get(key.sealed(id, k, e)));
+      if (entry === null) throw missing();
+      return { roomId: id, epoch: e, signPub: k, sealed: entry.string() };
+    });
+  }
+
+  listRoomsFor(signPub: string): Promise<Array<Room & { role: RoomRole }>> {
+    return this.#run("listRoomsFor", async () => {
+      const k = lookupKey(signPub);
+      return (await this.#roomsOf(k))
+        .map(({ rec, role }) => ({ ...rec.room, role }))
+        .sort((a, b) => a.createdAt - b.createdAt || byString<Room>((x) => x.id)(a, b));
+    });
+  }
+
+  // ---- invites ----
+
+  async #allInvites(): Promise<Array<{ value: Invite; revision: number }>> {
+    return (await listEntries(this.#b.invites)).map((e) => ({ value: parse<Invite>(e.value), revision: e.revision }));
+  }
+
+  createInvite(i: NewInvite): Promise<Invite> {
+    return this.#run("createInvite", async () => {
+      const v = validateNewInvite(i);
+      const tokenHash = hashInviteToken(v.token);
+      const now = Date.now();
+      const all = await this.#allInvites();
+      const id = inviteIdOf(tokenHash);
+      checkCreateInvite(v, {
+        tokenUsed: all.some((x) => x.value.tokenHash === tokenHash || x.value.id === id),
+        handleIsUser: (await this.#handleOwner(v.handle)).taken,
+        handleHasOpenInvite: all.some((x) => x.value.handle === v.handle && inviteIsLive(x.value, now)),
+      });
+      const invite: Invite = {
+        id,
+        tokenHash,
+        handle: v.handle,
+        role: v.role,
+        createdBy: v.createdBy,
+        createdAt: now,
+        expiresAt: now + v.ttlMs,
+        status: "open",
+        spentBy: null,
+        spentAt: null,
+      };
+      try {
+        await this.#b.invites.create(key.invite(tokenHash), encodeJson(invite));
+      } catch (err) {
+        if (!isCasFailure(err)) throw err;
+        throw new ConflictError("this invite token was used before; generate a new token");
+      }
+      return invite;
+    });
+  }
+
+  listInvites(): Promise<Invite[]> {
+    return this.#run("listInvites", async () =>
+      (await this.#allInvites())
+        .map((x) => x.value)
+        .sort((a, b) => a.createdAt - b.createdAt || byString<Invite>((x) => x.id)(a, b)),
+    );
+  }
+
+  async #inviteById(id: string): Promise<{ value: Invite; revision: number } | undefined> {
+    const entries = await listEntries(this.#b.invites, key.inviteById(id));
+    const e = entries[0];
+    return e === undefined ? undefined : { value: parse<Invite>(e.value), revision: e.revision };
+  }
+
+  cancelInvite(idOrToken: string): Promise<Invite> {
+    return this.#run("cancelInvite", async (ctx) => {
+      const ref = parseInviteRef(idOrToken);
+      // A token is never echoed: a miss by token is named by the id it would have had.
+      const shown = ref.by === "id" ? ref.id : inviteIdOf(ref.tokenHash);
+      for (;;) {
+        this.#checkDeadline(ctx);
+        const cur =
+          ref.by === "id"
+            ? await this.#inviteById(ref.id)
+            : await this.#get<Invite>(this.#b.invites, key.invite(ref.tokenHash));
+        const invite = checkCancelInvite(shown, cur?.value);
+        const next: Invite = { ...invite, status: "cancelled" };
+        try {
+          await this.#b.invites.update(key.invite(invite.tokenHash), encodeJson(next), cur!.revision);
+          return next;
+        } catch (err) {
+          if (!isCasFailure(err)) throw err;
+        }
+      }
+    });
+  }
+
+  consumeInvite(token: string, r: Registration): Promise<User> {
+    return this.#run("consumeInvite", async (ctx) => {
+      const tokenHash = hashInviteToken(validateInviteToken(token));
+      const v = validateRegistration(r);
+      const ik = key.invite(tokenHash);
+      for (;;) {
+        this.#checkDeadline(ctx);
+        const cur = await this.#get<Invite>(this.#b.invites, ik);
+        const invite = cur?.value;
+        const decision = decideConsume(invite, v.now, {
+          userExists: (await this.#userRec(v.signPub)) !== undefined,
+          handleTaken: invite !== undefined && (await this.#handleOwner(invite.handle)).taken,
+        });
+        const inv = invite!;
+        const spent: Invite = { ...inv, status: "spent", spentBy: v.signPub, spentAt: Date.now() };
+        let spentRev: number;
+        try {
+          // The single-use guarantee: only the caller whose CAS lands on the open revision spends it.
+          spentRev = await this.#b.invites.update(ik, encodeJson(spent), cur!.revision);
+        } catch (err) {
+          if (!isCasFailure(err)) throw err;
+          continue; // re-read: it is spent or cancelled now, and decideConsume says so
+        }
+        // Committed: the token stays spent even though no user was made.
+        if (decision === "user_exists") throw new UserExistsError(v.signPub);
+        const reopen = async () => {
+          await this.#b.invites.update(ik, encodeJson(inv), spentRev).catch(() => {});
+        };
+        if (!(await this.#claimHandle(inv.handle, v.signPub, ctx))) {
+          await reopen();
+          throw new InviteRefusedError("handle_taken");
+        }
+        const user: User = {
+          signPub: v.signPub,
+          kexPub: v.kexPub,
+          handle: inv.handle,
+          role: inv.role,
+          status: "active",
+          createdAt: Date.now(),
+          revokedAt: null,
+        };
+        try {
+          await this.#b.users.create(key.user(v.signPub), encodeJson(user));
+        } catch (err) {
+          if (!isCasFailure(err)) throw err;
+          // Registered meanwhile by another path: like SQLite, the token stays spent.
+          await this.#releaseHandle(inv.handle, v.signPub);
+          throw new UserExistsError(v.signPub);
+        }
+        return user;
+      }
+    });
+  }
+
+  // ---- whole state ----
+
+  snapshot(): Promise<Snapshot> {
+    return this.#run("snapshot", async () => {
+      const [users, roomEntries, keyEntries, invites] = await Promise.all([
+        this.#allUsers(),
+        listEntries(this.#b.rooms),
+        listEntries(this.#b.keys),
+        this.#allInvites(),
+      ]);
+      const rooms = roomEntries.map((e) => parse<RoomRec>(e.value)).filter((r) => r.committed);
+      const epochOf = new Map(rooms.map((r) => [r.room.id, r.room.epoch]));
+      const sealedKeys: SealedKey[] = [];
+      for (const e of keyEntries) {
+        const p = parseSealedKey(e.key);
+        const roomEpoch = p === null ? undefined : epochOf.get(p.roomId);
+        if (p === null || roomEpoch === undefined || p.epoch > roomEpoch) continue;
+        sealedKeys.push({ roomId: p.roomId, epoch: p.epoch, signPub: p.signPub, sealed: e.string() });
+      }
+      return {
+        version: 1,
+        users: users.sort(byString((u) => u.signPub)),
+        rooms: rooms.map((r) => r.room).sort(byString((r) => r.id)),
+        members: rooms
+          .flatMap((r) => r.members.map((m) => ({ roomId: r.room.id, ...m })))
+          .sort((a, b) => byString<Member>((m) => m.roomId)(a, b) || byString<Member>((m) => m.signPub)(a, b)),
+        sealedKeys: sealedKeys.sort(
+          (a, b) =>
+            byString<SealedKey>((k) => k.roomId)(a, b) ||
+            a.epoch - b.epoch ||
+            byString<SealedKey>((k) => k.signPub)(a, b),
+        ),
+        invites: invites.map((x) => x.value).sort(byString((x) => x.tokenHash)),
+      };
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#owned && !this.#nc.isClosed()) {
+      await this.#nc
+        .close()
+        .catch((err: unknown) => this.#log.warn({ err }, "closing the KV store's connection failed"));
+    }
+  }
+}

@@ -1,0 +1,228 @@
+import crypto from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import t from "tap";
+import { InvalidArgumentError, StoreUnavailableError, UserExistsError } from "../../lib/errors.ts";
+import { NatsServerProcess } from "../../lib/nats/process.ts";
+import {
+  InviteRefusedError,
+  type KvStore,
+  newInviteToken,
+  openKvStore,
+  openStore,
+  type Store,
+} from "../../lib/store/index.ts";
+import { NATS_SERVER } from "../helpers/nats.ts";
+import { kexPubHex, signPubHex } from "./keys.ts";
+import { storeSuite } from "./suite.ts";
+
+const dir = await mkdtemp(path.join(os.tmpdir(), "unibus-test-"));
+t.teardown(() => rm(dir, { recursive: true, force: true }));
+
+const server = new NatsServerProcess({
+  binary: NATS_SERVER,
+  workDir: dir,
+  config: {
+    serverName: "kv1",
+    host: "127.0.0.1",
+    port: -1,
+    http: { host: "127.0.0.1", port: -1 },
+    jetstream: { storeDir: path.join(dir, "js") },
+  },
+});
+const ports = await server.start();
+t.teardown(() => server.stop());
+const url = `nats://127.0.0.1:${ports.nats}`;
+
+const nc = await connect({ servers: url });
+t.teardown(() => nc.close());
+
+/** A fresh set of buckets per store, so subtests never see each other. */
+const prefix = () => `t${crypto.randomBytes(5).toString("hex")}_`;
+const prefixes = new WeakMap<Store, string>();
+
+async function open(opts: { bucketPrefix?: string } = {}): Promise<KvStore> {
+  const bucketPrefix = opts.bucketPrefix ?? prefix();
+  const store = await openKvStore({ nc, bucketPrefix, storage: "memory" });
+  prefixes.set(store, bucketPrefix);
+  return store;
+}
+
+await storeSuite(t, "kv", () => open(), {
+  sibling: (store) => open({ bucketPrefix: prefixes.get(store)! }),
+});
+
+t.test("openStore picks the kv backend and does not close a connection it was given", async (t) => {
+  const store = await openStore({ backend: "kv", nc, bucketPrefix: prefix(), storage: "memory" });
+  t.equal(store.backend, "kv");
+  await store.addUser({ signPub: signPubHex(), handle: "alice", role: "admin" });
+  t.equal(await store.hasAdmin(), true);
+  await store.close();
+  t.equal(nc.isClosed(), false, "the caller's connection is still open");
+});
+
+t.test("the store can own its connection (servers) and closes it", async (t) => {
+  const store = await openKvStore({ servers: url, bucketPrefix: prefix(), storage: "memory" });
+  const u = await store.addUser({ signPub: signPubHex(), handle: "alice", role: "member" });
+  t.equal(await store.isAuthorized(u.signPub), true);
+  await store.close();
+  await t.rejects(store.getUser(u.signPub), StoreUnavailableError);
+});
+
+t.test("bad open options are InvalidArgumentError", async (t) => {
+  const cases: Array<[Record<string, unknown>, string]> = [
+    [{ nc, replicas: 0 }, "replicas"],
+    [{ nc, replicas: 6 }, "replicas"],
+    [{ nc, replicas: 1.5 }, "replicas"],
+    [{ nc, timeoutMs: 0 }, "timeoutMs"],
+    [{ nc, bucketPrefix: "a.b" }, "bucketPrefix"],
+    [{}, "servers"],
+  ];
+  for (const [o, field] of cases) {
+    const err = await openKvStore(o as never).catch((e: unknown) => e);
+    t.type(err, InvalidArgumentError, field);
+    t.equal((err as InvalidArgumentError).field, field);
+  }
+});
+
+t.test("buckets are named unibus_* by default, at the requested replication", async (t) => {
+  const store = await openKvStore({ nc, storage: "memory" });
+  t.teardown(() => store.close());
+  const state = await store.replicationState();
+  t.same(
+    state.map((s) => s.bucket).sort(),
+    ["handles", "invites", "keys", "memberof", "rooms", "subjects", "users"].map((b) => `unibus_${b}`),
+  );
+  t.ok(state.every((s) => s.replicas === 1));
+});
+
+t.test("invite double-spend race: many consumers on separate connections, exactly one wins", async (t) => {
+  const bucketPrefix = prefix();
+  const first = await open({ bucketPrefix });
+  t.teardown(() => first.close());
+  const token = newInviteToken();
+  await first.createInvite({ token, handle: "newbie", role: "member", createdBy: "host" });
+  const n = 12;
+  const stores = await Promise.all(
+    Array.from({ length: n }, () => openKvStore({ servers: url, bucketPrefix, storage: "memory", timeoutMs: 10_000 })),
+  );
+  t.teardown(() => Promise.all(stores.map((s) => s.close())));
+  const regs = stores.map(() => ({ signPub: signPubHex(), kexPub: kexPubHex() }));
+  const outcomes = await Promise.all(
+    stores.map((s, i) =>
+      s.consumeInvite(token, regs[i]!).then(
+        (u) => ({ ok: u.signPub }),
+        (err: unknown) => ({ err }),
+      ),
+    ),
+  );
+  const winners = outcomes.filter((o) => "ok" in o);
+  t.equal(winners.length, 1, "exactly one registration");
+  for (const o of outcomes) {
+    if ("err" in o)
+      t.match(o.err, InviteRefusedError, "the others are refused") &&
+        t.equal((o.err as InviteRefusedError).reason, "spent");
+  }
+  const users = await first.listUsers();
+  t.equal(users.length, 1, "one user made");
+  t.equal(users[0]!.handle, "newbie");
+  const [inv] = await first.listInvites();
+  t.match(inv, { status: "spent", spentBy: users[0]!.signPub });
+});
+
+t.test("handle uniqueness under concurrency: one addUser per handle wins", async (t) => {
+  const bucketPrefix = prefix();
+  const stores = await Promise.all(
+    Array.from({ length: 8 }, () => openKvStore({ servers: url, bucketPrefix, storage: "memory", timeoutMs: 10_000 })),
+  );
+  t.teardown(() => Promise.all(stores.map((s) => s.close())));
+  const results = await Promise.allSettled(
+    stores.map((s) => s.addUser({ signPub: signPubHex(), handle: "same", role: "member" })),
+  );
+  t.equal(results.filter((r) => r.status === "fulfilled").length, 1);
+  t.equal((await stores[0]!.listUsers()).length, 1);
+  const same = signPubHex();
+  const dup = await Promise.allSettled(
+    stores.map((s, i) => s.addUser({ signPub: same, handle: `h${i}`, role: "member" })),
+  );
+  t.equal(dup.filter((r) => r.status === "fulfilled").length, 1, "one addUser per key");
+  t.ok(
+    dup.every(
+      (r) => r.status === "fulfilled" || r.reason instanceof UserExistsError || r.reason?.name === "ConflictError",
+    ),
+  );
+});
+
+t.test("concurrent rekeys from the same epoch: exactly one wins, the keys are its own", async (t) => {
+  const bucketPrefix = prefix();
+  const a = await open({ bucketPrefix });
+  t.teardown(() => a.close());
+  const alice = await a.addUser({ signPub: signPubHex(), kexPub: kexPubHex(), handle: "alice", role: "admin" });
+  const room = await a.createRoom({
+    id: "race",
+    subject: "room.race",
+    ownerSignPub: alice.signPub,
+    encrypt: true,
+    persist: false,
+    signMsgs: false,
+    ownerSealedKey: crypto.randomBytes(48).toString("base64url"),
+  });
+  const stores = await Promise.all(
+    Array.from({ length: 6 }, () => openKvStore({ servers: url, bucketPrefix, storage: "memory", timeoutMs: 10_000 })),
+  );
+  t.teardown(() => Promise.all(stores.map((s) => s.close())));
+  const sealedBy = stores.map(() => crypto.randomBytes(48).toString("base64url"));
+  const results = await Promise.allSettled(
+    stores.map((s, i) =>
+      s.rekey(room.id, { fromEpoch: 1, sealedKeys: [{ signPub: alice.signPub, sealed: sealedBy[i]! }] }),
+    ),
+  );
+  const won = results.findIndex((r) => r.status === "fulfilled");
+  t.equal(results.filter((r) => r.status === "fulfilled").length, 1, "one rekey wins");
+  t.equal((await a.getRoom(room.id)).epoch, 2);
+  t.equal((await a.getSealedKey(room.id, alice.signPub, 2)).sealed, sealedBy[won], "the winner's key, not a loser's");
+});
+
+t.test("a stopped server: operations fail within the timeout, predicates fail closed", async (t) => {
+  const d2 = await mkdtemp(path.join(os.tmpdir(), "unibus-test-"));
+  t.teardown(() => rm(d2, { recursive: true, force: true }));
+  const s2 = new NatsServerProcess({
+    binary: NATS_SERVER,
+    workDir: d2,
+    config: { serverName: "kv2", host: "127.0.0.1", port: -1, jetstream: { storeDir: path.join(d2, "js") } },
+  });
+  const p2 = await s2.start();
+  t.teardown(() => s2.stop());
+  const own: NatsConnection = await connect({
+    servers: `127.0.0.1:${p2.nats}`,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 50,
+  });
+  t.teardown(() => own.close());
+  const store = await openKvStore({ nc: own, timeoutMs: 400 });
+  t.teardown(() => store.close());
+  const admin = await store.addUser({ signPub: signPubHex(), kexPub: kexPubHex(), handle: "root", role: "admin" });
+  t.equal(await store.isAuthorized(admin.signPub), true, "authorized while up");
+  await s2.stop();
+  const calls: Array<[string, () => Promise<unknown>]> = [
+    ["isAuthorized", () => store.isAuthorized(admin.signPub)],
+    ["hasAdmin", () => store.hasAdmin()],
+    ["isMember", () => store.isMember("r1", admin.signPub)],
+    ["getUser", () => store.getUser(admin.signPub)],
+    ["addUser", () => store.addUser({ signPub: signPubHex(), handle: "x", role: "member" })],
+    ["listUsers", () => store.listUsers()],
+    ["snapshot", () => store.snapshot()],
+    ["consumeInvite", () => store.consumeInvite(newInviteToken(), { signPub: signPubHex(), kexPub: kexPubHex() })],
+  ];
+  for (const [label, call] of calls) {
+    const r = await call().then(
+      (value) => ({ value }),
+      (error: unknown) => ({ error }),
+    );
+    t.ok("error" in r, `${label} does not answer`);
+    t.type("error" in r ? r.error : r.value, StoreUnavailableError, `${label}: StoreUnavailableError`);
+    t.notMatch(String((r as { error?: Error }).error?.message), /127\.0\.0\.1/, `${label}: no address in the message`);
+  }
+});
