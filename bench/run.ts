@@ -4,6 +4,8 @@ const all: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   start: () => import("./start.ts"),
   connect: () => import("./connect.ts"),
   control: () => import("./control.ts"),
+  messaging: () => import("./messaging.ts"),
+  acl: () => import("./acl.ts"),
 };
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith("-"));
 for (const name of wanted.length ? wanted : Object.keys(all)) {

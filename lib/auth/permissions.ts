@@ -32,7 +32,7 @@ export function roomStreamName(roomId: string): string {
 /**
  * Permissions of an admitted identity: its own inbox, publish and subscribe on the
  * subject of each room it is a member of, and — for persisted rooms — read-only
- * history through direct get and stream info on that room's stream only (no consumer
+ * history through direct get on that room's stream only (no consumer
  * creation at all, so no deliver subject can be aimed anywhere).
  */
 export function permissionsFor(signPub: string, rooms: readonly RoomGrant[] = []): SubjectPermissions {
@@ -44,7 +44,7 @@ export function permissionsFor(signPub: string, rooms: readonly RoomGrant[] = []
     sub.push(room.subject);
     if (room.persist) {
       const stream = roomStreamName(room.id);
-      pub.push(`$JS.API.DIRECT.GET.${stream}`, `$JS.API.STREAM.INFO.${stream}`);
+      pub.push(`$JS.API.DIRECT.GET.${stream}`);
     }
   }
   return {
