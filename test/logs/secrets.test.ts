@@ -1,0 +1,202 @@
+// No secret reaches a log line: a representative workload runs with the library logger at
+// "trace", and every captured line is scanned for every secret the workload handled.
+import fs from "node:fs";
+import path from "node:path";
+import { Writable } from "node:stream";
+import t, { type Test } from "tap";
+import { nkeySigner } from "../../lib/auth/authenticator.ts";
+import type { Unibus } from "../../lib/bus/unibus.ts";
+import { connect, type UnibusClient } from "../../lib/client/connect.ts";
+import { ControlClient } from "../../lib/client/control.ts";
+import type { Room, RoomMessage } from "../../lib/client/room.ts";
+import { registrationProofMessage } from "../../lib/control/routes.ts";
+import { createIdentity, type Identity } from "../../lib/crypto/identity.ts";
+import { createLogger } from "../../lib/log/index.ts";
+import { connectOnce, member, testBus } from "../helpers/bus.ts";
+
+/** Every textual form a secret's bytes could take in a log line. */
+function forms(bytes: Uint8Array): string[] {
+  const b = Buffer.from(bytes);
+  return [b.toString("hex"), b.toString("base64url"), b.toString("base64").replace(/=+$/, "")];
+}
+
+function identitySecrets(id: Identity): string[] {
+  const file = id.toFile();
+  return [
+    file.signSeed,
+    file.kexSecret,
+    id.nkeySeed(),
+    ...forms(Buffer.from(file.signSeed, "base64url")),
+    ...forms(Buffer.from(file.kexSecret, "base64url")),
+  ];
+}
+
+/** The base64 body lines of a PEM private key. */
+function pemKeyLines(file: string): string[] {
+  return fs
+    .readFileSync(file, "utf8")
+    .split("\n")
+    .filter((l) => l.length >= 40 && !l.startsWith("-----"));
+}
+
+const JWT = /eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}/;
+
+/** Lines that contain any of the secrets, with which secret (by label) — never the secret itself. */
+function leaks(lines: string[], secrets: Map<string, string>): string[] {
+  const found: string[] = [];
+  for (const [i, line] of lines.entries()) {
+    for (const [secret, label] of secrets) if (line.includes(secret)) found.push(`line ${i + 1}: ${label}`);
+    if (JWT.test(line)) found.push(`line ${i + 1}: a JWT`);
+  }
+  return found;
+}
+
+function capture() {
+  const lines: string[] = [];
+  let partial = "";
+  const destination = new Writable({
+    write(chunk, _enc, cb) {
+      partial += chunk.toString();
+      const parts = partial.split("\n");
+      partial = parts.pop() ?? "";
+      lines.push(...parts.filter(Boolean));
+      cb();
+    },
+  });
+  return { lines, logger: createLogger({ level: "trace", destination }) };
+}
+
+async function client(t: Test, bus: Unibus, identity: Identity): Promise<UnibusClient> {
+  const c = await connect({
+    natsUrl: bus.natsUrl,
+    controlUrl: bus.controlUrl,
+    ca: bus.caPem,
+    identity,
+    timeoutMs: 5000,
+  });
+  // Closing twice is an error; the workload closes its clients before the scan.
+  let closed = false;
+  const close = c.close.bind(c);
+  c.close = async () => {
+    if (closed) return;
+    closed = true;
+    await close();
+  };
+  t.teardown(() => c.close());
+  return c;
+}
+
+async function reconnected(c: UnibusClient, action: () => Promise<unknown>): Promise<void> {
+  const back = (async () => {
+    for await (const s of c.nc.status()) if (s.type === "reconnect") return;
+  })();
+  await action();
+  await back;
+}
+
+async function until(got: RoomMessage[], n: number): Promise<void> {
+  const end = Date.now() + 5000;
+  while (got.length < n && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
+}
+
+t.test("the scanner finds a secret and a JWT when they are there", async (t) => {
+  const id = createIdentity();
+  const secrets = new Map(identitySecrets(id).map((s) => [s, "seed"] as const));
+  const { lines, logger } = capture();
+  logger.info({ leaked: id.nkeySeed() }, "oops");
+  logger.info("token eyJhbGciOiJlZDI1NTE5LW5rZXkifQ.eyJqdGkiOiJYWFhYWFhYWCJ9.sig");
+  t.same(leaks(lines, secrets), ["line 1: seed", "line 2: a JWT"]);
+});
+
+t.test("a full workload at trace level logs no seed, key, sealed key, token or JWT", async (t) => {
+  const { lines, logger } = capture();
+  const bus = await testBus(t, { logger });
+  const secrets = new Map<string, string>();
+  const add = (values: string[], label: string) => {
+    for (const v of values) if (v.length >= 16) secrets.set(v, label);
+  };
+
+  // identities connecting, and connections denied
+  const adminId = await member(bus, "admin", "admin");
+  const admin = await client(t, bus, adminId);
+  add(identitySecrets(adminId), "admin identity secret");
+  const stranger = createIdentity();
+  add(identitySecrets(stranger), "stranger identity secret");
+  await t.rejects(connect({ natsUrl: bus.natsUrl, ca: bus.caPem, identity: stranger, timeoutMs: 5000 }), {
+    code: "AUTH_DENIED",
+  });
+  await t.rejects(
+    connectOnce(
+      bus,
+      nkeySigner(adminId.nkey, (d) => stranger.sign(d)),
+    ),
+    /Authorization Violation/,
+  );
+
+  // an invite through the signed control plane, a registration with it, a replay refused
+  const { token } = await admin.control.request<{ token: string }>("POST", "/v1/invites", { handle: "bob" });
+  add([token, token.toUpperCase()], "invite token");
+  const bobId = createIdentity();
+  add(identitySecrets(bobId), "bob identity secret");
+  const registration = {
+    token,
+    signPub: bobId.signPub,
+    kexPub: bobId.kexPub,
+    proof: bobId.sign(registrationProofMessage(token)).toString("base64url"),
+  };
+  const anon = new ControlClient({ baseUrl: bus.controlUrl, ca: bus.caPem, identity: bobId });
+  try {
+    await anon.request("POST", "/v1/register", registration, { signed: false });
+    await t.rejects(anon.request("POST", "/v1/register", registration, { signed: false }), { status: 409 });
+  } finally {
+    await anon.close();
+  }
+  const bob = await client(t, bus, bobId);
+
+  // an encrypted, persisted room; a member added (sealed key), messages both ways, a rekey
+  const carolId = await member(bus, "carol");
+  add(identitySecrets(carolId), "carol identity secret");
+  const room: Room = await admin.createRoom({ persist: true });
+  await reconnected(bob, () => room.addMember(bobId));
+  await room.addMember(carolId);
+  const bobRoom = await bob.openRoom(room.id);
+  const got: RoomMessage[] = [];
+  bobRoom.subscribe({ callback: (m) => void got.push(m) });
+  await bob.nc.flush();
+  await room.publish("hello bob");
+  await bobRoom.publish("hello admin");
+  await until(got, 2);
+  t.equal(got.length, 2, "messages flowed");
+  await room.removeMember(carolId);
+  await room.publish("after rekey");
+  await until(got, 3);
+  t.equal(got.length, 3);
+
+  for (const epoch of [1, 2]) {
+    const key = await room.keyFor(epoch);
+    t.ok(key, `room key of epoch ${epoch} known to its owner`);
+    if (key) add(forms(key), `room key epoch ${epoch}`);
+  }
+  const snapshot = await bus.store.snapshot();
+  t.ok(snapshot.sealedKeys.length >= 4, "sealed keys were stored");
+  add(
+    snapshot.sealedKeys.map((k) => k.sealed),
+    "sealed key",
+  );
+  const serviceKeys = JSON.parse(fs.readFileSync(path.join(bus.dataDir, "service-keys.json"), "utf8"));
+  add(
+    ["issuer", "service", "system", "app"].map((k) => serviceKeys[k]).filter((v): v is string => typeof v === "string"),
+    "service key seed",
+  );
+  for (const f of ["ca-key.pem", "server-key.pem"]) add(pemKeyLines(path.join(bus.dataDir, "tls", f)), `TLS ${f}`);
+  t.ok(secrets.size >= 40, `${secrets.size} secrets to look for`);
+
+  await bob.close();
+  await admin.close();
+  await bus.stop();
+
+  t.ok(lines.length > 20, `${lines.length} log lines captured`);
+  const levels = new Set(lines.map((l) => (JSON.parse(l) as { level: string }).level));
+  t.ok(levels.has("debug") || levels.has("trace"), "verbose levels were on");
+  t.same(leaks(lines, secrets), [], "no secret in any log line");
+});
