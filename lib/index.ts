@@ -4,8 +4,13 @@
 
 export type { AddUserOptions, BusState, StartUnibusOptions } from "./bus/unibus.ts";
 export { startUnibus, Unibus } from "./bus/unibus.ts";
-export type { ConnectOptions } from "./client/connect.ts";
+export type { ConnectOptions, CreateRoomOptions } from "./client/connect.ts";
 export { connect, UnibusClient } from "./client/connect.ts";
+export type { BlobDownload, BlobInfo } from "./client/control.ts";
+export { ControlClient } from "./client/control.ts";
+export type { DroppedFrame, MemberRef, RoomInfo, RoomMember, RoomMessage, SubscribeOptions } from "./client/room.ts";
+export { Room } from "./client/room.ts";
+export { CryptoError } from "./crypto/room-key.ts";
 export {
   createIdentity,
   Identity,
