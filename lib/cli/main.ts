@@ -7,6 +7,7 @@ import { doctorCommand } from "./commands/doctor.ts"; // ops
 import { identityCommand } from "./commands/identity.ts";
 import { installCommand } from "./commands/install.ts";
 import { inviteCommand } from "./commands/invite.ts";
+import { migrateCommand } from "./commands/migrate.ts";
 import { registerCommand } from "./commands/register.ts";
 import { statusCommand } from "./commands/status.ts"; // ops
 import { upCommand } from "./commands/up.ts";
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   inviteCommand(program);
   registerCommand(program);
   installCommand(program);
+  migrateCommand(program);
   statusCommand(program); // ops
   doctorCommand(program); // ops
   for (const cmd of program.commands) {

@@ -1,0 +1,171 @@
+/**
+ * `unibus migrate-to-kv`: moves a single node's SQLite control plane into the JetStream
+ * KV buckets a cluster runs on. Host-trusted: it reads the data dir directly and
+ * connects with the bus' own APP-account service key. Stop the bus first — writes made
+ * after the snapshot are not carried over (the parity check would show them).
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import { isDeepStrictEqual } from "node:util";
+import type { Command } from "commander";
+import { nkeySigner } from "../../auth/authenticator.ts";
+import { loadOrCreateServiceKeys, SERVICE_KEYS_FILE } from "../../auth/service-keys.ts";
+import { busLayout } from "../../bus/layout.ts";
+import type { Logger } from "../../log/index.ts";
+import { type ImportProgress, importSnapshot, type KvStore, openKvStore, openStore } from "../../store/index.ts";
+import type { Snapshot } from "../../store/types.ts";
+import { CliError } from "../output.ts";
+
+export interface MigrationOptions {
+  dataDir: string;
+  /** An open KV store to import into (tests); else one is opened from `natsUrl`. */
+  kv: KvStore;
+  onProgress?: (line: string) => void;
+}
+
+export interface MigrationResult {
+  backupFile: string;
+  parity: boolean;
+  /** Which parts of the snapshots differ (empty on parity). */
+  differs: Array<keyof Omit<Snapshot, "version">>;
+  counts: Record<keyof Omit<Snapshot, "version">, number>;
+}
+
+const PARTS = ["users", "rooms", "members", "sealedKeys", "invites"] as const;
+
+/**
+ * Backup (VACUUM INTO), snapshot, import, parity check. Safe to run again: the import
+ * writes every record's final value, so a re-run converges to the same state.
+ */
+export async function migrateToKv(o: MigrationOptions): Promise<MigrationResult> {
+  const say = o.onProgress ?? (() => {});
+  const file = busLayout(o.dataDir, "").storeFile;
+  if (!fs.existsSync(file)) {
+    throw new CliError(`no bus store in ${o.dataDir} (expected ${path.basename(file)}); pass the right --data-dir`);
+  }
+  const backupFile = backup(file, o.dataDir);
+  say(`backup ${backupFile}`);
+
+  const sqlite = await openStore({ backend: "sqlite", file });
+  let snap: Snapshot;
+  try {
+    snap = await sqlite.snapshot();
+  } finally {
+    await sqlite.close();
+  }
+  say(`snapshot ${PARTS.map((p) => `${p} ${snap[p].length}`).join(", ")}`);
+
+  await importSnapshot(o.kv, snap, {
+    onProgress: (p: ImportProgress) => {
+      if (p.done > 0 || p.total === 0) say(`${p.phase} ${p.done}/${p.total}`);
+    },
+  });
+
+  const after = await o.kv.snapshot();
+  const differs = PARTS.filter((p) => !isDeepStrictEqual(after[p], snap[p]));
+  return {
+    backupFile,
+    parity: differs.length === 0 && after.version === snap.version,
+    differs,
+    counts: Object.fromEntries(PARTS.map((p) => [p, snap[p].length])) as MigrationResult["counts"],
+  };
+}
+
+/** A consistent copy of the live database (even with the bus writing), 0600 in `<dataDir>/backups/`. */
+function backup(file: string, dataDir: string): string {
+  const dir = path.join(dataDir, "backups");
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(".", "-");
+  let target = path.join(dir, `store-${stamp}.db`);
+  for (let i = 1; fs.existsSync(target); i++) target = path.join(dir, `store-${stamp}-${i}.db`);
+  // VACUUM INTO accepts an existing empty file: creating it first fixes its mode.
+  fs.closeSync(fs.openSync(target, "wx", 0o600));
+  const db = new DatabaseSync(file);
+  try {
+    db.exec("PRAGMA busy_timeout = 5000");
+    db.prepare("VACUUM INTO ?").run(target);
+  } finally {
+    db.close();
+  }
+  return target;
+}
+
+const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1", "[::1]"]);
+
+/** The NATS URL, refusing to send the service key's signature across a network without TLS pinned to our CA. */
+export function checkTarget(natsUrl: string, ca: string | undefined): string[] {
+  const servers = natsUrl
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
+  if (servers.length === 0) throw new CliError("--nats-url is empty");
+  for (const s of servers) {
+    let host: string;
+    try {
+      host = new URL(s.includes("://") ? s : `nats://${s}`).hostname;
+    } catch {
+      throw new CliError(`--nats-url ${JSON.stringify(s)} is not a URL such as nats://127.0.0.1:4222`);
+    }
+    if (!LOOPBACK.has(host) && ca === undefined) {
+      throw new CliError(
+        `refusing to connect to ${host} without --ca: a remote bus must be reached over TLS verified against the bus' CA (pass --ca <data-dir>/tls/ca.pem)`,
+      );
+    }
+  }
+  return servers;
+}
+
+export function migrateCommand(program: Command, logger?: Logger): void {
+  program
+    .command("migrate-to-kv")
+    .description("copy the SQLite control plane of a data dir into the bus' JetStream KV store (host-trusted)")
+    .requiredOption("-d, --data-dir <dir>", "the bus' data dir (holds store.db and service-keys.json)")
+    .requiredOption("--nats-url <url>", "the bus' NATS server(s), comma-separated, e.g. nats://127.0.0.1:4222")
+    .option("--ca <file>", "PEM of the bus' CA (required for a non-loopback target)")
+    .option("--replicas <n>", "replication of the KV buckets, 1-5", "1")
+    .action(async (opts: { dataDir: string; natsUrl: string; ca?: string; replicas: string }) => {
+      const dataDir = path.resolve(opts.dataDir);
+      const servers = checkTarget(opts.natsUrl, opts.ca);
+      const replicas = Number(opts.replicas);
+      if (!Number.isInteger(replicas) || replicas < 1 || replicas > 5) {
+        throw new CliError(`--replicas must be a whole number from 1 to 5, not ${opts.replicas}`);
+      }
+      if (!fs.existsSync(path.join(dataDir, SERVICE_KEYS_FILE))) {
+        throw new CliError(`no ${SERVICE_KEYS_FILE} in ${dataDir}: run this on the bus' host with its data dir`);
+      }
+      let caPem: string | undefined;
+      if (opts.ca !== undefined) {
+        try {
+          caPem = fs.readFileSync(opts.ca, "utf8");
+        } catch {
+          throw new CliError(`cannot read the CA file ${opts.ca}`);
+        }
+      }
+      const keys = await loadOrCreateServiceKeys(dataDir);
+      const kv = await openKvStore({
+        servers,
+        caPem,
+        authenticator: nkeySigner(keys.app.publicKey, (d) => keys.app.sign(d)),
+        replicas,
+        timeoutMs: 10_000,
+        logger,
+      });
+      let result: MigrationResult;
+      try {
+        result = await migrateToKv({ dataDir, kv, onProgress: (line) => process.stderr.write(`${line}\n`) });
+      } finally {
+        await kv.close();
+      }
+      const counts = PARTS.map((p) => `${p} ${result.counts[p]}`).join(", ");
+      process.stdout.write(`backup: ${result.backupFile}\n`);
+      if (result.parity) {
+        process.stdout.write(`parity: OK — the KV snapshot equals the SQLite snapshot (${counts})\n`);
+        return;
+      }
+      process.stdout.write(`parity: MISMATCH in ${result.differs.join(", ")} (SQLite has ${counts})\n`);
+      throw new CliError(
+        `the KV store does not match the SQLite store (${result.differs.join(", ")}); was the bus writing meanwhile? Stop it and run the migration again`,
+      );
+    });
+}
