@@ -632,7 +632,8 @@ export class KvStore implements Store {
       // 2. Claim the subject.
       const sk = key.subject(v.subject);
       try {
-        const s = await this.#subjectTaken(v.subject);
+        // The id is ours now, so a claim naming it is a leftover of an earlier room with this id.
+        const s = await this.#subjectTaken(v.subject, v.id);
         if (s.taken) throw new ConflictError(`another room already uses the subject ${v.subject}`);
         const data = encodeJson({ roomId: v.id, at: now } satisfies SubjectClaim);
         if (s.revision === undefined) await this.#b.subjects.create(sk, data);
@@ -642,16 +643,26 @@ export class KvStore implements Store {
         if (isCasFailure(err)) throw new ConflictError(`another room already uses the subject ${v.subject}`);
         throw err;
       }
-      // 3. We own the id: clear keys a crashed deleteRoom of an earlier room with this id may
-      // have left, then write the owner's key and index entry.
-      const stale = await listKeys(this.#b.keys, key.sealedRoom(v.id));
-      await Promise.all(stale.map((k) => this.#b.keys.delete(k)));
-      if (v.ownerSealedKey !== null) {
-        await this.#b.keys.put(key.sealed(v.id, v.ownerSignPub, 1), v.ownerSealedKey);
+      try {
+        // 3. We own the id: clear keys a crashed deleteRoom of an earlier room with this id may
+        // have left, then write the owner's key and index entry.
+        const stale = await listKeys(this.#b.keys, key.sealedRoom(v.id));
+        await Promise.all(stale.map((k) => this.#b.keys.delete(k)));
+        if (v.ownerSealedKey !== null) {
+          await this.#b.keys.put(key.sealed(v.id, v.ownerSignPub, 1), v.ownerSealedKey);
+        }
+        await this.#b.memberof.put(key.memberOf(v.ownerSignPub, v.id), "1");
+        // 4. Commit.
+        await this.#b.rooms.update(
+          rk,
+          encodeJson({ room, members, committed: true, lock: null } satisfies RoomRec),
+          rev,
+        );
+      } catch (err) {
+        // Fails harmlessly if the commit did land (the revision moved on).
+        await abandon();
+        throw err;
       }
-      await this.#b.memberof.put(key.memberOf(v.ownerSignPub, v.id), "1");
-      // 4. Commit.
-      await this.#b.rooms.update(rk, encodeJson({ room, members, committed: true, lock: null } satisfies RoomRec), rev);
       return room;
     });
   }

@@ -216,13 +216,74 @@ t.test("a stopped server: operations fail within the timeout, predicates fail cl
     ["snapshot", () => store.snapshot()],
     ["consumeInvite", () => store.consumeInvite(newInviteToken(), { signPub: signPubHex(), kexPub: kexPubHex() })],
   ];
-  for (const [label, call] of calls) {
-    const r = await call().then(
-      (value) => ({ value }),
-      (error: unknown) => ({ error }),
-    );
+  const results = await Promise.all(
+    calls.map(([, call]) =>
+      call().then(
+        (value) => ({ value }),
+        (error: unknown) => ({ error }),
+      ),
+    ),
+  );
+  for (const [i, [label]] of calls.entries()) {
+    const r = results[i]!;
     t.ok("error" in r, `${label} does not answer`);
     t.type("error" in r ? r.error : r.value, StoreUnavailableError, `${label}: StoreUnavailableError`);
     t.notMatch(String((r as { error?: Error }).error?.message), /127\.0\.0\.1/, `${label}: no address in the message`);
   }
+});
+
+t.test("an interrupted write is invisible, and its leftovers are taken over", async (t) => {
+  const store = await open();
+  t.teardown(() => store.close());
+  const b = store.buckets;
+  const alice = await store.addUser({ signPub: signPubHex(), kexPub: kexPubHex(), handle: "alice", role: "admin" });
+  const bob = signPubHex();
+  const long = Date.now() - 60_000;
+  // A createRoom that died after claiming id and subject and writing a key and index entry.
+  const room = {
+    id: "ghost",
+    subject: "room.ghost",
+    ownerSignPub: alice.signPub,
+    encrypt: true,
+    persist: false,
+    signMsgs: false,
+    epoch: 1,
+    createdAt: long,
+  };
+  const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
+  await b.rooms.put(
+    "ghost",
+    enc({
+      room,
+      members: [{ signPub: alice.signPub, role: "owner", addedAt: long }],
+      committed: false,
+      lock: { tag: "x", until: long },
+    }),
+  );
+  await b.subjects.put(Buffer.from("room.ghost").toString("hex"), enc({ roomId: "ghost", at: long }));
+  await b.keys.put(`ghost.${alice.signPub}.1`, "c3RhbGU");
+  await b.memberof.put(`${alice.signPub}.ghost`, "1");
+  // An addUser that died after claiming its handle.
+  await b.handles.put(Buffer.from("bob").toString("hex"), enc({ signPub: bob, at: long }));
+
+  await t.rejects(store.getRoom("ghost"), { name: "NotFoundError" }, "an uncommitted room does not exist");
+  t.equal(await store.isMember("ghost", alice.signPub), false);
+  t.same(await store.listRoomsFor(alice.signPub), []);
+  const snap = await store.snapshot();
+  t.same([snap.rooms, snap.members, snap.sealedKeys], [[], [], []], "nothing of it in a snapshot");
+
+  const sealed = crypto.randomBytes(48).toString("base64url");
+  const made = await store.createRoom({ ...room, ownerSealedKey: sealed });
+  t.equal(made.id, "ghost", "the abandoned id and subject are taken over");
+  t.equal((await store.getSealedKey("ghost", alice.signPub)).sealed, sealed, "with its own key, not the stale one");
+  const u = await store.addUser({ signPub: signPubHex(), handle: "bob", role: "member" });
+  t.equal(u.handle, "bob", "an abandoned handle claim is taken over");
+});
+
+t.test("a live in-flight claim is respected", async (t) => {
+  const store = await open();
+  t.teardown(() => store.close());
+  const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
+  await store.buckets.handles.put(Buffer.from("carol").toString("hex"), enc({ signPub: signPubHex(), at: Date.now() }));
+  await t.rejects(store.addUser({ signPub: signPubHex(), handle: "carol", role: "member" }), { name: "ConflictError" });
 });

@@ -199,10 +199,12 @@ t.test("CLI: migrate-to-kv with the APP service key, progress on stderr, parity 
 t.test("CLI: refuses a remote target without --ca, and bad --replicas", async (t) => {
   const dataDir = await tempDir(t);
   await representative(dataDir);
-  const remote = await runCli(["migrate-to-kv", "-d", dataDir, "--nats-url", "nats://10.1.2.3:4222"]);
+  const [remote, reps] = await Promise.all([
+    runCli(["migrate-to-kv", "-d", dataDir, "--nats-url", "nats://10.1.2.3:4222"]),
+    runCli(["migrate-to-kv", "-d", dataDir, "--nats-url", "nats://127.0.0.1:1", "--replicas", "7"]),
+  ]);
   t.equal(remote.code, 1);
   t.match(remote.stderr, /without --ca/);
-  const reps = await runCli(["migrate-to-kv", "-d", dataDir, "--nats-url", "nats://127.0.0.1:1", "--replicas", "7"]);
   t.equal(reps.code, 1);
   t.match(reps.stderr, /--replicas/);
   t.notOk(fs.existsSync(path.join(dataDir, "backups")), "nothing was done");
