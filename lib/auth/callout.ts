@@ -5,14 +5,14 @@
  * before calling out, so this service verifies it, and checks the request came from
  * the server (issuer, audience, expiry). Anything it cannot decide in time is a denial.
  */
-import { connect, type Msg, type NatsConnection, type Subscription } from "@nats-io/transport-node";
+import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
 import { decodeJwt, encodeJwt, JwtError } from "../crypto/jwt.ts";
 import { verifyNkeySignature } from "../crypto/nkeypair.ts";
 import { decodePublicKey } from "../crypto/nkeys.ts";
 import type { Logger } from "../log/index.ts";
 import { silentLogger } from "../log/index.ts";
-import { nkeySigner } from "./authenticator.ts";
 import type { SubjectPermissions } from "./permissions.ts";
+import { connectAsService } from "./service-connection.ts";
 import type { ServiceKeys } from "./service-keys.ts";
 
 export const CALLOUT_SUBJECT = "$SYS.REQ.USER.AUTH";
@@ -75,15 +75,7 @@ export class AuthCallout {
 
   async start(): Promise<void> {
     const { keys, servers, caPem } = this.#opts;
-    this.#nc = await connect({
-      servers,
-      name: "unibus-auth-callout",
-      ...(caPem ? { tls: { ca: caPem } } : {}),
-      authenticator: nkeySigner(keys.service.publicKey, (d) => keys.service.sign(d)),
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 100,
-      ignoreAuthErrorAbort: true,
-    });
+    this.#nc = await connectAsService({ servers, caPem, key: keys.service, name: "unibus-auth-callout" });
     this.#sub = this.#nc.subscribe(CALLOUT_SUBJECT, {
       queue: CALLOUT_QUEUE,
       callback: (err, msg) => {

@@ -5,10 +5,10 @@
  * callout again — with the new permissions, or into a denial. Disconnect events keep
  * the registry exact.
  */
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { type Logger, silentLogger } from "../log/index.ts";
-import { nkeySigner } from "./authenticator.ts";
 import type { AdmittedConnection } from "./callout.ts";
+import { connectAsService } from "./service-connection.ts";
 import type { ServiceKeys } from "./service-keys.ts";
 
 const key = (c: { serverId: string; clientId: number }) => `${c.serverId}/${c.clientId}`;
@@ -74,14 +74,7 @@ export class Kicker {
 
   async start(): Promise<void> {
     const { keys, servers, caPem } = this.#opts;
-    this.#nc = await connect({
-      servers,
-      name: "unibus-kicker",
-      ...(caPem ? { tls: { ca: caPem } } : {}),
-      authenticator: nkeySigner(keys.system.publicKey, (d) => keys.system.sign(d)),
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 100,
-    });
+    this.#nc = await connectAsService({ servers, caPem, key: keys.system, name: "unibus-kicker" });
     this.#nc.subscribe("$SYS.ACCOUNT.APP.DISCONNECT", {
       callback: (_err, msg) => {
         try {

@@ -67,21 +67,7 @@ export class ControlClient {
         },
       );
     }
-    const text = await res.body.text();
-    if (res.statusCode >= 400) {
-      let parsed: { error?: string; message?: string } = {};
-      try {
-        parsed = JSON.parse(text);
-      } catch {
-        // not JSON: fall through to the generic message
-      }
-      throw new ControlPlaneError(
-        res.statusCode,
-        (parsed.error ?? `http_${res.statusCode}`).toUpperCase(),
-        parsed.message ?? `the control plane answered ${res.statusCode}`,
-      );
-    }
-    return (text ? JSON.parse(text) : undefined) as T;
+    return (await readAnswer(res)) as T;
   }
 
   /**

@@ -4,8 +4,9 @@ import type { Command } from "commander";
 import { busLayout } from "../../bus/layout.ts";
 import { resolveConfig, type UnibusConfig } from "../../config/index.ts";
 import { parseTtl } from "../../control/routes.ts";
-import { type Invite, newInviteToken, openStore, type Store } from "../../store/index.ts";
+import { type Invite, newInviteToken } from "../../store/index.ts";
 import { CliError, printJson, table } from "../output.ts";
+import { resolveDataDir, withStore } from "../store.ts";
 import { RUN_FILE } from "./up.ts";
 
 interface DataDirOption {
@@ -15,30 +16,9 @@ interface DataDirOption {
 /** The same ceiling as `POST /v1/invites`, so an invite lives as long whichever way it was made. */
 const MAX_TTL_MS = 90 * 86_400_000;
 
-function resolveDataDir(opts: DataDirOption): { dataDir: string; config: UnibusConfig } {
-  // The same chain as `up`: --data-dir, UNIBUS_DATA_DIR, the config file, the default.
+function resolveDataDirAndConfig(opts: DataDirOption): { dataDir: string; config: UnibusConfig } {
   const { config } = resolveConfig({ flags: { dataDir: opts.dataDir } });
-  return { dataDir: path.resolve(config.dataDir), config };
-}
-
-/**
- * Host-trusted: edits the invites in the data dir's store directly, bus running or not.
- * Unlike `user add` it never creates a store: an invite is useless before the bus
- * (and its CA) exists.
- */
-async function withStore<T>(dataDir: string, fn: (store: Store) => Promise<T>): Promise<T> {
-  const file = busLayout(dataDir, "").storeFile;
-  if (!fs.existsSync(file)) {
-    throw new CliError(
-      `no bus store in ${dataDir}; run \`unibus up --data-dir ${dataDir}\` first or pass the right --data-dir`,
-    );
-  }
-  const store = await openStore({ backend: "sqlite", file });
-  try {
-    return await fn(store);
-  } finally {
-    await store.close();
-  }
+  return { dataDir: resolveDataDir(opts.dataDir), config };
 }
 
 function ttlMsOf(value: string): number {
@@ -132,7 +112,7 @@ export function inviteCommand(program: Command): void {
       if (opts.role !== "admin" && opts.role !== "member")
         throw new CliError(`--role must be admin or member, not ${opts.role}`);
       const ttlMs = ttlMsOf(opts.ttl);
-      const { dataDir, config } = resolveDataDir(opts);
+      const { dataDir, config } = resolveDataDirAndConfig(opts);
       const token = newInviteToken();
       const created = await withStore(dataDir, (s) =>
         s.createInvite({ token, handle: opts.handle, role: opts.role as "admin" | "member", createdBy: "host", ttlMs }),
@@ -164,7 +144,7 @@ export function inviteCommand(program: Command): void {
     .option(...dataDirOption)
     .option("--json", "print JSON")
     .action(async (opts: DataDirOption & { json?: boolean }) => {
-      const { dataDir } = resolveDataDir(opts);
+      const dataDir = resolveDataDir(opts.dataDir);
       const invites = await withStore(dataDir, (s) => s.listInvites());
       const now = Date.now();
       if (opts.json) return printJson(invites.map((i) => ({ ...i, status: statusOf(i, now) })));
@@ -183,7 +163,7 @@ export function inviteCommand(program: Command): void {
     .option(...dataDirOption)
     .option("--json", "print the cancelled invite as JSON")
     .action(async (id: string, opts: DataDirOption & { json?: boolean }) => {
-      const { dataDir } = resolveDataDir(opts);
+      const dataDir = resolveDataDir(opts.dataDir);
       const cancelled = await withStore(dataDir, (s) => s.cancelInvite(id));
       if (opts.json) return printJson(cancelled);
       process.stdout.write(`cancelled invite ${cancelled.id} for ${cancelled.handle}\n`);

@@ -1,32 +1,11 @@
-import fs from "node:fs";
-import path from "node:path";
 import type { Command } from "commander";
-import { busLayout } from "../../bus/layout.ts";
-import { resolveConfig } from "../../config/index.ts";
 import { parseSignPub } from "../../crypto/identity.ts";
-import { openStore, type Store, type User } from "../../store/index.ts";
+import type { User } from "../../store/index.ts";
 import { CliError, printJson, table } from "../output.ts";
+import { resolveDataDir, withStore } from "../store.ts";
 
 interface DataDirOption {
   dataDir?: string;
-}
-
-/** Host-trusted: edits the allowlist in the data dir directly, bus running or not. */
-async function withStore<T>(opts: DataDirOption, fn: (store: Store) => Promise<T>, create = false): Promise<T> {
-  // The same chain as `up`: --data-dir, UNIBUS_DATA_DIR, the config file, the default.
-  const dataDir = path.resolve(resolveConfig({ flags: { dataDir: opts.dataDir } }).config.dataDir);
-  const file = busLayout(dataDir, "").storeFile;
-  if (!create && !fs.existsSync(file)) {
-    throw new CliError(
-      `no bus store in ${dataDir}; run \`unibus up --data-dir ${dataDir}\` first or pass the right --data-dir`,
-    );
-  }
-  const store = await openStore({ backend: "sqlite", file });
-  try {
-    return await fn(store);
-  } finally {
-    await store.close();
-  }
 }
 
 function describe(u: User): string {
@@ -54,8 +33,9 @@ export function userCommand(program: Command): void {
         const key = parseSignPub(signPub, "sign-pub");
         if (opts.role !== "admin" && opts.role !== "member")
           throw new CliError(`--role must be admin or member, not ${opts.role}`);
+        // `user add` may seed the first admin before the first `up`, so it creates the store.
         const added = await withStore(
-          opts,
+          resolveDataDir(opts.dataDir),
           (s) =>
             s.addUser({
               signPub: key,
@@ -63,7 +43,7 @@ export function userCommand(program: Command): void {
               role: opts.role as "admin" | "member",
               kexPub: opts.kexPub ?? null,
             }),
-          true,
+          { create: true },
         );
         if (opts.json) return printJson(added);
         process.stdout.write(`added ${describe(added)}\n`);
@@ -76,7 +56,7 @@ export function userCommand(program: Command): void {
     .option(...dataDirOption)
     .option("--json", "print JSON")
     .action(async (opts: DataDirOption & { json?: boolean }) => {
-      const users = await withStore(opts, (s) => s.listUsers());
+      const users = await withStore(resolveDataDir(opts.dataDir), (s) => s.listUsers());
       if (opts.json) return printJson(users);
       if (users.length === 0)
         return void process.stdout.write(
@@ -94,7 +74,7 @@ export function userCommand(program: Command): void {
     .option(...dataDirOption)
     .action(async (signPub: string, opts: DataDirOption) => {
       const key = parseSignPub(signPub, "sign-pub");
-      const u = await withStore(opts, (s) => s.revokeUser(key));
+      const u = await withStore(resolveDataDir(opts.dataDir), (s) => s.revokeUser(key));
       process.stdout.write(`revoked ${describe(u)}\n`);
     });
 
@@ -105,7 +85,7 @@ export function userCommand(program: Command): void {
     .option(...dataDirOption)
     .action(async (signPub: string, opts: DataDirOption) => {
       const key = parseSignPub(signPub, "sign-pub");
-      await withStore(opts, (s) => s.deleteUser(key));
+      await withStore(resolveDataDir(opts.dataDir), (s) => s.deleteUser(key));
       process.stdout.write(`deleted ${key}\n`);
     });
 }
