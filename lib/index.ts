@@ -2,7 +2,10 @@
  * The public surface of unibus. Everything a user imports comes from here.
  */
 
-export type { AddUserOptions, BusState, StartUnibusOptions } from "./bus/unibus.ts";
+export type { StartClusterOptions, UnibusCluster } from "./bus/cluster.ts"; // cluster
+export { startCluster } from "./bus/cluster.ts"; // cluster
+export { ClusterNotReadyError } from "./bus/cluster-ready.ts"; // cluster
+export type { AddUserOptions, BusState, StartUnibusOptions, UnibusClusterOptions } from "./bus/unibus.ts";
 export { startUnibus, Unibus } from "./bus/unibus.ts";
 export type { ConnectOptions, CreateRoomOptions } from "./client/connect.ts";
 export { connect, UnibusClient } from "./client/connect.ts";
@@ -10,7 +13,6 @@ export type { BlobDownload, BlobInfo } from "./client/control.ts";
 export { ControlClient } from "./client/control.ts";
 export type { DroppedFrame, MemberRef, RoomInfo, RoomMember, RoomMessage, SubscribeOptions } from "./client/room.ts";
 export { Room } from "./client/room.ts";
-export { CryptoError } from "./crypto/room-key.ts";
 export {
   createIdentity,
   Identity,
@@ -19,6 +21,7 @@ export {
   parseSignPub,
   saveIdentity,
 } from "./crypto/identity.ts";
+export { CryptoError } from "./crypto/room-key.ts";
 export * from "./errors.ts";
 export { installNatsServer, resolveNatsServer } from "./nats/index.ts";
 export type { Role, Store, User, UserStatus } from "./store/index.ts";

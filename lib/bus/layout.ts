@@ -1,5 +1,6 @@
 import path from "node:path";
 import type { ServiceKeys } from "../auth/service-keys.ts";
+import type { NatsClusterOptions } from "../nats/config.ts"; // cluster
 import type { NatsConfigOptions } from "../nats/index.ts";
 
 /** Where each part of a bus lives inside its data dir. */
@@ -30,6 +31,8 @@ export function natsConfigFor(o: {
   cert: { certFile: string; keyFile: string };
   caFile: string;
   keys: ServiceKeys;
+  /** cluster: routes to the other nodes (mutual TLS); absent on a single node. */
+  cluster?: NatsClusterOptions;
 }): NatsConfigOptions {
   return {
     serverName: o.serverName,
@@ -50,5 +53,6 @@ export function natsConfigFor(o: {
       authUsers: [o.keys.service.publicKey, o.keys.system.publicKey, o.keys.app.publicKey],
     },
     jetstream: { storeDir: o.layout.jetstreamDir },
+    ...(o.cluster ? { cluster: o.cluster } : {}), // cluster
   };
 }

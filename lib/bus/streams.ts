@@ -30,7 +30,9 @@ export class RoomStreams {
       maxReconnectAttempts: -1,
       reconnectTimeWait: 100,
     });
-    this.#jsm = await jetstreamManager(this.#nc);
+    // cluster: no API check at start — a cluster node comes up before JetStream has a meta
+    // leader (its peers may not be up yet); ensure() meets JetStream when a room needs it.
+    this.#jsm = await jetstreamManager(this.#nc, { checkAPI: false });
   }
 
   /** Creates the room's stream if it does not exist (idempotent). */

@@ -22,7 +22,8 @@ import { parseSignPub } from "../crypto/identity.ts";
 import { NotFoundError, StateError } from "../errors.ts";
 import { createLogger, type Logger } from "../log/index.ts";
 import { BusMetrics, instrumentStore } from "../metrics/index.ts";
-import { NatsServerProcess, resolveNatsServer } from "../nats/index.ts";
+import type { NatsClusterOptions } from "../nats/config.ts"; // cluster
+import { type NatsPorts, NatsServerProcess, resolveNatsServer } from "../nats/index.ts";
 import { openStore, type Role, type Store, type User } from "../store/index.ts";
 import { loadOrCreateCa, loadOrCreateServerCertificate } from "../tls/index.ts";
 import { busLayout, natsConfigFor } from "./layout.ts";
@@ -56,7 +57,30 @@ export interface StartUnibusOptions {
   /** Blob limits: size cap (default 256 MiB), max age (default 30 days), GC interval (default 10 min). */
   blobs?: { maxBytes?: number; maxAgeMs?: number; gcIntervalMs?: number };
   // ---- end blobs ----
+  // ---- cluster ----
+  /** Run as one member of a NATS cluster (routes with mutual TLS from this bus' CA). See docs/clustering.md. */
+  cluster?: UnibusClusterOptions;
+  /** JetStream replicas of room streams; default 1 (a cluster sets its own). */
+  replicas?: number;
+  /** Admitted-connection registry; nodes of one in-process cluster share one, so any node can kick any connection. */
+  connections?: ConnectionRegistry;
+  // ---- end cluster ----
 }
+
+// ---- cluster ----
+export interface UnibusClusterOptions {
+  /** Shared by every node of the cluster. */
+  name: string;
+  /** Route listener bind address; default: the node's `host`. */
+  host?: string;
+  /** Route port; -1 (default) picks a free one. */
+  port?: number;
+  /** Route URLs of the other nodes (`nats-route://host:6222`); the node's own URL may be listed too. */
+  routes?: string[];
+  /** `host:port` the other nodes should dial; the route certificate covers its host. */
+  advertise?: string;
+}
+// ---- end cluster ----
 
 export interface AddUserOptions {
   handle: string;
@@ -76,7 +100,7 @@ export class Unibus extends EventEmitter {
   #streams?: RoomStreams;
   #sweep?: NodeJS.Timeout;
   /** Admitted connections by identity, for live revocation. */
-  readonly connections = new ConnectionRegistry();
+  readonly connections: ConnectionRegistry;
   #control?: ControlServer;
   #store?: Store;
   #blobs?: BlobStore; // blobs
@@ -93,6 +117,7 @@ export class Unibus extends EventEmitter {
     super();
     this.#opts = opts;
     this.#logger = opts.logger ?? createLogger();
+    this.connections = opts.connections ?? new ConnectionRegistry(); // cluster
   }
 
   get state(): BusState {
@@ -128,6 +153,15 @@ export class Unibus extends EventEmitter {
     return this.#blobs;
   }
   // ---- end blobs ----
+  // ---- cluster ----
+  /** The ports nats-server listens on while it runs (client, monitoring, cluster route). */
+  get natsPorts(): NatsPorts | undefined {
+    return this.#nats?.ports;
+  }
+  get serverName(): string {
+    return this.#opts.serverName ?? "unibus-1";
+  }
+  // ---- end cluster ----
   /** nats-server's process id (for tests and operators). */
   get natsPid(): number | undefined {
     return this.#nats?.pid;
@@ -165,18 +199,41 @@ export class Unibus extends EventEmitter {
       this.#store = instrumentStore(store, this.metrics);
       this.#caPem = ca.certPem;
       this.#caFile = ca.certFile;
-      const cert = await loadOrCreateServerCertificate(layout.tlsDir, ca, {
-        name: "server",
-        hosts: [
-          ...new Set([
-            "localhost",
-            "127.0.0.1",
-            "::1",
-            ...(isUnspecified(host) ? [] : [host]),
-            ...(this.#opts.hostnames ?? []),
-          ]),
-        ],
-      });
+      const hosts = [
+        ...new Set([
+          "localhost",
+          "127.0.0.1",
+          "::1",
+          ...(isUnspecified(host) ? [] : [host]),
+          ...(this.#opts.hostnames ?? []),
+        ]),
+      ];
+      const cert = await loadOrCreateServerCertificate(layout.tlsDir, ca, { name: "server", hosts });
+      // ---- cluster ----
+      const clusterOpts = this.#opts.cluster;
+      let cluster: NatsClusterOptions | undefined;
+      if (clusterOpts) {
+        const routeHost = clusterOpts.host ?? host;
+        const advertised = clusterOpts.advertise
+          ? [clusterOpts.advertise.replace(/:\d+$/, "").replace(/^\[|\]$/g, "")]
+          : [];
+        // Routes are mutual TLS: one certificate serves as server and as client, and must name
+        // every address a peer dials (the advertised one included).
+        const routeCert = await loadOrCreateServerCertificate(layout.tlsDir, ca, {
+          name: "route",
+          hosts: [...new Set([...hosts, ...(isUnspecified(routeHost) ? [] : [routeHost]), ...advertised])],
+          usage: "peer",
+        });
+        cluster = {
+          name: clusterOpts.name,
+          host: routeHost,
+          port: clusterOpts.port ?? -1,
+          routes: clusterOpts.routes ?? [],
+          ...(clusterOpts.advertise ? { advertise: clusterOpts.advertise } : {}),
+          tls: { certFile: routeCert.certFile, keyFile: routeCert.keyFile, caFile: ca.certFile, timeout: 2 },
+        };
+      }
+      // ---- end cluster ----
 
       this.#nats = new NatsServerProcess({
         binary: binary.path,
@@ -192,9 +249,11 @@ export class Unibus extends EventEmitter {
           cert,
           caFile: ca.certFile,
           keys,
+          ...(cluster ? { cluster } : {}), // cluster
         }),
       });
       const ports = await this.#nats.start();
+      this.emit("nats-ready", ports); // cluster: peers can route to this node before its services are up
       const clientHost = isUnspecified(host) ? "127.0.0.1" : host;
       this.#natsUrl = `tls://${urlHost(clientHost)}:${ports.nats}`;
       this.#monitorUrl = ports.monitoring ? `http://127.0.0.1:${ports.monitoring}` : "";
@@ -246,7 +305,13 @@ export class Unibus extends EventEmitter {
         logger: log,
         onKick: (n) => this.metrics.kicks.inc(n),
       });
-      this.#streams = new RoomStreams({ servers: [this.#natsUrl], caPem: ca.certPem, keys, logger: log });
+      this.#streams = new RoomStreams({
+        servers: [this.#natsUrl],
+        caPem: ca.certPem,
+        keys,
+        logger: log,
+        ...(this.#opts.replicas ? { replicas: this.#opts.replicas } : {}), // cluster
+      });
       const [, , , controlPort] = await Promise.all([
         this.#callout.start(),
         this.#kicker.start(),
@@ -294,6 +359,19 @@ export class Unibus extends EventEmitter {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }
+
+  // ---- cluster ----
+  /**
+   * A crash, for failover tests: SIGKILL nats-server (no lame duck, no goodbye to its
+   * routes), then drop the services. Files stay; a new node on the same data dir and
+   * ports picks up where this one died.
+   */
+  async kill(): Promise<void> {
+    if (this.#state === "new" || this.#state === "stopped") return this.stop();
+    await this.#nats?.kill();
+    await this.stop();
+  }
+  // ---- end cluster ----
 
   readonly #admit: Admit = async (signPub) => {
     const store = this.#store;

@@ -1,0 +1,323 @@
+/**
+ * Several bus nodes on one machine forming one NATS cluster: each node is a full
+ * `Unibus` (nats-server with JetStream, auth callout, control plane) with its own
+ * server name, route port, nats dir and JetStream dir; all share one data-dir root
+ * holding the CA, the service keys and — until the KV store lands — one SQLite store.
+ * Routes are mutual TLS from that CA. See docs/clustering.md.
+ */
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { ConnectionRegistry } from "../auth/kick.ts";
+import { loadOrCreateServiceKeys } from "../auth/service-keys.ts";
+import { InvalidArgumentError, NatsStartError, StateError } from "../errors.ts";
+import { type Logger, silentLogger } from "../log/index.ts";
+import type { NatsPorts } from "../nats/index.ts";
+import { NatsServerProcess, resolveNatsServer } from "../nats/index.ts";
+import { openStore } from "../store/index.ts";
+import { loadOrCreateCa } from "../tls/index.ts";
+import { type MetaStatus, waitForMetaGroup } from "./cluster-ready.ts";
+import { busLayout } from "./layout.ts";
+import { type StartUnibusOptions, Unibus } from "./unibus.ts";
+
+export interface StartClusterOptions {
+  /** How many nodes; 2-9, default 3. */
+  nodes?: number;
+  /** Root shared by the nodes (CA, service keys, store; per-node nats and JetStream dirs). Default: a temp dir removed on stop(). */
+  dataDir?: string;
+  /** Control-plane store. "kv" (replicated JetStream KV) is not available yet. Default "sqlite". */
+  store?: "sqlite" | "kv";
+  /** JetStream replicas of what the cluster keeps (room streams; later the KV buckets). Default min(3, nodes). */
+  replicas?: number;
+  /** Cluster name shared by the nodes; default "unibus". */
+  name?: string;
+  /** Bind address of every listener; default 127.0.0.1. */
+  host?: string;
+  /** Extra host names / addresses the certificates must cover. */
+  hostnames?: string[];
+  /**
+   * First port of each kind; node i listens on base + i. Unset: random ports (tests).
+   * With `cluster` set the routes are known up front and every node starts at once.
+   */
+  ports?: { nats?: number; control?: number; monitoring?: number; cluster?: number };
+  /** Path of nats-server; default: resolved once for all nodes. */
+  natsServer?: string;
+  logger?: Logger;
+  /** How long to wait for the meta group to form; default 20000 ms. */
+  readyTimeoutMs?: number;
+  /** Passed to every node as is. */
+  node?: Pick<StartUnibusOptions, "userJwtTtlSeconds" | "authMode" | "rateLimit" | "blobs">;
+}
+
+export interface UnibusCluster extends AsyncDisposable {
+  /** The nodes; `nodes[i]` is replaced by restart(i). */
+  readonly nodes: readonly Unibus[];
+  readonly natsUrls: string[];
+  readonly controlUrls: string[];
+  readonly monitorUrls: string[];
+  readonly caPem: string;
+  readonly caFile: string;
+  readonly dataDir: string;
+  readonly name: string;
+  /** Simulates a crashed machine: SIGKILL node i's nats-server (0-based) and drop its services. */
+  kill(i: number): Promise<void>;
+  /** Starts node i again on the same ports and data; resolves when the meta group sees every live node. */
+  restart(i: number): Promise<Unibus>;
+  /** Resolves when the meta group has one leader that sees every live node as current. */
+  waitReady(timeoutMs?: number): Promise<MetaStatus[]>;
+  /** Stops every node; idempotent. */
+  stop(): Promise<void>;
+}
+
+interface NodeSpec {
+  name: string;
+  ports: { nats: number; control: number; monitoring: number; cluster: number };
+}
+
+const MAX_NODES = 9;
+
+function checkOptions(opts: StartClusterOptions): { n: number; replicas: number } {
+  const n = opts.nodes ?? 3;
+  if (!Number.isInteger(n) || n < 2 || n > MAX_NODES) {
+    throw new InvalidArgumentError(
+      "nodes",
+      `nodes: a cluster needs 2-${MAX_NODES} nodes (3 or 5 survive losing 1 or 2); got ${JSON.stringify(opts.nodes)}. For one node use startUnibus()`,
+    );
+  }
+  const store = opts.store ?? "sqlite";
+  if (store === "kv") {
+    throw new InvalidArgumentError(
+      "store",
+      'store: the replicated KV store is not available yet; use store: "sqlite" (one SQLite file shared by the nodes of this machine)',
+    );
+  }
+  if (store !== "sqlite")
+    throw new InvalidArgumentError("store", `store: "sqlite" or "kv"; got ${JSON.stringify(store)}`);
+  const replicas = opts.replicas ?? Math.min(3, n);
+  if (!Number.isInteger(replicas) || replicas < 1 || replicas > Math.min(5, n)) {
+    throw new InvalidArgumentError(
+      "replicas",
+      `replicas: JetStream replicates 1-5 ways and at most once per node (${n} nodes); got ${JSON.stringify(opts.replicas)}`,
+    );
+  }
+  for (const [kind, base] of Object.entries(opts.ports ?? {})) {
+    const random = kind === "control" ? 0 : -1;
+    if (base === undefined || base === random) continue;
+    if (!Number.isInteger(base) || base < 1 || base + n - 1 > 65535) {
+      throw new InvalidArgumentError(
+        `ports.${kind}`,
+        `ports.${kind}: a first port such that every node's (port + i) is 1-65535, or ${random} for random; got ${JSON.stringify(base)}`,
+      );
+    }
+  }
+  return { n, replicas };
+}
+
+/** Fills in each -1 route port with one a bare, route-only nats-server was just given by the kernel. */
+async function learnRoutePorts(binary: string, specs: NodeSpec[], host: string, dir: string): Promise<void> {
+  await Promise.all(
+    specs.map(async (spec) => {
+      if (spec.ports.cluster !== -1) return;
+      const probe = new NatsServerProcess({
+        binary,
+        workDir: path.join(dir, `${spec.name}-ports`),
+        config: {
+          serverName: `${spec.name}-ports`,
+          host: "127.0.0.1",
+          port: -1,
+          cluster: { name: "unibus-port-probe", host, port: -1, routes: [] },
+        },
+      });
+      try {
+        const ports = await probe.start();
+        if (!ports.cluster) throw new Error("nats-server wrote no cluster port to its ports file");
+        spec.ports.cluster = ports.cluster;
+      } finally {
+        await probe.stop();
+        await fs.rm(path.join(dir, `${spec.name}-ports`), { recursive: true, force: true });
+      }
+    }),
+  );
+}
+
+function routeUrl(host: string, port: number): string {
+  const h = host === "0.0.0.0" || host === "::" || host === "" ? "127.0.0.1" : host;
+  return `nats-route://${h.includes(":") ? `[${h}]` : h}:${port}`;
+}
+
+/**
+ * Starts a cluster of `nodes` buses and resolves once JetStream's meta group has formed.
+ * Throws InvalidArgumentError for bad options, ClusterNotReadyError when the nodes do not
+ * form a cluster in time (everything started is stopped again).
+ */
+export async function startCluster(opts: StartClusterOptions = {}): Promise<UnibusCluster> {
+  const { n, replicas } = checkOptions(opts);
+  const log = opts.logger ?? silentLogger;
+  const host = opts.host ?? "127.0.0.1";
+  const clusterName = opts.name ?? "unibus";
+  const readyTimeoutMs = opts.readyTimeoutMs ?? 20_000;
+  let ownsDir = false;
+  let root: string;
+  if (opts.dataDir) {
+    root = path.resolve(opts.dataDir);
+    await fs.mkdir(root, { recursive: true, mode: 0o700 });
+  } else {
+    root = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-cluster-"));
+    ownsDir = true;
+  }
+  const layout = busLayout(root, "shared");
+  // Shared files are created once, before any node races another to create them.
+  const [binary, ca] = await Promise.all([
+    opts.natsServer ? Promise.resolve({ path: opts.natsServer }) : resolveNatsServer({ logger: log }),
+    loadOrCreateCa(layout.tlsDir),
+    loadOrCreateServiceKeys(root),
+    openStore({ backend: "sqlite", file: layout.storeFile, logger: log }).then((s) => s.close()),
+  ]);
+
+  const base = opts.ports ?? {};
+  const at = (b: number | undefined, random: number, i: number) => (b === undefined || b === random ? random : b + i);
+  const specs: NodeSpec[] = Array.from({ length: n }, (_, i) => ({
+    name: `unibus-${i + 1}`,
+    ports: {
+      nats: at(base.nats, -1, i),
+      control: at(base.control, 0, i),
+      monitoring: at(base.monitoring, -1, i),
+      cluster: at(base.cluster, -1, i),
+    },
+  }));
+  const connections = new ConnectionRegistry();
+  const nodes: Unibus[] = [];
+  const routesFor = (i: number) =>
+    specs.filter((_, j) => j !== i && specs[j]!.ports.cluster > 0).map((s) => routeUrl(host, s.ports.cluster));
+
+  const makeNode = (i: number, routes: string[]): Unibus => {
+    const spec = specs[i]!;
+    const node = new Unibus({
+      ...opts.node,
+      dataDir: root,
+      host,
+      ...(opts.hostnames ? { hostnames: opts.hostnames } : {}),
+      ports: { nats: spec.ports.nats, control: spec.ports.control, monitoring: spec.ports.monitoring },
+      natsServer: binary.path,
+      serverName: spec.name,
+      logger: log.child({ node: spec.name }),
+      replicas,
+      connections,
+      cluster: { name: clusterName, port: spec.ports.cluster, routes },
+    });
+    // Pin every port a node learned, so a restart comes back where its peers look for it.
+    node.once("nats-ready", (p: NatsPorts) => {
+      spec.ports.nats = p.nats;
+      if (p.monitoring) spec.ports.monitoring = p.monitoring;
+      if (p.cluster) spec.ports.cluster = p.cluster;
+    });
+    nodes[i] = node;
+    return node;
+  };
+
+  let stopped = false;
+  const stopAll = async () => {
+    await Promise.allSettled(nodes.map((b) => b?.stop()));
+  };
+  const waitReady = (timeoutMs = readyTimeoutMs) =>
+    waitForMetaGroup(
+      nodes.filter((b) => b.state === "running").map((b) => ({ name: b.serverName, monitorUrl: b.monitorUrl })),
+      { timeoutMs },
+    );
+
+  const randomRoutes = specs.some((s) => s.ports.cluster === -1);
+  try {
+    if (specs.some((s) => s.ports.cluster === -1)) {
+      // A JetStream cluster node refuses to start without configured routes, so random
+      // route ports cannot be learned by starting the real nodes. Bare route-only servers
+      // learn them instead (~20 ms, no JetStream); then every node starts at once with
+      // its full route list. Should another process grab a port in between, the node's
+      // start fails with port_in_use and the whole round is retried once.
+      await learnRoutePorts(binary.path, specs, host, path.join(root, "nats"));
+    }
+    // allSettled: a node is never stopped while it is still starting.
+    const startAll = async () => {
+      const results = await Promise.allSettled(specs.map((_, i) => makeNode(i, routesFor(i)).start()));
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+      if (failed) {
+        await stopAll();
+        throw failed.reason;
+      }
+    };
+    try {
+      await startAll();
+    } catch (err) {
+      if (!(err instanceof NatsStartError && err.reason === "port_in_use" && randomRoutes)) throw err;
+      log.warn({ component: "cluster" }, "a learned route port was taken meanwhile; learning new ones");
+      for (const s of specs) s.ports.cluster = -1;
+      await learnRoutePorts(binary.path, specs, host, path.join(root, "nats"));
+      await startAll();
+    }
+    await waitReady();
+  } catch (err) {
+    await stopAll();
+    if (ownsDir) await fs.rm(root, { recursive: true, force: true });
+    throw err;
+  }
+  log.info({ component: "cluster", name: clusterName, nodes: n, dataDir: root }, "cluster ready");
+
+  const checkIndex = (i: number, what: string) => {
+    if (!Number.isInteger(i) || i < 0 || i >= n) {
+      throw new InvalidArgumentError("i", `${what}: node index must be 0-${n - 1}; got ${JSON.stringify(i)}`);
+    }
+    if (stopped) throw new StateError(["running"], "stopped", what);
+  };
+
+  const cluster: UnibusCluster = {
+    get nodes() {
+      return [...nodes];
+    },
+    get natsUrls() {
+      return specs.map((s) => `tls://${urlHost(host)}:${s.ports.nats}`);
+    },
+    get controlUrls() {
+      return nodes.map((b) => b.controlUrl);
+    },
+    get monitorUrls() {
+      return nodes.map((b) => b.monitorUrl);
+    },
+    caPem: ca.certPem,
+    caFile: ca.certFile,
+    dataDir: root,
+    name: clusterName,
+    async kill(i) {
+      checkIndex(i, "kill()");
+      await nodes[i]!.kill();
+    },
+    async restart(i) {
+      checkIndex(i, "restart()");
+      const old = nodes[i]!;
+      await old.stop();
+      const spec = specs[i]!;
+      // The control port is pinned too: clients keep the URL they were given.
+      const controlPort = Number(new URL(old.controlUrl).port);
+      if (controlPort > 0) spec.ports.control = controlPort;
+      const node = makeNode(i, routesFor(i));
+      await node.start();
+      await waitReady();
+      return node;
+    },
+    waitReady,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await stopAll();
+      if (ownsDir) await fs.rm(root, { recursive: true, force: true });
+      log.info({ component: "cluster", name: clusterName }, "cluster stopped");
+    },
+    async [Symbol.asyncDispose]() {
+      await cluster.stop();
+    },
+  };
+  return cluster;
+}
+
+function urlHost(host: string): string {
+  const h = host === "0.0.0.0" || host === "::" || host === "" ? "127.0.0.1" : host;
+  return h.includes(":") ? `[${h}]` : h;
+}
