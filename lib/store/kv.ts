@@ -29,6 +29,9 @@
  *   - deleteUser: mark the user `deleting` (commit: it now reads as absent), remove it
  *     from each room record, delete its keys, index entries and handle claim, then its
  *     record. addMember re-checks the user after its commit and backs out if it raced.
+ *   - createRoom / deleteUser / createInvite re-check after their write what they checked
+ *     before it (owner still there; no room owned; no rival live invite for the handle) and
+ *     back out if a racing write slipped in; of two racing writes at least one sees the other.
  *   - consumeInvite: CAS the invite open → spent (the single-use guarantee: exactly one
  *     caller wins), then create the user; a handle lost meanwhile re-opens the token.
  *
@@ -38,9 +41,7 @@
  * the same deadline.
  *
  * Known limits: `snapshot()` reads bucket by bucket, so it is consistent only when no
- * writes run meanwhile (the migration's parity check is); two createInvite calls for the
- * same handle racing each other can both succeed (the invite handle check is a read);
- * an interrupted addMember may leave the key it wrote for a non-member at the current
+ * writes run meanwhile (the migration's parity check is); an interrupted addMember may leave the key it wrote for a non-member at the current
  * epoch (served to members only, overwritten if that user is added later).
  */
 import crypto from "node:crypto";
@@ -508,7 +509,17 @@ export class KvStore implements Store {
         });
         rec = { ...cur!.value, deleting: true };
         try {
-          await this.#b.users.update(key.user(k), encodeJson(rec), cur!.revision);
+          const markedRev = await this.#b.users.update(key.user(k), encodeJson(rec), cur!.revision);
+          // A createRoom that read the owner before the mark re-checks after its commit; one
+          // that committed before the mark is seen here. Either way no room is left ownerless.
+          const owned = (await this.#roomsOf(k))
+            .filter((r) => r.rec.room.ownerSignPub === k)
+            .map((r) => r.rec.room.id)
+            .sort();
+          if (owned.length > 0) {
+            await this.#b.users.update(key.user(k), encodeJson(toUser(rec)), markedRev).catch(() => {});
+            checkDeleteUser(k, { exists: true, ownedRooms: owned });
+          }
           break;
         } catch (err) {
           if (!isCasFailure(err)) throw err;
@@ -662,6 +673,11 @@ export class KvStore implements Store {
         // Fails harmlessly if the commit did land (the revision moved on).
         await abandon();
         throw err;
+      }
+      // The owner may have been marked for deletion after our check: back out (see deleteUser).
+      if ((await this.#user(v.ownerSignPub)) === undefined) {
+        await this.#mutateRoom(v.id, ctx, async (cur) => ({ next: null, result: cur })).catch(() => {});
+        throw new NotFoundError("user", v.ownerSignPub);
       }
       return room;
     });
@@ -853,6 +869,15 @@ export class KvStore implements Store {
       } catch (err) {
         if (!isCasFailure(err)) throw err;
         throw new ConflictError("this invite token was used before; generate a new token");
+      }
+      // Two racing invites for one handle: each looks again after writing. Of two writes, the
+      // later one's look sees the earlier, so at most one survives (both may withdraw).
+      const rival = (await this.#allInvites()).some(
+        (x) => x.value.tokenHash !== tokenHash && x.value.handle === v.handle && inviteIsLive(x.value, Date.now()),
+      );
+      if (rival) {
+        await this.#b.invites.delete(key.invite(tokenHash));
+        checkCreateInvite(v, { tokenUsed: false, handleIsUser: false, handleHasOpenInvite: true });
       }
       return invite;
     });

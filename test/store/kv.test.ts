@@ -287,3 +287,50 @@ t.test("a live in-flight claim is respected", async (t) => {
   await store.buckets.handles.put(Buffer.from("carol").toString("hex"), enc({ signPub: signPubHex(), at: Date.now() }));
   await t.rejects(store.addUser({ signPub: signPubHex(), handle: "carol", role: "member" }), { name: "ConflictError" });
 });
+
+t.test("racing invites for one handle: at most one stays open", async (t) => {
+  const bucketPrefix = prefix();
+  const stores = await Promise.all(
+    Array.from({ length: 8 }, () => openKvStore({ servers: url, bucketPrefix, storage: "memory", timeoutMs: 10_000 })),
+  );
+  t.teardown(() => Promise.all(stores.map((s) => s.close())));
+  const results = await Promise.allSettled(
+    stores.map((s) => s.createInvite({ token: newInviteToken(), handle: "zed", role: "member", createdBy: "host" })),
+  );
+  const ok = results.filter((r) => r.status === "fulfilled").length;
+  t.ok(ok <= 1, `at most one made (${ok})`);
+  t.ok(
+    results.every((r) => r.status === "fulfilled" || r.reason?.name === "ConflictError"),
+    "the others are conflicts",
+  );
+  t.equal((await stores[0]!.listInvites()).length, ok, "only the survivor is stored");
+});
+
+t.test("deleteUser racing createRoom never leaves a room without its owner", async (t) => {
+  const bucketPrefix = prefix();
+  const [a, b] = await Promise.all(
+    [0, 1].map(() => openKvStore({ servers: url, bucketPrefix, storage: "memory", timeoutMs: 10_000 })),
+  );
+  t.teardown(() => Promise.all([a!.close(), b!.close()]));
+  for (let i = 0; i < 10; i++) {
+    const owner = await a!.addUser({ signPub: signPubHex(), kexPub: kexPubHex(), handle: `o${i}`, role: "member" });
+    await Promise.allSettled([
+      a!.createRoom({
+        id: `race${i}`,
+        subject: `race.r${i}`,
+        ownerSignPub: owner.signPub,
+        encrypt: false,
+        persist: false,
+        signMsgs: false,
+      }),
+      b!.deleteUser(owner.signPub),
+    ]);
+    const snap = await a!.snapshot();
+    for (const room of snap.rooms) {
+      t.ok(
+        snap.users.some((u) => u.signPub === room.ownerSignPub),
+        `room ${room.id} has its owner`,
+      );
+    }
+  }
+});
