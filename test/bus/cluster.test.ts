@@ -1,5 +1,9 @@
 // A three-node bus on one machine, real processes: the cluster forms, every node
 // admits and routes, a SIGKILLed node's clients fail over and the node rejoins.
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { createInterface } from "node:readline";
 import t, { type Test } from "tap";
 import { startCluster, type UnibusCluster } from "../../lib/bus/cluster.ts";
 import { metaStatus, notFormed } from "../../lib/bus/cluster-ready.ts";
@@ -8,6 +12,7 @@ import type { Room, RoomMessage } from "../../lib/client/room.ts";
 import { createIdentity, type Identity } from "../../lib/crypto/identity.ts";
 import { InvalidArgumentError } from "../../lib/errors.ts";
 import { isProcessAlive } from "../../lib/nats/index.ts";
+import { runCli, UNIBUS_BIN } from "../helpers/cli.ts";
 import { NATS_SERVER } from "../helpers/nats.ts";
 
 async function user(
@@ -205,4 +210,69 @@ t.test("kill() and restart() refuse a bad index", async (t) => {
   await t.rejects(cluster.restart(-1), InvalidArgumentError);
   t.equal(cluster.nodes.length, 2);
   await cluster.stop();
+});
+
+t.test("unibus up --cluster 3 --json prints one ready line with every node's URLs", async (t) => {
+  const dataDir = path.join(t.testdir(), "bus");
+  const child = spawn(
+    process.execPath,
+    [
+      UNIBUS_BIN,
+      "up",
+      "--json",
+      "--cluster",
+      "3",
+      "--data-dir",
+      dataDir,
+      ...["--nats-port", "-1", "--control-port", "0", "--monitor-port", "-1", "--cluster-port", "-1"],
+    ],
+    { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, UNIBUS_NATS_SERVER: NATS_SERVER } },
+  );
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill("SIGKILL");
+  });
+  let stderr = "";
+  child.stderr.on("data", (d) => (stderr += d));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const rl = createInterface({ input: child.stdout });
+  const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
+    rl.once("line", (l) => resolve(JSON.parse(l)));
+    void exited.then((code) => reject(new Error(`up exited (${code}) before ready: ${stderr.slice(-2000)}`)));
+  });
+  t.match(ready, {
+    event: "ready",
+    natsUrls: [/^tls:\/\/127\.0\.0\.1:\d+$/, /^tls:/, /^tls:/],
+    controlUrls: [/^https:\/\/127\.0\.0\.1:\d+$/, /^https:/, /^https:/],
+    caFile: path.join(dataDir, "tls", "ca.pem"),
+    dataDir,
+  });
+  const run = JSON.parse(fs.readFileSync(path.join(dataDir, "run.json"), "utf8"));
+  const pids: number[] = [];
+  for (const m of run.monitorUrls as string[]) {
+    const varz = (await (await fetch(`${m}/varz`)).json()) as { cluster?: { name?: string }; server_name?: string };
+    t.equal(varz.cluster?.name, "unibus");
+    const connz = await fetch(`${m}/healthz`);
+    t.equal(connz.status, 200);
+  }
+  // An admin added with the CLI on the shared data dir is admitted by node 3.
+  const alice = createIdentity();
+  const add = await runCli(["user", "add", alice.signPub, "--handle", "alice", "--data-dir", dataDir]);
+  t.equal(add.code, 0, add.stderr);
+  const c = await connect({
+    natsUrl: (ready.natsUrls as string[])[2]!,
+    caFile: ready.caFile as string,
+    identity: alice,
+  });
+  await c.close();
+  for (const f of fs.readdirSync(path.join(dataDir, "nats"), { recursive: true }) as string[]) {
+    const m = /_(\d+)\.ports$/.exec(f);
+    if (m) pids.push(Number(m[1]));
+  }
+  t.equal(pids.length, 3, "three nats-servers");
+  child.kill("SIGTERM");
+  t.equal(await exited, 0);
+  t.ok(
+    pids.every((p) => !isProcessAlive(p)),
+    "SIGTERM stops every node",
+  );
 });

@@ -1,6 +1,7 @@
 import fs from "node:fs/promises";
 import path from "node:path";
 import type { Command } from "commander";
+import { startCluster, type UnibusCluster } from "../../bus/cluster.ts"; // cluster
 import { startUnibus, type Unibus } from "../../bus/unibus.ts";
 import { describeConfig, resolveConfig, SETTINGS } from "../../config/index.ts";
 import { createLogger } from "../../log/index.ts";
@@ -10,6 +11,15 @@ interface UpOptions {
   json?: boolean;
   printConfig?: boolean;
   config?: string;
+  // ---- cluster ----
+  cluster?: string;
+  clusterPort?: string;
+  clusterName?: string;
+  serverName?: string;
+  route?: string[];
+  clusterAdvertise?: string;
+  replicas?: string;
+  // ---- end cluster ----
 }
 
 export const RUN_FILE = "run.json";
@@ -35,6 +45,19 @@ export function upCommand(program: Command): void {
     .option("--config <file>", "read settings from this JSON file instead of ./unibus.config.json")
     .option("--print-config", "print the effective configuration (and where each value came from), then exit")
     .option("--json", "print one JSON line when ready; logs as JSON on stderr")
+    // ---- cluster ----
+    .option("--cluster <n>", "start n nodes on this machine as one cluster; node i listens on each port + i")
+    .option("--cluster-port <port>", "first route port, -1 for random (default 6222)")
+    .option("--cluster-name <name>", "cluster name, the same on every node (default unibus)")
+    .option("--server-name <name>", "this node's unique name in a cluster of machines (default unibus-1)")
+    .option(
+      "--route <url>",
+      "nats-route://host:port of another node; makes this node a cluster member (repeatable)",
+      collect,
+    )
+    .option("--cluster-advertise <host:port>", "where the other nodes reach this one's route port")
+    .option("--replicas <n>", "JetStream replicas of room streams (default: min(3, nodes))")
+    // ---- end cluster ----
     .action(async (opts: UpOptions, cmd: Command) => {
       const flags: Record<string, unknown> = {};
       for (const key of Object.keys(SETTINGS)) {
@@ -57,6 +80,7 @@ export function upCommand(program: Command): void {
       const dataDir = path.resolve(cfg.dataDir);
       await refuseIfRunning(dataDir);
       let bus: Unibus | undefined;
+      let cluster: UnibusCluster | undefined; // cluster
       let stopping = false;
       const stop = async (signal: string) => {
         // A signal can arrive twice (a process-group kill plus the launcher forwarding
@@ -65,12 +89,68 @@ export function upCommand(program: Command): void {
         stopping = true;
         if (!opts.json) process.stderr.write(`\nunibus: ${signal} received, stopping…\n`);
         await bus?.stop();
+        await cluster?.stop(); // cluster
         await fs.rm(path.join(dataDir, RUN_FILE), { force: true });
         process.exit(0);
       };
       process.on("SIGINT", () => void stop("SIGINT"));
       process.on("SIGTERM", () => void stop("SIGTERM"));
+      // ---- cluster ----
+      if (opts.cluster !== undefined) {
+        cluster = await startCluster({
+          nodes: intOption(opts.cluster, "--cluster"),
+          dataDir,
+          host: cfg.host,
+          hostnames: cfg.hostnames,
+          ports: {
+            nats: cfg.natsPort,
+            control: cfg.controlPort,
+            monitoring: cfg.monitorPort,
+            cluster: opts.clusterPort === undefined ? 6222 : intOption(opts.clusterPort, "--cluster-port"),
+          },
+          ...(opts.clusterName ? { name: opts.clusterName } : {}),
+          ...(opts.replicas ? { replicas: intOption(opts.replicas, "--replicas") } : {}),
+          logger,
+        });
+        const ready = {
+          event: "ready",
+          natsUrls: cluster.natsUrls,
+          controlUrls: cluster.controlUrls,
+          caFile: cluster.caFile,
+          dataDir: cluster.dataDir,
+        };
+        await fs.writeFile(
+          path.join(dataDir, RUN_FILE),
+          `${JSON.stringify({ pid: process.pid, ...ready, monitorUrls: cluster.monitorUrls })}\n`,
+          { mode: 0o600 },
+        );
+        logger.level = level;
+        if (opts.json) return printJson(ready);
+        const lines = [`unibus is up: a cluster of ${cluster.nodes.length} nodes (${cluster.name}).`];
+        cluster.nodes.forEach((n, i) => {
+          lines.push(`  ${n.serverName}: NATS ${cluster?.natsUrls[i]}  control plane ${n.controlUrl}`);
+        });
+        lines.push(`  CA file:  ${cluster.caFile}   (clients trust this CA)`, `  data dir: ${cluster.dataDir}`);
+        lines.push("", "Clients: pass every NATS URL so they fail over. Press Ctrl-C to stop.");
+        process.stdout.write(`${lines.join("\n")}\n`);
+        return;
+      }
+      const member =
+        opts.route !== undefined || opts.clusterName !== undefined
+          ? {
+              cluster: {
+                name: opts.clusterName ?? "unibus",
+                port: opts.clusterPort === undefined ? 6222 : intOption(opts.clusterPort, "--cluster-port"),
+                routes: opts.route ?? [],
+                ...(opts.clusterAdvertise ? { advertise: opts.clusterAdvertise } : {}),
+              },
+              ...(opts.replicas ? { replicas: intOption(opts.replicas, "--replicas") } : {}),
+            }
+          : {};
+      // ---- end cluster ----
       bus = await startUnibus({
+        ...member, // cluster
+        ...(opts.serverName ? { serverName: opts.serverName } : {}), // cluster
         dataDir,
         host: cfg.host,
         hostnames: cfg.hostnames,
@@ -111,6 +191,14 @@ export function upCommand(program: Command): void {
       lines.push("", "Press Ctrl-C to stop.");
       process.stdout.write(`${lines.join("\n")}\n`);
     });
+}
+
+// cluster
+function intOption(value: string, flag: string): number {
+  const n = Number(value);
+  if (!/^-?\d+$/.test(value) || !Number.isSafeInteger(n))
+    throw new CliError(`${flag} must be a whole number; got ${value}`);
+  return n;
 }
 
 function collect(value: string, previous: string[] = []): string[] {
