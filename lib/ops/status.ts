@@ -38,7 +38,7 @@ export interface KvBucketStatus {
   stream: string;
   replicas: number;
   leader?: string;
-  /** The followers the leader reports; empty on a single node. */
+  /** The followers as the stream's leader sees them; empty on a single node. Each bucket is reported once, by the node that leads it. */
   followers: ReplicaStatus[];
   messages?: number;
 }
@@ -56,7 +56,7 @@ export interface NodeStatus {
   connections?: number;
   jetstream?: {
     enabled: boolean;
-    /** Present when JetStream runs clustered. */
+    /** Present when JetStream runs clustered; `peers` only on the meta leader (the others do not track them). */
     meta?: { cluster?: string; leader?: string; size?: number; peers: ReplicaStatus[] };
     streams?: number;
   };
@@ -235,14 +235,14 @@ export async function nodeStatus(monitorUrl: string, timeoutMs = DEFAULT_TIMEOUT
   const [varz, connz, jsz] = await Promise.all([
     getJson(`${base}/varz`, timeoutMs).catch(() => undefined),
     getJson(`${base}/connz?limit=1`, timeoutMs).catch(() => undefined),
-    getJson(`${base}/jsz?accounts=true&streams=true`, timeoutMs).catch(() => undefined),
+    getJson(`${base}/jsz?accounts=true&streams=true&config=true`, timeoutMs).catch(() => undefined),
   ]);
   if (varz) {
     const v = obj(varz.body);
     node.name = str(v.server_name);
     node.serverId = str(v.server_id);
     node.version = str(v.version);
-    const cluster = num(obj(v.cluster).port);
+    const cluster = num(obj(v.cluster).cluster_port) ?? num(obj(v.cluster).port);
     // /varz echoes the configured http_port (-1 when random); the URL we reached is the truth.
     const monitoring = Number(new URL(base).port) || num(v.http_port);
     node.ports = {
@@ -277,13 +277,17 @@ export async function nodeStatus(monitorUrl: string, timeoutMs = DEFAULT_TIMEOUT
         const name = str(stream.name);
         if (!name?.startsWith("KV_unibus_")) continue;
         const cluster = obj(stream.cluster);
+        // Only the stream's leader knows its followers' lag; the others' views list peers
+        // they do not track as not current. Each bucket is reported by its leader.
+        const leader = str(cluster.leader);
+        if (leader && node.name && leader !== node.name) continue;
         const config = obj(stream.config);
         const messages = num(obj(stream.state).messages);
         node.kv.push({
           bucket: name.slice("KV_".length),
           stream: name,
           replicas: num(config.num_replicas) ?? 1,
-          ...(str(cluster.leader) ? { leader: str(cluster.leader) } : {}),
+          ...(leader ? { leader } : {}),
           followers: arr(cluster.replicas).map(replicaOf),
           ...(messages !== undefined ? { messages } : {}),
         });
