@@ -53,6 +53,7 @@ export interface NodeStatus {
   serverId?: string;
   version?: string;
   ports?: { client?: number; monitoring?: number; cluster?: number };
+  /** Every connection on the node (/connz total), the bus' own service connections included. */
   connections?: number;
   jetstream?: {
     enabled: boolean;
@@ -372,7 +373,7 @@ export function formatStatus(s: BusStatus): string {
       ].filter(Boolean);
       lines.push(`  ports:       ${parts.join(", ")}`);
     }
-    if (n.connections !== undefined) lines.push(`  connections: ${n.connections}`);
+    if (n.connections !== undefined) lines.push(`  connections: ${n.connections} (the bus' own included)`);
     if (n.jetstream) {
       const js = n.jetstream;
       if (!js.enabled) lines.push("  jetstream:   disabled");
