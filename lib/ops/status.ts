@@ -109,7 +109,8 @@ export async function readRunInfo(dataDir: string): Promise<RunInfo | undefined>
   }
   const r = raw as Partial<RunInfo> | null;
   if (!r || typeof r.pid !== "number" || !isProcessAlive(r.pid)) return undefined;
-  const strings = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x) => typeof x === "string") : []);
+  const strings = (v: unknown): string[] =>
+    Array.isArray(v) ? v.filter((x): x is string => typeof x === "string" && x !== "") : [];
   return {
     pid: r.pid,
     natsUrls: strings(r.natsUrls),
