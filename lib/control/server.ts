@@ -7,6 +7,7 @@
  *
  * Header size, header and request timeouts are set on the socket server itself.
  */
+import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
@@ -111,9 +112,25 @@ export class ControlServer {
     const started = performance.now();
     let routeName = "unmatched";
     const metrics = this.#opts.metrics;
+    // One log line per request, with an id the caller also gets (x-request-id).
+    const requestId = randomUUID();
+    res.setHeader("x-request-id", requestId);
     res.once("finish", () => {
+      const ms = performance.now() - started;
       metrics?.httpRequests.inc({ route: routeName, status: String(res.statusCode) });
-      metrics?.httpLatency.observe({ route: routeName }, (performance.now() - started) / 1000);
+      metrics?.httpLatency.observe({ route: routeName }, ms / 1000);
+      this.#logger.debug(
+        {
+          component: "control",
+          requestId,
+          method: req.method,
+          route: routeName,
+          status: res.statusCode,
+          ip: req.socket.remoteAddress,
+          ms: Number(ms.toFixed(2)),
+        },
+        "request",
+      );
     });
     try {
       if (!this.#limiter.take(rateLimitKey(req.socket.remoteAddress))) {
