@@ -13,9 +13,10 @@ import { loadOrCreateServiceKeys } from "../auth/service-keys.ts";
 import { InvalidArgumentError, NatsStartError, StateError } from "../errors.ts";
 import { type Logger, silentLogger } from "../log/index.ts";
 import type { NatsPorts } from "../nats/index.ts";
-import { NatsServerProcess, resolveNatsServer } from "../nats/index.ts";
+import { resolveNatsServer } from "../nats/index.ts";
 import { openStore } from "../store/index.ts";
 import { loadOrCreateCa } from "../tls/index.ts";
+import { learnFreeRoutePorts } from "./cluster-ports.ts";
 import { type MetaStatus, waitForMetaGroup } from "./cluster-ready.ts";
 import { busLayout } from "./layout.ts";
 import { type StartUnibusOptions, Unibus } from "./unibus.ts";
@@ -113,31 +114,13 @@ function checkOptions(opts: StartClusterOptions): { n: number; replicas: number 
   return { n, replicas };
 }
 
-/** Fills in each -1 route port with one a bare, route-only nats-server was just given by the kernel. */
+/** Fills in each -1 route port with one the kernel just gave a bare route-only nats-server. */
 async function learnRoutePorts(binary: string, specs: NodeSpec[], host: string, dir: string): Promise<void> {
-  await Promise.all(
-    specs.map(async (spec) => {
-      if (spec.ports.cluster !== -1) return;
-      const probe = new NatsServerProcess({
-        binary,
-        workDir: path.join(dir, `${spec.name}-ports`),
-        config: {
-          serverName: `${spec.name}-ports`,
-          host: "127.0.0.1",
-          port: -1,
-          cluster: { name: "unibus-port-probe", host, port: -1, routes: [] },
-        },
-      });
-      try {
-        const ports = await probe.start();
-        if (!ports.cluster) throw new Error("nats-server wrote no cluster port to its ports file");
-        spec.ports.cluster = ports.cluster;
-      } finally {
-        await probe.stop();
-        await fs.rm(path.join(dir, `${spec.name}-ports`), { recursive: true, force: true });
-      }
-    }),
-  );
+  const todo = specs.filter((s) => s.ports.cluster === -1);
+  const ports = await learnFreeRoutePorts({ binary, count: todo.length, host, dir });
+  todo.forEach((s, i) => {
+    s.ports.cluster = ports[i]!;
+  });
 }
 
 function routeUrl(host: string, port: number): string {

@@ -2,16 +2,22 @@
 // admits and routes, a SIGKILLed node's clients fail over and the node rejoins.
 import { spawn } from "node:child_process";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import t, { type Test } from "tap";
+import { loadOrCreateServiceKeys } from "../../lib/auth/service-keys.ts";
 import { startCluster, type UnibusCluster } from "../../lib/bus/cluster.ts";
-import { metaStatus, notFormed } from "../../lib/bus/cluster-ready.ts";
+import { learnFreeRoutePorts } from "../../lib/bus/cluster-ports.ts";
+import { metaStatus, notFormed, waitForMetaGroup } from "../../lib/bus/cluster-ready.ts";
+import { Unibus } from "../../lib/bus/unibus.ts";
 import { connect, type UnibusClient } from "../../lib/client/connect.ts";
 import type { Room, RoomMessage } from "../../lib/client/room.ts";
 import { createIdentity, type Identity } from "../../lib/crypto/identity.ts";
 import { InvalidArgumentError } from "../../lib/errors.ts";
+import { silentLogger } from "../../lib/log/index.ts";
 import { isProcessAlive } from "../../lib/nats/index.ts";
+import { loadOrCreateCa } from "../../lib/tls/index.ts";
 import { runCli, UNIBUS_BIN } from "../helpers/cli.ts";
 import { NATS_SERVER } from "../helpers/nats.ts";
 
@@ -22,8 +28,9 @@ async function user(
   on: { nats: string | string[]; control: string },
 ): Promise<{ id: Identity; c: UnibusClient }> {
   const id = createIdentity();
-  // Always written through node 1: the store is shared, so every node must admit it.
-  await c.nodes[0]!.addUser(id.signPub, { handle, kexPub: id.kexPub });
+  // Written through the first live node: the store is shared, so every node must admit it.
+  const via = c.nodes.find((n) => n.state === "running")!;
+  await via.addUser(id.signPub, { handle, kexPub: id.kexPub });
   const client = await connect({
     natsUrl: on.nats,
     controlUrl: on.control,
@@ -276,3 +283,59 @@ t.test("unibus up --cluster 3 --json prints one ready line with every node's URL
     "SIGTERM stops every node",
   );
 });
+
+t.test(
+  "three 'machines': separate data dirs with a copied CA and service keys, explicit names, routes and advertise",
+  async (t) => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), "unibus-test-"));
+    const dirs = ["a", "b", "c"].map((x) => path.join(root, x));
+    // What an operator does once: create the CA and service keys on the first machine and
+    // copy them (0600) to the others.
+    await loadOrCreateCa(path.join(dirs[0]!, "tls"));
+    await loadOrCreateServiceKeys(dirs[0]!);
+    for (const d of dirs.slice(1)) {
+      fs.mkdirSync(path.join(d, "tls"), { recursive: true, mode: 0o700 });
+      for (const f of ["tls/ca.pem", "tls/ca-key.pem", "service-keys.json"]) {
+        fs.copyFileSync(path.join(dirs[0]!, f), path.join(d, f));
+        fs.chmodSync(path.join(d, f), 0o600);
+      }
+    }
+    const routePorts = await learnFreeRoutePorts({ binary: NATS_SERVER, count: 3, host: "127.0.0.1", dir: root });
+    const routes = routePorts.map((p) => `nats-route://localhost:${p}`);
+    const nodes = dirs.map(
+      (dataDir, i) =>
+        new Unibus({
+          dataDir,
+          natsServer: NATS_SERVER,
+          serverName: `host-${"abc"[i]}`,
+          logger: silentLogger,
+          hostnames: ["localhost"],
+          replicas: 3,
+          cluster: { name: "team", port: routePorts[i]!, routes, advertise: `localhost:${routePorts[i]}` },
+        }),
+    );
+    t.teardown(async () => {
+      await Promise.all(nodes.map((n) => n.stop()));
+      fs.rmSync(root, { recursive: true, force: true });
+    });
+    await Promise.all(nodes.map((n) => n.start()));
+    const views = await waitForMetaGroup(
+      nodes.map((n) => ({ name: n.serverName, monitorUrl: n.monitorUrl })),
+      { timeoutMs: 20_000 },
+    );
+    t.equal(views.length, 3, "one meta group over TLS routes to the advertised names");
+    t.ok(
+      nodes.every((n) => n.caPem === nodes[0]!.caPem),
+      "one CA",
+    );
+    // Until the KV store lands each machine has its own SQLite store, and the callout that
+    // answers a connect may be any machine's (one queue group across the cluster, no local
+    // preference for the server's own requests): an admin change goes to every machine.
+    const id = createIdentity();
+    for (const n of nodes) await n.addUser(id.signPub, { handle: "carol" });
+    const c = await connect({ natsUrl: nodes[2]!.natsUrl, ca: nodes[0]!.caPem, identity: id, timeoutMs: 5000 });
+    t.equal(c.nc.info?.server_name, "host-c");
+    t.equal(c.nc.info?.cluster, "team");
+    await c.close();
+  },
+);
