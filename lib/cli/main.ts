@@ -3,32 +3,36 @@
  * on stderr and a non-zero exit.
  */
 import { Command, CommanderError } from "commander";
-import { doctorCommand } from "./commands/doctor.ts"; // ops
-import { identityCommand } from "./commands/identity.ts";
-import { installCommand } from "./commands/install.ts";
-import { inviteCommand } from "./commands/invite.ts";
-import { migrateCommand } from "./commands/migrate.ts";
-import { registerCommand } from "./commands/register.ts";
-import { statusCommand } from "./commands/status.ts"; // ops
-import { upCommand } from "./commands/up.ts";
-import { userCommand } from "./commands/user.ts";
 import { CliError, errorLine } from "./output.ts";
 
-export function buildProgram(): Command {
+type Register = (program: Command) => void;
+
+/**
+ * Each command's module, loaded only when needed: `unibus user list` need not load
+ * the bus, the control plane and the cluster code (start-up time is what a CLI's
+ * user feels first). Order is the order of `--help`.
+ */
+const COMMANDS: Record<string, () => Promise<Register>> = {
+  up: async () => (await import("./commands/up.ts")).upCommand,
+  identity: async () => (await import("./commands/identity.ts")).identityCommand,
+  user: async () => (await import("./commands/user.ts")).userCommand,
+  invite: async () => (await import("./commands/invite.ts")).inviteCommand,
+  register: async () => (await import("./commands/register.ts")).registerCommand,
+  status: async () => (await import("./commands/status.ts")).statusCommand,
+  doctor: async () => (await import("./commands/doctor.ts")).doctorCommand,
+  "migrate-to-kv": async () => (await import("./commands/migrate.ts")).migrateCommand,
+  install: async () => (await import("./commands/install.ts")).installCommand,
+};
+
+/** The program with every command, or only `only` (the one the user named). */
+export async function buildProgram(only?: string): Promise<Command> {
   const program = new Command("unibus")
     .description("a self-hostable, secure message bus for small teams and their bots")
     .showSuggestionAfterError()
     .exitOverride()
     .configureOutput({ outputError: (text, write) => write(`unibus: ${text.replace(/^error: /, "").trim()}\n`) });
-  upCommand(program);
-  identityCommand(program);
-  userCommand(program);
-  inviteCommand(program);
-  registerCommand(program);
-  installCommand(program);
-  migrateCommand(program);
-  statusCommand(program); // ops
-  doctorCommand(program); // ops
+  const names = only && COMMANDS[only] ? [only] : Object.keys(COMMANDS);
+  for (const register of await Promise.all(names.map((n) => COMMANDS[n]!()))) register(program);
   for (const cmd of program.commands) {
     cmd.exitOverride();
     for (const sub of cmd.commands) sub.exitOverride();
@@ -38,7 +42,8 @@ export function buildProgram(): Command {
 
 export async function main(argv: string[]): Promise<number> {
   try {
-    await buildProgram().parseAsync(argv, { from: "user" });
+    const first = argv.find((a) => !a.startsWith("-"));
+    await (await buildProgram(first)).parseAsync(argv, { from: "user" });
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) {

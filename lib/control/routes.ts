@@ -6,7 +6,6 @@
 import crypto from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
-import { sha256Hex } from "../crypto/canonical.ts";
 import { ed25519PublicKey, verify } from "../crypto/ed25519.ts";
 import {
   ConflictError,
@@ -18,6 +17,9 @@ import {
 import type { Logger } from "../log/index.ts";
 import { InviteRefusedError, type Room, type Store, type User } from "../store/index.ts";
 import { HttpError } from "./http-error.ts";
+import { parseTtl, registrationProofMessage } from "./protocol.ts";
+
+export { parseTtl, registrationProofMessage };
 
 /** A change that affects who may read or write what (the ACL issue kicks on these). */
 export type AccessChange =
@@ -127,25 +129,11 @@ function sameKey(a: string, b: string): boolean {
   return a.toLowerCase() === b.toLowerCase();
 }
 
-/** `7d`, `12h`, `30m`, `45s` or milliseconds → ms. */
-export function parseTtl(value: string | number): number {
-  if (typeof value === "number") return value;
-  const m = /^(\d{1,6})(ms|s|m|h|d)$/.exec(value.trim());
-  if (!m) throw new HttpError(400, `ttl must look like 7d, 12h, 30m or 45s, not ${JSON.stringify(value)}`);
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as "ms"];
-  return Number(m[1]) * unit;
-}
-
 const MAX_TTL_MS = 90 * 86_400_000;
 
 /** 12 random bytes, hex: the id (and the last subject token) of a new room. */
 export function newRoomId(): string {
   return crypto.randomBytes(12).toString("hex");
-}
-
-/** What a registrant signs with its new key to prove it holds it. */
-export function registrationProofMessage(token: string): Buffer {
-  return Buffer.from(`unibus-register:${sha256Hex(token)}`);
 }
 
 export const ROUTES: readonly Route[] = [

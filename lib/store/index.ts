@@ -1,12 +1,13 @@
 import { InvalidArgumentError } from "../errors.ts";
 import type { Logger } from "../log/index.ts";
-import { type KvStoreOptions, openKvStore } from "./kv.ts";
+import type { KvStore, KvStoreOptions } from "./kv.ts";
+import type { ImportProgress } from "./snapshot.ts";
 import { openSqliteStore } from "./sqlite.ts";
-import type { Store } from "./types.ts";
+import type { Snapshot, Store } from "./types.ts";
 
 export { type InviteRefusal, InviteRefusedError } from "./errors.ts";
-export { KvStore, type KvStoreOptions, openKvStore } from "./kv.ts";
-export { type ImportProgress, importSnapshot } from "./snapshot.ts";
+export type { KvStore, KvStoreOptions } from "./kv.ts";
+export type { ImportProgress } from "./snapshot.ts";
 export { openSqliteStore, type SqliteStoreOptions } from "./sqlite.ts";
 export type {
   Invite,
@@ -75,4 +76,21 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
         `unknown store backend ${JSON.stringify((opts as { backend?: unknown } | undefined)?.backend)}; use "sqlite" or "kv"`,
       );
   }
+}
+
+// The KV backend (and its NATS client modules) loads only when asked for: a single
+// node on SQLite, and every CLI command that edits it, never pays for it.
+
+/** Opens the JetStream KV store (see lib/store/kv.ts). */
+export async function openKvStore(opts: KvStoreOptions): Promise<KvStore> {
+  return (await import("./kv.ts")).openKvStore(opts);
+}
+
+/** Writes a snapshot into a KV store as it is (see lib/store/snapshot.ts). */
+export async function importSnapshot(
+  kv: KvStore,
+  snapshot: Snapshot,
+  opts: { onProgress?: (p: ImportProgress) => void } = {},
+): Promise<void> {
+  return (await import("./snapshot.ts")).importSnapshot(kv, snapshot, opts);
 }

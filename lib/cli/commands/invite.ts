@@ -3,7 +3,7 @@ import path from "node:path";
 import type { Command } from "commander";
 import { busLayout } from "../../bus/layout.ts";
 import { resolveConfig, type UnibusConfig } from "../../config/index.ts";
-import { parseTtl } from "../../control/routes.ts";
+import { parseTtl } from "../../control/protocol.ts";
 import { type Invite, newInviteToken } from "../../store/index.ts";
 import { CliError, printJson, table } from "../output.ts";
 import { resolveDataDir, withStore } from "../store.ts";

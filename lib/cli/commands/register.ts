@@ -2,7 +2,7 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import type { Command } from "commander";
 import { ControlClient } from "../../client/control.ts";
-import { registrationProofMessage } from "../../control/routes.ts";
+import { registrationProofMessage } from "../../control/protocol.ts";
 import { loadOrCreateIdentity } from "../../crypto/identity.ts";
 import { ControlPlaneError } from "../../errors.ts";
 import type { User } from "../../store/index.ts";
