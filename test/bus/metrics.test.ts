@@ -76,3 +76,25 @@ t.test("/metrics refuses non-loopback clients", async (t) => {
   t.equal(res.statusCode, 403);
   t.match(await res.body.json(), { message: /loopback clients only/ });
 });
+
+t.test("rate-limited requests are counted", async (t) => {
+  const bus = await testBus(t, { rateLimit: { ratePerSec: 1, burst: 3 } });
+  const dispatcher = new Agent({ connect: { ca: bus.caPem } });
+  t.teardown(() => dispatcher.close());
+  const statuses: number[] = [];
+  for (let i = 0; i < 6; i++) {
+    const res = await request(`${bus.controlUrl}/v1/rooms/x`, { dispatcher });
+    statuses.push(res.statusCode);
+    await res.body.dump();
+  }
+  t.ok(statuses.includes(429), `a flood gets 429 (${statuses.join(",")})`);
+  // the scrape itself is rate-limited too; wait for a token
+  await new Promise((r) => setTimeout(r, 1100));
+  const res = await request(`${bus.controlUrl}/metrics`, { dispatcher });
+  const samples = parse(await res.body.text());
+  t.ok((samples.get('unibus_http_rejections_total{reason="rate_limit"}') ?? 0) >= 1, "rate_limit rejections counted");
+  t.ok(
+    (samples.get('unibus_http_requests_total{route="unmatched",status="429"}') ?? 0) >= 1,
+    "and the 429s by route and status",
+  );
+});
