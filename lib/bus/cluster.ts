@@ -170,8 +170,12 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Unib
   }));
   const connections = new ConnectionRegistry();
   const nodes: Unibus[] = [];
-  const routesFor = (i: number) =>
-    specs.filter((_, j) => j !== i && specs[j]!.ports.cluster > 0).map((s) => routeUrl(host, s.ports.cluster));
+  // Every node lists every node, itself included: the server ignores its own route, but
+  // JetStream sizes its first meta group from the number of routes. Without the self
+  // route, three nodes expect two peers, and two that meet first can form a meta group
+  // of two that the third only follows (seen: cluster_size 2 for 15 s and more).
+  const routesFor = (_i: number) =>
+    specs.filter((s) => s.ports.cluster > 0).map((s) => routeUrl(host, s.ports.cluster));
 
   const makeNode = (i: number, routes: string[]): Unibus => {
     const spec = specs[i]!;

@@ -75,7 +75,10 @@ export interface UnibusClusterOptions {
   host?: string;
   /** Route port; -1 (default) picks a free one. */
   port?: number;
-  /** Route URLs of the other nodes (`nats-route://host:6222`); the node's own URL may be listed too. */
+  /**
+   * Route URLs (`nats-route://host:6222`) of every node, this one included: the server skips its
+   * own, but JetStream sizes its first meta group from how many routes there are.
+   */
   routes?: string[];
   /** `host:port` the other nodes should dial; the route certificate covers its host. */
   advertise?: string;

@@ -9,8 +9,8 @@ import t, { type Test } from "tap";
 import { loadOrCreateServiceKeys } from "../../lib/auth/service-keys.ts";
 import { startCluster, type UnibusCluster } from "../../lib/bus/cluster.ts";
 import { learnFreeRoutePorts } from "../../lib/bus/cluster-ports.ts";
-import { metaStatus, notFormed, waitForMetaGroup } from "../../lib/bus/cluster-ready.ts";
-import { Unibus } from "../../lib/bus/unibus.ts";
+import { ClusterNotReadyError, metaStatus, notFormed, waitForMetaGroup } from "../../lib/bus/cluster-ready.ts";
+import { startUnibus, Unibus } from "../../lib/bus/unibus.ts";
 import { connect, type UnibusClient } from "../../lib/client/connect.ts";
 import type { Room, RoomMessage } from "../../lib/client/room.ts";
 import { createIdentity, type Identity } from "../../lib/crypto/identity.ts";
@@ -143,6 +143,19 @@ t.test("three nodes: form, serve from any node, survive a SIGKILL, rejoin, stop 
   await room.publish("before");
   t.equal(await atBob.until(1), 1, "a message from node 1 reaches a member on another node");
   t.equal(await atCarol.until(1), 1);
+
+  // A persisted room's stream is replicated on every node (replicas default 3).
+  const kept = await alice.c.createRoom({ encrypt: false, persist: true });
+  await kept.publish("kept");
+  await reconnected(bob.c, () => kept.addMember(bob.id));
+  const history: string[] = [];
+  for await (const m of (await bob.c.openRoom(kept.id)).history()) history.push(new TextDecoder().decode(m.data));
+  t.same(history, ["kept"], "history written through node 1 is read through node 3");
+  const jsz = (await (await fetch(`${nodes[0]!.monitorUrl}/jsz?accounts=true&streams=true&config=true`)).json()) as {
+    account_details?: { stream_detail?: { name: string; config?: { num_replicas?: number } }[] }[];
+  };
+  const stream = jsz.account_details?.flatMap((a) => a.stream_detail ?? []).find((d) => d.name === `ROOM_${kept.id}`);
+  t.equal(stream?.config?.num_replicas, 3, "the room stream has 3 replicas");
 
   // A kick makes a client reconnect to any node it knows, so who sits where is only
   // known now: the node carol (connected with every URL) is on is the one that crashes.
@@ -339,3 +352,18 @@ t.test(
     await c.close();
   },
 );
+
+t.test("a failed start stops what it started and says why", async (t) => {
+  const dataDir = path.join(t.testdir(), "bus");
+  await t.rejects(startCluster({ dataDir, natsServer: path.join(dataDir, "no-such-nats-server") }), {
+    code: "NATS_BINARY",
+  });
+  // A bus that is no cluster never has a meta leader: the ready check gives up with a typed error.
+  const single = await startUnibus({ natsServer: NATS_SERVER, logger: silentLogger });
+  t.teardown(() => single.stop());
+  const err = await waitForMetaGroup([{ name: single.serverName, monitorUrl: single.monitorUrl }], {
+    timeoutMs: 100,
+  }).catch((e: unknown) => e);
+  t.type(err, ClusterNotReadyError);
+  t.match(err, { code: "CLUSTER_NOT_READY", message: /did not form within 100 ms \(no meta leader yet\)/ });
+});

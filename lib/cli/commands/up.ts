@@ -52,7 +52,7 @@ export function upCommand(program: Command): void {
     .option("--server-name <name>", "this node's unique name in a cluster of machines (default unibus-1)")
     .option(
       "--route <url>",
-      "nats-route://host:port of another node; makes this node a cluster member (repeatable)",
+      "nats-route://host:port of every node, this one included; makes this node a cluster member (repeatable)",
       collect,
     )
     .option("--cluster-advertise <host:port>", "where the other nodes reach this one's route port")
