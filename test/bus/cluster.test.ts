@@ -232,22 +232,12 @@ t.test("kill() and restart() refuse a bad index", async (t) => {
   await cluster.stop();
 });
 
-t.test("unibus up --cluster 3 --json prints one ready line with every node's URLs", async (t) => {
-  const dataDir = path.join(t.testdir(), "bus");
-  const child = spawn(
-    process.execPath,
-    [
-      UNIBUS_BIN,
-      "up",
-      "--json",
-      "--cluster",
-      "3",
-      "--data-dir",
-      dataDir,
-      ...["--nats-port", "-1", "--control-port", "0", "--monitor-port", "-1", "--cluster-port", "-1"],
-    ],
-    { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, UNIBUS_NATS_SERVER: NATS_SERVER } },
-  );
+/** `unibus up --json …` as a child process; resolves with its ready line. */
+async function upJson(t: Test, args: string[]) {
+  const child = spawn(process.execPath, [UNIBUS_BIN, "up", "--json", ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, UNIBUS_NATS_SERVER: NATS_SERVER },
+  });
   t.teardown(() => {
     if (child.exitCode === null) child.kill("SIGKILL");
   });
@@ -259,6 +249,31 @@ t.test("unibus up --cluster 3 --json prints one ready line with every node's URL
     rl.once("line", (l) => resolve(JSON.parse(l)));
     void exited.then((code) => reject(new Error(`up exited (${code}) before ready: ${stderr.slice(-2000)}`)));
   });
+  return { child, ready, exited };
+}
+
+/** What an operator does once: one CA and one set of service keys, copied (0600) to every machine's data dir. */
+async function sharedSecrets(dirs: string[]): Promise<void> {
+  await loadOrCreateCa(path.join(dirs[0]!, "tls"));
+  await loadOrCreateServiceKeys(dirs[0]!);
+  for (const d of dirs.slice(1)) {
+    fs.mkdirSync(path.join(d, "tls"), { recursive: true, mode: 0o700 });
+    for (const f of ["tls/ca.pem", "tls/ca-key.pem", "service-keys.json"]) {
+      fs.copyFileSync(path.join(dirs[0]!, f), path.join(d, f));
+      fs.chmodSync(path.join(d, f), 0o600);
+    }
+  }
+}
+
+t.test("unibus up --cluster 3 --json prints one ready line with every node's URLs", async (t) => {
+  const dataDir = path.join(t.testdir(), "bus");
+  const { child, ready, exited } = await upJson(t, [
+    "--cluster",
+    "3",
+    "--data-dir",
+    dataDir,
+    ...["--nats-port", "-1", "--control-port", "0", "--monitor-port", "-1", "--cluster-port", "-1"],
+  ]);
   t.match(ready, {
     event: "ready",
     natsUrls: [/^tls:\/\/127\.0\.0\.1:\d+$/, /^tls:/, /^tls:/],
@@ -302,17 +317,7 @@ t.test(
   async (t) => {
     const root = fs.mkdtempSync(path.join(os.tmpdir(), "unibus-test-"));
     const dirs = ["a", "b", "c"].map((x) => path.join(root, x));
-    // What an operator does once: create the CA and service keys on the first machine and
-    // copy them (0600) to the others.
-    await loadOrCreateCa(path.join(dirs[0]!, "tls"));
-    await loadOrCreateServiceKeys(dirs[0]!);
-    for (const d of dirs.slice(1)) {
-      fs.mkdirSync(path.join(d, "tls"), { recursive: true, mode: 0o700 });
-      for (const f of ["tls/ca.pem", "tls/ca-key.pem", "service-keys.json"]) {
-        fs.copyFileSync(path.join(dirs[0]!, f), path.join(d, f));
-        fs.chmodSync(path.join(d, f), 0o600);
-      }
-    }
+    await sharedSecrets(dirs);
     const routePorts = await learnFreeRoutePorts({ binary: NATS_SERVER, count: 3, host: "127.0.0.1", dir: root });
     const routes = routePorts.map((p) => `nats-route://localhost:${p}`);
     const nodes = dirs.map(
@@ -367,3 +372,48 @@ t.test("a failed start stops what it started and says why", async (t) => {
   t.type(err, ClusterNotReadyError);
   t.match(err, { code: "CLUSTER_NOT_READY", message: /did not form within 100 ms \(no meta leader yet\)/ });
 });
+
+t.test(
+  "unibus up as one member of a cluster of machines: --route, --server-name, --cluster-name, --cluster-advertise",
+  async (t) => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), "unibus-test-"));
+    t.teardown(() => fs.rmSync(root, { recursive: true, force: true }));
+    const dirs = ["a", "b"].map((x) => path.join(root, x));
+    await sharedSecrets(dirs);
+    const ports = await learnFreeRoutePorts({ binary: NATS_SERVER, count: 2, host: "127.0.0.1", dir: root });
+    const routes = ports.flatMap((p) => ["--route", `nats-route://localhost:${p}`]);
+    const ups = await Promise.all(
+      dirs.map((dataDir, i) =>
+        upJson(t, [
+          "--data-dir",
+          dataDir,
+          ...["--nats-port", "-1", "--control-port", "0", "--monitor-port", "-1"],
+          ...["--server-name", `m-${i}`, "--cluster-name", "pair", "--cluster-port", String(ports[i])],
+          ...["--cluster-advertise", `localhost:${ports[i]}`, "--replicas", "2", ...routes],
+        ]),
+      ),
+    );
+    const monitors = dirs.map((d) => JSON.parse(fs.readFileSync(path.join(d, "run.json"), "utf8")).monitorUrls[0]);
+    const views = await waitForMetaGroup(
+      monitors.map((m, i) => ({ name: `m-${i}`, monitorUrl: m })),
+      { timeoutMs: 20_000 },
+    );
+    t.equal(views.length, 2, "two machines, one meta group");
+    t.equal(views[0]!.clusterSize, 2);
+    for (const u of ups) {
+      u.child.kill("SIGTERM");
+      t.equal(await u.exited, 0);
+    }
+    const conflict = await runCli([
+      "up",
+      "--cluster",
+      "3",
+      "--route",
+      "nats-route://localhost:1",
+      "--data-dir",
+      dirs[0]!,
+    ]);
+    t.not(conflict.code, 0);
+    t.match(conflict.stderr, /--cluster starts every node on this machine/);
+  },
+);

@@ -97,6 +97,11 @@ export function upCommand(program: Command): void {
       process.on("SIGTERM", () => void stop("SIGTERM"));
       // ---- cluster ----
       if (opts.cluster !== undefined) {
+        if (opts.route || opts.serverName || opts.clusterAdvertise) {
+          throw new CliError(
+            "--cluster starts every node on this machine; --route, --server-name and --cluster-advertise are for one node of a cluster of machines (see docs/clustering.md)",
+          );
+        }
         cluster = await startCluster({
           nodes: intOption(opts.cluster, "--cluster"),
           dataDir,
