@@ -174,8 +174,7 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Unib
   // JetStream sizes its first meta group from the number of routes. Without the self
   // route, three nodes expect two peers, and two that meet first can form a meta group
   // of two that the third only follows (seen: cluster_size 2 for 15 s and more).
-  const routesFor = (_i: number) =>
-    specs.filter((s) => s.ports.cluster > 0).map((s) => routeUrl(host, s.ports.cluster));
+  const allRoutes = () => specs.filter((s) => s.ports.cluster > 0).map((s) => routeUrl(host, s.ports.cluster));
 
   const makeNode = (i: number, routes: string[]): Unibus => {
     const spec = specs[i]!;
@@ -224,7 +223,7 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Unib
     }
     // allSettled: a node is never stopped while it is still starting.
     const startAll = async () => {
-      const results = await Promise.allSettled(specs.map((_, i) => makeNode(i, routesFor(i)).start()));
+      const results = await Promise.allSettled(specs.map((_, i) => makeNode(i, allRoutes()).start()));
       const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
       if (failed) {
         await stopAll();
@@ -284,7 +283,7 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Unib
       // The control port is pinned too: clients keep the URL they were given.
       const controlPort = Number(new URL(old.controlUrl).port);
       if (controlPort > 0) spec.ports.control = controlPort;
-      const node = makeNode(i, routesFor(i));
+      const node = makeNode(i, allRoutes());
       await node.start();
       await waitReady();
       return node;
