@@ -5,6 +5,7 @@
  * callout again — with the new permissions, or into a denial. Disconnect events keep
  * the registry exact.
  */
+import { randomUUID } from "node:crypto";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { type Logger, silentLogger } from "../log/index.ts";
 import type { AdmittedConnection } from "./callout.ts";
@@ -61,10 +62,18 @@ export interface KickerOptions {
   onKick?: (n: number) => void;
 }
 
-/** Kicks connections through the system account. */
+/**
+ * In a cluster every node's callout admits some of the connections, so each node's
+ * registry holds only those. A kick is therefore also broadcast on this system-account
+ * subject, and every node kicks what its own registry holds.
+ */
+export const KICK_SUBJECT = "unibus.internal.kick";
+
+/** Kicks connections through the system account, on this node and (by broadcast) every other. */
 export class Kicker {
   readonly #opts: KickerOptions;
   readonly #logger: Logger;
+  readonly #origin = randomUUID();
   #nc?: NatsConnection;
 
   constructor(opts: KickerOptions) {
@@ -86,6 +95,17 @@ export class Kicker {
         }
       },
     });
+    this.#nc.subscribe(KICK_SUBJECT, {
+      callback: (_err, msg) => {
+        try {
+          const ev = msg.json<{ signPub?: string; reason?: string; origin?: string }>();
+          if (ev.origin === this.#origin || typeof ev.signPub !== "string") return;
+          void this.#kickLocal(ev.signPub, String(ev.reason ?? "remote")).catch(() => {});
+        } catch {
+          // not ours
+        }
+      },
+    });
     await this.#nc.flush();
   }
 
@@ -95,8 +115,19 @@ export class Kicker {
     if (nc && !nc.isClosed()) await nc.close();
   }
 
-  /** Kicks every live connection of `signPub`; resolves with how many were kicked. */
+  /**
+   * Kicks every live connection of `signPub`: those this node admitted at once (the
+   * promise waits for them), the rest through the broadcast to the other nodes.
+   * Resolves with how many this node kicked.
+   */
   async kickIdentity(signPub: string, reason: string): Promise<number> {
+    const nc = this.#nc;
+    if (!nc) throw new Error("kicker not started");
+    nc.publish(KICK_SUBJECT, JSON.stringify({ signPub, reason, origin: this.#origin }));
+    return this.#kickLocal(signPub, reason);
+  }
+
+  async #kickLocal(signPub: string, reason: string): Promise<number> {
     const conns = this.#opts.registry.connectionsOf(signPub);
     if (conns.length === 0) return 0;
     const nc = this.#nc;
