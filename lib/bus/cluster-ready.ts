@@ -5,7 +5,12 @@
  * is `{ name, leader, peer, cluster_size, pending, replicas?: [{ name, current,
  * offline?, active, lag, peer }] }` — `replicas` only on the leader, listing the others.
  */
+import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
+import { jetstreamManager, StorageType } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
+import { nkeySigner } from "../auth/authenticator.ts";
+import type { ServiceKeys } from "../auth/service-keys.ts";
 import { UnibusError } from "../errors.ts";
 
 export interface MetaPeer {
@@ -110,5 +115,58 @@ export async function waitForMetaGroup(
       );
     }
     await sleep(25);
+  }
+}
+
+/**
+ * A formed meta group can still refuse to place a replicated stream for a moment: the
+ * leader learns each peer's JetStream limits from its periodic stats, and until then
+ * answers "no suitable peers for placement, peer offline" (10005). So readiness also
+ * proves placement: a throwaway memory stream at `replicas` is created (retrying until
+ * the deadline) and deleted, as the APP service user.
+ */
+export async function waitForPlacement(o: {
+  servers: string[];
+  caPem: string;
+  keys: ServiceKeys;
+  replicas: number;
+  timeoutMs: number;
+}): Promise<void> {
+  const deadline = performance.now() + o.timeoutMs;
+  const nc = await connect({
+    servers: o.servers,
+    name: "unibus-cluster-ready",
+    tls: { ca: o.caPem },
+    authenticator: nkeySigner(o.keys.app.publicKey, (d) => o.keys.app.sign(d)),
+    timeout: Math.max(1000, Math.min(5000, o.timeoutMs)),
+  });
+  try {
+    const jsm = await jetstreamManager(nc, { checkAPI: false, timeout: 2000 });
+    const name = `UNIBUS_READY_${randomBytes(6).toString("hex")}`;
+    let last = "";
+    for (;;) {
+      try {
+        await jsm.streams.add({
+          name,
+          subjects: [`_unibus.ready.${name}`],
+          storage: StorageType.Memory,
+          num_replicas: o.replicas,
+          max_msgs: 1,
+        });
+        await jsm.streams.delete(name).catch(() => {});
+        return;
+      } catch (err) {
+        last = (err as Error).message;
+      }
+      if (performance.now() >= deadline) {
+        throw new ClusterNotReadyError(
+          `JetStream could not place a stream with ${o.replicas} replicas within ${o.timeoutMs} ms (${last}); check that every node runs and reaches the others`,
+          [],
+        );
+      }
+      await sleep(50);
+    }
+  } finally {
+    await nc.close().catch(() => {});
   }
 }
