@@ -329,23 +329,26 @@ t.test("property: arbitrary header values never throw anything but SignedRequest
     fc.array(fc.string(), { maxLength: 3 }),
     fc.constant(undefined),
   );
-  fc.assert(
-    fc.property(value, value, value, value, value, (k, ts, n, h, s) => {
-      const headers = {
-        [AUTH_HEADERS.key]: k,
-        [AUTH_HEADERS.timestamp]: ts,
-        [AUTH_HEADERS.nonce]: n,
-        [AUTH_HEADERS.contentSha256]: h,
-        [AUTH_HEADERS.signature]: s,
-      };
-      try {
-        const signed = parseSignedHeaders(headers);
-        return verifySignedRequest({ method: "GET", uri: "/", signed }) === false;
-      } catch (err) {
-        return err instanceof SignedRequestError;
-      }
-    }),
-    { numRuns: 300 },
+  t.doesNotThrow(
+    () =>
+      fc.assert(
+        fc.property(value, value, value, value, value, (k, ts, n, h, s) => {
+          const headers = {
+            [AUTH_HEADERS.key]: k,
+            [AUTH_HEADERS.timestamp]: ts,
+            [AUTH_HEADERS.nonce]: n,
+            [AUTH_HEADERS.contentSha256]: h,
+            [AUTH_HEADERS.signature]: s,
+          };
+          try {
+            const signed = parseSignedHeaders(headers);
+            return verifySignedRequest({ method: "GET", uri: "/", signed }) === false;
+          } catch (err) {
+            return err instanceof SignedRequestError;
+          }
+        }),
+        { numRuns: 300 },
+      ),
+    "property holds",
   );
-  t.pass();
 });

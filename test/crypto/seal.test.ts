@@ -56,20 +56,23 @@ t.test("a sealed key for another recipient, room or epoch does not open", async 
 
 t.test("tampering with any byte is detected", async (t) => {
   const bytes = Buffer.from(sealed, "base64url");
-  fc.assert(
-    fc.property(fc.nat({ max: bytes.length - 1 }), fc.integer({ min: 1, max: 255 }), (at, mask) => {
-      const c = Buffer.from(bytes);
-      c[at]! ^= mask;
-      try {
-        openRoomKey({ sealed: c.toString("base64url"), identity: alice, roomId: "general", epoch: 3 });
-        return false;
-      } catch (err) {
-        return err instanceof CryptoError;
-      }
-    }),
-    { numRuns: 500 },
+  t.doesNotThrow(
+    () =>
+      fc.assert(
+        fc.property(fc.nat({ max: bytes.length - 1 }), fc.integer({ min: 1, max: 255 }), (at, mask) => {
+          const c = Buffer.from(bytes);
+          c[at]! ^= mask;
+          try {
+            openRoomKey({ sealed: c.toString("base64url"), identity: alice, roomId: "general", epoch: 3 });
+            return false;
+          } catch (err) {
+            return err instanceof CryptoError;
+          }
+        }),
+        { numRuns: 500 },
+      ),
+    "500 single-byte changes refused",
   );
-  t.pass("500 single-byte changes refused");
 });
 
 t.test("malformed and unsupported sealed keys", async (t) => {
