@@ -68,8 +68,10 @@ const mutatedGenuine = fc
         sign,
       }),
     );
+    const genuine = Buffer.from(frame);
     for (const [at, mask] of edits) frame[at % frame.length]! ^= mask;
-    return { frame: new Uint8Array(frame), encrypted, sign };
+    // Two edits at one position can cancel out and give back the genuine frame.
+    return { frame: new Uint8Array(frame), encrypted, sign, changed: !frame.equals(genuine) };
   });
 
 const RUNS = 2000;
@@ -106,10 +108,11 @@ t.test("mutated genuine frames: never a throw, never plaintext", async (t) => {
   t.doesNotThrow(
     () =>
       fc.assert(
-        fc.property(mutatedGenuine, ({ frame, encrypted, sign }) => {
+        fc.property(mutatedGenuine, ({ frame, encrypted, sign, changed }) => {
           parseFrame(frame);
           const strict: OpenFrameOptions = { roomId: ROOM, encrypted, roomKey: key, requireSignature: sign };
           if (!encrypted && !sign) return true; // nothing protects such a frame
+          if (!changed) return openFrame(frame, strict).ok; // the edits cancelled out: still genuine
           return !openFrame(frame, strict).ok;
         }),
         { numRuns: RUNS },
