@@ -929,10 +929,22 @@ export class KvStore implements Store {
         this.#checkDeadline(ctx);
         const cur = await this.#get<Invite>(this.#b.invites, ik);
         const invite = cur?.value;
-        const decision = decideConsume(invite, v.now, {
-          userExists: (await this.#userRec(v.signPub)) !== undefined,
-          handleTaken: invite !== undefined && (await this.#handleOwner(invite.handle)).taken,
-        });
+        let decision: ReturnType<typeof decideConsume>;
+        try {
+          decision = decideConsume(invite, v.now, {
+            userExists: (await this.#userRec(v.signPub)) !== undefined,
+            handleTaken: invite !== undefined && (await this.#handleOwner(invite.handle)).taken,
+          });
+        } catch (err) {
+          // A racing registrant spends the invite (CAS) before it claims the handle: if
+          // the invite moved since we read it, the handle we saw taken is likely that
+          // winner's, and the honest answer is "spent" — read it again.
+          if (err instanceof InviteRefusedError && err.reason === "handle_taken") {
+            const again = await this.#get<Invite>(this.#b.invites, ik);
+            if (again?.revision !== cur?.revision) continue;
+          }
+          throw err;
+        }
         const inv = invite!;
         const spent: Invite = { ...inv, status: "spent", spentBy: v.signPub, spentAt: Date.now() };
         let spentRev: number;
