@@ -5,7 +5,7 @@ import type { Unibus } from "../../lib/bus/unibus.ts";
 import { connect } from "../../lib/client/connect.ts";
 import { ControlClient } from "../../lib/client/control.ts";
 import type { Identity } from "../../lib/crypto/identity.ts";
-import { client, member, testBus } from "../helpers/bus.ts";
+import { client, member, nextReconnect, testBus } from "../helpers/bus.ts";
 
 interface Room {
   id: string;
@@ -16,11 +16,6 @@ function api(t: Test, bus: Unibus, identity: Identity): ControlClient {
   const c = new ControlClient({ baseUrl: bus.controlUrl, ca: bus.caPem, identity });
   t.teardown(() => c.close());
   return c;
-}
-
-/** Resolves at the connection's next successful reconnect (a kick forces one). */
-async function nextReconnect(nc: NatsConnection): Promise<void> {
-  for await (const s of nc.status()) if (s.type === "reconnect") return;
 }
 
 async function refusedSubscribe(t: Test, nc: NatsConnection, subject: string): Promise<void> {

@@ -18,6 +18,7 @@ import { InvalidArgumentError } from "../../lib/errors.ts";
 import { silentLogger } from "../../lib/log/index.ts";
 import { isProcessAlive } from "../../lib/nats/index.ts";
 import { loadOrCreateCa } from "../../lib/tls/index.ts";
+import { reconnected } from "../helpers/bus.ts";
 import { runCli, UNIBUS_BIN } from "../helpers/cli.ts";
 import { NATS_SERVER } from "../helpers/nats.ts";
 
@@ -53,14 +54,6 @@ function collector(room: Room) {
       return got.length;
     },
   };
-}
-
-async function reconnected(c: UnibusClient, action: () => Promise<unknown>): Promise<void> {
-  const back = (async () => {
-    for await (const s of c.nc.status()) if (s.type === "reconnect") return;
-  })();
-  await action();
-  await back;
 }
 
 t.test("bad options are refused before anything starts", async (t) => {

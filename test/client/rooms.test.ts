@@ -7,7 +7,7 @@ import type { Room, RoomMessage } from "../../lib/client/room.ts";
 import { encodeFrame } from "../../lib/crypto/frame.ts";
 import type { Identity } from "../../lib/crypto/identity.ts";
 import { newRoomKey } from "../../lib/crypto/room-key.ts";
-import { member, testBus } from "../helpers/bus.ts";
+import { member, reconnected, testBus } from "../helpers/bus.ts";
 
 async function user(t: Test, bus: Unibus, handle: string): Promise<{ id: Identity; c: UnibusClient }> {
   const id = await member(bus, handle);
@@ -33,14 +33,6 @@ function collector(room: Room, drops: string[] = []) {
 }
 
 /** The member's client re-authenticates after being added; wait until its connection is back. */
-async function reconnected(c: UnibusClient, action: () => Promise<unknown>): Promise<void> {
-  const back = (async () => {
-    for await (const s of c.nc.status()) if (s.type === "reconnect") return;
-  })();
-  await action();
-  await back;
-}
-
 t.test("two members exchange messages in an encrypted room", async (t) => {
   const bus = await testBus(t);
   const alice = await user(t, bus, "alice");

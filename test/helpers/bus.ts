@@ -1,5 +1,5 @@
 import net from "node:net";
-import { connect as natsConnect } from "@nats-io/transport-node";
+import { type NatsConnection, connect as natsConnect } from "@nats-io/transport-node";
 import type { Test } from "tap";
 import { type StartUnibusOptions, startUnibus, type Unibus } from "../../lib/bus/unibus.ts";
 import { connect, type UnibusClient } from "../../lib/client/connect.ts";
@@ -70,4 +70,16 @@ export function plaintextProbe(port: number): Promise<string> {
       resolve(received);
     });
   });
+}
+
+/** Resolves at the connection's next successful reconnect (a kick forces one). */
+export async function nextReconnect(nc: NatsConnection): Promise<void> {
+  for await (const s of nc.status()) if (s.type === "reconnect") return;
+}
+
+/** Runs `action` (which makes the bus kick `c`) and resolves once `c` is back. */
+export async function reconnected(c: UnibusClient, action: () => Promise<unknown>): Promise<void> {
+  const back = nextReconnect(c.nc);
+  await action();
+  await back;
 }
