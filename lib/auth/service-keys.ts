@@ -30,6 +30,21 @@ interface ServiceKeysFile {
   app?: string;
 }
 
+/**
+ * The keys of an existing bus, never new ones (the admin CLI reaching a running cluster:
+ * a fresh key would be a stranger to it). `KeyFileError` when the file is missing.
+ */
+export async function loadServiceKeys(dataDir: string): Promise<ServiceKeys> {
+  const file = path.join(dataDir, SERVICE_KEYS_FILE);
+  if (!(await fs.stat(file).catch(() => undefined))) {
+    throw new KeyFileError(
+      file,
+      `no service keys in ${dataDir}: copy ${SERVICE_KEYS_FILE} (mode 0600) from a node's data dir, or pass that node's --data-dir`,
+    );
+  }
+  return loadOrCreateServiceKeys(dataDir);
+}
+
 export async function loadOrCreateServiceKeys(dataDir: string): Promise<ServiceKeys> {
   const file = path.join(dataDir, SERVICE_KEYS_FILE);
   let text: string | undefined;

@@ -142,6 +142,12 @@ export interface KvStoreOptions {
   bucketPrefix?: string;
   /** "file" (default) or "memory". */
   storage?: "file" | "memory";
+  /**
+   * Only bind to buckets that exist, never create them (the admin CLI: a missing bucket
+   * means no bus keeps its store here, and creating one would split the allowlist).
+   * `replicas` is then read from the buckets.
+   */
+  bind?: boolean;
   logger?: Logger;
 }
 
@@ -187,12 +193,21 @@ export async function openKvStore(opts: KvStoreOptions): Promise<KvStore> {
       const storage = opts.storage === "memory" ? "memory" : "file";
       const opened = await Promise.all(
         BUCKETS.map((b) =>
-          kvm.create(bucketName(prefix, b), { replicas, history: 1, storage, allow_direct: false, timeout: timeoutMs }),
+          opts.bind
+            ? bindExisting(kvm, bucketName(prefix, b))
+            : kvm.create(bucketName(prefix, b), {
+                replicas,
+                history: 1,
+                storage,
+                allow_direct: false,
+                timeout: timeoutMs,
+              }),
         ),
       );
       const buckets = Object.fromEntries(BUCKETS.map((b, i) => [b, opened[i]!])) as Buckets;
-      logger.info({ component: "store", backend: "kv", prefix, replicas }, "KV store open");
-      return new KvStore(nc, owned, buckets, { timeoutMs, logger, replicas, prefix });
+      const actual = opts.bind ? (await buckets.users.status()).replicas : replicas;
+      logger.info({ component: "store", backend: "kv", prefix, replicas: actual }, "KV store open");
+      return new KvStore(nc, owned, buckets, { timeoutMs, logger, replicas: actual, prefix });
     });
   } catch (err) {
     if (owned && nc !== undefined && !nc.isClosed()) await nc.close().catch(() => {});
@@ -203,6 +218,22 @@ export async function openKvStore(opts: KvStoreOptions): Promise<KvStore> {
       { cause: err },
     );
   }
+}
+
+/** Binds to a bucket that must exist: its status is read once, so a missing one fails here, named. */
+async function bindExisting(kvm: Kvm, name: string): Promise<KV> {
+  const kv = await kvm.open(name, { allow_direct: false });
+  try {
+    await kv.status();
+  } catch (err) {
+    if (err instanceof JetStreamApiError && err.code === 10059) {
+      throw new StoreUnavailableError(
+        `there is no KV store here (bucket ${name} does not exist): is the bus running with --store kv, and is this the right bus?`,
+      );
+    }
+    throw err;
+  }
+  return kv;
 }
 
 class Timeout extends Error {}
