@@ -2,8 +2,9 @@
  * Several bus nodes on one machine forming one NATS cluster: each node is a full
  * `Unibus` (nats-server with JetStream, auth callout, control plane) with its own
  * server name, route port, nats dir and JetStream dir; all share one data-dir root
- * holding the CA, the service keys and — until the KV store lands — one SQLite store.
- * Routes are mutual TLS from that CA. See docs/clustering.md.
+ * holding the CA and the service keys. The control-plane store is replicated JetStream
+ * KV (default) or, on one machine only, one SQLite file the nodes share. Routes are
+ * mutual TLS from that CA. See docs/clustering.md.
  */
 import fs from "node:fs/promises";
 import os from "node:os";
@@ -26,9 +27,12 @@ export interface StartClusterOptions {
   nodes?: number;
   /** Root shared by the nodes (CA, service keys, store; per-node nats and JetStream dirs). Default: a temp dir removed on stop(). */
   dataDir?: string;
-  /** Control-plane store. "kv" (replicated JetStream KV) is not available yet. Default "sqlite". */
+  /**
+   * Control-plane store: "kv" (default: replicated JetStream KV buckets, survives losing a
+   * minority of nodes) or "sqlite" (one file shared by the nodes; this machine only).
+   */
   store?: "sqlite" | "kv";
-  /** JetStream replicas of what the cluster keeps (room streams; later the KV buckets). Default min(3, nodes). */
+  /** JetStream replicas of what the cluster keeps (room streams and the KV buckets). Default min(3, nodes). */
   replicas?: number;
   /** Cluster name shared by the nodes; default "unibus". */
   name?: string;
@@ -47,7 +51,7 @@ export interface StartClusterOptions {
   /** How long to wait for the meta group to form; default 20000 ms. */
   readyTimeoutMs?: number;
   /** Passed to every node as is. */
-  node?: Pick<StartUnibusOptions, "userJwtTtlSeconds" | "authMode" | "rateLimit" | "blobs">;
+  node?: Pick<StartUnibusOptions, "userJwtTtlSeconds" | "authMode" | "rateLimit" | "blobs" | "kv">;
 }
 
 export interface UnibusCluster extends AsyncDisposable {
@@ -64,7 +68,12 @@ export interface UnibusCluster extends AsyncDisposable {
   kill(i: number): Promise<void>;
   /** Starts node i again on the same ports and data; resolves when the meta group sees every live node. */
   restart(i: number): Promise<Unibus>;
-  /** Resolves when the meta group has one leader that sees every live node as current and a stream at `replicas` can be placed. */
+  readonly store: "sqlite" | "kv";
+  /**
+   * Resolves when the meta group has one leader that sees every live node as current, a
+   * stream at `replicas` can be placed and (KV) every live node's store is open with each
+   * bucket at `replicas`, as many of them current as there are live nodes.
+   */
   waitReady(timeoutMs?: number): Promise<MetaStatus[]>;
   /** Stops every node; idempotent. */
   stop(): Promise<void>;
@@ -77,7 +86,7 @@ interface NodeSpec {
 
 const MAX_NODES = 9;
 
-function checkOptions(opts: StartClusterOptions): { n: number; replicas: number } {
+function checkOptions(opts: StartClusterOptions): { n: number; replicas: number; store: "sqlite" | "kv" } {
   const n = opts.nodes ?? 3;
   if (!Number.isInteger(n) || n < 2 || n > MAX_NODES) {
     throw new InvalidArgumentError(
@@ -85,14 +94,8 @@ function checkOptions(opts: StartClusterOptions): { n: number; replicas: number 
       `nodes: a cluster needs 2-${MAX_NODES} nodes (3 or 5 survive losing 1 or 2); got ${JSON.stringify(opts.nodes)}. For one node use startUnibus()`,
     );
   }
-  const store = opts.store ?? "sqlite";
-  if (store === "kv") {
-    throw new InvalidArgumentError(
-      "store",
-      'store: the replicated KV store is not available yet; use store: "sqlite" (one SQLite file shared by the nodes of this machine)',
-    );
-  }
-  if (store !== "sqlite")
+  const store = opts.store ?? "kv";
+  if (store !== "sqlite" && store !== "kv")
     throw new InvalidArgumentError("store", `store: "sqlite" or "kv"; got ${JSON.stringify(store)}`);
   const replicas = opts.replicas ?? Math.min(3, n);
   if (!Number.isInteger(replicas) || replicas < 1 || replicas > Math.min(5, n)) {
@@ -111,7 +114,7 @@ function checkOptions(opts: StartClusterOptions): { n: number; replicas: number 
       );
     }
   }
-  return { n, replicas };
+  return { n, replicas, store };
 }
 
 /** Fills in each -1 route port with one the kernel just gave a bare route-only nats-server. */
@@ -134,7 +137,7 @@ function routeUrl(host: string, port: number): string {
  * form a cluster in time (everything started is stopped again).
  */
 export async function startCluster(opts: StartClusterOptions = {}): Promise<UnibusCluster> {
-  const { n, replicas } = checkOptions(opts);
+  const { n, replicas, store } = checkOptions(opts);
   const log = opts.logger ?? silentLogger;
   const host = opts.host ?? "127.0.0.1";
   const clusterName = opts.name ?? "unibus";
@@ -154,7 +157,9 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Unib
     opts.natsServer ? Promise.resolve({ path: opts.natsServer }) : resolveNatsServer({ logger: log }),
     loadOrCreateCa(layout.tlsDir),
     loadOrCreateServiceKeys(root),
-    openStore({ backend: "sqlite", file: layout.storeFile, logger: log }).then((s) => s.close()),
+    store === "sqlite"
+      ? openStore({ backend: "sqlite", file: layout.storeFile, logger: log }).then((s) => s.close())
+      : 0,
   ]);
 
   const base = opts.ports ?? {};
@@ -188,6 +193,7 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Unib
       serverName: spec.name,
       logger: log.child({ node: spec.name }),
       replicas,
+      store,
       connections,
       cluster: { name: clusterName, port: spec.ports.cluster, routes },
     });
@@ -219,6 +225,13 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Unib
       replicas: Math.min(replicas, live.length),
       timeoutMs: Math.max(1000, timeoutMs - (performance.now() - started)),
     });
+    if (store === "kv") {
+      await waitForStores(
+        live,
+        Math.min(replicas, live.length),
+        Math.max(1000, timeoutMs - (performance.now() - started)),
+      );
+    }
     return views;
   };
 
@@ -316,6 +329,7 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Unib
     caFile: ca.certFile,
     dataDir: root,
     name: clusterName,
+    store,
     async kill(i) {
       checkIndex(i, "kill()");
       await nodes[i]!.kill();
@@ -346,6 +360,35 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Unib
     },
   };
   return cluster;
+}
+
+/** Every node's KV store open, and every bucket replicated `current` ways (as seen from the first node). */
+async function waitForStores(live: Unibus[], current: number, timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  let last = "the nodes' KV stores are still opening";
+  const bounded = <T>(p: Promise<T>) =>
+    Promise.race([
+      p,
+      new Promise<never>((_, reject) =>
+        setTimeout(() => reject(new Error("timeout")), Math.max(0, deadline - performance.now())).unref(),
+      ),
+    ]);
+  try {
+    await bounded(Promise.all(live.map((b) => b.whenStoreReady())));
+    for (;;) {
+      const state = await live[0]?.storeReplication().catch((err: Error) => err);
+      if (Array.isArray(state)) {
+        const behind = state.filter((b) => b.current < current);
+        if (behind.length === 0) return;
+        last = `buckets not yet replicated ${current} ways: ${behind.map((b) => `${b.bucket} ${b.current}/${b.replicas}`).join(", ")}`;
+      } else if (state instanceof Error) last = state.message;
+      if (performance.now() > deadline) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } catch {
+    // fall through to the typed error below
+  }
+  throw new ClusterNotReadyError(`the cluster's KV store is not ready: ${last}`, [last]);
 }
 
 function urlHost(host: string): string {

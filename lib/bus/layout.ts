@@ -33,6 +33,8 @@ export function natsConfigFor(o: {
   keys: ServiceKeys;
   /** cluster: routes to the other nodes (mutual TLS); absent on a single node. */
   cluster?: NatsClusterOptions;
+  /** Seconds a client has to authenticate, the auth callout's answer included (nats-server default 2). */
+  authTimeoutSeconds?: number;
 }): NatsConfigOptions {
   return {
     serverName: o.serverName,
@@ -54,5 +56,6 @@ export function natsConfigFor(o: {
     },
     jetstream: { storeDir: o.layout.jetstreamDir },
     ...(o.cluster ? { cluster: o.cluster } : {}), // cluster
+    ...(o.authTimeoutSeconds ? { authTimeout: o.authTimeoutSeconds } : {}),
   };
 }

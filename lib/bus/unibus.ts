@@ -8,26 +8,42 @@ import { EventEmitter } from "node:events";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { type Admit, AuthCallout } from "../auth/callout.ts";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { type Admission, type Admit, AuthCallout } from "../auth/callout.ts";
 import { ConnectionRegistry, Kicker } from "../auth/kick.ts";
 import { permissionsFor } from "../auth/permissions.ts";
+import { connectAsService } from "../auth/service-connection.ts";
+import type { ServiceKeys } from "../auth/service-keys.ts";
 import { loadOrCreateServiceKeys } from "../auth/service-keys.ts";
 import type { AuthMode } from "../control/auth.ts";
 // blobs
 import { BlobStore } from "../control/blobs.ts";
 import type { RateLimiterOptions } from "../control/limits.ts";
+import type { NonceStore } from "../control/nonce-cache.ts";
 import type { AccessChange } from "../control/routes.ts";
 import { ControlServer } from "../control/server.ts";
 import { parseSignPub } from "../crypto/identity.ts";
-import { NotFoundError, StateError } from "../errors.ts";
+import { InvalidArgumentError, NotFoundError, StateError, StoreUnavailableError } from "../errors.ts";
 import { createLogger, type Logger } from "../log/index.ts";
 import { BusMetrics, instrumentStore } from "../metrics/index.ts";
 import type { NatsClusterOptions } from "../nats/config.ts"; // cluster
 import { type NatsPorts, NatsServerProcess, resolveNatsServer } from "../nats/index.ts";
-import { openStore, type Role, type Store, type User } from "../store/index.ts";
+import { createStoreHolder, type StoreHolder } from "../store/holder.ts";
+import { type KvStore, openStore, type Role, type Store, type StoreBackend, type User } from "../store/index.ts";
 import { loadOrCreateCa, loadOrCreateServerCertificate } from "../tls/index.ts";
 import { busLayout, natsConfigFor } from "./layout.ts";
 import { RoomStreams } from "./streams.ts";
+
+/**
+ * On KV, a replicated bucket whose leader died answers nothing until its peers elect a
+ * new one (seconds). A connection attempt meanwhile is held — the callout retries the
+ * store for up to ADMIT_HOLD_MS, inside a server auth timeout raised to match — rather than
+ * denied: nats.js gives up for good after two denials from one server, so denying would
+ * turn every failover into dead clients. Whatever the store says in the end decides;
+ * nothing is admitted without it.
+ */
+const ADMIT_HOLD_MS = 7000;
+const KV_AUTH_TIMEOUT_S = 10;
 
 export type BusState = "new" | "starting" | "running" | "stopping" | "stopped" | "failed";
 
@@ -40,8 +56,14 @@ export interface StartUnibusOptions {
   hostnames?: string[];
   /** Ports; -1 (NATS) or 0 (control) picks a free one. Defaults: random. */
   ports?: { nats?: number; control?: number; monitoring?: number };
-  /** Store backend. Only "sqlite" on a single node for now. */
-  store?: "sqlite";
+  /**
+   * Control-plane store: "sqlite" (a file in the data dir; the default alone) or "kv"
+   * (replicated JetStream KV buckets, `replicas` ways; the default with `cluster`). With "kv" the callout denies
+   * and the control plane answers 503 until the buckets are open.
+   */
+  store?: StoreBackend;
+  /** KV store tuning: bucket name prefix (default `unibus_`), per-operation bound (default 3000 ms). */
+  kv?: { bucketPrefix?: string; timeoutMs?: number };
   /** Path of the nats-server binary; default: resolved (env, cache, PATH, download). */
   natsServer?: string;
   /** The node's server name. Default "unibus-1". */
@@ -102,10 +124,16 @@ export class Unibus extends EventEmitter {
   #kicker?: Kicker;
   #streams?: RoomStreams;
   #sweep?: NodeJS.Timeout;
+  #sweeping = false;
   /** Admitted connections by identity, for live revocation. */
   readonly connections: ConnectionRegistry;
   #control?: ControlServer;
   #store?: Store;
+  #holder?: StoreHolder;
+  /** Settles when the store is open (at once for SQLite; after the buckets exist for KV). */
+  #storeReady: Promise<void> = Promise.resolve();
+  #storeConn?: NatsConnection;
+  #kvNonces?: NonceStore & { close(): Promise<void> };
   #blobs?: BlobStore; // blobs
   #natsUrl = "";
   #controlUrl = "";
@@ -164,6 +192,19 @@ export class Unibus extends EventEmitter {
   get serverName(): string {
     return this.#opts.serverName ?? "unibus-1";
   }
+  /** The store backend this bus runs on. */
+  get storeBackend(): StoreBackend {
+    return this.#opts.store ?? (this.#opts.cluster ? "kv" : "sqlite");
+  }
+  /** Resolves once the store answers (the KV buckets exist); rejects if the bus stops first. */
+  whenStoreReady(): Promise<void> {
+    return this.#storeReady;
+  }
+  /** KV only: each bucket's replication (replicas asked for, replicas current). Undefined on SQLite or before open. */
+  async storeReplication(): Promise<Awaited<ReturnType<KvStore["replicationState"]>> | undefined> {
+    const current = this.#holder?.current;
+    return current?.backend === "kv" ? (current as KvStore).replicationState() : undefined;
+  }
   // ---- end cluster ----
   /** nats-server's process id (for tests and operators). */
   get natsPid(): number | undefined {
@@ -182,6 +223,11 @@ export class Unibus extends EventEmitter {
     const log = this.#logger;
     const host = this.#opts.host ?? "127.0.0.1";
     const serverName = this.#opts.serverName ?? "unibus-1";
+    const backend = this.#opts.store ?? (this.#opts.cluster ? "kv" : "sqlite");
+    if (backend !== "sqlite" && backend !== "kv") {
+      this.#setState("failed");
+      throw new InvalidArgumentError("store", `store: "sqlite" or "kv"; got ${JSON.stringify(backend)}`);
+    }
     try {
       if (this.#opts.dataDir) {
         this.#dataDir = path.resolve(this.#opts.dataDir);
@@ -197,9 +243,11 @@ export class Unibus extends EventEmitter {
         this.#opts.natsServer ? Promise.resolve({ path: this.#opts.natsServer }) : resolveNatsServer({ logger: log }),
         loadOrCreateCa(layout.tlsDir),
         loadOrCreateServiceKeys(this.#dataDir),
-        openStore({ backend: "sqlite", file: layout.storeFile, logger: log }),
+        backend === "sqlite" ? openStore({ backend: "sqlite", file: layout.storeFile, logger: log }) : undefined,
       ]);
-      this.#store = instrumentStore(store, this.metrics);
+      this.#holder = createStoreHolder(backend);
+      if (store) await this.#holder.set(store);
+      this.#store = instrumentStore(this.#holder.store, this.metrics);
       this.#caPem = ca.certPem;
       this.#caFile = ca.certFile;
       const hosts = [
@@ -253,6 +301,7 @@ export class Unibus extends EventEmitter {
           caFile: ca.certFile,
           keys,
           ...(cluster ? { cluster } : {}), // cluster
+          ...(backend === "kv" ? { authTimeoutSeconds: KV_AUTH_TIMEOUT_S } : {}),
         }),
       });
       const ports = await this.#nats.start();
@@ -260,12 +309,19 @@ export class Unibus extends EventEmitter {
       const clientHost = isUnspecified(host) ? "127.0.0.1" : host;
       this.#natsUrl = `tls://${urlHost(clientHost)}:${ports.nats}`;
       this.#monitorUrl = ports.monitoring ? `http://127.0.0.1:${ports.monitoring}` : "";
+      if (backend === "kv") {
+        // A cluster member opens in the background: its buckets need the meta group, which
+        // needs the other nodes, which may be starting just now. Alone, start() waits for it.
+        this.#storeReady = this.#openKv(keys, ca.certPem, { retry: clusterOpts !== undefined });
+        this.#storeReady.catch(() => {}); // observed by start() or whenStoreReady()
+      }
 
       this.#callout = new AuthCallout({
         servers: [this.#natsUrl],
         caPem: ca.certPem,
         keys,
         admit: this.#admit,
+        ...(backend === "kv" ? { decisionTimeoutMs: ADMIT_HOLD_MS + 1500 } : {}),
         logger: log,
         onDecision: (d) => {
           if (d.connection) this.connections.add(d.connection);
@@ -289,7 +345,7 @@ export class Unibus extends EventEmitter {
         certPem: cert.certPem,
         keyPem: cert.keyPem,
         logger: log,
-        health: async () => ({ ok: this.#state === "running" }),
+        health: async () => ({ ok: this.#state === "running" && this.#holder?.current !== undefined }),
         metrics: this.metrics,
         beforeScrape: () => this.#refreshLiveMetrics(),
         deps: {
@@ -299,6 +355,7 @@ export class Unibus extends EventEmitter {
         },
         ...(this.#opts.authMode ? { authMode: this.#opts.authMode } : {}),
         ...(this.#opts.rateLimit ? { rateLimit: this.#opts.rateLimit } : {}),
+        ...(backend === "kv" ? { nonces: this.#replicatedNonces } : {}),
       });
       this.#kicker = new Kicker({
         servers: [this.#natsUrl],
@@ -320,6 +377,7 @@ export class Unibus extends EventEmitter {
         this.#kicker.start(),
         this.#streams.start(),
         this.#control.listen(),
+        clusterOpts ? undefined : this.#storeReady,
       ]);
       this.#sweep = setInterval(() => void this.#sweepRevoked(), 250);
       this.#sweep.unref();
@@ -376,7 +434,74 @@ export class Unibus extends EventEmitter {
   }
   // ---- end cluster ----
 
+  /**
+   * Opens the KV store and the replicated nonce bucket on one APP-account service
+   * connection. With `retry` (a cluster member) it tries until it succeeds or the bus stops.
+   */
+  async #openKv(keys: ServiceKeys, caPem: string, { retry }: { retry: boolean }): Promise<void> {
+    const log = this.#logger;
+    const replicas = this.#opts.replicas ?? 1;
+    const prefix = this.#opts.kv?.bucketPrefix;
+    const { openKvNonceStore } = await import("../control/nonce-kv.ts"); // a SQLite bus never loads it
+    const nc = await connectAsService({ servers: [this.#natsUrl], caPem, key: keys.app, name: "unibus-store" });
+    this.#storeConn = nc;
+    for (let attempt = 1; ; attempt++) {
+      const [store, nonces] = await Promise.allSettled([
+        openStore({
+          backend: "kv",
+          nc,
+          replicas,
+          logger: log,
+          openTimeoutMs: 5000,
+          ...(prefix ? { bucketPrefix: prefix } : {}),
+          ...(this.#opts.kv?.timeoutMs ? { timeoutMs: this.#opts.kv.timeoutMs } : {}),
+        }),
+        openKvNonceStore({ nc, replicas, logger: log, ...(prefix ? { bucketPrefix: prefix } : {}) }),
+      ]);
+      const stopping = this.#state !== "starting" && this.#state !== "running";
+      if (store.status === "fulfilled" && nonces.status === "fulfilled" && !stopping) {
+        this.#kvNonces = nonces.value;
+        await this.#holder?.set(store.value);
+        log.info({ component: "bus", replicas, attempts: attempt }, "KV store open");
+        return;
+      }
+      if (store.status === "fulfilled") await store.value.close();
+      if (nonces.status === "fulfilled") await nonces.value.close();
+      if (stopping) throw new StoreUnavailableError("the bus stopped before its KV store opened");
+      const err = store.status === "rejected" ? store.reason : (nonces as PromiseRejectedResult).reason;
+      if (!retry) throw err;
+      if (attempt === 1 || attempt % 10 === 0) {
+        log.warn(
+          { component: "bus", attempt, err: (err as Error).message },
+          "KV store not open yet (waiting for JetStream); denying connections meanwhile",
+        );
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+
+  /** Until the KV nonce bucket is open, every signed request is refused (503), never let through unremembered. */
+  readonly #replicatedNonces: NonceStore = {
+    checkAndRemember: (key, ttlMs) =>
+      this.#kvNonces
+        ? this.#kvNonces.checkAndRemember(key, ttlMs)
+        : Promise.reject(new StoreUnavailableError("the replay store is still opening")),
+  };
+
   readonly #admit: Admit = async (signPub) => {
+    if (this.storeBackend !== "kv") return this.#decide(signPub);
+    const deadline = Date.now() + ADMIT_HOLD_MS;
+    for (;;) {
+      try {
+        return await this.#decide(signPub);
+      } catch (err) {
+        if (!(err instanceof StoreUnavailableError) || Date.now() > deadline || this.#state !== "running") throw err;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
+  };
+
+  async #decide(signPub: string): Promise<Admission> {
     const store = this.#store;
     if (!store) return { allowed: false, reason: "store not open" };
     let user: User;
@@ -389,7 +514,7 @@ export class Unibus extends EventEmitter {
     if (user.status !== "active") return { allowed: false, reason: `user is ${user.status}` };
     const rooms = await store.listRoomsFor(user.signPub);
     return { allowed: true, name: user.handle, permissions: permissionsFor(user.signPub, rooms) };
-  };
+  }
 
   /**
    * A change in who may touch what: make it true on live connections before the
@@ -418,15 +543,21 @@ export class Unibus extends EventEmitter {
    */
   async #sweepRevoked(): Promise<void> {
     const store = this.#store;
-    if (!store || this.#state !== "running") return;
-    for (const signPub of this.connections.identities()) {
-      let ok: boolean;
-      try {
-        ok = await store.isAuthorized(signPub);
-      } catch {
-        return; // store trouble: new connections are denied by the callout; do not storm live ones
+    // One sweep at a time: on KV without quorum a check waits for the store's timeout.
+    if (!store || this.#state !== "running" || this.#sweeping) return;
+    this.#sweeping = true;
+    try {
+      for (const signPub of this.connections.identities()) {
+        let ok: boolean;
+        try {
+          ok = await store.isAuthorized(signPub);
+        } catch {
+          return; // store trouble: new connections are denied by the callout; do not storm live ones
+        }
+        if (!ok) await this.#kicker?.kickIdentity(signPub, "no longer authorized").catch(() => {});
       }
-      if (!ok) await this.#kicker?.kickIdentity(signPub, "no longer authorized").catch(() => {});
+    } finally {
+      this.#sweeping = false;
     }
   }
 
@@ -453,9 +584,12 @@ export class Unibus extends EventEmitter {
     await step("auth callout", () => this.#callout?.stop());
     await step("kicker", () => this.#kicker?.stop());
     await step("room streams", () => this.#streams?.stop());
-    await step("nats-server", () => this.#nats?.stop());
     await step("store", () => this.#store?.close());
+    await step("replay store", () => this.#kvNonces?.close());
+    await step("store connection", () => this.#storeConn?.close());
     this.#store = undefined;
+    this.#kvNonces = undefined;
+    await step("nats-server", () => this.#nats?.stop());
     if (this.#ownsDataDir && !keepFiles) {
       await step("temp dir", () => fs.rm(this.#dataDir, { recursive: true, force: true }));
     } else if (this.#ownsDataDir) {

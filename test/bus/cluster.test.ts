@@ -14,7 +14,7 @@ import { startUnibus, Unibus } from "../../lib/bus/unibus.ts";
 import { connect, type UnibusClient } from "../../lib/client/connect.ts";
 import type { Room, RoomMessage } from "../../lib/client/room.ts";
 import { createIdentity, type Identity } from "../../lib/crypto/identity.ts";
-import { InvalidArgumentError } from "../../lib/errors.ts";
+import { InvalidArgumentError, type UnibusError } from "../../lib/errors.ts";
 import { silentLogger } from "../../lib/log/index.ts";
 import { isProcessAlive } from "../../lib/nats/index.ts";
 import { loadOrCreateCa } from "../../lib/tls/index.ts";
@@ -29,9 +29,20 @@ async function user(
   on: { nats: string | string[]; control: string },
 ): Promise<{ id: Identity; c: UnibusClient }> {
   const id = createIdentity();
-  // Written through the first live node: the store is shared, so every node must admit it.
+  // Written through the first live node: the store is replicated, so every node must admit it.
   const via = c.nodes.find((n) => n.state === "running")!;
-  await via.addUser(id.signPub, { handle, kexPub: id.kexPub });
+  // Right after a node died, its KV buckets elect new leaders: writes answer
+  // "unavailable" for a few seconds. A caller retries; a write that timed out but
+  // committed then reads as "exists".
+  for (const until = Date.now() + 20_000; ; ) {
+    try {
+      await via.addUser(id.signPub, { handle, kexPub: id.kexPub });
+      break;
+    } catch (err) {
+      if ((err as UnibusError).code === "USER_EXISTS") break;
+      if ((err as UnibusError).code !== "STORE_UNAVAILABLE" || Date.now() > until) throw err;
+    }
+  }
   const client = await connect({
     natsUrl: on.nats,
     controlUrl: on.control,
@@ -59,7 +70,10 @@ function collector(room: Room) {
 t.test("bad options are refused before anything starts", async (t) => {
   await t.rejects(startCluster({ nodes: 1, natsServer: NATS_SERVER }), InvalidArgumentError);
   await t.rejects(startCluster({ nodes: 2.5, natsServer: NATS_SERVER }), InvalidArgumentError);
-  await t.rejects(startCluster({ store: "kv", natsServer: NATS_SERVER }), { code: "INVALID_ARGUMENT", field: "store" });
+  await t.rejects(startCluster({ store: "etcd" as "kv", natsServer: NATS_SERVER }), {
+    code: "INVALID_ARGUMENT",
+    field: "store",
+  });
   await t.rejects(startCluster({ replicas: 4, natsServer: NATS_SERVER }), InvalidArgumentError);
   await t.rejects(startCluster({ ports: { nats: 65534 }, natsServer: NATS_SERVER }), InvalidArgumentError);
 });
@@ -339,11 +353,15 @@ t.test(
       nodes.every((n) => n.caPem === nodes[0]!.caPem),
       "one CA",
     );
-    // Until the KV store lands each machine has its own SQLite store, and the callout that
-    // answers a connect may be any machine's (one queue group across the cluster, no local
-    // preference for the server's own requests): an admin change goes to every machine.
+    // A cluster member keeps its store in replicated KV: written through machine a, the
+    // allowlist admits on machine c (whichever machine's callout answers the connect).
+    await Promise.all(nodes.map((n) => n.whenStoreReady()));
+    t.ok(
+      nodes.every((n) => n.storeBackend === "kv"),
+      "a cluster member defaults to the KV store",
+    );
     const id = createIdentity();
-    for (const n of nodes) await n.addUser(id.signPub, { handle: "carol" });
+    await nodes[0]!.addUser(id.signPub, { handle: "carol" });
     const c = await connect({ natsUrl: nodes[2]!.natsUrl, ca: nodes[0]!.caPem, identity: id, timeoutMs: 5000 });
     t.equal(c.nc.info?.server_name, "host-c");
     t.equal(c.nc.info?.cluster, "team");

@@ -1,0 +1,186 @@
+// A three-node cluster whose control plane lives on replicated JetStream KV, real
+// processes: writes through one node are read through another, a nonce is spent on
+// every node, a SIGKILLed minority loses no acknowledged write, and a lost quorum makes
+// the bus refuse (callout denies, control plane 503) until the nodes come back.
+
+import t from "tap";
+import { Agent, request } from "undici";
+import { startCluster } from "../../lib/bus/cluster.ts";
+import { connect } from "../../lib/client/connect.ts";
+import { ControlClient } from "../../lib/client/control.ts";
+import { signRequest } from "../../lib/crypto/canonical.ts";
+import { createIdentity, type Identity } from "../../lib/crypto/identity.ts";
+import { NATS_SERVER } from "../helpers/nats.ts";
+
+const cluster = await startCluster({ nodes: 3, natsServer: NATS_SERVER });
+t.teardown(() => cluster.stop());
+
+const admin = createIdentity();
+await cluster.nodes[0]!.addUser(admin.signPub, { handle: "admin", role: "admin", kexPub: admin.kexPub });
+const clients: ControlClient[] = [];
+t.teardown(() => Promise.all(clients.map((c) => c.close())));
+/** A control-plane client for node i's URL (kept across restarts: the port is pinned). */
+function control(i: number, identity: Identity = admin): ControlClient {
+  const c = new ControlClient({ baseUrl: cluster.controlUrls[i]!, ca: cluster.caPem, identity, timeoutMs: 15_000 });
+  clients.push(c);
+  return c;
+}
+
+/** Answers with the HTTP status instead of throwing on a refusal. */
+async function status(p: Promise<unknown>): Promise<number> {
+  try {
+    await p;
+    return 200;
+  } catch (err) {
+    return (err as { status?: number }).status ?? 0;
+  }
+}
+
+/** The server that leads the KV users bucket's stream, from the nodes' monitoring endpoints. */
+async function kvLeader(): Promise<string | undefined> {
+  for (const n of cluster.nodes.filter((b) => b.state === "running")) {
+    const jsz = (await (await fetch(`${n.monitorUrl}/jsz?accounts=true&streams=true`)).json()) as {
+      account_details?: { stream_detail?: { name: string; cluster?: { leader?: string } }[] }[];
+    };
+    const s = jsz.account_details?.flatMap((a) => a.stream_detail ?? []).find((d) => d.name === "KV_unibus_users");
+    if (s?.cluster?.leader) return s.cluster.leader;
+  }
+  return undefined;
+}
+
+t.test("the store is KV, replicated three ways, every replica current", async (t) => {
+  t.equal(cluster.store, "kv");
+  for (const node of cluster.nodes) t.equal(node.store.backend, "kv", `${node.serverName} runs on KV`);
+  const state = await cluster.nodes[1]!.storeReplication();
+  t.equal(state?.length, 7, "seven buckets");
+  t.ok(
+    state?.every((b) => b.replicas === 3 && b.current === 3),
+    JSON.stringify(state),
+  );
+});
+
+t.test("a user and a room written through node 1 are read and admitted through node 3", async (t) => {
+  const bob = createIdentity();
+  await control(0).request("POST", "/v1/users", { signPub: bob.signPub, handle: "bob", kexPub: bob.kexPub });
+  const read = await control(2).request<{ handle: string }>("GET", `/v1/users/${bob.signPub}`);
+  t.equal(read.handle, "bob");
+  const c = await connect({
+    natsUrl: cluster.natsUrls[2]!,
+    controlUrl: cluster.controlUrls[0]!,
+    ca: cluster.caPem,
+    identity: bob,
+    timeoutMs: 10_000,
+  });
+  t.teardown(() => c.close());
+  t.equal(c.nc.info?.server_name, cluster.nodes[2]!.serverName, "node 3's callout admits bob");
+  const room = await c.createRoom({ encrypt: true });
+  const seen = await cluster.nodes[2]!.store.getRoom(room.id);
+  t.equal(seen.epoch, 1);
+  t.same(
+    (await cluster.nodes[1]!.store.listMembers(room.id)).map((m) => m.signPub),
+    [bob.signPub],
+  );
+});
+
+t.test("a request replayed on another node is refused", async (t) => {
+  const uri = "/v1/users";
+  const headers = signRequest(admin, { method: "GET", uri, body: "" });
+  const agent = new Agent({ connect: { ca: cluster.caPem } });
+  t.teardown(() => agent.close());
+  const send = async (i: number) => {
+    const res = await request(`${cluster.controlUrls[i]}${uri}`, { headers, dispatcher: agent });
+    return { status: res.statusCode, body: (await res.body.json()) as { error?: string } };
+  };
+  const first = await send(0);
+  t.equal(first.status, 200, "first sighting on node 1");
+  for (const i of [1, 2, 0]) {
+    const again = await send(i);
+    t.equal(again.status, 401, `replayed on node ${i + 1}`);
+    t.equal(again.body.error, "auth_replayed");
+  }
+});
+
+t.test("SIGKILL the KV leader's node: writes continue and no acknowledged write is lost", async (t) => {
+  const leader = await kvLeader();
+  const victim = cluster.nodes.findIndex((n) => n.serverName === leader);
+  t.ok(victim >= 0, `the users bucket is led by ${leader}`);
+  const writer = control((victim + 1) % 3);
+  // A client on the victim fails over (it knows every URL).
+  const carol = createIdentity();
+  await cluster.nodes[(victim + 1) % 3]!.addUser(carol.signPub, { handle: "carol" });
+  // Given the victim's URL only, it learns the others from the cluster (connect_urls).
+  const cc = await connect({
+    natsUrl: cluster.natsUrls[victim]!,
+    ca: cluster.caPem,
+    identity: carol,
+    timeoutMs: 10_000,
+  });
+  t.teardown(() => cc.close());
+  t.equal(cc.nc.info?.server_name, leader, "carol sits on the victim");
+  const moved = (async () => {
+    for await (const s of cc.nc.status()) if (s.type === "reconnect") return;
+  })();
+
+  const acked: string[] = [];
+  const refused: number[] = [];
+  let n = 0;
+  const write = async () => {
+    const id = createIdentity();
+    const handle = `w${n++}`;
+    const code = await status(writer.request("POST", "/v1/users", { signPub: id.signPub, handle }));
+    if (code === 200) acked.push(handle);
+    else refused.push(code);
+  };
+  for (let i = 0; i < 5; i++) await write();
+  await cluster.kill(victim);
+  const afterKill = acked.length;
+  const deadline = Date.now() + 30_000;
+  while (acked.length < afterKill + 10 && Date.now() < deadline) await write();
+  t.ok(acked.length >= afterKill + 10, `writes continue after the kill (${acked.length - afterKill} acknowledged)`);
+  t.ok(
+    refused.every((c) => c === 503),
+    `a write refused during the failover is a 503, never anything else: ${JSON.stringify(refused)}`,
+  );
+  await moved;
+  t.not(cc.nc.info?.server_name, leader, "the client failed over");
+  await cc.nc.flush();
+
+  const node = await cluster.restart(victim);
+  const handles = new Set((await node.store.listUsers()).map((u) => u.handle));
+  t.same(
+    acked.filter((h) => !handles.has(h)),
+    [],
+    `all ${acked.length} acknowledged writes are there, read through the returned node`,
+  );
+});
+
+t.test("SIGKILL two of three: quorum lost, the bus refuses and never admits; restarting recovers", async (t) => {
+  const dave = createIdentity();
+  await cluster.nodes[0]!.addUser(dave.signPub, { handle: "dave" });
+  await cluster.kill(1);
+  await cluster.kill(2);
+  const alone = cluster.nodes[0]!;
+  await t.rejects(
+    connect({ natsUrl: alone.natsUrl, ca: cluster.caPem, identity: dave, timeoutMs: 15_000 }),
+    { code: "AUTH_DENIED" },
+    "the callout denies a known user it cannot check",
+  );
+  const stranger = createIdentity();
+  await t.rejects(connect({ natsUrl: alone.natsUrl, ca: cluster.caPem, identity: stranger, timeoutMs: 15_000 }), {
+    code: "AUTH_DENIED",
+  });
+  const err = await control(0)
+    .request("GET", `/v1/users/${dave.signPub}`)
+    .catch((e: unknown) => e);
+  t.match(err, { status: 503 }, "the control plane answers 503");
+  t.equal(await status(control(0).request("POST", "/v1/users", { signPub: stranger.signPub, handle: "x" })), 503);
+
+  await cluster.restart(1);
+  await cluster.restart(2);
+  const c = await connect({ natsUrl: alone.natsUrl, ca: cluster.caPem, identity: dave, timeoutMs: 10_000 });
+  t.teardown(() => c.close());
+  t.equal(c.nc.info?.server_name, alone.serverName, "admitted again once the quorum is back");
+  const back = await control(2).request<{ handle: string }>("GET", `/v1/users/${dave.signPub}`);
+  t.equal(back.handle, "dave");
+  t.equal(await status(control(0).request("POST", "/v1/users", { signPub: stranger.signPub, handle: "x" })), 200);
+});
