@@ -1,8 +1,13 @@
 import fs from "node:fs";
 import path from "node:path";
+import type { Command } from "commander";
+import { nkeySigner } from "../auth/authenticator.ts";
+import { loadServiceKeys } from "../auth/service-keys.ts";
 import { busLayout } from "../bus/layout.ts";
 import { resolveConfig } from "../config/index.ts";
+import { readRunInfo } from "../ops/status.ts";
 import { openStore, type Store } from "../store/index.ts";
+import { CA_CERT_FILE } from "../tls/ca.ts";
 import { CliError } from "./output.ts";
 
 /** The data dir through the same chain as `up`: --data-dir, UNIBUS_DATA_DIR, the config file, the default. */
@@ -10,26 +15,142 @@ export function resolveDataDir(flag: string | undefined): string {
   return path.resolve(resolveConfig({ flags: { dataDir: flag } }).config.dataDir);
 }
 
+/** Where an admin command finds the store: the data dir's SQLite file, or a running cluster's KV buckets. */
+export interface StoreTargetOptions {
+  dataDir?: string;
+  store?: string;
+  server?: string[];
+  ca?: string;
+}
+
+/** Adds the options every store-editing command shares. */
+export function storeTargetOptions(cmd: Command): Command {
+  return cmd
+    .option("-d, --data-dir <dir>", "the bus' data dir (default: as `unibus up` resolves it)")
+    .option(
+      "--store <backend>",
+      "sqlite (the data dir's file) or kv (the running cluster's replicated store); default: what the bus in the data dir runs",
+    )
+    .option("--server <url>", "with --store kv: a NATS URL of the cluster, tls://host:4222 (repeatable)", collect)
+    .option("--ca <file>", `with --store kv: the bus CA certificate (default: <data dir>/tls/${CA_CERT_FILE})`);
+}
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+function isLoopbackUrl(url: string): boolean {
+  let host: string;
+  try {
+    host = new URL(url.includes("://") ? url : `tls://${url}`).hostname;
+  } catch {
+    throw new CliError(`--server ${url} is not a NATS URL; use tls://host:4222`);
+  }
+  return host === "localhost" || host === "[::1]" || /^127\./.test(host);
+}
+
 /**
- * Host-trusted access to the data dir's store, bus running or not (SQLite in WAL
- * mode lets the CLI and a running bus share the file). Without `create`, a data dir
- * with no store is an error rather than a silently created empty one.
+ * Host-trusted access to a bus' store, running or not. SQLite: the data dir's file (WAL
+ * mode lets the CLI and a running bus share it); without `create`, a data dir with no
+ * store is an error rather than a silently created empty one. KV: the cluster's buckets,
+ * reached as the bus itself (the data dir's service key, 0600) over TLS verified against
+ * the bus CA — never without it; the buckets must exist (bound, never created). After a
+ * write (`write`), KV prints each bucket's replication state.
  */
 export async function withStore<T>(
-  dataDir: string,
+  target: StoreTargetOptions,
   fn: (store: Store) => Promise<T>,
-  opts: { create?: boolean } = {},
+  opts: {
+    create?: boolean;
+    /** A write: on KV, the buckets' replication state is reported after `print`. */
+    write?: boolean;
+    /** Prints the outcome (before the replication report). */
+    print?: (result: T) => void;
+    /** Where the replication report goes; default stdout. */
+    report?: NodeJS.WritableStream;
+  } = {},
 ): Promise<T> {
-  const file = busLayout(dataDir, "").storeFile;
-  if (!opts.create && !fs.existsSync(file)) {
-    throw new CliError(
-      `no bus store in ${dataDir}; run \`unibus up --data-dir ${dataDir}\` first or pass the right --data-dir`,
-    );
-  }
-  const store = await openStore({ backend: "sqlite", file });
+  const dataDir = resolveDataDir(target.dataDir);
+  const run = await readRunInfo(dataDir);
+  const backend = resolveBackend(target, run?.store);
+  const store =
+    backend === "kv"
+      ? await openKv(target, dataDir, run?.natsUrls ?? [])
+      : await openSqlite(dataDir, opts.create === true);
   try {
-    return await fn(store);
+    const result = await fn(store);
+    opts.print?.(result);
+    if (opts.write && store.backend === "kv") await reportReplication(store, opts.report ?? process.stdout);
+    return result;
   } finally {
     await store.close();
   }
+}
+
+function resolveBackend(target: StoreTargetOptions, running: "sqlite" | "kv" | undefined): "sqlite" | "kv" {
+  const chosen = target.store ?? resolveConfig({}).config.store;
+  if (chosen === "sqlite" || chosen === "kv") return chosen;
+  if (chosen !== "auto") throw new CliError(`--store must be sqlite or kv, not ${chosen}`);
+  if (target.server?.length) return "kv";
+  return running ?? "sqlite";
+}
+
+async function openSqlite(dataDir: string, create: boolean): Promise<Store> {
+  const file = busLayout(dataDir, "").storeFile;
+  if (!create && !fs.existsSync(file)) {
+    throw new CliError(
+      `no bus store in ${dataDir}; run \`unibus up --data-dir ${dataDir}\` first or pass the right --data-dir (a cluster: --store kv)`,
+    );
+  }
+  return openStore({ backend: "sqlite", file });
+}
+
+async function openKv(target: StoreTargetOptions, dataDir: string, running: string[]): Promise<Store> {
+  const servers = target.server?.length ? target.server : running;
+  if (servers.length === 0) {
+    throw new CliError(
+      `no running bus found in ${dataDir}; pass --server tls://<node>:4222 (and --ca) to reach a cluster's KV store`,
+    );
+  }
+  const remote = servers.filter((s) => !isLoopbackUrl(s));
+  const caFile = target.ca ?? path.join(busLayout(dataDir, "").tlsDir, CA_CERT_FILE);
+  let caPem: string;
+  try {
+    caPem = fs.readFileSync(caFile, "utf8");
+  } catch {
+    // The bus' certificates come from its own CA: without it nothing can be verified, and
+    // an unverified connection would hand the service key's signature to whoever answers.
+    throw new CliError(
+      remote.length
+        ? `refusing to reach ${remote[0]} without the bus CA (${caFile} not found); pass --ca <file> with the CA certificate from a node's data dir`
+        : `the bus CA ${caFile} was not found; pass --ca <file> or the right --data-dir`,
+    );
+  }
+  const keys = await loadServiceKeys(dataDir);
+  return openStore({
+    backend: "kv",
+    servers: servers.map((s) => (s.includes("://") ? s : `tls://${s}`)),
+    caPem,
+    authenticator: nkeySigner(keys.app.publicKey, (d) => keys.app.sign(d)),
+    bind: true,
+    openTimeoutMs: 10_000,
+  });
+}
+
+async function reportReplication(store: Store, out: NodeJS.WritableStream): Promise<void> {
+  const kv = store as Store & {
+    replicationState(): Promise<Array<{ bucket: string; replicas: number; current: number }>>;
+  };
+  const state = await kv.replicationState().catch((err: Error) => err);
+  if (state instanceof Error) {
+    out.write(`replication: unknown (${state.message})\n`);
+    return;
+  }
+  const behind = state.filter((b) => b.current < b.replicas);
+  const r = state[0]?.replicas ?? 0;
+  out.write(
+    behind.length === 0
+      ? `replication: ${state.length} buckets at R${r}, every replica current\n`
+      : `replication: ${state.length} buckets at R${r}; behind: ${behind.map((b) => `${b.bucket} ${b.current}/${b.replicas} current`).join(", ")}\n`,
+  );
 }

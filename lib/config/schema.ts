@@ -42,6 +42,13 @@ export const SETTINGS = {
     description: "nats-server monitoring port, loopback only (-1: random)",
   },
   hostnames: { type: "string[]", default: [], description: "extra host names or addresses for the server certificate" },
+  store: {
+    type: "string",
+    default: "auto",
+    enum: ["auto", "sqlite", "kv"],
+    description:
+      "control-plane store: sqlite (a file) or kv (replicated JetStream KV); auto: sqlite alone, kv in a cluster",
+  },
   logLevel: {
     type: "string",
     default: "info",

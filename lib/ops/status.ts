@@ -21,6 +21,8 @@ export interface RunInfo {
   monitorUrls: string[];
   caFile: string;
   dataDir: string;
+  /** The store backend the bus runs on ("sqlite" when the run file predates the field). */
+  store: "sqlite" | "kv";
 }
 
 export interface ReplicaStatus {
@@ -88,6 +90,9 @@ export interface BusStatus {
   natsUrls: string[];
   nodes: NodeStatus[];
   control: ControlStatus[];
+  /** The control-plane store backend; KV's buckets show under each node's JetStream. */
+  store?: "sqlite" | "kv";
+  /** SQLite only (KV: `unibus user list --store kv`). */
   counts?: StoreCounts;
   /** Human-readable reasons for "degraded" (or "not-running"). */
   problems: string[];
@@ -118,6 +123,7 @@ export async function readRunInfo(dataDir: string): Promise<RunInfo | undefined>
     monitorUrls: strings(r.monitorUrls),
     caFile: typeof r.caFile === "string" ? r.caFile : path.join(dataDir, "tls", "ca.pem"),
     dataDir: typeof r.dataDir === "string" ? r.dataDir : dataDir,
+    store: r.store === "kv" ? "kv" : "sqlite",
   };
 }
 
@@ -140,7 +146,8 @@ export async function collectStatus(opts: StatusOptions): Promise<BusStatus> {
   const [nodes, control, counts] = await Promise.all([
     Promise.all(run.monitorUrls.map((u) => nodeStatus(u, timeoutMs))),
     Promise.all(run.controlUrls.map((u) => controlStatus(u, ca, timeoutMs))),
-    storeCounts(dataDir).catch(() => undefined),
+    // A KV bus may have a SQLite file left from before its migration: never count that one.
+    run.store === "sqlite" ? storeCounts(dataDir).catch(() => undefined) : undefined,
   ]);
   const problems = problemsOf(nodes, control);
   if (run.monitorUrls.length === 0) problems.push("the run file lists no monitoring endpoint");
@@ -149,6 +156,7 @@ export async function collectStatus(opts: StatusOptions): Promise<BusStatus> {
     dataDir,
     pid: run.pid,
     natsUrls: run.natsUrls,
+    store: run.store,
     nodes,
     control,
     ...(counts ? { counts } : {}),
@@ -357,6 +365,7 @@ export function formatStatus(s: BusStatus): string {
     `unibus: ${s.state.toUpperCase()}  (pid ${s.pid}, data dir ${s.dataDir})`,
     ...s.natsUrls.map((u) => `  NATS:          ${u}`),
     ...s.control.map((c) => `  control plane: ${c.url}  ${c.healthy ? "ok" : `UNHEALTHY (${c.health})`}`),
+    ...(s.store ? [`  store:         ${s.store === "kv" ? "replicated JetStream KV" : "SQLite"}`] : []),
     "",
   ];
   for (const n of s.nodes) {

@@ -1,10 +1,6 @@
-// A three-node bus on one machine, real processes: the cluster forms, every node
-// admits and routes, a SIGKILLed node's clients fail over and the node rejoins.
-import { spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { createInterface } from "node:readline";
 import t, { type Test } from "tap";
 import { loadOrCreateServiceKeys } from "../../lib/auth/service-keys.ts";
 import { startCluster, type UnibusCluster } from "../../lib/bus/cluster.ts";
@@ -19,7 +15,7 @@ import { silentLogger } from "../../lib/log/index.ts";
 import { isProcessAlive } from "../../lib/nats/index.ts";
 import { loadOrCreateCa } from "../../lib/tls/index.ts";
 import { reconnected } from "../helpers/bus.ts";
-import { runCli, UNIBUS_BIN } from "../helpers/cli.ts";
+import { runCli, upJson } from "../helpers/cli.ts";
 import { NATS_SERVER } from "../helpers/nats.ts";
 
 async function user(
@@ -240,25 +236,6 @@ t.test("kill() and restart() refuse a bad index", async (t) => {
 });
 
 /** `unibus up --json …` as a child process; resolves with its ready line. */
-async function upJson(t: Test, args: string[]) {
-  const child = spawn(process.execPath, [UNIBUS_BIN, "up", "--json", ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, UNIBUS_NATS_SERVER: NATS_SERVER },
-  });
-  t.teardown(() => {
-    if (child.exitCode === null) child.kill("SIGKILL");
-  });
-  let stderr = "";
-  child.stderr.on("data", (d) => (stderr += d));
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  const rl = createInterface({ input: child.stdout });
-  const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
-    rl.once("line", (l) => resolve(JSON.parse(l)));
-    void exited.then((code) => reject(new Error(`up exited (${code}) before ready: ${stderr.slice(-2000)}`)));
-  });
-  return { child, ready, exited };
-}
-
 /** What an operator does once: one CA and one set of service keys, copied (0600) to every machine's data dir. */
 async function sharedSecrets(dirs: string[]): Promise<void> {
   await loadOrCreateCa(path.join(dirs[0]!, "tls"));
@@ -296,10 +273,15 @@ t.test("unibus up --cluster 3 --json prints one ready line with every node's URL
     const connz = await fetch(`${m}/healthz`);
     t.equal(connz.status, 200);
   }
-  // An admin added with the CLI on the shared data dir is admitted by node 3.
+  // An admin added with the CLI is admitted by node 3: the CLI finds the running cluster
+  // in the data dir and writes its replicated KV store (no SQLite file appears).
+  t.equal(ready.store, "kv");
   const alice = createIdentity();
   const add = await runCli(["user", "add", alice.signPub, "--handle", "alice", "--data-dir", dataDir]);
   t.equal(add.code, 0, add.stderr);
+  t.match(add.stdout, /^added alice \(member, active\)/);
+  t.match(add.stdout, /\nreplication: 7 buckets at R3, every replica current\n$/);
+  t.notOk(fs.existsSync(path.join(dataDir, "store.db")), "no SQLite store");
   const c = await connect({
     natsUrl: (ready.natsUrls as string[])[2]!,
     caFile: ready.caFile as string,

@@ -1,14 +1,10 @@
-// `unibus up` as a user runs it: one ready line, a clean stop on SIGTERM, reuse of the
-// data dir on the next start.
-import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { createInterface } from "node:readline";
 import t, { type Test } from "tap";
 import { connect } from "../../lib/client/connect.ts";
 import { createIdentity } from "../../lib/crypto/identity.ts";
 import { isProcessAlive } from "../../lib/nats/process.ts";
-import { runCli, UNIBUS_BIN } from "../helpers/cli.ts";
+import { runCli, upJson } from "../helpers/cli.ts";
 
 const RANDOM_PORTS = ["--nats-port", "-1", "--control-port", "0", "--monitor-port", "-1"];
 
@@ -21,27 +17,8 @@ interface Ready {
 }
 
 async function up(t: Test, dataDir: string, extra: string[] = []) {
-  const child = spawn(
-    process.execPath,
-    [UNIBUS_BIN, "up", "--json", "--data-dir", dataDir, ...RANDOM_PORTS, ...extra],
-    {
-      stdio: ["ignore", "pipe", "pipe"],
-    },
-  );
-  t.teardown(() => {
-    if (child.exitCode === null) child.kill("SIGKILL");
-  });
-  let stderr = "";
-  child.stderr.on("data", (d) => (stderr += d));
-  const lines: string[] = [];
-  const rl = createInterface({ input: child.stdout });
-  rl.on("line", (l) => lines.push(l));
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  const ready = await new Promise<Ready>((resolve, reject) => {
-    rl.once("line", (l) => resolve(JSON.parse(l)));
-    void exited.then((code) => reject(new Error(`up exited (${code}) before ready: ${stderr}`)));
-  });
-  return { child, ready, lines, exited, stderr: () => stderr };
+  const started = await upJson(t, ["--data-dir", dataDir, ...RANDOM_PORTS, ...extra]);
+  return { ...started, ready: started.ready as unknown as Ready };
 }
 
 t.test(
@@ -55,8 +32,9 @@ t.test(
       controlUrls: [/^https:\/\/127\.0\.0\.1:\d+$/],
       caFile: path.join(dataDir, "tls", "ca.pem"),
       dataDir,
+      store: "sqlite",
     });
-    t.same(Object.keys(first.ready), ["event", "natsUrls", "controlUrls", "caFile", "dataDir"]);
+    t.same(Object.keys(first.ready), ["event", "natsUrls", "controlUrls", "caFile", "dataDir", "store"]);
     const run = JSON.parse(fs.readFileSync(path.join(dataDir, "run.json"), "utf8"));
     t.equal(run.pid, first.child.pid);
 

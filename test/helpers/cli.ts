@@ -1,5 +1,8 @@
 import { spawn } from "node:child_process";
 import path from "node:path";
+import { createInterface } from "node:readline";
+import type { Test } from "tap";
+import { NATS_SERVER } from "./nats.ts";
 
 export const UNIBUS_BIN = path.resolve("bin/unibus.js");
 
@@ -24,4 +27,29 @@ export function runCli(args: string[], opts: { cwd?: string; env?: NodeJS.Proces
     child.on("error", reject);
     child.on("exit", (code) => resolve({ code, stdout, stderr }));
   });
+}
+
+/**
+ * Starts the real `unibus up --json …` and resolves with its ready line; killed
+ * (SIGKILL) at teardown if still running. `exited` resolves with the exit code.
+ */
+export async function upJson(t: Test, args: string[]) {
+  const child = spawn(process.execPath, [UNIBUS_BIN, "up", "--json", ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, UNIBUS_NATS_SERVER: NATS_SERVER },
+  });
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill("SIGKILL");
+  });
+  let stderr = "";
+  child.stderr.on("data", (d) => (stderr += d));
+  const lines: string[] = [];
+  const rl = createInterface({ input: child.stdout });
+  rl.on("line", (l) => lines.push(l));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
+    rl.once("line", (l) => resolve(JSON.parse(l)));
+    void exited.then((code) => reject(new Error(`up exited (${code}) before ready: ${stderr.slice(-2000)}`)));
+  });
+  return { child, ready, lines, exited, stderr: () => stderr };
 }

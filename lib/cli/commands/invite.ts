@@ -4,14 +4,12 @@ import type { Command } from "commander";
 import { busLayout } from "../../bus/layout.ts";
 import { resolveConfig, type UnibusConfig } from "../../config/index.ts";
 import { parseTtl } from "../../control/protocol.ts";
+import { RUN_FILE } from "../../ops/status.ts";
 import { type Invite, newInviteToken } from "../../store/index.ts";
 import { CliError, printJson, table } from "../output.ts";
-import { resolveDataDir, withStore } from "../store.ts";
-import { RUN_FILE } from "./up.ts";
+import { resolveDataDir, type StoreTargetOptions, storeTargetOptions, withStore } from "../store.ts";
 
-interface DataDirOption {
-  dataDir?: string;
-}
+type DataDirOption = StoreTargetOptions;
 
 /** The same ceiling as `POST /v1/invites`, so an invite lives as long whichever way it was made. */
 const MAX_TTL_MS = 90 * 86_400_000;
@@ -98,15 +96,11 @@ export function inviteCommand(program: Command): void {
   const invite = program
     .command("invite")
     .description("invite new users: single-use registration tokens in a data dir (host-trusted)");
-  const dataDirOption = ["-d, --data-dir <dir>", "the bus' data dir (default: as `unibus up` resolves it)"] as const;
-
-  invite
-    .command("create")
+  storeTargetOptions(invite.command("create"))
     .description("create an invite and print the command the invitee runs")
     .requiredOption("--handle <handle>", "the handle the new user gets, e.g. alice")
     .option("--role <role>", "admin or member", "member")
     .option("--ttl <duration>", "how long the token stays valid: 7d, 12h, 30m or 45s (at most 90d)", "7d")
-    .option(...dataDirOption)
     .option("--json", "print the invite, token and command as JSON")
     .action(async (opts: DataDirOption & { handle: string; role: string; ttl: string; json?: boolean }) => {
       if (opts.role !== "admin" && opts.role !== "member")
@@ -114,38 +108,48 @@ export function inviteCommand(program: Command): void {
       const ttlMs = ttlMsOf(opts.ttl);
       const { dataDir, config } = resolveDataDirAndConfig(opts);
       const token = newInviteToken();
-      const created = await withStore(dataDir, (s) =>
-        s.createInvite({ token, handle: opts.handle, role: opts.role as "admin" | "member", createdBy: "host", ttlMs }),
-      );
       const { controlUrl, caFile } = inviteeEndpoint(dataDir, config);
-      const command = [
-        "npx unibus register",
-        token,
-        "--identity me.json",
-        `--control-url ${shellQuote(controlUrl)}`,
-        `--ca ${shellQuote(caFile)}`,
-      ].join(" ");
-      if (opts.json) return printJson({ invite: created, token, command, controlUrl, caFile });
-      process.stdout.write(
-        [
-          `created invite ${created.id} for ${created.handle} (${created.role}), valid until ${new Date(created.expiresAt).toISOString()}`,
-          `token: ${token}`,
-          "",
-          "Send the invitee this command and a copy of the CA file, privately (the token works once):",
-          `  ${command}`,
-          "",
-        ].join("\n"),
+      await withStore(
+        opts,
+        (s) =>
+          s.createInvite({
+            token,
+            handle: opts.handle,
+            role: opts.role as "admin" | "member",
+            createdBy: "host",
+            ttlMs,
+          }),
+        {
+          write: true,
+          report: opts.json ? process.stderr : process.stdout,
+          print: (created) => {
+            const command = [
+              "npx unibus register",
+              token,
+              "--identity me.json",
+              `--control-url ${shellQuote(controlUrl)}`,
+              `--ca ${shellQuote(caFile)}`,
+            ].join(" ");
+            if (opts.json) return printJson({ invite: created, token, command, controlUrl, caFile });
+            process.stdout.write(
+              [
+                `created invite ${created.id} for ${created.handle} (${created.role}), valid until ${new Date(created.expiresAt).toISOString()}`,
+                `token: ${token}`,
+                "",
+                "Send the invitee this command and a copy of the CA file, privately (the token works once):",
+                `  ${command}`,
+                "",
+              ].join("\n"),
+            );
+          },
+        },
       );
     });
 
-  invite
-    .command("list")
-    .description("list invites: open, expired, spent and cancelled")
-    .option(...dataDirOption)
+  storeTargetOptions(invite.command("list").description("list invites: open, expired, spent and cancelled"))
     .option("--json", "print JSON")
     .action(async (opts: DataDirOption & { json?: boolean }) => {
-      const dataDir = resolveDataDir(opts.dataDir);
-      const invites = await withStore(dataDir, (s) => s.listInvites());
+      const invites = await withStore(opts, (s) => s.listInvites());
       const now = Date.now();
       if (opts.json) return printJson(invites.map((i) => ({ ...i, status: statusOf(i, now) })));
       if (invites.length === 0)
@@ -156,16 +160,21 @@ export function inviteCommand(program: Command): void {
       process.stdout.write(`${table(rows)}\n`);
     });
 
-  invite
-    .command("cancel")
-    .description("cancel an open invite so its token can no longer register")
-    .argument("<id>", "the invite's id from `unibus invite list` (or its token)")
-    .option(...dataDirOption)
+  storeTargetOptions(
+    invite
+      .command("cancel")
+      .description("cancel an open invite so its token can no longer register")
+      .argument("<id>", "the invite's id from `unibus invite list` (or its token)"),
+  )
     .option("--json", "print the cancelled invite as JSON")
     .action(async (id: string, opts: DataDirOption & { json?: boolean }) => {
-      const dataDir = resolveDataDir(opts.dataDir);
-      const cancelled = await withStore(dataDir, (s) => s.cancelInvite(id));
-      if (opts.json) return printJson(cancelled);
-      process.stdout.write(`cancelled invite ${cancelled.id} for ${cancelled.handle}\n`);
+      await withStore(opts, (s) => s.cancelInvite(id), {
+        write: true,
+        report: opts.json ? process.stderr : process.stdout,
+        print: (cancelled) =>
+          opts.json
+            ? printJson(cancelled)
+            : void process.stdout.write(`cancelled invite ${cancelled.id} for ${cancelled.handle}\n`),
+      });
     });
 }

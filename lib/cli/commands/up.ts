@@ -5,6 +5,7 @@ import { startCluster, type UnibusCluster } from "../../bus/cluster.ts"; // clus
 import { startUnibus, type Unibus } from "../../bus/unibus.ts";
 import { describeConfig, resolveConfig, SETTINGS } from "../../config/index.ts";
 import { createLogger } from "../../log/index.ts";
+import { RUN_FILE } from "../../ops/status.ts";
 import { CliError, printJson } from "../output.ts";
 
 interface UpOptions {
@@ -22,8 +23,6 @@ interface UpOptions {
   // ---- end cluster ----
 }
 
-export const RUN_FILE = "run.json";
-
 export function upCommand(program: Command): void {
   program
     .command("up")
@@ -40,6 +39,7 @@ export function upCommand(program: Command): void {
     .option("--control-port <port>", "control-plane HTTPS port, 0 for a random one (default 8470)")
     .option("--monitor-port <port>", "nats-server monitoring port, loopback only, -1 for random (default 8222)")
     .option("--hostname <name>", "extra host name or address for the server certificate (repeatable)", collect)
+    .option("--store <backend>", "sqlite, kv or auto (default auto: sqlite alone, kv in a cluster)")
     .option("--log-level <level>", "trace, debug, info, warn, error (default info)")
     .option("--log-format <format>", "json, pretty or auto (default auto: pretty on a terminal)")
     .option("--config <file>", "read settings from this JSON file instead of ./unibus.config.json")
@@ -115,6 +115,7 @@ export function upCommand(program: Command): void {
           },
           ...(opts.clusterName ? { name: opts.clusterName } : {}),
           ...(opts.replicas ? { replicas: intOption(opts.replicas, "--replicas") } : {}),
+          ...(cfg.store !== "auto" ? { store: cfg.store as "sqlite" | "kv" } : {}),
           logger,
         });
         const ready = {
@@ -123,6 +124,7 @@ export function upCommand(program: Command): void {
           controlUrls: cluster.controlUrls,
           caFile: cluster.caFile,
           dataDir: cluster.dataDir,
+          store: cluster.store,
         };
         await fs.writeFile(
           path.join(dataDir, RUN_FILE),
@@ -153,8 +155,10 @@ export function upCommand(program: Command): void {
             }
           : {};
       // ---- end cluster ----
+      const store = cfg.store === "auto" ? ("cluster" in member ? "kv" : "sqlite") : (cfg.store as "sqlite" | "kv");
       bus = await startUnibus({
         ...member, // cluster
+        store,
         ...(opts.serverName ? { serverName: opts.serverName } : {}), // cluster
         dataDir,
         host: cfg.host,
@@ -168,6 +172,7 @@ export function upCommand(program: Command): void {
         controlUrls: [bus.controlUrl],
         caFile: bus.caFile,
         dataDir: bus.dataDir,
+        store,
       };
       await fs.writeFile(
         path.join(dataDir, RUN_FILE),
@@ -176,7 +181,8 @@ export function upCommand(program: Command): void {
       );
       logger.level = level;
       if (opts.json) return printJson(ready);
-      const hasAdmin = await bus.store.hasAdmin();
+      // A cluster member's KV store may still wait for its peers: no hint then, rather than a wrong one.
+      const hasAdmin = await bus.store.hasAdmin().catch(() => undefined);
       const rel = path.relative(process.cwd(), dataDir) || ".";
       const lines = [
         "unibus is up.",
@@ -185,12 +191,12 @@ export function upCommand(program: Command): void {
         `  CA file:       ${bus.caFile}   (clients trust this CA)`,
         `  data dir:      ${bus.dataDir}`,
       ];
-      if (!hasAdmin) {
+      if (hasAdmin === false) {
         lines.push(
           "",
           "No admin yet. Create your identity and add it as the first admin:",
           "  npx unibus identity new --out me.json",
-          `  npx unibus user add <signing key printed above> --handle you --role admin --data-dir ${rel}`,
+          `  npx unibus user add <signing key printed above> --handle you --role admin --data-dir ${rel}${store === "kv" ? " --store kv" : ""}`,
         );
       }
       lines.push("", "Press Ctrl-C to stop.");

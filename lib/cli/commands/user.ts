@@ -2,61 +2,57 @@ import type { Command } from "commander";
 import { parseSignPub } from "../../crypto/identity.ts";
 import type { User } from "../../store/index.ts";
 import { CliError, printJson, table } from "../output.ts";
-import { resolveDataDir, withStore } from "../store.ts";
-
-interface DataDirOption {
-  dataDir?: string;
-}
+import { type StoreTargetOptions, storeTargetOptions, withStore } from "../store.ts";
 
 function describe(u: User): string {
   return `${u.handle} (${u.role}, ${u.status}) ${u.signPub}`;
 }
 
 export function userCommand(program: Command): void {
-  const user = program.command("user").description("manage the allowlist of the bus in a data dir (host-trusted)");
-  const dataDirOption = ["-d, --data-dir <dir>", "the bus' data dir (default: as `unibus up` resolves it)"] as const;
+  const user = program
+    .command("user")
+    .description("manage the allowlist of a bus: its data dir's store, or a running cluster's (--store kv)");
 
-  user
-    .command("add")
-    .description("add an identity to the allowlist")
-    .argument("<sign-pub>", "the identity's Ed25519 public key (64 hex chars or a U… NATS key)")
-    .requiredOption("--handle <handle>", "a short unique name, e.g. alice")
-    .option("--role <role>", "admin or member", "member")
-    .option("--kex-pub <hex>", "the identity's X25519 public key (needed for encrypted rooms)")
-    .option(...dataDirOption)
+  storeTargetOptions(
+    user
+      .command("add")
+      .description("add an identity to the allowlist")
+      .argument("<sign-pub>", "the identity's Ed25519 public key (64 hex chars or a U… NATS key)")
+      .requiredOption("--handle <handle>", "a short unique name, e.g. alice")
+      .option("--role <role>", "admin or member", "member")
+      .option("--kex-pub <hex>", "the identity's X25519 public key (needed for encrypted rooms)"),
+  )
     .option("--json", "print the user as JSON")
     .action(
       async (
         signPub: string,
-        opts: DataDirOption & { handle: string; role: string; kexPub?: string; json?: boolean },
+        opts: StoreTargetOptions & { handle: string; role: string; kexPub?: string; json?: boolean },
       ) => {
         const key = parseSignPub(signPub, "sign-pub");
         if (opts.role !== "admin" && opts.role !== "member")
           throw new CliError(`--role must be admin or member, not ${opts.role}`);
-        // `user add` may seed the first admin before the first `up`, so it creates the store.
-        const added = await withStore(
-          resolveDataDir(opts.dataDir),
-          (s) =>
-            s.addUser({
+        // `user add` may seed the first admin before the first `up`, so it creates a SQLite store.
+        await withStore(
+          opts,
+          async (s) => {
+            const added = await s.addUser({
               signPub: key,
               handle: opts.handle,
               role: opts.role as "admin" | "member",
               kexPub: opts.kexPub ?? null,
-            }),
-          { create: true },
+            });
+            if (opts.json) printJson(added);
+            else process.stdout.write(`added ${describe(added)}\n`);
+          },
+          { create: true, write: true, report: opts.json ? process.stderr : process.stdout },
         );
-        if (opts.json) return printJson(added);
-        process.stdout.write(`added ${describe(added)}\n`);
       },
     );
 
-  user
-    .command("list")
-    .description("list the allowlist")
-    .option(...dataDirOption)
+  storeTargetOptions(user.command("list").description("list the allowlist"))
     .option("--json", "print JSON")
-    .action(async (opts: DataDirOption & { json?: boolean }) => {
-      const users = await withStore(resolveDataDir(opts.dataDir), (s) => s.listUsers());
+    .action(async (opts: StoreTargetOptions & { json?: boolean }) => {
+      const users = await withStore(opts, (s) => s.listUsers());
       if (opts.json) return printJson(users);
       if (users.length === 0)
         return void process.stdout.write(
@@ -67,25 +63,32 @@ export function userCommand(program: Command): void {
       process.stdout.write(`${table(rows)}\n`);
     });
 
-  user
-    .command("revoke")
-    .description("revoke an identity (kept on the list, refused at its next connection)")
-    .argument("<sign-pub>", "the identity's signing key")
-    .option(...dataDirOption)
-    .action(async (signPub: string, opts: DataDirOption) => {
-      const key = parseSignPub(signPub, "sign-pub");
-      const u = await withStore(resolveDataDir(opts.dataDir), (s) => s.revokeUser(key));
-      process.stdout.write(`revoked ${describe(u)}\n`);
+  storeTargetOptions(
+    user
+      .command("revoke")
+      .description("revoke an identity (kept on the list, its connections closed and refused from then on)")
+      .argument("<sign-pub>", "the identity's signing key"),
+  ).action(async (signPub: string, opts: StoreTargetOptions) => {
+    const key = parseSignPub(signPub, "sign-pub");
+    await withStore(opts, async (s) => void process.stdout.write(`revoked ${describe(await s.revokeUser(key))}\n`), {
+      write: true,
     });
+  });
 
-  user
-    .command("delete")
-    .description("delete an identity from the allowlist for good")
-    .argument("<sign-pub>", "the identity's signing key")
-    .option(...dataDirOption)
-    .action(async (signPub: string, opts: DataDirOption) => {
-      const key = parseSignPub(signPub, "sign-pub");
-      await withStore(resolveDataDir(opts.dataDir), (s) => s.deleteUser(key));
-      process.stdout.write(`deleted ${key}\n`);
-    });
+  storeTargetOptions(
+    user
+      .command("delete")
+      .description("delete an identity from the allowlist for good")
+      .argument("<sign-pub>", "the identity's signing key"),
+  ).action(async (signPub: string, opts: StoreTargetOptions) => {
+    const key = parseSignPub(signPub, "sign-pub");
+    await withStore(
+      opts,
+      async (s) => {
+        await s.deleteUser(key);
+        process.stdout.write(`deleted ${key}\n`);
+      },
+      { write: true },
+    );
+  });
 }
