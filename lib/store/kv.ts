@@ -842,6 +842,10 @@ export class KvStore implements Store {
       const missing = () => new NotFoundError("sealed key", `${memberId(id, k)}${at === null ? "" : `@${at}`}`);
       let e = at;
       if (e === null) {
+        // A member holds the current epoch's key (a rekey seals one to every member): one
+        // get. Only a member added by an older epoch's key path falls back to a listing.
+        const current = live(await this.#b.keys.get(key.sealed(id, k, rec.room.epoch)));
+        if (current !== null) return { roomId: id, epoch: rec.room.epoch, signPub: k, sealed: current.string() };
         const epochs = (await listKeys(this.#b.keys, key.sealedOf(id, k)))
           .map(parseSealedKey)
           .filter((x) => x !== null && x.epoch <= rec.room.epoch)
