@@ -463,6 +463,7 @@ export class Unibus extends EventEmitter {
         this.#kvNonces = nonces.value;
         await this.#holder?.set(store.value);
         log.info({ component: "bus", replicas, attempts: attempt }, "KV store open");
+        void this.#warnIfUnmigrated(store.value);
         return;
       }
       if (store.status === "fulfilled") await store.value.close();
@@ -477,6 +478,18 @@ export class Unibus extends EventEmitter {
         );
       }
       await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+
+  /** A SQLite store beside an empty KV allowlist is almost surely a migration not yet run. */
+  async #warnIfUnmigrated(kv: Store): Promise<void> {
+    const file = busLayout(this.#dataDir, this.serverName).storeFile;
+    const [sqlite, users] = await Promise.all([fs.stat(file).catch(() => undefined), kv.listUsers().catch(() => [1])]);
+    if (sqlite && users.length === 0) {
+      this.#logger.warn(
+        { component: "bus", file },
+        "this data dir has a SQLite store but the KV store has no users: run `unibus migrate-to-kv` to carry them over",
+      );
     }
   }
 
