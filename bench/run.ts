@@ -8,6 +8,7 @@ const all: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   acl: () => import("./acl.ts"),
   cluster: () => import("./cluster.ts"),
   store: () => import("./store.ts"),
+  failover: () => import("./failover.ts"),
 };
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith("-"));
 for (const name of wanted.length ? wanted : Object.keys(all)) {
