@@ -446,17 +446,29 @@ export class Unibus extends EventEmitter {
     const nc = await connectAsService({ servers: [this.#natsUrl], caPem, key: keys.app, name: "unibus-store" });
     this.#storeConn = nc;
     for (let attempt = 1; ; attempt++) {
+      // Until the meta group has formed JetStream leaves API requests unanswered: a create
+      // sent then waits out its whole timeout. So first wait (cheaply) until JetStream answers.
+      if (retry && !(await jetStreamAnswers(nc))) {
+        if (this.#state !== "starting" && this.#state !== "running") {
+          throw new StoreUnavailableError("the bus stopped before its KV store opened");
+        }
+        continue;
+      }
+      // Even then a replicated create is now and then left unanswered (seen: 1 start in 3,
+      // racing the same create from the other nodes) while a retry at once succeeds; so
+      // attempts start short (1 s) and lengthen only if they keep failing (slow machine).
+      const openTimeoutMs = retry ? Math.min(1000 * Math.ceil(attempt / 3), 5000) : 5000;
       const [store, nonces] = await Promise.allSettled([
         openStore({
           backend: "kv",
           nc,
           replicas,
           logger: log,
-          openTimeoutMs: 5000,
+          openTimeoutMs,
           ...(prefix ? { bucketPrefix: prefix } : {}),
           ...(this.#opts.kv?.timeoutMs ? { timeoutMs: this.#opts.kv.timeoutMs } : {}),
         }),
-        openKvNonceStore({ nc, replicas, logger: log, ...(prefix ? { bucketPrefix: prefix } : {}) }),
+        openKvNonceStore({ nc, replicas, logger: log, openTimeoutMs, ...(prefix ? { bucketPrefix: prefix } : {}) }),
       ]);
       const stopping = this.#state !== "starting" && this.#state !== "running";
       if (store.status === "fulfilled" && nonces.status === "fulfilled" && !stopping) {
@@ -471,13 +483,13 @@ export class Unibus extends EventEmitter {
       if (stopping) throw new StoreUnavailableError("the bus stopped before its KV store opened");
       const err = store.status === "rejected" ? store.reason : (nonces as PromiseRejectedResult).reason;
       if (!retry) throw err;
-      if (attempt === 1 || attempt % 10 === 0) {
+      if (attempt % 10 === 0) {
         log.warn(
           { component: "bus", attempt, err: (err as Error).message },
           "KV store not open yet (waiting for JetStream); denying connections meanwhile",
         );
       }
-      await new Promise((r) => setTimeout(r, 500));
+      await new Promise((r) => setTimeout(r, 100));
     }
   }
 
@@ -608,6 +620,18 @@ export class Unibus extends EventEmitter {
     } else if (this.#ownsDataDir) {
       log.warn({ component: "bus", dataDir: this.#dataDir }, "start failed; its files are kept for investigation");
     }
+  }
+}
+
+/** True once JetStream answers an account-info request (it has a meta leader); false after 250 ms of silence. */
+async function jetStreamAnswers(nc: NatsConnection): Promise<boolean> {
+  try {
+    const { jetstreamManager } = await import("@nats-io/jetstream");
+    await (await jetstreamManager(nc, { timeout: 250, checkAPI: false })).getAccountInfo();
+    return true;
+  } catch {
+    await new Promise((r) => setTimeout(r, 50));
+    return false;
   }
 }
 

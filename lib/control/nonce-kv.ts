@@ -142,7 +142,11 @@ export async function openKvNonceStore(opts: KvNonceStoreOptions): Promise<KvNon
     });
   } catch (err) {
     if (err instanceof UnibusError) throw err;
-    logger.error({ component: "control-nonces", err, bucket }, "could not open the nonce store");
+    // debug: the caller gets the typed error and decides (a cluster node retries while its peers start).
+    logger.debug(
+      { component: "control-nonces", err: (err as Error).message, bucket },
+      "could not open the nonce store",
+    );
     throw new StoreUnavailableError(
       `the replicated nonce store (bucket ${bucket}) could not be opened: NATS or JetStream did not answer; check that the bus is running and JetStream has quorum`,
       { cause: err },

@@ -212,7 +212,8 @@ export async function openKvStore(opts: KvStoreOptions): Promise<KvStore> {
   } catch (err) {
     if (owned && nc !== undefined && !nc.isClosed()) await nc.close().catch(() => {});
     if (err instanceof UnibusError) throw err;
-    logger.error({ err }, "could not open the KV store");
+    // debug: the caller gets the typed error and decides (a cluster node retries while its peers start).
+    logger.debug({ err: (err as Error).message }, "could not open the KV store");
     throw new StoreUnavailableError(
       "the KV store could not be opened: NATS or JetStream did not answer; check that the bus is running and reachable",
       { cause: err },
