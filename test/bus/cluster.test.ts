@@ -194,7 +194,10 @@ t.test("three nodes: form, serve from any node, survive a SIGKILL, rejoin, stop 
     // A new connection is admitted by the surviving nodes' callouts.
     const live = (victim + 1) % 3;
     const dave = await user(t, cluster, "dave", { nats: cluster.natsUrls[live]!, control: cluster.controlUrls[live]! });
-    t.equal(dave.c.nc.info?.server_name, nodes[live]!.serverName);
+    // Admitted by a survivor (nats.js may move on to another node it learned of if the
+    // first one holds the connect while a KV bucket elects a new leader).
+    t.not(dave.c.nc.info?.server_name, nodes[victim]!.serverName, "a new connection is admitted by a survivor");
+    t.notOk(dave.c.nc.isClosed());
   });
 
   await t.test("restart rejoins on the same ports", async (t) => {
@@ -280,7 +283,8 @@ t.test("unibus up --cluster 3 --json prints one ready line with every node's URL
   const add = await runCli(["user", "add", alice.signPub, "--handle", "alice", "--data-dir", dataDir]);
   t.equal(add.code, 0, add.stderr);
   t.match(add.stdout, /^added alice \(member, active\)/);
-  t.match(add.stdout, /\nreplication: 7 buckets at R3, every replica current\n$/);
+  // Right after the write a follower may not be "current" yet; the report says which.
+  t.match(add.stdout, /\nreplication: 7 buckets at R3(, every replica current|; behind: .+)\n$/);
   t.notOk(fs.existsSync(path.join(dataDir, "store.db")), "no SQLite store");
   const c = await connect({
     natsUrl: (ready.natsUrls as string[])[2]!,
@@ -309,27 +313,43 @@ t.test(
     await sharedSecrets(dirs);
     const routePorts = await learnFreeRoutePorts({ binary: NATS_SERVER, count: 3, host: "127.0.0.1", dir: root });
     const routes = routePorts.map((p) => `nats-route://localhost:${p}`);
-    const nodes = dirs.map(
-      (dataDir, i) =>
-        new Unibus({
-          dataDir,
-          natsServer: NATS_SERVER,
-          serverName: `host-${"abc"[i]}`,
-          logger: silentLogger,
-          hostnames: ["localhost"],
-          replicas: 3,
-          cluster: { name: "team", port: routePorts[i]!, routes, advertise: `localhost:${routePorts[i]}` },
-        }),
-    );
+    const machine = (i: number) =>
+      new Unibus({
+        dataDir: dirs[i]!,
+        natsServer: NATS_SERVER,
+        serverName: `host-${"abc"[i]}`,
+        logger: silentLogger,
+        hostnames: ["localhost"],
+        replicas: 3,
+        cluster: { name: "team", port: routePorts[i]!, routes, advertise: `localhost:${routePorts[i]}` },
+      });
+    const nodes = dirs.map((_, i) => machine(i));
     t.teardown(async () => {
       await Promise.all(nodes.map((n) => n.stop()));
       fs.rmSync(root, { recursive: true, force: true });
     });
     await Promise.all(nodes.map((n) => n.start()));
-    const views = await waitForMetaGroup(
-      nodes.map((n) => ({ name: n.serverName, monitorUrl: n.monitorUrl })),
-      { timeoutMs: 20_000 },
-    );
+    const formed = () =>
+      waitForMetaGroup(
+        nodes.map((n) => ({ name: n.serverName, monitorUrl: n.monitorUrl })),
+        { timeoutMs: 15_000 },
+      );
+    // The cold-boot race startCluster repairs (docs/clustering.md, "A node left out") can hit
+    // machines too; the operator's fix is to restart the machine the leader does not list.
+    const views = await formed().catch(async (err: unknown) => {
+      if (!(err instanceof ClusterNotReadyError)) throw err;
+      const leader = err.status.find((v) => typeof v !== "string" && v.replicas && v.server === v.leader);
+      if (typeof leader === "string" || !leader) throw err;
+      const listed = new Set([leader.server, ...(leader.replicas ?? []).map((r) => r.name)]);
+      for (const [i, n] of nodes.entries()) {
+        if (listed.has(n.serverName)) continue;
+        t.comment(`${n.serverName} was left out of the meta group; restarting it`);
+        await n.stop();
+        nodes[i] = machine(i);
+        await nodes[i]!.start();
+      }
+      return formed();
+    });
     t.equal(views.length, 3, "one meta group over TLS routes to the advertised names");
     t.ok(
       nodes.every((n) => n.caPem === nodes[0]!.caPem),
