@@ -6,6 +6,7 @@
 import t from "tap";
 import { Agent, request } from "undici";
 import { startCluster } from "../../lib/bus/cluster.ts";
+import { ClusterNotReadyError } from "../../lib/bus/cluster-ready.ts";
 import { connect } from "../../lib/client/connect.ts";
 import { ControlClient } from "../../lib/client/control.ts";
 import { signRequest } from "../../lib/crypto/canonical.ts";
@@ -184,12 +185,25 @@ t.test("SIGKILL two of three: quorum lost, the bus refuses and never admits; res
   t.match(err, { status: 503 }, "the control plane answers 503");
   t.equal(await status(control(0).request("POST", "/v1/users", { signPub: stranger.signPub, handle: "x" })), 503);
 
+  // One node back is a majority again: the bus serves.
   await cluster.restart(1);
-  await cluster.restart(2);
-  const c = await connect({ natsUrl: alone.natsUrl, ca: cluster.caPem, identity: dave, timeoutMs: 10_000 });
+  const c = await connect({ natsUrl: alone.natsUrl, ca: cluster.caPem, identity: dave, timeoutMs: 15_000 });
   t.teardown(() => c.close());
   t.equal(c.nc.info?.server_name, alone.serverName, "admitted again once the quorum is back");
-  const back = await control(2).request<{ handle: string }>("GET", `/v1/users/${dave.signPub}`);
-  t.equal(back.handle, "dave");
+  const back = await control(1).request<{ handle: string }>("GET", `/v1/users/${dave.signPub}`);
+  t.equal(back.handle, "dave", "the data is intact, read through the restarted node");
   t.equal(await status(control(0).request("POST", "/v1/users", { signPub: stranger.signPub, handle: "x" })), 200);
+
+  // The last node rejoins. Seen under a loaded CI run: JetStream's meta leader did not call
+  // it "current" for 40 s after its restart (a nats-server catch-up), so readiness is not
+  // awaited here; serving through it is.
+  await cluster.restart(2).catch((err: unknown) => {
+    if (!(err instanceof ClusterNotReadyError)) throw err;
+    t.comment(`not ready yet: ${err.message}`);
+  });
+  const third = cluster.nodes[2]!;
+  t.equal(third.state, "running");
+  await third.whenStoreReady();
+  const viaThird = await control(2).request<{ handle: string }>("GET", `/v1/users/${stranger.signPub}`);
+  t.equal(viaThird.handle, "x", "the write made with two nodes is read through the third");
 });
