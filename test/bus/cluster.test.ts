@@ -143,9 +143,19 @@ t.test("three nodes: form, serve from any node, survive a SIGKILL, rejoin, stop 
   const atBob = collector(await bob.c.openRoom(room.id));
   const atCarol = collector(await carol.c.openRoom(room.id));
   await Promise.all([bob.c.nc.flush(), carol.c.nc.flush()]);
-  await room.publish("before");
-  t.equal(await atBob.until(1), 1, "a message from node 1 reaches a member on another node");
-  t.equal(await atCarol.until(1), 1);
+  // A flush proves a member's own server has its subscription, not that the routes have
+  // carried the interest to alice's server yet (core NATS, at-most-once): publish until
+  // both have one (bounded), then count from there.
+  for (let i = 0; i < 50 && (atBob.texts().length === 0 || atCarol.texts().length === 0); i++) {
+    await room.publish(`before-${i}`);
+    await Promise.all([atBob.until(1, 100), atCarol.until(1, 100)]);
+  }
+  t.ok(atBob.texts().length >= 1, "a message from node 1 reaches a member on another node");
+  t.ok(atCarol.texts().length >= 1, "and one on the third");
+  await alice.c.nc.flush();
+  await new Promise((r) => setTimeout(r, 200)); // let stragglers land before taking the counts
+  const bobBase = atBob.texts().length;
+  const carolBase = atCarol.texts().length;
 
   // A persisted room's stream is replicated on every node (replicas default 3).
   const kept = await alice.c.createRoom({ encrypt: false, persist: true });
@@ -182,14 +192,14 @@ t.test("three nodes: form, serve from any node, survive a SIGKILL, rejoin, stop 
     // Core NATS is at-most-once: until a failed-over client's re-sent subscription has
     // spread over the routes, a message may miss it. Publish until one arrives (bounded).
     let sent = 0;
-    for (; sent < 50 && (atCarol.texts().length < 2 || atBob.texts().length < 2); sent++) {
+    for (; sent < 50 && (atCarol.texts().length <= carolBase || atBob.texts().length <= bobBase); sent++) {
       await room.publish(`after-${sent}`);
-      await Promise.all([atCarol.until(2, 100), atBob.until(2, 100)]);
+      await Promise.all([atCarol.until(carolBase + 1, 100), atBob.until(bobBase + 1, 100)]);
     }
-    t.ok(atCarol.texts().length >= 2, "the failed-over client receives again");
-    t.ok(atBob.texts().length >= 2, "bob receives");
+    t.ok(atCarol.texts().length > carolBase, "the failed-over client receives again");
+    t.ok(atBob.texts().length > bobBase, "bob receives");
     if (!moving.some(([n]) => n === "bob") && !moving.some(([n]) => n === "alice")) {
-      t.equal(await atBob.until(1 + sent), 1 + sent, "clients on the other nodes lose nothing");
+      t.equal(await atBob.until(bobBase + sent), bobBase + sent, "clients on the other nodes lose nothing");
     }
     // A new connection is admitted by the surviving nodes' callouts.
     const live = (victim + 1) % 3;
@@ -407,9 +417,11 @@ t.test(
       ),
     );
     const monitors = dirs.map((d) => JSON.parse(fs.readFileSync(path.join(d, "run.json"), "utf8")).monitorUrls[0]);
+    // Two members elect a meta leader between themselves (RAFT timeouts of 4-9 s, and a
+    // split vote starts over); seen taking over 20 s on this shared machine, so: 45 s.
     const views = await waitForMetaGroup(
       monitors.map((m, i) => ({ name: `m-${i}`, monitorUrl: m })),
-      { timeoutMs: 20_000 },
+      { timeoutMs: 45_000 },
     );
     t.equal(views.length, 2, "two machines, one meta group");
     t.equal(views[0]!.clusterSize, 2);
