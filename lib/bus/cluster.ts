@@ -9,6 +9,7 @@
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { ConnectionRegistry } from "../auth/kick.ts";
 import { loadOrCreateServiceKeys } from "../auth/service-keys.ts";
 import { InvalidArgumentError, NatsStartError, StateError } from "../errors.ts";
@@ -16,6 +17,7 @@ import { type Logger, silentLogger } from "../log/index.ts";
 import type { NatsPorts } from "../nats/index.ts";
 import { resolveNatsServer } from "../nats/index.ts";
 import { openStore } from "../store/index.ts";
+import { bounded } from "../store/kv-ops.ts";
 import { loadOrCreateCa } from "../tls/index.ts";
 import { learnFreeRoutePorts } from "./cluster-ports.ts";
 import { ClusterNotReadyError, type MetaStatus, waitForMetaGroup, waitForPlacement } from "./cluster-ready.ts";
@@ -366,15 +368,8 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Unib
 async function waitForStores(live: Unibus[], current: number, timeoutMs: number): Promise<void> {
   const deadline = performance.now() + timeoutMs;
   let last = "the nodes' KV stores are still opening";
-  const bounded = <T>(p: Promise<T>) =>
-    Promise.race([
-      p,
-      new Promise<never>((_, reject) =>
-        setTimeout(() => reject(new Error("timeout")), Math.max(0, deadline - performance.now())).unref(),
-      ),
-    ]);
   try {
-    await bounded(Promise.all(live.map((b) => b.whenStoreReady())));
+    await bounded(timeoutMs, () => Promise.all(live.map((b) => b.whenStoreReady())));
     for (;;) {
       const state = await live[0]?.storeReplication().catch((err: Error) => err);
       if (Array.isArray(state)) {
@@ -383,7 +378,7 @@ async function waitForStores(live: Unibus[], current: number, timeoutMs: number)
         last = `buckets not yet replicated ${current} ways: ${behind.map((b) => `${b.bucket} ${b.current}/${b.replicas}`).join(", ")}`;
       } else if (state instanceof Error) last = state.message;
       if (performance.now() > deadline) break;
-      await new Promise((r) => setTimeout(r, 100));
+      await sleep(100);
     }
   } catch {
     // fall through to the typed error below

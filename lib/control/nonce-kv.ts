@@ -29,12 +29,12 @@
  * admitted twice.
  */
 import crypto from "node:crypto";
-import { JetStreamApiError, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { InvalidArgumentError, StoreUnavailableError, UnibusError } from "../errors.ts";
 import { type Logger, silentLogger } from "../log/index.ts";
-import { DEFAULT_BUCKET_PREFIX } from "../store/kv-layout.ts";
+import { bounded, bucketPrefixOf, isCasFailure, Timeout } from "../store/kv-ops.ts";
 import type { NonceStore, NonceVerdict } from "./nonce-cache.ts";
 
 export interface KvNonceStoreOptions {
@@ -69,7 +69,6 @@ export class NonceTtlError extends InvalidArgumentError {
   }
 }
 
-const BUCKET_PREFIX = /^[A-Za-z0-9_-]{1,48}$/;
 /** JetStream refuses a max_age below 100 ms. */
 const MIN_TTL_MS = 100;
 const BUCKET = "nonces";
@@ -109,13 +108,7 @@ export async function openKvNonceStore(opts: KvNonceStoreOptions): Promise<KvNon
   if (!Number.isSafeInteger(openTimeoutMs) || openTimeoutMs < 1) {
     throw new InvalidArgumentError("openTimeoutMs", "openTimeoutMs must be a positive whole number of milliseconds");
   }
-  const prefix = opts.bucketPrefix ?? DEFAULT_BUCKET_PREFIX;
-  if (typeof prefix !== "string" || !BUCKET_PREFIX.test(prefix)) {
-    throw new InvalidArgumentError(
-      "bucketPrefix",
-      'bucketPrefix must be 1 to 48 characters of letters, digits, "_" or "-"',
-    );
-  }
+  const prefix = bucketPrefixOf(opts.bucketPrefix);
   const storage = opts.storage ?? "file";
   if (storage !== "file" && storage !== "memory") {
     throw new InvalidArgumentError("storage", 'storage must be "file" or "memory"');
@@ -226,7 +219,7 @@ export class KvNonceStore implements NonceStore {
       await bounded(this.#timeoutMs, () => this.#kv.create(k, VALUE));
       return "fresh";
     } catch (err) {
-      if (isLostCreate(err)) return "replayed";
+      if (isCasFailure(err)) return "replayed"; // the key exists: a create lost to an earlier one
       if (err instanceof Timeout) {
         this.#log.warn({ component: "control-nonces", timeoutMs: this.#timeoutMs }, "nonce store timed out");
         throw new StoreUnavailableError(
@@ -245,22 +238,4 @@ export class KvNonceStore implements NonceStore {
   async close(): Promise<void> {
     this.#closed = true;
   }
-}
-
-class Timeout extends Error {}
-
-/** Rejects past `ms` (the work itself cannot be cancelled and is abandoned). */
-function bounded<T>(ms: number, fn: () => Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    fn(),
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Timeout(`no answer within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-/** The key already exists: JetStream's "wrong last sequence" answer to a create. */
-function isLostCreate(err: unknown): boolean {
-  return err instanceof JetStreamApiError && (err.code === 10071 || err.code === 10164);
 }

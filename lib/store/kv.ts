@@ -63,7 +63,6 @@ import {
   type Buckets,
   bucketName,
   byString,
-  DEFAULT_BUCKET_PREFIX,
   encodeJson,
   type HandleClaim,
   key,
@@ -77,6 +76,7 @@ import {
   type SubjectClaim,
   type UserRec,
 } from "./kv-layout.ts";
+import { bounded, bucketPrefixOf, isCasFailure, Timeout } from "./kv-ops.ts";
 import {
   checkAddMember,
   checkCancelInvite,
@@ -151,7 +151,6 @@ export interface KvStoreOptions {
   logger?: Logger;
 }
 
-const BUCKET_PREFIX = /^[A-Za-z0-9_-]{1,48}$/;
 const RETRY_MS = 15;
 
 /** Opens (creating if needed) the buckets and returns the store. */
@@ -165,13 +164,7 @@ export async function openKvStore(opts: KvStoreOptions): Promise<KvStore> {
   if (!Number.isInteger(timeoutMs) || timeoutMs < 1) {
     throw new InvalidArgumentError("timeoutMs", "timeoutMs must be a positive whole number of milliseconds");
   }
-  const prefix = opts.bucketPrefix ?? DEFAULT_BUCKET_PREFIX;
-  if (!BUCKET_PREFIX.test(prefix)) {
-    throw new InvalidArgumentError(
-      "bucketPrefix",
-      'bucketPrefix must be 1 to 48 characters of letters, digits, "_" or "-"',
-    );
-  }
+  const prefix = bucketPrefixOf(opts.bucketPrefix);
   if (opts.nc === undefined && (opts.servers === undefined || opts.servers.length === 0)) {
     throw new InvalidArgumentError("servers", "the KV store needs a NATS connection (nc) or the servers to connect to");
   }
@@ -235,24 +228,6 @@ async function bindExisting(kvm: Kvm, name: string): Promise<KV> {
     throw err;
   }
   return kv;
-}
-
-class Timeout extends Error {}
-
-/** Runs `fn` with a deadline; past it, rejects (the work itself cannot be cancelled and is abandoned). */
-function bounded<T>(ms: number, fn: () => Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    fn(),
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Timeout(`no answer within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-/** A lost compare-and-swap: someone else wrote the key first. Anything else is a failure. */
-function isCasFailure(err: unknown): boolean {
-  return err instanceof JetStreamApiError && (err.code === 10071 || err.code === 10164);
 }
 
 function sleep(ms: number): Promise<void> {

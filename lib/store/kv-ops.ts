@@ -1,0 +1,41 @@
+/**
+ * What every user of JetStream KV here shares — the KV store (kv.ts) and the replicated
+ * nonce store (lib/control/nonce-kv.ts): the deadline on each operation, the test for a
+ * lost compare-and-swap, and the bucket prefix rule.
+ */
+import { JetStreamApiError } from "@nats-io/jetstream";
+import { InvalidArgumentError } from "../errors.ts";
+import { DEFAULT_BUCKET_PREFIX } from "./kv-layout.ts";
+
+/** A deadline passed (see `bounded`). */
+export class Timeout extends Error {}
+
+/** Runs `fn` with a deadline; past it, rejects with `Timeout` (the work itself cannot be cancelled and is abandoned). */
+export function bounded<T>(ms: number, fn: () => Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    fn(),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Timeout(`no answer within ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** A lost compare-and-swap (a create of a key that exists included): JetStream's "wrong last sequence". */
+export function isCasFailure(err: unknown): boolean {
+  return err instanceof JetStreamApiError && (err.code === 10071 || err.code === 10164);
+}
+
+const BUCKET_PREFIX = /^[A-Za-z0-9_-]{1,48}$/;
+
+/** The bucket name prefix to use: the default, or a given one that is valid; `InvalidArgumentError` otherwise. */
+export function bucketPrefixOf(given: unknown): string {
+  const prefix = given ?? DEFAULT_BUCKET_PREFIX;
+  if (typeof prefix !== "string" || !BUCKET_PREFIX.test(prefix)) {
+    throw new InvalidArgumentError(
+      "bucketPrefix",
+      'bucketPrefix must be 1 to 48 characters of letters, digits, "_" or "-"',
+    );
+  }
+  return prefix;
+}
