@@ -8,6 +8,8 @@ import { EventEmitter } from "node:events";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { type Admission, type Admit, AuthCallout } from "../auth/callout.ts";
 import { ConnectionRegistry, Kicker } from "../auth/kick.ts";
@@ -29,7 +31,15 @@ import { BusMetrics, instrumentStore } from "../metrics/index.ts";
 import type { NatsClusterOptions } from "../nats/config.ts"; // cluster
 import { type NatsPorts, NatsServerProcess, resolveNatsServer } from "../nats/index.ts";
 import { createStoreHolder, type StoreHolder } from "../store/holder.ts";
-import { type KvStore, openStore, type Role, type Store, type StoreBackend, type User } from "../store/index.ts";
+import {
+  type BucketReplication,
+  type KvStore,
+  openStore,
+  type Role,
+  type Store,
+  type StoreBackend,
+  type User,
+} from "../store/index.ts";
 import { loadOrCreateCa, loadOrCreateServerCertificate } from "../tls/index.ts";
 import { busLayout, natsConfigFor } from "./layout.ts";
 import { RoomStreams } from "./streams.ts";
@@ -201,7 +211,7 @@ export class Unibus extends EventEmitter {
     return this.#storeReady;
   }
   /** KV only: each bucket's replication (replicas asked for, replicas current). Undefined on SQLite or before open. */
-  async storeReplication(): Promise<Awaited<ReturnType<KvStore["replicationState"]>> | undefined> {
+  async storeReplication(): Promise<BucketReplication[] | undefined> {
     const current = this.#holder?.current;
     return current?.backend === "kv" ? (current as KvStore).replicationState() : undefined;
   }
@@ -223,7 +233,7 @@ export class Unibus extends EventEmitter {
     const log = this.#logger;
     const host = this.#opts.host ?? "127.0.0.1";
     const serverName = this.#opts.serverName ?? "unibus-1";
-    const backend = this.#opts.store ?? (this.#opts.cluster ? "kv" : "sqlite");
+    const backend = this.storeBackend;
     if (backend !== "sqlite" && backend !== "kv") {
       this.#setState("failed");
       throw new InvalidArgumentError("store", `store: "sqlite" or "kv"; got ${JSON.stringify(backend)}`);
@@ -449,9 +459,7 @@ export class Unibus extends EventEmitter {
       // Until the meta group has formed JetStream leaves API requests unanswered: a create
       // sent then waits out its whole timeout. So first wait (cheaply) until JetStream answers.
       if (retry && !(await jetStreamAnswers(nc))) {
-        if (this.#state !== "starting" && this.#state !== "running") {
-          throw new StoreUnavailableError("the bus stopped before its KV store opened");
-        }
+        if (!this.#isUp()) throw new StoreUnavailableError("the bus stopped before its KV store opened");
         continue;
       }
       // Even then a replicated create is now and then left unanswered (seen: 1 start in 3,
@@ -470,7 +478,7 @@ export class Unibus extends EventEmitter {
         }),
         openKvNonceStore({ nc, replicas, logger: log, openTimeoutMs, ...(prefix ? { bucketPrefix: prefix } : {}) }),
       ]);
-      const stopping = this.#state !== "starting" && this.#state !== "running";
+      const stopping = !this.#isUp();
       if (store.status === "fulfilled" && nonces.status === "fulfilled" && !stopping) {
         this.#kvNonces = nonces.value;
         await this.#holder?.set(store.value);
@@ -489,15 +497,20 @@ export class Unibus extends EventEmitter {
           "KV store not open yet (waiting for JetStream); denying connections meanwhile",
         );
       }
-      await new Promise((r) => setTimeout(r, 100));
+      await sleep(100);
     }
+  }
+
+  #isUp(): boolean {
+    return this.#state === "starting" || this.#state === "running";
   }
 
   /** A SQLite store beside an empty KV allowlist is almost surely a migration not yet run. */
   async #warnIfUnmigrated(kv: Store): Promise<void> {
     const file = busLayout(this.#dataDir, this.serverName).storeFile;
-    const [sqlite, users] = await Promise.all([fs.stat(file).catch(() => undefined), kv.listUsers().catch(() => [1])]);
-    if (sqlite && users.length === 0) {
+    // The listing reads the whole allowlist: only when there is a SQLite file at all.
+    if (!(await fs.stat(file).catch(() => undefined))) return;
+    if ((await kv.listUsers().catch(() => [1])).length === 0) {
       this.#logger.warn(
         { component: "bus", file },
         "this data dir has a SQLite store but the KV store has no users: run `unibus migrate-to-kv` to carry them over",
@@ -521,7 +534,7 @@ export class Unibus extends EventEmitter {
         return await this.#decide(signPub);
       } catch (err) {
         if (!(err instanceof StoreUnavailableError) || Date.now() > deadline || this.#state !== "running") throw err;
-        await new Promise((r) => setTimeout(r, 250));
+        await sleep(250);
       }
     }
   };
@@ -626,11 +639,10 @@ export class Unibus extends EventEmitter {
 /** True once JetStream answers an account-info request (it has a meta leader); false after 250 ms of silence. */
 async function jetStreamAnswers(nc: NatsConnection): Promise<boolean> {
   try {
-    const { jetstreamManager } = await import("@nats-io/jetstream");
     await (await jetstreamManager(nc, { timeout: 250, checkAPI: false })).getAccountInfo();
     return true;
   } catch {
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
     return false;
   }
 }

@@ -6,7 +6,7 @@ import { loadServiceKeys } from "../auth/service-keys.ts";
 import { busLayout } from "../bus/layout.ts";
 import { resolveConfig } from "../config/index.ts";
 import { readRunInfo } from "../ops/status.ts";
-import { openStore, type Store } from "../store/index.ts";
+import { type KvStore, openStore, type Store } from "../store/index.ts";
 import { CA_CERT_FILE } from "../tls/ca.ts";
 import { CliError } from "./output.ts";
 
@@ -138,10 +138,7 @@ async function openKv(target: StoreTargetOptions, dataDir: string, running: stri
 }
 
 async function reportReplication(store: Store, out: NodeJS.WritableStream): Promise<void> {
-  const kv = store as Store & {
-    replicationState(): Promise<Array<{ bucket: string; replicas: number; current: number }>>;
-  };
-  const state = await kv.replicationState().catch((err: Error) => err);
+  const state = await (store as KvStore).replicationState().catch((err: Error) => err);
   if (state instanceof Error) {
     out.write(`replication: unknown (${state.message})\n`);
     return;

@@ -6,7 +6,7 @@ import { openSqliteStore } from "./sqlite.ts";
 import type { Snapshot, Store } from "./types.ts";
 
 export { type InviteRefusal, InviteRefusedError } from "./errors.ts";
-export type { KvStore, KvStoreOptions } from "./kv.ts";
+export type { BucketReplication, KvStore, KvStoreOptions } from "./kv.ts";
 export type { ImportProgress } from "./snapshot.ts";
 export { openSqliteStore, type SqliteStoreOptions } from "./sqlite.ts";
 export type {

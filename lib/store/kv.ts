@@ -255,6 +255,13 @@ interface RoomPlan<T> {
   before?: () => Promise<void>;
 }
 
+/** One bucket's replication: replicas asked for, and how many are current (the leader included). */
+export interface BucketReplication {
+  bucket: string;
+  replicas: number;
+  current: number;
+}
+
 export class KvStore implements Store {
   readonly backend = "kv" as const;
   readonly #nc: NatsConnection;
@@ -292,7 +299,7 @@ export class KvStore implements Store {
   }
 
   /** The replication state of each bucket (for the CLI to print after a write). */
-  async replicationState(): Promise<Array<{ bucket: string; replicas: number; current: number }>> {
+  async replicationState(): Promise<BucketReplication[]> {
     return this.#run("replicationState", async () =>
       Promise.all(
         BUCKETS.map(async (b) => {
