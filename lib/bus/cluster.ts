@@ -18,7 +18,7 @@ import type { NatsPorts } from "../nats/index.ts";
 import { resolveNatsServer } from "../nats/index.ts";
 import { openStore } from "../store/index.ts";
 import { bounded } from "../store/kv-ops.ts";
-import { loadOrCreateCa } from "../tls/index.ts";
+import { isUnspecifiedHost, loadOrCreateCa } from "../tls/index.ts";
 import { learnFreeRoutePorts } from "./cluster-ports.ts";
 import { ClusterNotReadyError, type MetaStatus, waitForMetaGroup, waitForPlacement } from "./cluster-ready.ts";
 import { busLayout } from "./layout.ts";
@@ -129,7 +129,7 @@ async function learnRoutePorts(binary: string, specs: NodeSpec[], host: string, 
 }
 
 function routeUrl(host: string, port: number): string {
-  const h = host === "0.0.0.0" || host === "::" || host === "" ? "127.0.0.1" : host;
+  const h = isUnspecifiedHost(host) ? "127.0.0.1" : host;
   return `nats-route://${h.includes(":") ? `[${h}]` : h}:${port}`;
 }
 
@@ -387,6 +387,6 @@ async function waitForStores(live: Unibus[], current: number, timeoutMs: number)
 }
 
 function urlHost(host: string): string {
-  const h = host === "0.0.0.0" || host === "::" || host === "" ? "127.0.0.1" : host;
+  const h = isUnspecifiedHost(host) ? "127.0.0.1" : host;
   return h.includes(":") ? `[${h}]` : h;
 }

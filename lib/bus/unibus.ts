@@ -40,7 +40,7 @@ import {
   type StoreBackend,
   type User,
 } from "../store/index.ts";
-import { loadOrCreateCa, loadOrCreateServerCertificate } from "../tls/index.ts";
+import { isLoopbackHost, isUnspecifiedHost, loadOrCreateCa, loadOrCreateServerCertificate } from "../tls/index.ts";
 import { busLayout, natsConfigFor } from "./layout.ts";
 import { RoomStreams } from "./streams.ts";
 
@@ -265,7 +265,7 @@ export class Unibus extends EventEmitter {
           "localhost",
           "127.0.0.1",
           "::1",
-          ...(isUnspecified(host) ? [] : [host]),
+          ...(isUnspecifiedHost(host) ? [] : [host]),
           ...(this.#opts.hostnames ?? []),
         ]),
       ];
@@ -282,7 +282,7 @@ export class Unibus extends EventEmitter {
         // every address a peer dials (the advertised one included).
         const routeCert = await loadOrCreateServerCertificate(layout.tlsDir, ca, {
           name: "route",
-          hosts: [...new Set([...hosts, ...(isUnspecified(routeHost) ? [] : [routeHost]), ...advertised])],
+          hosts: [...new Set([...hosts, ...(isUnspecifiedHost(routeHost) ? [] : [routeHost]), ...advertised])],
           usage: "peer",
         });
         cluster = {
@@ -316,7 +316,7 @@ export class Unibus extends EventEmitter {
       });
       const ports = await this.#nats.start();
       this.emit("nats-ready", ports); // cluster: peers can route to this node before its services are up
-      const clientHost = isUnspecified(host) ? "127.0.0.1" : host;
+      const clientHost = isUnspecifiedHost(host) ? "127.0.0.1" : host;
       this.#natsUrl = `tls://${urlHost(clientHost)}:${ports.nats}`;
       this.#monitorUrl = ports.monitoring ? `http://127.0.0.1:${ports.monitoring}` : "";
       if (backend === "kv") {
@@ -649,14 +649,6 @@ async function jetStreamAnswers(nc: NatsConnection): Promise<boolean> {
 
 export async function startUnibus(opts: StartUnibusOptions = {}): Promise<Unibus> {
   return new Unibus(opts).start();
-}
-
-function isLoopbackHost(host: string): boolean {
-  return host === "localhost" || host === "::1" || /^127\./.test(host);
-}
-
-function isUnspecified(host: string): boolean {
-  return host === "0.0.0.0" || host === "::" || host === "";
 }
 
 function urlHost(host: string): string {

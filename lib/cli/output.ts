@@ -31,3 +31,8 @@ export function table(rows: string[][]): string {
     )
     .join("\n");
 }
+
+/** commander's accumulator for a repeatable option (`--route a --route b`). */
+export function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}

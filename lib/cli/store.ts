@@ -8,7 +8,8 @@ import { resolveConfig } from "../config/index.ts";
 import { readRunInfo } from "../ops/status.ts";
 import { type KvStore, openStore, type Store } from "../store/index.ts";
 import { CA_CERT_FILE } from "../tls/ca.ts";
-import { CliError } from "./output.ts";
+import { isLoopbackHost } from "../tls/hosts.ts";
+import { CliError, collect } from "./output.ts";
 
 /** The data dir through the same chain as `up`: --data-dir, UNIBUS_DATA_DIR, the config file, the default. */
 export function resolveDataDir(flag: string | undefined): string {
@@ -35,18 +36,12 @@ export function storeTargetOptions(cmd: Command): Command {
     .option("--ca <file>", `with --store kv: the bus CA certificate (default: <data dir>/tls/${CA_CERT_FILE})`);
 }
 
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
-}
-
 function isLoopbackUrl(url: string): boolean {
-  let host: string;
   try {
-    host = new URL(url.includes("://") ? url : `tls://${url}`).hostname;
+    return isLoopbackHost(new URL(url.includes("://") ? url : `tls://${url}`).hostname);
   } catch {
     throw new CliError(`--server ${url} is not a NATS URL; use tls://host:4222`);
   }
-  return host === "localhost" || host === "[::1]" || /^127\./.test(host);
 }
 
 /**

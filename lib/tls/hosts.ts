@@ -93,3 +93,13 @@ export function parseHosts(hosts: readonly string[]): HostName[] {
   }
   return out;
 }
+
+/** `localhost`, `::1` (bracketed or not) or any 127.x address. */
+export function isLoopbackHost(host: string): boolean {
+  return host === "localhost" || host === "::1" || host === "[::1]" || /^127\./.test(host);
+}
+
+/** A bind address meaning "every interface" (or none given): clients on this machine dial 127.0.0.1. */
+export function isUnspecifiedHost(host: string): boolean {
+  return host === "0.0.0.0" || host === "::" || host === "";
+}

@@ -6,6 +6,7 @@ import { resolveConfig, type UnibusConfig } from "../../config/index.ts";
 import { parseTtl } from "../../control/protocol.ts";
 import { RUN_FILE } from "../../ops/status.ts";
 import { type Invite, newInviteToken } from "../../store/index.ts";
+import { isLoopbackHost, isUnspecifiedHost } from "../../tls/hosts.ts";
 import { CliError, printJson, table } from "../output.ts";
 import { resolveDataDir, type StoreTargetOptions, storeTargetOptions, withStore } from "../store.ts";
 
@@ -28,14 +29,6 @@ function ttlMsOf(value: string): number {
   }
   if (!(ms > 0 && ms <= MAX_TTL_MS)) throw new CliError(`--ttl must be more than 0 and at most 90d, not ${value}`);
   return ms;
-}
-
-function isUnspecified(host: string): boolean {
-  return host === "0.0.0.0" || host === "::" || host === "";
-}
-
-function isLoopback(host: string): boolean {
-  return host === "localhost" || host === "::1" || host === "[::1]" || /^127\./.test(host);
 }
 
 function urlHost(host: string): string {
@@ -67,14 +60,14 @@ function runningBus(dataDir: string): { controlUrl: string; caFile: string } | u
  * name is what its certificate covers, so that is what the invitee gets.
  */
 function inviteeEndpoint(dataDir: string, config: UnibusConfig): { controlUrl: string; caFile: string } {
-  const publicName = isUnspecified(config.host) ? config.hostnames[0] : undefined;
+  const publicName = isUnspecifiedHost(config.host) ? config.hostnames[0] : undefined;
   const running = runningBus(dataDir);
   if (running) {
     const url = new URL(running.controlUrl);
-    if (publicName && isLoopback(url.hostname)) url.hostname = urlHost(publicName);
+    if (publicName && isLoopbackHost(url.hostname)) url.hostname = urlHost(publicName);
     return { controlUrl: url.origin, caFile: running.caFile };
   }
-  const host = publicName ?? (isUnspecified(config.host) ? "127.0.0.1" : config.host);
+  const host = publicName ?? (isUnspecifiedHost(config.host) ? "127.0.0.1" : config.host);
   // Port 0 means "random at each start": nothing to tell the invitee until the bus runs.
   const port = config.controlPort === 0 ? "<port>" : String(config.controlPort);
   return {

@@ -6,7 +6,7 @@ import { startUnibus, type Unibus } from "../../bus/unibus.ts";
 import { describeConfig, resolveConfig, SETTINGS } from "../../config/index.ts";
 import { createLogger } from "../../log/index.ts";
 import { RUN_FILE } from "../../ops/status.ts";
-import { CliError, printJson } from "../output.ts";
+import { CliError, collect, printJson } from "../output.ts";
 
 interface UpOptions {
   json?: boolean;
@@ -210,10 +210,6 @@ function intOption(value: string, flag: string): number {
   if (!/^-?\d+$/.test(value) || !Number.isSafeInteger(n))
     throw new CliError(`${flag} must be a whole number; got ${value}`);
   return n;
-}
-
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
 }
 
 /** Two buses on one data dir would fight over the store and the ports. */
