@@ -2,40 +2,15 @@
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { createInterface } from "node:readline";
 import t, { type Test } from "tap";
 import { createIdentity } from "../../lib/crypto/identity.ts";
 import { isProcessAlive } from "../../lib/nats/process.ts";
 import { type BusStatus, collectStatus, formatStatus, runDoctor, statusExitCode } from "../../lib/ops/index.ts";
 import { newInviteToken, openStore } from "../../lib/store/index.ts";
-import { runCli, UNIBUS_BIN } from "../helpers/cli.ts";
+import { RANDOM_PORTS, runCli, upJson } from "../helpers/cli.ts";
 
-const RANDOM_PORTS = ["--nats-port", "-1", "--control-port", "0", "--monitor-port", "-1"];
-
-interface Ready {
-  event: string;
-  natsUrls: string[];
-  controlUrls: string[];
-  caFile: string;
-  dataDir: string;
-}
-
-async function up(t: Test, dataDir: string) {
-  const child = spawn(process.execPath, [UNIBUS_BIN, "up", "--json", "--data-dir", dataDir, ...RANDOM_PORTS], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  t.teardown(() => {
-    if (child.exitCode === null) child.kill("SIGKILL");
-  });
-  let stderr = "";
-  child.stderr.on("data", (d) => (stderr += d));
-  const rl = createInterface({ input: child.stdout });
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  const ready = await new Promise<Ready>((resolve, reject) => {
-    rl.once("line", (l) => resolve(JSON.parse(l)));
-    void exited.then((code) => reject(new Error(`up exited (${code}) before ready: ${stderr}`)));
-  });
-  return { child, ready, exited };
+function up(t: Test, dataDir: string) {
+  return upJson(t, ["--data-dir", dataDir, ...RANDOM_PORTS]);
 }
 
 function findNatsPid(dataDir: string): number | undefined {

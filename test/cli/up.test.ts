@@ -4,21 +4,10 @@ import t, { type Test } from "tap";
 import { connect } from "../../lib/client/connect.ts";
 import { createIdentity } from "../../lib/crypto/identity.ts";
 import { isProcessAlive } from "../../lib/nats/process.ts";
-import { runCli, upJson } from "../helpers/cli.ts";
-
-const RANDOM_PORTS = ["--nats-port", "-1", "--control-port", "0", "--monitor-port", "-1"];
-
-interface Ready {
-  event: string;
-  natsUrls: string[];
-  controlUrls: string[];
-  caFile: string;
-  dataDir: string;
-}
+import { RANDOM_PORTS, runCli, upJson } from "../helpers/cli.ts";
 
 async function up(t: Test, dataDir: string, extra: string[] = []) {
-  const started = await upJson(t, ["--data-dir", dataDir, ...RANDOM_PORTS, ...extra]);
-  return { ...started, ready: started.ready as unknown as Ready };
+  return upJson(t, ["--data-dir", dataDir, ...RANDOM_PORTS, ...extra]);
 }
 
 t.test(

@@ -6,16 +6,15 @@ import path from "node:path";
 import t from "tap";
 import { connect } from "../../lib/client/connect.ts";
 import { createIdentity } from "../../lib/crypto/identity.ts";
-import { runCli, upJson } from "../helpers/cli.ts";
+import { RANDOM_PORTS, runCli, upJson } from "../helpers/cli.ts";
 
-const RANDOM_PORTS = ["--nats-port", "-1", "--control-port", "0", "--monitor-port", "-1"];
 const dataDir = path.join(t.testdir(), "bus");
 const { child, ready, exited } = await upJson(t, ["--data-dir", dataDir, "--store", "kv", ...RANDOM_PORTS]);
 t.teardown(async () => {
   child.kill("SIGTERM");
   await exited;
 });
-const natsUrl = (ready.natsUrls as string[])[0]!;
+const natsUrl = ready.natsUrls[0]!;
 
 t.test("the bus in the data dir runs on KV: the CLI finds it and writes there", async (t) => {
   t.equal(ready.store, "kv");
@@ -34,7 +33,7 @@ t.test("the bus in the data dir runs on KV: the CLI finds it and writes there", 
     JSON.parse(list.stdout).map((u: { handle: string }) => u.handle),
     ["alice"],
   );
-  const c = await connect({ natsUrl, caFile: ready.caFile as string, identity: alice, timeoutMs: 10_000 });
+  const c = await connect({ natsUrl, caFile: ready.caFile, identity: alice, timeoutMs: 10_000 });
   t.teardown(() => c.close());
 
   // Revoked through the CLI: the bus kicks the live connection (its sweep reads KV).
@@ -53,7 +52,7 @@ t.test("from another machine: --server and --ca with only the service key copied
   fs.copyFileSync(path.join(dataDir, "service-keys.json"), path.join(remote, "service-keys.json"));
   fs.chmodSync(path.join(remote, "service-keys.json"), 0o600);
   const bob = createIdentity();
-  const args = ["--store", "kv", "--server", natsUrl, "--ca", ready.caFile as string, "-d", remote];
+  const args = ["--store", "kv", "--server", natsUrl, "--ca", ready.caFile, "-d", remote];
   const add = await runCli(["user", "add", bob.signPub, "--handle", "bob", ...args]);
   t.equal(add.code, 0, add.stderr);
   const list = await runCli(["user", "list", ...args]);
@@ -72,7 +71,7 @@ t.test("refusals: one line, nothing written, no connection without the CA", asyn
     ["no running bus and no --server", ["--store", "kv", "-d", empty], /^unibus: no running bus found in .*--server/],
     [
       "no service key in the data dir",
-      ["--store", "kv", "--server", natsUrl, "--ca", ready.caFile as string, "-d", empty],
+      ["--store", "kv", "--server", natsUrl, "--ca", ready.caFile, "-d", empty],
       /^unibus: no service keys in .*copy service-keys\.json/,
     ],
     ["an unknown backend", ["--store", "etcd", "-d", empty], /^unibus: --store must be sqlite or kv, not etcd/],

@@ -29,6 +29,19 @@ export function runCli(args: string[], opts: { cwd?: string; env?: NodeJS.Proces
   });
 }
 
+/** `unibus up` flags for random NATS, control-plane and monitoring ports. */
+export const RANDOM_PORTS = ["--nats-port", "-1", "--control-port", "0", "--monitor-port", "-1"];
+
+/** The line `unibus up --json` prints when ready. */
+export interface UpReady {
+  event: string;
+  natsUrls: string[];
+  controlUrls: string[];
+  caFile: string;
+  dataDir: string;
+  store: "sqlite" | "kv";
+}
+
 /**
  * Starts the real `unibus up --json …` and resolves with its ready line; killed
  * (SIGKILL) at teardown if still running. `exited` resolves with the exit code.
@@ -47,7 +60,7 @@ export async function upJson(t: Test, args: string[]) {
   const rl = createInterface({ input: child.stdout });
   rl.on("line", (l) => lines.push(l));
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
+  const ready = await new Promise<UpReady>((resolve, reject) => {
     rl.once("line", (l) => resolve(JSON.parse(l)));
     void exited.then((code) => reject(new Error(`up exited (${code}) before ready: ${stderr.slice(-2000)}`)));
   });
