@@ -1,18 +1,13 @@
-// `unibus invite` (host-trusted, on the data dir) and `unibus register` (the invitee,
-// over the control plane): the printed command works as printed, and every refusal is
-// one clear line with a non-zero exit.
-import { spawn } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { createInterface } from "node:readline";
 import t, { type Test } from "tap";
 import { connect } from "../../lib/client/connect.ts";
 import { createIdentity, loadIdentity, saveIdentity } from "../../lib/crypto/identity.ts";
 import { loadOrCreateCa } from "../../lib/tls/index.ts";
 import { testBus } from "../helpers/bus.ts";
-import { type CliResult, runCli, UNIBUS_BIN } from "../helpers/cli.ts";
+import { oneLineError, RANDOM_PORTS, runCli, upJson } from "../helpers/cli.ts";
 
 /**
  * A temp dir removed after everything registered later (teardowns run last-in,
@@ -22,15 +17,6 @@ function tempDir(t: Test): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "unibus-test-"));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   return dir;
-}
-
-function oneLineError(t: Test, r: CliResult, pattern: RegExp, what: string) {
-  t.not(r.code, 0, `${what}: non-zero exit`);
-  const lines = r.stderr.trim().split("\n");
-  t.equal(lines.length, 1, `${what}: exactly one line (${r.stderr.trim()})`);
-  t.match(lines[0], /^unibus: /, `${what}: prefixed`);
-  t.match(lines[0], pattern, `${what}: says what went wrong`);
-  t.equal(r.stdout, "", `${what}: nothing on stdout`);
 }
 
 interface Created {
@@ -76,37 +62,7 @@ async function freePort(): Promise<number> {
 
 /** `unibus up --json` as a user runs it; it writes the run file `invite create` reads. */
 async function up(t: Test, dataDir: string) {
-  const child = spawn(
-    process.execPath,
-    [
-      UNIBUS_BIN,
-      "up",
-      "--json",
-      "--data-dir",
-      dataDir,
-      "--nats-port",
-      "-1",
-      "--control-port",
-      "0",
-      "--monitor-port",
-      "-1",
-    ],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  t.teardown(async () => {
-    if (child.exitCode === null) {
-      child.kill("SIGTERM");
-      await exited;
-    }
-  });
-  let stderr = "";
-  child.stderr.on("data", (d) => (stderr += d));
-  const rl = createInterface({ input: child.stdout });
-  const ready = await new Promise<{ natsUrls: string[]; controlUrls: string[]; caFile: string }>((resolve, reject) => {
-    rl.once("line", (l) => resolve(JSON.parse(l)));
-    void exited.then((code) => reject(new Error(`up exited (${code}) before ready: ${stderr}`)));
-  });
+  const { ready, child, exited } = await upJson(t, ["--data-dir", dataDir, ...RANDOM_PORTS]);
   const stop = async () => {
     child.kill("SIGTERM");
     return exited;

@@ -2,23 +2,9 @@
 // as one clear line with a non-zero exit.
 import fs from "node:fs";
 import path from "node:path";
-import t, { type Test } from "tap";
+import t from "tap";
 import { createIdentity } from "../../lib/crypto/identity.ts";
-import { runCli } from "../helpers/cli.ts";
-
-function oneLineError(
-  t: Test,
-  r: { code: number | null; stderr: string; stdout: string },
-  pattern: RegExp,
-  what: string,
-) {
-  t.not(r.code, 0, `${what}: non-zero exit`);
-  const lines = r.stderr.trim().split("\n");
-  t.equal(lines.length, 1, `${what}: exactly one line (${r.stderr.trim()})`);
-  t.match(lines[0], /^unibus: /, `${what}: prefixed`);
-  t.match(lines[0], pattern, `${what}: says what went wrong`);
-  t.equal(r.stdout, "", `${what}: nothing on stdout`);
-}
+import { oneLineError, runCli } from "../helpers/cli.ts";
 
 t.test("identity new writes a 0600 file and prints its public keys; never overwrites", async (t) => {
   const dir = t.testdir();

@@ -51,18 +51,33 @@ export async function upJson(t: Test, args: string[]) {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, UNIBUS_NATS_SERVER: NATS_SERVER },
   });
-  t.teardown(() => {
-    if (child.exitCode === null) child.kill("SIGKILL");
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  // Stopped the way a user stops it (SIGTERM, so it stops its nats-servers), killed if it hangs.
+  t.teardown(async () => {
+    if (child.exitCode !== null) return;
+    child.kill("SIGTERM");
+    const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+    await exited;
+    clearTimeout(timer);
   });
   let stderr = "";
   child.stderr.on("data", (d) => (stderr += d));
   const lines: string[] = [];
   const rl = createInterface({ input: child.stdout });
   rl.on("line", (l) => lines.push(l));
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   const ready = await new Promise<UpReady>((resolve, reject) => {
     rl.once("line", (l) => resolve(JSON.parse(l)));
     void exited.then((code) => reject(new Error(`up exited (${code}) before ready: ${stderr.slice(-2000)}`)));
   });
   return { child, ready, lines, exited, stderr: () => stderr };
+}
+
+/** A refusal as the CLI must give it: non-zero exit, one `unibus: …` line on stderr saying what, nothing on stdout. */
+export function oneLineError(t: Test, r: CliResult, pattern: RegExp, what: string): void {
+  t.not(r.code, 0, `${what}: non-zero exit`);
+  const lines = r.stderr.trim().split("\n");
+  t.equal(lines.length, 1, `${what}: exactly one line (${r.stderr.trim()})`);
+  t.match(lines[0], /^unibus: /, `${what}: prefixed`);
+  t.match(lines[0], pattern, `${what}: says what went wrong`);
+  t.equal(r.stdout, "", `${what}: nothing on stdout`);
 }
