@@ -15,6 +15,7 @@
 // Shortening this means fewer Raft groups on a write's path or shorter election timeouts
 // in nats-server, not changes to the control plane's code.
 import { startCluster, type UnibusCluster } from "../lib/bus/cluster.ts";
+import { jetStreamLeaders } from "../lib/bus/cluster-ready.ts";
 import { ControlClient } from "../lib/client/control.ts";
 import { createIdentity, type Identity } from "../lib/crypto/identity.ts";
 import { resolveNatsServer } from "../lib/nats/binary.ts";
@@ -43,20 +44,12 @@ interface StreamLeaders {
   streams: Record<string, string | undefined>;
 }
 
-type Jsz = {
-  meta_cluster?: { leader?: string };
-  account_details?: { stream_detail?: { name: string; cluster?: { leader?: string } }[] }[];
-};
-
 /** Every KV stream's leader as one node sees it (undefined while it has none). */
 async function leadersFrom(monitorUrl: string): Promise<StreamLeaders | undefined> {
   try {
-    const res = await fetch(`${monitorUrl}/jsz?accounts=true&streams=true`, { signal: AbortSignal.timeout(1000) });
-    const jsz = (await res.json()) as Jsz;
-    const streams: Record<string, string | undefined> = {};
-    for (const d of jsz.account_details?.flatMap((a) => a.stream_detail ?? []) ?? [])
-      if (d.name.startsWith("KV_")) streams[d.name] = d.cluster?.leader || undefined;
-    return { at: performance.now(), meta: jsz.meta_cluster?.leader || undefined, streams };
+    const { meta, streams } = await jetStreamLeaders(monitorUrl);
+    const kv = Object.fromEntries(Object.entries(streams).filter(([name]) => name.startsWith("KV_")));
+    return { at: performance.now(), meta, streams: kv };
   } catch {
     return undefined;
   }

@@ -65,6 +65,27 @@ export async function metaStatus(server: string, monitorUrl: string, timeoutMs =
   return status;
 }
 
+/**
+ * Who leads what, as one node sees it: the meta group and every stream (`KV_<bucket>` for
+ * the KV buckets, `ROOM_<id>` for persisted rooms); undefined while a group has no leader.
+ */
+export async function jetStreamLeaders(
+  monitorUrl: string,
+  timeoutMs = 1000,
+): Promise<{ meta?: string; streams: Record<string, string | undefined> }> {
+  const res = await fetch(`${monitorUrl}/jsz?accounts=true&streams=true`, { signal: AbortSignal.timeout(timeoutMs) });
+  if (!res.ok) throw new Error(`GET /jsz answered ${res.status}`);
+  const jsz = (await res.json()) as {
+    meta_cluster?: { leader?: string };
+    account_details?: { stream_detail?: { name: string; cluster?: { leader?: string } }[] }[];
+  };
+  const streams: Record<string, string | undefined> = {};
+  for (const d of jsz.account_details?.flatMap((a) => a.stream_detail ?? []) ?? []) {
+    streams[d.name] = d.cluster?.leader || undefined;
+  }
+  return { meta: jsz.meta_cluster?.leader || undefined, streams };
+}
+
 /** Why `statuses` is not a formed cluster of exactly `names`, or undefined when it is. */
 export function notFormed(statuses: MetaStatus[], names: readonly string[]): string | undefined {
   const leaders = new Set(statuses.map((s) => s.leader));

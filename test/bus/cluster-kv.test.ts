@@ -6,7 +6,7 @@
 import t from "tap";
 import { Agent, request } from "undici";
 import { startCluster } from "../../lib/bus/cluster.ts";
-import { ClusterNotReadyError } from "../../lib/bus/cluster-ready.ts";
+import { ClusterNotReadyError, jetStreamLeaders } from "../../lib/bus/cluster-ready.ts";
 import { connect } from "../../lib/client/connect.ts";
 import { ControlClient } from "../../lib/client/control.ts";
 import { signRequest } from "../../lib/crypto/canonical.ts";
@@ -42,11 +42,8 @@ async function status(p: Promise<unknown>): Promise<number> {
 /** The server that leads the KV users bucket's stream, from the nodes' monitoring endpoints. */
 async function kvLeader(): Promise<string | undefined> {
   for (const n of cluster.nodes.filter((b) => b.state === "running")) {
-    const jsz = (await (await fetch(`${n.monitorUrl}/jsz?accounts=true&streams=true`)).json()) as {
-      account_details?: { stream_detail?: { name: string; cluster?: { leader?: string } }[] }[];
-    };
-    const s = jsz.account_details?.flatMap((a) => a.stream_detail ?? []).find((d) => d.name === "KV_unibus_users");
-    if (s?.cluster?.leader) return s.cluster.leader;
+    const leader = (await jetStreamLeaders(n.monitorUrl)).streams.KV_unibus_users;
+    if (leader) return leader;
   }
   return undefined;
 }
