@@ -1,10 +1,9 @@
-import fs from "node:fs";
 import path from "node:path";
 import type { Command } from "commander";
 import { busLayout } from "../../bus/layout.ts";
 import { resolveConfig, type UnibusConfig } from "../../config/index.ts";
 import { parseTtl } from "../../control/protocol.ts";
-import { RUN_FILE } from "../../ops/status.ts";
+import { readRunInfo } from "../../ops/status.ts";
 import { type Invite, newInviteToken } from "../../store/index.ts";
 import { isLoopbackHost, isUnspecifiedHost } from "../../tls/hosts.ts";
 import { CliError, printJson, table } from "../output.ts";
@@ -35,35 +34,17 @@ function urlHost(host: string): string {
   return host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
 }
 
-/** A running bus as `unibus up` recorded it, or undefined when none runs (a stale file is ignored). */
-function runningBus(dataDir: string): { controlUrl: string; caFile: string } | undefined {
-  let run: { pid?: unknown; controlUrls?: unknown; caFile?: unknown };
-  try {
-    run = JSON.parse(fs.readFileSync(path.join(dataDir, RUN_FILE), "utf8"));
-  } catch {
-    return undefined;
-  }
-  const controlUrl = Array.isArray(run.controlUrls) ? run.controlUrls[0] : undefined;
-  if (typeof run.pid !== "number" || typeof controlUrl !== "string" || typeof run.caFile !== "string") return undefined;
-  try {
-    process.kill(run.pid, 0);
-  } catch (err) {
-    // EPERM: alive but someone else's; only ESRCH means a crashed run left the file.
-    if ((err as NodeJS.ErrnoException).code !== "EPERM") return undefined;
-  }
-  return { controlUrl, caFile: run.caFile };
-}
-
 /**
  * Where the invitee reaches the control plane. A bus bound to every interface reports
  * a loopback URL, which is useless on another machine: the configured public host
  * name is what its certificate covers, so that is what the invitee gets.
  */
-function inviteeEndpoint(dataDir: string, config: UnibusConfig): { controlUrl: string; caFile: string } {
+async function inviteeEndpoint(dataDir: string, config: UnibusConfig): Promise<{ controlUrl: string; caFile: string }> {
   const publicName = isUnspecifiedHost(config.host) ? config.hostnames[0] : undefined;
-  const running = runningBus(dataDir);
-  if (running) {
-    const url = new URL(running.controlUrl);
+  const running = await readRunInfo(dataDir);
+  const runningUrl = running?.controlUrls[0];
+  if (running && runningUrl) {
+    const url = new URL(runningUrl);
     if (publicName && isLoopbackHost(url.hostname)) url.hostname = urlHost(publicName);
     return { controlUrl: url.origin, caFile: running.caFile };
   }
@@ -101,7 +82,7 @@ export function inviteCommand(program: Command): void {
       const ttlMs = ttlMsOf(opts.ttl);
       const { dataDir, config } = resolveDataDirAndConfig(opts);
       const token = newInviteToken();
-      const { controlUrl, caFile } = inviteeEndpoint(dataDir, config);
+      const { controlUrl, caFile } = await inviteeEndpoint(dataDir, config);
       await withStore(
         opts,
         (s) =>
