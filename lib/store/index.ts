@@ -26,9 +26,11 @@ export type {
   Snapshot,
   Store,
   StoreBackend,
+  StoreChoice,
   User,
   UserStatus,
 } from "./types.ts";
+export { chooseStoreBackend } from "./types.ts";
 export {
   DEFAULT_INVITE_TTL_MS,
   HANDLE_MAX,

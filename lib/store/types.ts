@@ -188,6 +188,17 @@ export interface Snapshot {
 }
 
 export type StoreBackend = "sqlite" | "kv";
+/** What an operator may ask for: a backend, or "auto" to let the topology decide. */
+export type StoreChoice = StoreBackend | "auto";
+
+/**
+ * The one place "auto" is decided: SQLite for a bus alone (one file, nothing to
+ * replicate), replicated KV for any member of a cluster (a file cannot follow a node).
+ */
+export function chooseStoreBackend(choice: StoreChoice | undefined, clustered: boolean): StoreBackend {
+  if (choice === undefined || choice === "auto") return clustered ? "kv" : "sqlite";
+  return choice;
+}
 
 /**
  * Every method is async and every error typed (`lib/errors.ts`, plus

@@ -103,3 +103,12 @@ export function isLoopbackHost(host: string): boolean {
 export function isUnspecifiedHost(host: string): boolean {
   return host === "0.0.0.0" || host === "::" || host === "";
 }
+
+/**
+ * A host as it goes into a URL: IPv6 in brackets (once), a bind-all address replaced by
+ * 127.0.0.1 — what a client on this machine dials for a server listening everywhere.
+ */
+export function urlHost(host: string): string {
+  const h = isUnspecifiedHost(host) ? "127.0.0.1" : host;
+  return h.includes(":") && !h.startsWith("[") ? `[${h}]` : h;
+}

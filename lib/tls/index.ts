@@ -12,7 +12,7 @@ export {
   issueCertificate,
   type SigningAuthority,
 } from "./certificate.ts";
-export { isLoopbackHost, isUnspecifiedHost, validateHost } from "./hosts.ts";
+export { isLoopbackHost, isUnspecifiedHost, urlHost, validateHost } from "./hosts.ts";
 export {
   DEFAULT_SERVER_HOSTS,
   loadOrCreateServerCertificate,
