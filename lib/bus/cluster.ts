@@ -71,6 +71,8 @@ export interface UnibusCluster extends AsyncDisposable {
   /** Starts node i again on the same ports and data; resolves when the meta group sees every live node. */
   restart(i: number): Promise<Unibus>;
   readonly store: "sqlite" | "kv";
+  readonly storeBackend: "sqlite" | "kv";
+  readonly state: import("./handle.ts").BusState;
   /**
    * Resolves when the meta group has one leader that sees every live node as current, a
    * stream at `replicas` can be placed and (KV) every live node's store is open with each
@@ -332,6 +334,10 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Unib
     dataDir: root,
     name: clusterName,
     store,
+    storeBackend: store,
+    get state() {
+      return stopped ? "stopped" : "running";
+    },
     async kill(i) {
       checkIndex(i, "kill()");
       await nodes[i]!.kill();

@@ -173,6 +173,15 @@ export class Unibus extends EventEmitter {
   get monitorUrl(): string {
     return this.#monitorUrl;
   }
+  get natsUrls(): string[] {
+    return this.#natsUrl ? [this.#natsUrl] : [];
+  }
+  get controlUrls(): string[] {
+    return this.#controlUrl ? [this.#controlUrl] : [];
+  }
+  get monitorUrls(): string[] {
+    return this.#monitorUrl ? [this.#monitorUrl] : [];
+  }
   get caPem(): string {
     return this.#caPem;
   }
