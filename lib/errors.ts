@@ -1,3 +1,15 @@
+/** Shared by every copy of this module: `Symbol.for` returns one symbol per process. */
+const BRAND = Symbol.for("unibus.error");
+
+/** The class names from `cls` up to and including `UnibusError`, most derived first. */
+function classChain(cls: abstract new (...args: never[]) => unknown): readonly string[] {
+  const names: string[] = [];
+  for (let c: unknown = cls; typeof c === "function" && c !== Error; c = Object.getPrototypeOf(c)) {
+    names.push(c.name);
+  }
+  return Object.freeze(names);
+}
+
 /**
  * Every failure a user of unibus can meet, as a typed error with a stable `code`.
  * Callers branch on `instanceof` or `code`; messages say what went wrong and what
@@ -9,6 +21,24 @@ export class UnibusError extends Error {
     super(message, options);
     this.name = new.target.name;
     this.code = code;
+    Object.defineProperty(this, BRAND, { value: classChain(new.target) });
+  }
+
+  /**
+   * A test project and a library that depends on unibus can load two copies of this
+   * module in one process; their classes differ, so the default `instanceof` would
+   * miss errors thrown by the other copy. Every instance carries, under a
+   * process-wide symbol, the names of its class chain; a class matches when its own
+   * name is in that chain, so subclasses still narrow (`StateError` matches only a
+   * `StateError` or a subclass of it) and `UnibusError` matches every one.
+   */
+  static override [Symbol.hasInstance]<T>(this: abstract new (...args: never[]) => T, value: unknown): value is T {
+    // biome-ignore lint/complexity/noThisInStatic: `this` is the class on the right of `instanceof`, maybe a subclass
+    if (Function.prototype[Symbol.hasInstance].call(this, value)) return true;
+    if (typeof value !== "object" || value === null) return false;
+    const chain = (value as { [BRAND]?: unknown })[BRAND];
+    // biome-ignore lint/complexity/noThisInStatic: `this` is the class on the right of `instanceof`, maybe a subclass
+    return Array.isArray(chain) && chain.includes(this.name);
   }
 }
 
