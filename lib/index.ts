@@ -2,11 +2,19 @@
  * The public surface of unibus. Everything a user imports comes from here.
  */
 
-export type { StartClusterOptions, UnibusCluster } from "./bus/cluster.ts"; // cluster
-export { startCluster } from "./bus/cluster.ts"; // cluster
-export { ClusterNotReadyError } from "./bus/cluster-ready.ts"; // cluster
-export type { AddUserOptions, BusState, StartUnibusOptions, UnibusClusterOptions } from "./bus/unibus.ts";
-export { startUnibus, Unibus } from "./bus/unibus.ts";
+export {
+  type AddUserOptions,
+  type BusHandle,
+  type BusState,
+  ClusterNotReadyError,
+  type StartClusterOptions,
+  type StartUnibusOptions,
+  startCluster,
+  startUnibus,
+  Unibus,
+  UnibusCluster,
+  type UnibusClusterOptions,
+} from "./bus/index.ts";
 export type { ConnectOptions, CreateRoomOptions } from "./client/connect.ts";
 export { connect, UnibusClient } from "./client/connect.ts";
 export type { BlobDownload, BlobInfo } from "./client/control.ts";

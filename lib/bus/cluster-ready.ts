@@ -39,9 +39,16 @@ export class ClusterNotReadyError extends UnibusError {
   }
 }
 
+/** A node's monitoring endpoint answered with an error status. */
+export class MonitoringError extends UnibusError {
+  constructor(message: string) {
+    super("MONITORING", message);
+  }
+}
+
 export async function metaStatus(server: string, monitorUrl: string, timeoutMs = 1000): Promise<MetaStatus> {
   const res = await fetch(`${monitorUrl}/jsz`, { signal: AbortSignal.timeout(timeoutMs) });
-  if (!res.ok) throw new Error(`GET /jsz answered ${res.status}`);
+  if (!res.ok) throw new MonitoringError(`GET ${monitorUrl}/jsz answered ${res.status}`);
   const jsz = (await res.json()) as {
     meta_cluster?: {
       leader?: string;
@@ -74,7 +81,7 @@ export async function jetStreamLeaders(
   timeoutMs = 1000,
 ): Promise<{ meta?: string; streams: Record<string, string | undefined> }> {
   const res = await fetch(`${monitorUrl}/jsz?accounts=true&streams=true`, { signal: AbortSignal.timeout(timeoutMs) });
-  if (!res.ok) throw new Error(`GET /jsz answered ${res.status}`);
+  if (!res.ok) throw new MonitoringError(`GET ${monitorUrl}/jsz answered ${res.status}`);
   const jsz = (await res.json()) as {
     meta_cluster?: { leader?: string };
     account_details?: { stream_detail?: { name: string; cluster?: { leader?: string } }[] }[];
@@ -146,20 +153,20 @@ export async function waitForMetaGroup(
  * proves placement: a throwaway memory stream at `replicas` is created (retrying until
  * the deadline) and deleted, as the APP service user.
  */
-export async function waitForPlacement(o: {
+export async function waitForPlacement(probe: {
   servers: string[];
   caPem: string;
   keys: ServiceKeys;
   replicas: number;
   timeoutMs: number;
 }): Promise<void> {
-  const deadline = performance.now() + o.timeoutMs;
+  const deadline = performance.now() + probe.timeoutMs;
   const nc = await connect({
-    servers: o.servers,
+    servers: probe.servers,
     name: "unibus-cluster-ready",
-    tls: { ca: o.caPem },
-    authenticator: nkeySigner(o.keys.app.publicKey, (d) => o.keys.app.sign(d)),
-    timeout: Math.max(1000, Math.min(5000, o.timeoutMs)),
+    tls: { ca: probe.caPem },
+    authenticator: nkeySigner(probe.keys.app.publicKey, (d) => probe.keys.app.sign(d)),
+    timeout: Math.max(1000, Math.min(5000, probe.timeoutMs)),
   });
   try {
     const jsm = await jetstreamManager(nc, { checkAPI: false, timeout: 2000 });
@@ -171,7 +178,7 @@ export async function waitForPlacement(o: {
           name,
           subjects: [`_unibus.ready.${name}`],
           storage: StorageType.Memory,
-          num_replicas: o.replicas,
+          num_replicas: probe.replicas,
           max_msgs: 1,
         });
         await jsm.streams.delete(name).catch(() => {});
@@ -181,7 +188,7 @@ export async function waitForPlacement(o: {
       }
       if (performance.now() >= deadline) {
         throw new ClusterNotReadyError(
-          `JetStream could not place a stream with ${o.replicas} replicas within ${o.timeoutMs} ms (${last}); check that every node runs and reaches the others`,
+          `JetStream could not place a stream with ${probe.replicas} replicas within ${probe.timeoutMs} ms (${last}); check that every node runs and reaches the others`,
           [],
         );
       }

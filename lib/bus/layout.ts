@@ -1,6 +1,6 @@
 import path from "node:path";
 import type { ServiceKeys } from "../auth/service-keys.ts";
-import type { NatsClusterOptions } from "../nats/config.ts"; // cluster
+import type { NatsClusterOptions } from "../nats/config.ts";
 import type { NatsConfigOptions } from "../nats/index.ts";
 
 /** Where each part of a bus lives inside its data dir. */
@@ -22,7 +22,7 @@ export type BusLayout = ReturnType<typeof busLayout>;
  * that manages room streams, SYS the system user that can kick connections) and the
  * auth callout in front of everyone else.
  */
-export function natsConfigFor(o: {
+export function natsConfigFor(node: {
   serverName: string;
   host: string;
   port: number;
@@ -31,31 +31,31 @@ export function natsConfigFor(o: {
   cert: { certFile: string; keyFile: string };
   caFile: string;
   keys: ServiceKeys;
-  /** cluster: routes to the other nodes (mutual TLS); absent on a single node. */
+  /** Routes to the other nodes (mutual TLS); absent on a single node. */
   cluster?: NatsClusterOptions;
   /** Seconds a client has to authenticate, the auth callout's answer included (nats-server default 2). */
   authTimeoutSeconds?: number;
 }): NatsConfigOptions {
   return {
-    serverName: o.serverName,
-    host: o.host,
-    port: o.port,
-    http: { host: "127.0.0.1", port: o.monitoringPort },
-    portsFileDir: o.layout.natsDir,
-    tls: { certFile: o.cert.certFile, keyFile: o.cert.keyFile, caFile: o.caFile, timeout: 2 },
+    serverName: node.serverName,
+    host: node.host,
+    port: node.port,
+    http: { host: "127.0.0.1", port: node.monitoringPort },
+    portsFileDir: node.layout.natsDir,
+    tls: { certFile: node.cert.certFile, keyFile: node.cert.keyFile, caFile: node.caFile, timeout: 2 },
     accounts: {
-      AUTH: { users: [{ nkey: o.keys.service.publicKey }] },
-      APP: { jetstream: true, users: [{ nkey: o.keys.app.publicKey }] },
-      SYS: { users: [{ nkey: o.keys.system.publicKey }] },
+      AUTH: { users: [{ nkey: node.keys.service.publicKey }] },
+      APP: { jetstream: true, users: [{ nkey: node.keys.app.publicKey }] },
+      SYS: { users: [{ nkey: node.keys.system.publicKey }] },
     },
     systemAccount: "SYS",
     authCallout: {
-      issuer: o.keys.issuer.publicKey,
+      issuer: node.keys.issuer.publicKey,
       account: "AUTH",
-      authUsers: [o.keys.service.publicKey, o.keys.system.publicKey, o.keys.app.publicKey],
+      authUsers: [node.keys.service.publicKey, node.keys.system.publicKey, node.keys.app.publicKey],
     },
-    jetstream: { storeDir: o.layout.jetstreamDir },
-    ...(o.cluster ? { cluster: o.cluster } : {}), // cluster
-    ...(o.authTimeoutSeconds ? { authTimeout: o.authTimeoutSeconds } : {}),
+    jetstream: { storeDir: node.layout.jetstreamDir },
+    ...(node.cluster ? { cluster: node.cluster } : {}),
+    ...(node.authTimeoutSeconds ? { authTimeout: node.authTimeoutSeconds } : {}),
   };
 }

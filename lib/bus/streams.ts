@@ -8,6 +8,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { nkeySigner } from "../auth/authenticator.ts";
 import { roomStreamName } from "../auth/permissions.ts";
 import type { ServiceKeys } from "../auth/service-keys.ts";
+import { StateError } from "../errors.ts";
 import { type Logger, silentLogger } from "../log/index.ts";
 import type { Room } from "../store/index.ts";
 
@@ -30,7 +31,7 @@ export class RoomStreams {
       maxReconnectAttempts: -1,
       reconnectTimeWait: 100,
     });
-    // cluster: no API check at start — a cluster node comes up before JetStream has a meta
+    // No API check at start — a cluster node comes up before JetStream has a meta
     // leader (its peers may not be up yet); ensure() meets JetStream when a room needs it.
     this.#jsm = await jetstreamManager(this.#nc, { checkAPI: false });
   }
@@ -38,7 +39,7 @@ export class RoomStreams {
   /** Creates the room's stream if it does not exist (idempotent). */
   async ensure(room: Pick<Room, "id" | "subject">): Promise<void> {
     const jsm = this.#jsm;
-    if (!jsm) throw new Error("room streams not started");
+    if (!jsm) throw new StateError(["running"], "stopped", "RoomStreams.ensure()");
     const name = roomStreamName(room.id);
     try {
       await jsm.streams.info(name);

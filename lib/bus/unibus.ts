@@ -8,31 +8,26 @@ import { EventEmitter } from "node:events";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
-import { jetstreamManager } from "@nats-io/jetstream";
-import type { NatsConnection } from "@nats-io/transport-node";
-import { type Admission, type Admit, AuthCallout } from "../auth/callout.ts";
+import type { Admission } from "../auth/callout.ts";
+import { AuthCallout } from "../auth/callout.ts";
 import { ConnectionRegistry, Kicker } from "../auth/kick.ts";
 import { permissionsFor } from "../auth/permissions.ts";
-import { connectAsService } from "../auth/service-connection.ts";
-import type { ServiceKeys } from "../auth/service-keys.ts";
-import { loadOrCreateServiceKeys } from "../auth/service-keys.ts";
+import { loadOrCreateServiceKeys, type ServiceKeys } from "../auth/service-keys.ts";
 import type { AuthMode } from "../control/auth.ts";
-// blobs
 import { BlobStore } from "../control/blobs.ts";
 import type { RateLimiterOptions } from "../control/limits.ts";
-import type { NonceStore } from "../control/nonce-cache.ts";
 import type { AccessChange } from "../control/routes.ts";
 import { ControlServer } from "../control/server.ts";
 import { parseSignPub } from "../crypto/identity.ts";
-import { InvalidArgumentError, NotFoundError, StateError, StoreUnavailableError } from "../errors.ts";
+import { InvalidArgumentError, NotFoundError, StateError } from "../errors.ts";
 import { createLogger, type Logger } from "../log/index.ts";
 import { BusMetrics, instrumentStore } from "../metrics/index.ts";
-import type { NatsClusterOptions } from "../nats/config.ts"; // cluster
+import type { NatsClusterOptions } from "../nats/config.ts";
 import { type NatsPorts, NatsServerProcess, resolveNatsServer } from "../nats/index.ts";
 import { createStoreHolder, type StoreHolder } from "../store/holder.ts";
 import {
   type BucketReplication,
+  chooseStoreBackend,
   type KvStore,
   openStore,
   type Role,
@@ -40,22 +35,21 @@ import {
   type StoreBackend,
   type User,
 } from "../store/index.ts";
-import { isLoopbackHost, isUnspecifiedHost, loadOrCreateCa, loadOrCreateServerCertificate } from "../tls/index.ts";
-import { busLayout, natsConfigFor } from "./layout.ts";
+import {
+  type CertificateAuthority,
+  isLoopbackHost,
+  isUnspecifiedHost,
+  loadOrCreateCa,
+  loadOrCreateServerCertificate,
+  type ServerCertificate,
+  urlHost,
+} from "../tls/index.ts";
+import type { BusHandle, BusState, UnibusEvents } from "./handle.ts";
+import { holdAdmission, KV_AUTH_TIMEOUT_S, KV_DECISION_TIMEOUT_MS, KvOpening } from "./kv-opening.ts";
+import { type BusLayout, busLayout, natsConfigFor } from "./layout.ts";
 import { RoomStreams } from "./streams.ts";
 
-/**
- * On KV, a replicated bucket whose leader died answers nothing until its peers elect a
- * new one (seconds). A connection attempt meanwhile is held — the callout retries the
- * store for up to ADMIT_HOLD_MS, inside a server auth timeout raised to match — rather than
- * denied: nats.js gives up for good after two denials from one server, so denying would
- * turn every failover into dead clients. Whatever the store says in the end decides;
- * nothing is admitted without it.
- */
-const ADMIT_HOLD_MS = 7000;
-const KV_AUTH_TIMEOUT_S = 10;
-
-export type BusState = "new" | "starting" | "running" | "stopping" | "stopped" | "failed";
+export type { BusState } from "./handle.ts";
 
 export interface StartUnibusOptions {
   /** Where the CA, keys, store and JetStream data live. Default: a fresh temp dir, removed on stop. */
@@ -85,21 +79,16 @@ export interface StartUnibusOptions {
   authMode?: AuthMode;
   /** Control-plane per-IP rate limit. */
   rateLimit?: RateLimiterOptions;
-  // ---- blobs ----
   /** Blob limits: size cap (default 256 MiB), max age (default 30 days), GC interval (default 10 min). */
   blobs?: { maxBytes?: number; maxAgeMs?: number; gcIntervalMs?: number };
-  // ---- end blobs ----
-  // ---- cluster ----
   /** Run as one member of a NATS cluster (routes with mutual TLS from this bus' CA). See docs/clustering.md. */
   cluster?: UnibusClusterOptions;
   /** JetStream replicas of room streams; default 1 (a cluster sets its own). */
   replicas?: number;
   /** Admitted-connection registry; nodes of one in-process cluster share one, so any node can kick any connection. */
   connections?: ConnectionRegistry;
-  // ---- end cluster ----
 }
 
-// ---- cluster ----
 export interface UnibusClusterOptions {
   /** Shared by every node of the cluster. */
   name: string;
@@ -115,7 +104,29 @@ export interface UnibusClusterOptions {
   /** `host:port` the other nodes should dial; the route certificate covers its host. */
   advertise?: string;
 }
-// ---- end cluster ----
+
+/** What phase 1 of a start hands to the later phases. */
+interface Prepared {
+  layout: BusLayout;
+  binary: string;
+  ca: CertificateAuthority;
+  keys: ServiceKeys;
+  backend: StoreBackend;
+}
+
+interface Certificates {
+  server: ServerCertificate;
+  /** Present for a cluster member: the route listener's settings, its certificate included. */
+  cluster?: NatsClusterOptions;
+}
+
+/** What every service connection of a node needs. */
+interface ServiceParts {
+  servers: string[];
+  caPem: string;
+  keys: ServiceKeys;
+  logger: Logger;
+}
 
 export interface AddUserOptions {
   handle: string;
@@ -123,7 +134,7 @@ export interface AddUserOptions {
   kexPub?: string | null;
 }
 
-export class Unibus extends EventEmitter {
+export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
   #state: BusState = "new";
   readonly #opts: StartUnibusOptions;
   readonly #logger: Logger;
@@ -142,9 +153,8 @@ export class Unibus extends EventEmitter {
   #holder?: StoreHolder;
   /** Settles when the store is open (at once for SQLite; after the buckets exist for KV). */
   #storeReady: Promise<void> = Promise.resolve();
-  #storeConn?: NatsConnection;
-  #kvNonces?: NonceStore & { close(): Promise<void> };
-  #blobs?: BlobStore; // blobs
+  #kv?: KvOpening;
+  #blobs?: BlobStore;
   #natsUrl = "";
   #controlUrl = "";
   #caPem = "";
@@ -158,7 +168,7 @@ export class Unibus extends EventEmitter {
     super();
     this.#opts = opts;
     this.#logger = opts.logger ?? createLogger();
-    this.connections = opts.connections ?? new ConnectionRegistry(); // cluster
+    this.connections = opts.connections ?? new ConnectionRegistry();
   }
 
   get state(): BusState {
@@ -196,14 +206,11 @@ export class Unibus extends EventEmitter {
     if (!this.#store) throw new StateError(["running"], this.#state, "store");
     return this.#store;
   }
-  // ---- blobs ----
   /** The blob store under `<dataDir>/blobs` (host-trusted access; `gc()` runs a collection now). */
   get blobs(): BlobStore {
     if (!this.#blobs) throw new StateError(["running"], this.#state, "blobs");
     return this.#blobs;
   }
-  // ---- end blobs ----
-  // ---- cluster ----
   /** The ports nats-server listens on while it runs (client, monitoring, cluster route). */
   get natsPorts(): NatsPorts | undefined {
     return this.#nats?.ports;
@@ -211,9 +218,12 @@ export class Unibus extends EventEmitter {
   get serverName(): string {
     return this.#opts.serverName ?? "unibus-1";
   }
+  get #host(): string {
+    return this.#opts.host ?? "127.0.0.1";
+  }
   /** The store backend this bus runs on. */
   get storeBackend(): StoreBackend {
-    return this.#opts.store ?? (this.#opts.cluster ? "kv" : "sqlite");
+    return chooseStoreBackend(this.#opts.store, this.#opts.cluster !== undefined);
   }
   /** Resolves once the store answers (the KV buckets exist); rejects if the bus stops first. */
   whenStoreReady(): Promise<void> {
@@ -224,7 +234,6 @@ export class Unibus extends EventEmitter {
     const current = this.#holder?.current;
     return current?.backend === "kv" ? (current as KvStore).replicationState() : undefined;
   }
-  // ---- end cluster ----
   /** nats-server's process id (for tests and operators). */
   get natsPid(): number | undefined {
     return this.#nats?.pid;
@@ -239,170 +248,18 @@ export class Unibus extends EventEmitter {
   async start(): Promise<this> {
     if (this.#state !== "new") throw new StateError(["new"], this.#state, "start()");
     this.#setState("starting");
-    const log = this.#logger;
-    const host = this.#opts.host ?? "127.0.0.1";
-    const serverName = this.#opts.serverName ?? "unibus-1";
     const backend = this.storeBackend;
     if (backend !== "sqlite" && backend !== "kv") {
       this.#setState("failed");
       throw new InvalidArgumentError("store", `store: "sqlite" or "kv"; got ${JSON.stringify(backend)}`);
     }
     try {
-      if (this.#opts.dataDir) {
-        this.#dataDir = path.resolve(this.#opts.dataDir);
-        await fs.mkdir(this.#dataDir, { recursive: true, mode: 0o700 });
-      } else {
-        this.#dataDir = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-"));
-        this.#ownsDataDir = true;
-      }
-      const layout = busLayout(this.#dataDir, serverName);
-      // Independent start-up work runs concurrently: the binary lookup spawns
-      // `nats-server --version`, the CA/certificate and key files are disk work.
-      const [binary, ca, keys, store] = await Promise.all([
-        this.#opts.natsServer ? Promise.resolve({ path: this.#opts.natsServer }) : resolveNatsServer({ logger: log }),
-        loadOrCreateCa(layout.tlsDir),
-        loadOrCreateServiceKeys(this.#dataDir),
-        backend === "sqlite" ? openStore({ backend: "sqlite", file: layout.storeFile, logger: log }) : undefined,
-      ]);
-      this.#holder = createStoreHolder(backend);
-      if (store) await this.#holder.set(store);
-      this.#store = instrumentStore(this.#holder.store, this.metrics);
-      this.#caPem = ca.certPem;
-      this.#caFile = ca.certFile;
-      const hosts = [
-        ...new Set([
-          "localhost",
-          "127.0.0.1",
-          "::1",
-          ...(isUnspecifiedHost(host) ? [] : [host]),
-          ...(this.#opts.hostnames ?? []),
-        ]),
-      ];
-      const cert = await loadOrCreateServerCertificate(layout.tlsDir, ca, { name: "server", hosts });
-      // ---- cluster ----
-      const clusterOpts = this.#opts.cluster;
-      let cluster: NatsClusterOptions | undefined;
-      if (clusterOpts) {
-        const routeHost = clusterOpts.host ?? host;
-        const advertised = clusterOpts.advertise
-          ? [clusterOpts.advertise.replace(/:\d+$/, "").replace(/^\[|\]$/g, "")]
-          : [];
-        // Routes are mutual TLS: one certificate serves as server and as client, and must name
-        // every address a peer dials (the advertised one included).
-        const routeCert = await loadOrCreateServerCertificate(layout.tlsDir, ca, {
-          name: "route",
-          hosts: [...new Set([...hosts, ...(isUnspecifiedHost(routeHost) ? [] : [routeHost]), ...advertised])],
-          usage: "peer",
-        });
-        cluster = {
-          name: clusterOpts.name,
-          host: routeHost,
-          port: clusterOpts.port ?? -1,
-          routes: clusterOpts.routes ?? [],
-          ...(clusterOpts.advertise ? { advertise: clusterOpts.advertise } : {}),
-          tls: { certFile: routeCert.certFile, keyFile: routeCert.keyFile, caFile: ca.certFile, timeout: 2 },
-        };
-      }
-      // ---- end cluster ----
-
-      this.#nats = new NatsServerProcess({
-        binary: binary.path,
-        name: serverName,
-        workDir: layout.natsDir,
-        logger: log,
-        config: natsConfigFor({
-          serverName,
-          host,
-          port: this.#opts.ports?.nats ?? -1,
-          monitoringPort: this.#opts.ports?.monitoring ?? -1,
-          layout,
-          cert,
-          caFile: ca.certFile,
-          keys,
-          ...(cluster ? { cluster } : {}), // cluster
-          ...(backend === "kv" ? { authTimeoutSeconds: KV_AUTH_TIMEOUT_S } : {}),
-        }),
-      });
-      const ports = await this.#nats.start();
-      this.emit("nats-ready", ports); // cluster: peers can route to this node before its services are up
-      const clientHost = isUnspecifiedHost(host) ? "127.0.0.1" : host;
-      this.#natsUrl = `tls://${urlHost(clientHost)}:${ports.nats}`;
-      this.#monitorUrl = ports.monitoring ? `http://127.0.0.1:${ports.monitoring}` : "";
-      if (backend === "kv") {
-        // A cluster member opens in the background: its buckets need the meta group, which
-        // needs the other nodes, which may be starting just now. Alone, start() waits for it.
-        this.#storeReady = this.#openKv(keys, ca.certPem, { retry: clusterOpts !== undefined });
-        this.#storeReady.catch(() => {}); // observed by start() or whenStoreReady()
-      }
-
-      this.#callout = new AuthCallout({
-        servers: [this.#natsUrl],
-        caPem: ca.certPem,
-        keys,
-        admit: this.#admit,
-        ...(backend === "kv" ? { decisionTimeoutMs: ADMIT_HOLD_MS + 1500 } : {}),
-        logger: log,
-        onDecision: (d) => {
-          if (d.connection) this.connections.add(d.connection);
-          this.metrics.calloutDecisions.inc({ result: d.allowed ? "admit" : "deny", reason: d.reason });
-          this.metrics.calloutLatency.observe(d.latencyMs / 1000);
-        },
-        ...(this.#opts.userJwtTtlSeconds ? { userJwtTtlSeconds: this.#opts.userJwtTtlSeconds } : {}),
-      });
-      // ---- blobs ----
-      this.#blobs = await new BlobStore({
-        dir: path.join(this.#dataDir, "blobs"),
-        store: this.#store,
-        logger: log,
-        ...this.#opts.blobs,
-      }).start();
-      // ---- end blobs ----
-      this.#control = new ControlServer({
-        blobs: this.#blobs, // blobs
-        host,
-        port: this.#opts.ports?.control ?? 0,
-        certPem: cert.certPem,
-        keyPem: cert.keyPem,
-        logger: log,
-        health: async () => ({ ok: this.#state === "running" && this.#holder?.current !== undefined }),
-        metrics: this.metrics,
-        beforeScrape: () => this.#refreshLiveMetrics(),
-        deps: {
-          store: this.#store,
-          publicBind: !isLoopbackHost(host),
-          onAccessChange: (change) => this.#onAccessChange(change),
-        },
-        ...(this.#opts.authMode ? { authMode: this.#opts.authMode } : {}),
-        ...(this.#opts.rateLimit ? { rateLimit: this.#opts.rateLimit } : {}),
-        ...(backend === "kv" ? { nonces: this.#replicatedNonces } : {}),
-      });
-      this.#kicker = new Kicker({
-        servers: [this.#natsUrl],
-        caPem: ca.certPem,
-        keys,
-        registry: this.connections,
-        logger: log,
-        onKick: (n) => this.metrics.kicks.inc(n),
-      });
-      this.#streams = new RoomStreams({
-        servers: [this.#natsUrl],
-        caPem: ca.certPem,
-        keys,
-        logger: log,
-        ...(this.#opts.replicas ? { replicas: this.#opts.replicas } : {}), // cluster
-      });
-      const [, , , controlPort] = await Promise.all([
-        this.#callout.start(),
-        this.#kicker.start(),
-        this.#streams.start(),
-        this.#control.listen(),
-        clusterOpts ? undefined : this.#storeReady,
-      ]);
-      this.#sweep = setInterval(() => void this.#sweepRevoked(), 250);
-      this.#sweep.unref();
-      this.#controlUrl = `https://${urlHost(clientHost)}:${controlPort}`;
+      const prepared = await this.#prepare(backend);
+      const certs = await this.#certificates(prepared);
+      await this.#startNats(prepared, certs);
+      await this.#startServices(prepared, certs);
       this.#setState("running");
-      log.info(
+      this.#logger.info(
         { component: "bus", natsUrl: this.#natsUrl, controlUrl: this.#controlUrl, dataDir: this.#dataDir },
         "bus ready",
       );
@@ -412,6 +269,177 @@ export class Unibus extends EventEmitter {
       await this.#teardown({ keepFiles: true });
       throw err;
     }
+  }
+
+  /** Phase 1: the data dir, then the independent disk and process work at once (binary, CA, keys, store). */
+  async #prepare(backend: StoreBackend): Promise<Prepared> {
+    if (this.#opts.dataDir) {
+      this.#dataDir = path.resolve(this.#opts.dataDir);
+      await fs.mkdir(this.#dataDir, { recursive: true, mode: 0o700 });
+    } else {
+      this.#dataDir = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-"));
+      this.#ownsDataDir = true;
+    }
+    const layout = busLayout(this.#dataDir, this.serverName);
+    const log = this.#logger;
+    // The binary lookup spawns `nats-server --version`; the CA, keys and store are disk work.
+    const [binary, ca, keys, store] = await Promise.all([
+      this.#opts.natsServer ? Promise.resolve({ path: this.#opts.natsServer }) : resolveNatsServer({ logger: log }),
+      loadOrCreateCa(layout.tlsDir),
+      loadOrCreateServiceKeys(this.#dataDir),
+      backend === "sqlite" ? openStore({ backend: "sqlite", file: layout.storeFile, logger: log }) : undefined,
+    ]);
+    this.#holder = createStoreHolder(backend);
+    if (store) await this.#holder.set(store);
+    this.#store = instrumentStore(this.#holder.store, this.metrics);
+    this.#caPem = ca.certPem;
+    this.#caFile = ca.certFile;
+    return { layout, binary: binary.path, ca, keys, backend };
+  }
+
+  /** Phase 2: the server certificate (every name a client dials) and, in a cluster, the route certificate. */
+  async #certificates({ layout, ca }: Prepared): Promise<Certificates> {
+    const host = this.#host;
+    const hosts = [
+      ...new Set([
+        "localhost",
+        "127.0.0.1",
+        "::1",
+        ...(isUnspecifiedHost(host) ? [] : [host]),
+        ...(this.#opts.hostnames ?? []),
+      ]),
+    ];
+    const server = await loadOrCreateServerCertificate(layout.tlsDir, ca, { name: "server", hosts });
+    const member = this.#opts.cluster;
+    if (!member) return { server };
+    const routeHost = member.host ?? host;
+    const advertised = member.advertise ? [member.advertise.replace(/:\d+$/, "").replace(/^\[|\]$/g, "")] : [];
+    // Routes are mutual TLS: one certificate serves as server and as client, and must name
+    // every address a peer dials (the advertised one included).
+    const route = await loadOrCreateServerCertificate(layout.tlsDir, ca, {
+      name: "route",
+      hosts: [...new Set([...hosts, ...(isUnspecifiedHost(routeHost) ? [] : [routeHost]), ...advertised])],
+      usage: "peer",
+    });
+    const cluster: NatsClusterOptions = {
+      name: member.name,
+      host: routeHost,
+      port: member.port ?? -1,
+      routes: member.routes ?? [],
+      ...(member.advertise ? { advertise: member.advertise } : {}),
+      tls: { certFile: route.certFile, keyFile: route.keyFile, caFile: ca.certFile, timeout: 2 },
+    };
+    return { server, cluster };
+  }
+
+  /** Phase 3: nats-server as a child process; resolves once it serves clients. */
+  async #startNats({ layout, binary, ca, keys, backend }: Prepared, { server, cluster }: Certificates): Promise<void> {
+    const host = this.#host;
+    this.#nats = new NatsServerProcess({
+      binary,
+      name: this.serverName,
+      workDir: layout.natsDir,
+      logger: this.#logger,
+      config: natsConfigFor({
+        serverName: this.serverName,
+        host,
+        port: this.#opts.ports?.nats ?? -1,
+        monitoringPort: this.#opts.ports?.monitoring ?? -1,
+        layout,
+        cert: server,
+        caFile: ca.certFile,
+        keys,
+        ...(cluster ? { cluster } : {}),
+        ...(backend === "kv" ? { authTimeoutSeconds: KV_AUTH_TIMEOUT_S } : {}),
+      }),
+    });
+    const ports = await this.#nats.start();
+    // Peers of a cluster can route to this node before its services are up.
+    this.emit("nats-ready", ports);
+    this.#natsUrl = `tls://${urlHost(host)}:${ports.nats}`;
+    this.#monitorUrl = ports.monitoring ? `http://127.0.0.1:${ports.monitoring}` : "";
+  }
+
+  /**
+   * Phase 4: the services on top of nats-server — the KV store's opening (in the
+   * background for a cluster member, whose buckets need its peers), the auth callout,
+   * blobs, the control plane, the kicker, room streams and the revocation sweep.
+   */
+  async #startServices({ layout, ca, keys, backend }: Prepared, { server }: Certificates): Promise<void> {
+    const services = { servers: [this.#natsUrl], caPem: ca.certPem, keys, logger: this.#logger };
+    const clustered = this.#opts.cluster !== undefined;
+    if (backend === "kv") this.#openKv(services, layout.storeFile, clustered);
+    this.#callout = this.#makeCallout(services, backend);
+    this.#blobs = await new BlobStore({
+      dir: path.join(this.#dataDir, "blobs"),
+      store: this.store,
+      logger: this.#logger,
+      ...this.#opts.blobs,
+    }).start();
+    this.#control = this.#makeControlServer(server, backend);
+    this.#kicker = new Kicker({ ...services, registry: this.connections, onKick: (n) => this.metrics.kicks.inc(n) });
+    this.#streams = new RoomStreams({ ...services, ...(this.#opts.replicas ? { replicas: this.#opts.replicas } : {}) });
+    const [, , , controlPort] = await Promise.all([
+      this.#callout.start(),
+      this.#kicker.start(),
+      this.#streams.start(),
+      this.#control.listen(),
+      clustered ? undefined : this.#storeReady,
+    ]);
+    this.#sweep = setInterval(() => void this.#sweepRevoked(), 250);
+    this.#sweep.unref();
+    this.#controlUrl = `https://${urlHost(this.#host)}:${controlPort}`;
+  }
+
+  #openKv(services: ServiceParts, sqliteFile: string, clustered: boolean): void {
+    this.#kv = new KvOpening({
+      ...services,
+      holder: this.#holder!,
+      replicas: this.#opts.replicas ?? 1,
+      ...(this.#opts.kv?.bucketPrefix ? { bucketPrefix: this.#opts.kv.bucketPrefix } : {}),
+      ...(this.#opts.kv?.timeoutMs ? { timeoutMs: this.#opts.kv.timeoutMs } : {}),
+      sqliteFile,
+      isUp: () => this.#isUp(),
+    });
+    this.#storeReady = this.#kv.open({ retry: clustered });
+    this.#storeReady.catch(() => {}); // observed by start() or whenStoreReady()
+  }
+
+  #makeCallout(services: ServiceParts, backend: StoreBackend): AuthCallout {
+    const decide = (signPub: string) => this.#decide(signPub);
+    return new AuthCallout({
+      ...services,
+      admit: backend === "kv" ? holdAdmission(decide, () => this.#state === "running") : decide,
+      ...(backend === "kv" ? { decisionTimeoutMs: KV_DECISION_TIMEOUT_MS } : {}),
+      onDecision: (d) => {
+        if (d.connection) this.connections.add(d.connection);
+        this.metrics.calloutDecisions.inc({ result: d.allowed ? "admit" : "deny", reason: d.reason });
+        this.metrics.calloutLatency.observe(d.latencyMs / 1000);
+      },
+      ...(this.#opts.userJwtTtlSeconds ? { userJwtTtlSeconds: this.#opts.userJwtTtlSeconds } : {}),
+    });
+  }
+
+  #makeControlServer(cert: { certPem: string; keyPem: string }, backend: StoreBackend): ControlServer {
+    return new ControlServer({
+      blobs: this.blobs,
+      host: this.#host,
+      port: this.#opts.ports?.control ?? 0,
+      certPem: cert.certPem,
+      keyPem: cert.keyPem,
+      logger: this.#logger,
+      health: async () => ({ ok: this.#state === "running" && this.#holder?.current !== undefined }),
+      metrics: this.metrics,
+      beforeScrape: () => this.#refreshLiveMetrics(),
+      deps: {
+        store: this.store,
+        publicBind: !isLoopbackHost(this.#host),
+        onAccessChange: (change) => this.#onAccessChange(change),
+      },
+      ...(this.#opts.authMode ? { authMode: this.#opts.authMode } : {}),
+      ...(this.#opts.rateLimit ? { rateLimit: this.#opts.rateLimit } : {}),
+      ...(backend === "kv" && this.#kv ? { nonces: this.#kv.nonces } : {}),
+    });
   }
 
   /** Adds an identity to the allowlist (host-trusted: no signature needed). */
@@ -440,7 +468,6 @@ export class Unibus extends EventEmitter {
     await this.stop();
   }
 
-  // ---- cluster ----
   /**
    * A crash, for failover tests: SIGKILL nats-server (no lame duck, no goodbye to its
    * routes), then drop the services. Files stay; a new node on the same data dir and
@@ -451,102 +478,10 @@ export class Unibus extends EventEmitter {
     await this.#nats?.kill();
     await this.stop();
   }
-  // ---- end cluster ----
-
-  /**
-   * Opens the KV store and the replicated nonce bucket on one APP-account service
-   * connection. With `retry` (a cluster member) it tries until it succeeds or the bus stops.
-   */
-  async #openKv(keys: ServiceKeys, caPem: string, { retry }: { retry: boolean }): Promise<void> {
-    const log = this.#logger;
-    const replicas = this.#opts.replicas ?? 1;
-    const prefix = this.#opts.kv?.bucketPrefix;
-    const { openKvNonceStore } = await import("../control/nonce-kv.ts"); // a SQLite bus never loads it
-    const nc = await connectAsService({ servers: [this.#natsUrl], caPem, key: keys.app, name: "unibus-store" });
-    this.#storeConn = nc;
-    for (let attempt = 1; ; attempt++) {
-      // Until the meta group has formed JetStream leaves API requests unanswered: a create
-      // sent then waits out its whole timeout. So first wait (cheaply) until JetStream answers.
-      if (retry && !(await jetStreamAnswers(nc))) {
-        if (!this.#isUp()) throw new StoreUnavailableError("the bus stopped before its KV store opened");
-        continue;
-      }
-      // Even then a replicated create is now and then left unanswered (seen: 1 start in 3,
-      // racing the same create from the other nodes) while a retry at once succeeds; so
-      // attempts start short (1 s) and lengthen only if they keep failing (slow machine).
-      const openTimeoutMs = retry ? Math.min(1000 * Math.ceil(attempt / 3), 5000) : 5000;
-      const [store, nonces] = await Promise.allSettled([
-        openStore({
-          backend: "kv",
-          nc,
-          replicas,
-          logger: log,
-          openTimeoutMs,
-          ...(prefix ? { bucketPrefix: prefix } : {}),
-          ...(this.#opts.kv?.timeoutMs ? { timeoutMs: this.#opts.kv.timeoutMs } : {}),
-        }),
-        openKvNonceStore({ nc, replicas, logger: log, openTimeoutMs, ...(prefix ? { bucketPrefix: prefix } : {}) }),
-      ]);
-      const stopping = !this.#isUp();
-      if (store.status === "fulfilled" && nonces.status === "fulfilled" && !stopping) {
-        this.#kvNonces = nonces.value;
-        await this.#holder?.set(store.value);
-        log.info({ component: "bus", replicas, attempts: attempt }, "KV store open");
-        void this.#warnIfUnmigrated(store.value);
-        return;
-      }
-      if (store.status === "fulfilled") await store.value.close();
-      if (nonces.status === "fulfilled") await nonces.value.close();
-      if (stopping) throw new StoreUnavailableError("the bus stopped before its KV store opened");
-      const err = store.status === "rejected" ? store.reason : (nonces as PromiseRejectedResult).reason;
-      if (!retry) throw err;
-      if (attempt % 10 === 0) {
-        log.warn(
-          { component: "bus", attempt, err: (err as Error).message },
-          "KV store not open yet (waiting for JetStream); denying connections meanwhile",
-        );
-      }
-      await sleep(100);
-    }
-  }
 
   #isUp(): boolean {
     return this.#state === "starting" || this.#state === "running";
   }
-
-  /** A SQLite store beside an empty KV allowlist is almost surely a migration not yet run. */
-  async #warnIfUnmigrated(kv: Store): Promise<void> {
-    const file = busLayout(this.#dataDir, this.serverName).storeFile;
-    // The listing reads the whole allowlist: only when there is a SQLite file at all.
-    if (!(await fs.stat(file).catch(() => undefined))) return;
-    if ((await kv.listUsers().catch(() => [1])).length === 0) {
-      this.#logger.warn(
-        { component: "bus", file },
-        "this data dir has a SQLite store but the KV store has no users: run `unibus migrate-to-kv` to carry them over",
-      );
-    }
-  }
-
-  /** Until the KV nonce bucket is open, every signed request is refused (503), never let through unremembered. */
-  readonly #replicatedNonces: NonceStore = {
-    checkAndRemember: (key, ttlMs) =>
-      this.#kvNonces
-        ? this.#kvNonces.checkAndRemember(key, ttlMs)
-        : Promise.reject(new StoreUnavailableError("the replay store is still opening")),
-  };
-
-  readonly #admit: Admit = async (signPub) => {
-    if (this.storeBackend !== "kv") return this.#decide(signPub);
-    const deadline = Date.now() + ADMIT_HOLD_MS;
-    for (;;) {
-      try {
-        return await this.#decide(signPub);
-      } catch (err) {
-        if (!(err instanceof StoreUnavailableError) || Date.now() > deadline || this.#state !== "running") throw err;
-        await sleep(250);
-      }
-    }
-  };
 
   async #decide(signPub: string): Promise<Admission> {
     const store = this.#store;
@@ -626,16 +561,16 @@ export class Unibus extends EventEmitter {
       }
     };
     clearInterval(this.#sweep);
-    await step("blob store", () => this.#blobs?.close()); // blobs: cut transfers first, their partial files are discarded
+    // Transfers are cut first: their partial files are discarded, not left half-written.
+    await step("blob store", () => this.#blobs?.close());
     await step("control plane", () => this.#control?.close());
     await step("auth callout", () => this.#callout?.stop());
     await step("kicker", () => this.#kicker?.stop());
     await step("room streams", () => this.#streams?.stop());
     await step("store", () => this.#store?.close());
-    await step("replay store", () => this.#kvNonces?.close());
-    await step("store connection", () => this.#storeConn?.close());
+    await step("replay store", () => this.#kv?.close());
     this.#store = undefined;
-    this.#kvNonces = undefined;
+    this.#kv = undefined;
     await step("nats-server", () => this.#nats?.stop());
     if (this.#ownsDataDir && !keepFiles) {
       await step("temp dir", () => fs.rm(this.#dataDir, { recursive: true, force: true }));
@@ -645,21 +580,6 @@ export class Unibus extends EventEmitter {
   }
 }
 
-/** True once JetStream answers an account-info request (it has a meta leader); false after 250 ms of silence. */
-async function jetStreamAnswers(nc: NatsConnection): Promise<boolean> {
-  try {
-    await (await jetstreamManager(nc, { timeout: 250, checkAPI: false })).getAccountInfo();
-    return true;
-  } catch {
-    await sleep(50);
-    return false;
-  }
-}
-
 export async function startUnibus(opts: StartUnibusOptions = {}): Promise<Unibus> {
   return new Unibus(opts).start();
-}
-
-function urlHost(host: string): string {
-  return host.includes(":") ? `[${host}]` : host;
 }

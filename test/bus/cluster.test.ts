@@ -1,10 +1,9 @@
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import t, { type Test } from "tap";
 import { loadOrCreateServiceKeys } from "../../lib/auth/service-keys.ts";
 import { startCluster, type UnibusCluster } from "../../lib/bus/cluster.ts";
-import { learnFreeRoutePorts } from "../../lib/bus/cluster-ports.ts";
+import { learnFreeRoutePorts } from "../../lib/bus/cluster-plan.ts";
 import { ClusterNotReadyError, metaStatus, notFormed, waitForMetaGroup } from "../../lib/bus/cluster-ready.ts";
 import { startUnibus, Unibus } from "../../lib/bus/unibus.ts";
 import { connect, type UnibusClient } from "../../lib/client/connect.ts";
@@ -16,6 +15,7 @@ import { isProcessAlive } from "../../lib/nats/index.ts";
 import { loadOrCreateCa } from "../../lib/tls/index.ts";
 import { reconnected } from "../helpers/bus.ts";
 import { runCli, upJson } from "../helpers/cli.ts";
+import { tempDir } from "../helpers/fs.ts";
 import { NATS_SERVER } from "../helpers/nats.ts";
 
 async function user(
@@ -318,7 +318,7 @@ t.test("unibus up --cluster 3 --json prints one ready line with every node's URL
 t.test(
   "three 'machines': separate data dirs with a copied CA and service keys, explicit names, routes and advertise",
   async (t) => {
-    const root = fs.mkdtempSync(path.join(os.tmpdir(), "unibus-test-"));
+    const root = await tempDir(t);
     const dirs = ["a", "b", "c"].map((x) => path.join(root, x));
     await sharedSecrets(dirs);
     const routePorts = await learnFreeRoutePorts({ binary: NATS_SERVER, count: 3, host: "127.0.0.1", dir: root });
@@ -334,10 +334,7 @@ t.test(
         cluster: { name: "team", port: routePorts[i]!, routes, advertise: `localhost:${routePorts[i]}` },
       });
     const nodes = dirs.map((_, i) => machine(i));
-    t.teardown(async () => {
-      await Promise.all(nodes.map((n) => n.stop()));
-      fs.rmSync(root, { recursive: true, force: true });
-    });
+    t.teardown(() => Promise.all(nodes.map((n) => n.stop())));
     await Promise.all(nodes.map((n) => n.start()));
     const formed = () =>
       waitForMetaGroup(
@@ -399,8 +396,7 @@ t.test("a failed start stops what it started and says why", async (t) => {
 t.test(
   "unibus up as one member of a cluster of machines: --route, --server-name, --cluster-name, --cluster-advertise",
   async (t) => {
-    const root = fs.mkdtempSync(path.join(os.tmpdir(), "unibus-test-"));
-    t.teardown(() => fs.rmSync(root, { recursive: true, force: true }));
+    const root = await tempDir(t);
     const dirs = ["a", "b"].map((x) => path.join(root, x));
     await sharedSecrets(dirs);
     const ports = await learnFreeRoutePorts({ binary: NATS_SERVER, count: 2, host: "127.0.0.1", dir: root });

@@ -1,0 +1,17 @@
+/**
+ * Orchestration: one bus (`Unibus`) or several as one cluster (`UnibusCluster`), both
+ * behind `BusHandle`. The CLI and library users start buses through here.
+ */
+
+export { startCluster, UnibusCluster } from "./cluster.ts";
+export { learnFreeRoutePorts, MAX_NODES, type StartClusterOptions } from "./cluster-plan.ts";
+export { ClusterNotReadyError, jetStreamLeaders, type MetaStatus, metaStatus } from "./cluster-ready.ts";
+export type { BusHandle, BusHandleEvents, BusState, ClusterEvents, UnibusEvents } from "./handle.ts";
+export { type BusLayout, busLayout } from "./layout.ts";
+export {
+  type AddUserOptions,
+  type StartUnibusOptions,
+  startUnibus,
+  Unibus,
+  type UnibusClusterOptions,
+} from "./unibus.ts";
