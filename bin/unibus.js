@@ -1,13 +1,14 @@
 #!/usr/bin/env node
-// The `unibus` command. Plain JavaScript so it starts on any Node: the CLI itself is
-// TypeScript run by Node's type stripping (or compiled JS in a published package).
-// Where this Node cannot strip types or lacks node:sqlite, re-run on the Node pinned
-// in the project's devDependencies.
+// The `unibus` command. Plain JavaScript so it starts on any Node. An installed package
+// runs its compiled JS (Node refuses to strip types under node_modules); a checkout runs
+// the TypeScript sources, so a dist/ left by `npm pack` can never shadow newer sources.
+// Where this Node cannot strip types or lacks node:sqlite, a checkout re-runs on the
+// Node pinned in its devDependencies.
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import module from "node:module";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { dirname, join, sep } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -16,6 +17,7 @@ const source = join(root, "lib", "cli", "main.ts");
 const [major, minor] = process.versions.node.split(".").map(Number);
 const hasSqlite = major > 22 || (major === 22 && minor >= 13);
 const stripsTypes = Boolean(process.features?.typescript);
+const checkout = !root.split(sep).includes("node_modules") && existsSync(source);
 
 // node:sqlite and type stripping announce themselves as experimental on every run;
 // the CLI's users should not see that.
@@ -30,11 +32,21 @@ process.emitWarning = (warning, ...rest) => {
 // dir, keyed by content) cuts every later start by more than half.
 module.enableCompileCache?.();
 
-if (existsSync(compiled) && hasSqlite) {
-  await import(pathToFileURL(compiled).href);
-} else if (stripsTypes && hasSqlite) {
+if (checkout && stripsTypes && hasSqlite) {
   await import(pathToFileURL(source).href);
+} else if (!checkout && existsSync(compiled) && hasSqlite) {
+  await import(pathToFileURL(compiled).href);
+} else if (checkout) {
+  runOnPinnedNode();
+} else if (!existsSync(compiled)) {
+  console.error(`unibus: ${root} has neither dist/ nor lib/; it was packed without \`npm run build\`, reinstall it`);
+  process.exit(1);
 } else {
+  console.error(`unibus: Node ${process.versions.node} is too old (need >= 22.13); install Node 22.13 or later`);
+  process.exit(1);
+}
+
+function runOnPinnedNode() {
   const pinned = join(root, "node_modules", "node", "bin", "node");
   if (!existsSync(pinned)) {
     console.error(
