@@ -7,6 +7,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { StateError } from "../errors.ts";
 import { type Logger, silentLogger } from "../log/index.ts";
 import type { AdmittedConnection } from "./callout.ts";
 import { connectAsService } from "./service-connection.ts";
@@ -115,14 +116,18 @@ export class Kicker {
     if (nc && !nc.isClosed()) await nc.close();
   }
 
+  #connection(what: string): NatsConnection {
+    if (!this.#nc) throw new StateError(["started"], "stopped", what);
+    return this.#nc;
+  }
+
   /**
    * Kicks every live connection of `signPub`: those this node admitted at once (the
    * promise waits for them), the rest through the broadcast to the other nodes.
    * Resolves with how many this node kicked.
    */
   async kickIdentity(signPub: string, reason: string): Promise<number> {
-    const nc = this.#nc;
-    if (!nc) throw new Error("kicker not started");
+    const nc = this.#connection("kickIdentity()");
     nc.publish(KICK_SUBJECT, JSON.stringify({ signPub, reason, origin: this.#origin }));
     return this.#kickLocal(signPub, reason);
   }
@@ -130,8 +135,7 @@ export class Kicker {
   async #kickLocal(signPub: string, reason: string): Promise<number> {
     const conns = this.#opts.registry.connectionsOf(signPub);
     if (conns.length === 0) return 0;
-    const nc = this.#nc;
-    if (!nc) throw new Error("kicker not started");
+    const nc = this.#connection("kicking a connection");
     const results = await Promise.allSettled(
       conns.map(async (c) => {
         await nc.request(`$SYS.REQ.SERVER.${c.serverId}.KICK`, JSON.stringify({ cid: c.clientId }), { timeout: 2000 });

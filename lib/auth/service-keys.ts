@@ -80,25 +80,31 @@ export async function loadOrCreateServiceKeys(dataDir: string): Promise<ServiceK
       return loadOrCreateServiceKeys(dataDir);
     }
   }
-  let data: ServiceKeysFile;
-  let keys: ServiceKeys;
-  try {
-    data = JSON.parse(text) as ServiceKeysFile;
-    if (data.type !== "unibus-service-keys" || data.version !== 1) throw new Error("type");
-    keys = {
-      issuer: NKeyPair.fromSeedText("account", data.issuer),
-      service: NKeyPair.fromSeedText("user", data.service),
-      system: NKeyPair.fromSeedText("user", data.system),
-      app: data.app ? NKeyPair.fromSeedText("user", data.app) : NKeyPair.random("user"),
-    };
-  } catch {
-    throw new KeyFileError(
-      file,
-      `service key file ${file} is corrupt; restore it from a backup (a new key would not match the running cluster)`,
-    );
-  }
+  const { data, keys } = parseServiceKeys(file, text);
   if (!data.app) {
     await writeFileAtomic(file, `${JSON.stringify({ ...data, app: keys.app.seedText() }, null, 2)}\n`, { mode: 0o600 });
   }
   return keys;
+}
+
+/** The keys in a service key file's text; `KeyFileError` when it is not one we wrote. */
+function parseServiceKeys(file: string, text: string): { data: ServiceKeysFile; keys: ServiceKeys } {
+  try {
+    const data = JSON.parse(text) as ServiceKeysFile;
+    if (data.type === "unibus-service-keys" && data.version === 1) {
+      const keys = {
+        issuer: NKeyPair.fromSeedText("account", data.issuer),
+        service: NKeyPair.fromSeedText("user", data.service),
+        system: NKeyPair.fromSeedText("user", data.system),
+        app: data.app ? NKeyPair.fromSeedText("user", data.app) : NKeyPair.random("user"),
+      };
+      return { data, keys };
+    }
+  } catch {
+    // No cause kept: a parser's message can quote the file, and the file holds seeds.
+  }
+  throw new KeyFileError(
+    file,
+    `service key file ${file} is corrupt; restore it from a backup (a new key would not match the running cluster)`,
+  );
 }

@@ -21,6 +21,7 @@ import {
   SignedRequestError,
   verifySignedRequest,
 } from "../crypto/canonical.ts";
+import { InvalidArgumentError } from "../errors.ts";
 import { type Logger, silentLogger } from "../log/index.ts";
 import type { Store } from "../store/index.ts";
 import { HttpError } from "./http-error.ts";
@@ -72,7 +73,8 @@ export async function authenticateRequest(opts: AuthenticateOptions): Promise<Au
   if (mode === "off") return { signPub: undefined };
   if (mode !== "soft" && mode !== "enforce") {
     // A typo in configuration must not silently disable authentication.
-    throw new HttpError(500, "internal error", { cause: new Error(`unknown auth mode ${String(mode)}`) });
+    const cause = new InvalidArgumentError("authMode", `authMode must be enforce, soft or off, not ${String(mode)}`);
+    throw new HttpError(500, "internal error", { cause });
   }
   const logger = opts.logger ?? silentLogger;
   let verified: string | undefined;

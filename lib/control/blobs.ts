@@ -18,7 +18,7 @@ import crypto from "node:crypto";
 import type { FileHandle } from "node:fs/promises";
 import fs from "node:fs/promises";
 import path from "node:path";
-import { InvalidArgumentError, NotFoundError, UnibusError } from "../errors.ts";
+import { InvalidArgumentError, NotFoundError, StateError, UnibusError } from "../errors.ts";
 import { type Logger, silentLogger } from "../log/index.ts";
 import type { Store } from "../store/index.ts";
 
@@ -224,7 +224,7 @@ export class BlobStore {
 
     return {
       write: (chunk) => {
-        if (state !== "open") return Promise.reject(new Error("BlobUpload: write after commit or abort"));
+        if (state !== "open") return Promise.reject(new StateError(["open"], state, "BlobUpload.write()"));
         if (written + chunk.length > this.maxBytes) {
           return Promise.reject(new InvalidArgumentError("size", "the blob is larger than the limit"));
         }
@@ -234,11 +234,13 @@ export class BlobStore {
         return p;
       },
       commit: async ({ size, sha256 }) => {
-        if (state !== "open") throw new Error("BlobUpload: commit after commit or abort");
+        if (state !== "open") throw new StateError(["open"], state, "BlobUpload.commit()");
         state = "committing";
         try {
           await pending;
-          if (size !== written) throw new Error(`BlobUpload: ${written} bytes written but ${size} committed`);
+          if (size !== written) {
+            throw new InvalidArgumentError("size", `${written} bytes were written but the commit declares ${size}`);
+          }
           if (!SHA256_HEX.test(sha256)) throw new InvalidArgumentError("sha256", "sha256 must be 64 lowercase hex");
           if (this.#closed) throw new BlobStoreClosedError();
           await fh.sync();

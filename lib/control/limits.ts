@@ -6,6 +6,7 @@
 import type { IncomingMessage } from "node:http";
 import net from "node:net";
 import { ContentHashVerifier, sha256Hex } from "../crypto/canonical.ts";
+import { StateError } from "../errors.ts";
 import { HttpError } from "./http-error.ts";
 
 /**
@@ -43,6 +44,11 @@ function busy(): HttpError {
 
 function incomplete(cause?: unknown): HttpError {
   return new HttpError(400, "the request body was not received completely", { code: "BODY_INCOMPLETE", cause });
+}
+
+/** A handler read the body before us: a bug on our side, reported as an incomplete body. */
+function alreadyConsumed(): StateError {
+  return new StateError(["unread"], "consumed", "reading the request body");
 }
 
 function formatBytes(n: number): string {
@@ -131,7 +137,7 @@ export function readBody(req: IncomingMessage, opts: ReadBodyOptions): Promise<B
     };
     const onError = (err: Error) => finish(incomplete(err));
     const onClose = () => finish(incomplete());
-    if (req.readableEnded) return finish(incomplete(new Error("request body already consumed")));
+    if (req.readableEnded) return finish(incomplete(alreadyConsumed()));
     req.on("data", onData);
     req.on("end", onEnd);
     req.on("error", onError);
@@ -245,7 +251,7 @@ export function streamBody(req: IncomingMessage, opts: StreamBodyOptions): Promi
     const onClose = () => {
       if (!ended) finish(incomplete());
     };
-    if (req.readableEnded) return finish(incomplete(new Error("request body already consumed")));
+    if (req.readableEnded) return finish(incomplete(alreadyConsumed()));
     req.on("data", onData);
     req.on("end", onEnd);
     req.on("error", onError);

@@ -23,7 +23,7 @@
  * checks the body against the declared hash as it streams (`ContentHashVerifier`).
  */
 import crypto, { type KeyObject } from "node:crypto";
-import { InvalidArgumentError, UnibusError } from "../errors.ts";
+import { InvalidArgumentError, StateError, UnibusError } from "../errors.ts";
 import { ed25519PublicKey, verify } from "./ed25519.ts";
 
 export const SIGNATURE_SCHEME = "UNIBUS-ED25519-V1";
@@ -305,7 +305,7 @@ export class ContentHashVerifier {
   }
 
   update(chunk: Uint8Array): void {
-    if (this.#digest !== undefined) throw new Error("ContentHashVerifier: update() after matches()");
+    if (this.#digest !== undefined) throw new StateError(["hashing"], "finished", "ContentHashVerifier.update()");
     this.#hash.update(chunk);
   }
 

@@ -4,6 +4,7 @@
  * callers keep them (see `SigningKey`).
  */
 import crypto, { type KeyObject } from "node:crypto";
+import { CryptoError } from "./room-key.ts";
 
 const ED25519_PKCS8 = Buffer.from("302e020100300506032b657004220420", "hex");
 const ED25519_SPKI = Buffer.from("302a300506032b6570032100", "hex");
@@ -16,7 +17,7 @@ export function ed25519PrivateKey(seed: Uint8Array): KeyObject {
 
 /** Throws on bytes that are not a valid Ed25519 public key. */
 export function ed25519PublicKey(raw: Uint8Array): KeyObject {
-  if (raw.length !== 32) throw new Error("an Ed25519 public key is 32 bytes");
+  if (raw.length !== 32) throw new CryptoError("invalid-key", "an Ed25519 public key is 32 bytes");
   return crypto.createPublicKey({ key: Buffer.concat([ED25519_SPKI, raw]), format: "der", type: "spki" });
 }
 
@@ -25,7 +26,7 @@ export function x25519PrivateKey(secret: Uint8Array): KeyObject {
 }
 
 export function x25519PublicKey(raw: Uint8Array): KeyObject {
-  if (raw.length !== 32) throw new Error("an X25519 public key is 32 bytes");
+  if (raw.length !== 32) throw new CryptoError("invalid-key", "an X25519 public key is 32 bytes");
   return crypto.createPublicKey({ key: Buffer.concat([X25519_SPKI, raw]), format: "der", type: "spki" });
 }
 

@@ -345,21 +345,14 @@ export function openFrame(frame: Uint8Array | ParseFrameResult, opts: OpenFrameO
   }
   checkRoomKey(key);
   const tagStart = bodyEnd - AEAD_TAG_BYTES;
-  try {
-    const decipher = crypto.createDecipheriv(AEAD_ALGORITHM, roomKeyObject(key), parsed.nonce!, {
-      authTagLength: AEAD_TAG_BYTES,
-    });
-    decipher.setAAD(input.subarray(0, ctxLen + bodyStart), { plaintextLength: tagStart - bodyStart });
-    decipher.setAuthTag(bytes.subarray(tagStart, bodyEnd));
-    const plaintext = decipher.update(bytes.subarray(bodyStart, tagStart));
-    try {
-      decipher.final();
-    } catch {
-      plaintext.fill(0);
-      throw new Error("tag");
-    }
-    return { ok: true, plaintext, sender, epoch, encrypted: true, verified };
-  } catch {
+  const plaintext = decryptBody(
+    key,
+    parsed.nonce!,
+    input.subarray(0, ctxLen + bodyStart),
+    bytes.subarray(bodyStart, tagStart),
+    bytes.subarray(tagStart, bodyEnd),
+  );
+  if (plaintext === undefined) {
     return {
       ok: false,
       reason: "undecryptable",
@@ -367,6 +360,35 @@ export function openFrame(frame: Uint8Array | ParseFrameResult, opts: OpenFrameO
       epoch,
       sender,
     };
+  }
+  return { ok: true, plaintext, sender, epoch, encrypted: true, verified };
+}
+
+/** The plaintext, or undefined when the body does not decrypt (wrong key, tampered bytes). */
+function decryptBody(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  aad: Uint8Array,
+  ciphertext: Uint8Array,
+  tag: Uint8Array,
+): Buffer | undefined {
+  try {
+    const decipher = crypto.createDecipheriv(AEAD_ALGORITHM, roomKeyObject(key), nonce, {
+      authTagLength: AEAD_TAG_BYTES,
+    });
+    decipher.setAAD(aad, { plaintextLength: ciphertext.length });
+    decipher.setAuthTag(tag);
+    const plaintext = decipher.update(ciphertext);
+    try {
+      decipher.final();
+    } catch {
+      // The tag did not verify: wipe what was decrypted rather than leave it in memory.
+      plaintext.fill(0);
+      return undefined;
+    }
+    return plaintext;
+  } catch {
+    return undefined;
   }
 }
 

@@ -7,7 +7,11 @@ import { JetStreamApiError } from "@nats-io/jetstream";
 import { InvalidArgumentError } from "../errors.ts";
 import { DEFAULT_BUCKET_PREFIX } from "./kv-layout.ts";
 
-/** A deadline passed (see `bounded`). */
+/**
+ * A deadline passed (see `bounded`). Deliberately not a `UnibusError`: callers let
+ * their typed errors through untouched, and a deadline must never escape as one — it
+ * always becomes the caller's own `StoreUnavailableError`, even where a catch forgets it.
+ */
 export class Timeout extends Error {}
 
 /** Runs `fn` with a deadline; past it, rejects with `Timeout` (the work itself cannot be cancelled and is abandoned). */

@@ -23,27 +23,39 @@ const FILE = /^(\d{4})_([a-z0-9_]+)\.sql$/;
  * database silently short of a table.
  */
 export function loadMigrations(dir: URL | string = MIGRATIONS_DIR): Migration[] {
+  let out: Migration[];
   try {
-    const out: Migration[] = [];
-    for (const entry of readdirSync(dir).sort()) {
-      if (!entry.endsWith(".sql")) continue;
-      const m = FILE.exec(entry);
-      if (!m) throw new Error(`migration file ${entry} is not named NNNN_name.sql`);
-      const sql = readFileSync(new URL(entry, dirUrl(dir)), "utf8");
-      out.push({ version: Number(m[1]), name: m[2]!, sql });
-    }
-    out.sort((a, b) => a.version - b.version);
-    if (out.length === 0) throw new Error("no migration files found");
-    out.forEach((mig, i) => {
-      if (mig.version !== i + 1) throw new Error(`migration ${i + 1} is missing or duplicated (found ${mig.version})`);
-    });
-    return out;
+    out = readMigrations(dir);
   } catch (err) {
-    throw new StoreUnavailableError(
-      "unibus's database migrations are missing or malformed; reinstall unibus (the migrations/ folder ships with the package)",
-      { cause: err },
-    );
+    if (err instanceof StoreUnavailableError) throw err;
+    throw brokenMigrations("they could not be read", err);
   }
+  if (out.length === 0) throw brokenMigrations("no migration files found");
+  out.forEach((mig, i) => {
+    if (mig.version !== i + 1)
+      throw brokenMigrations(`migration ${i + 1} is missing or duplicated (found ${mig.version})`);
+  });
+  return out;
+}
+
+/** The `.sql` files of `dir`, sorted by version. */
+function readMigrations(dir: URL | string): Migration[] {
+  const out: Migration[] = [];
+  for (const entry of readdirSync(dir).sort()) {
+    if (!entry.endsWith(".sql")) continue;
+    const m = FILE.exec(entry);
+    if (!m) throw brokenMigrations(`${entry} is not named NNNN_name.sql`);
+    const sql = readFileSync(new URL(entry, dirUrl(dir)), "utf8");
+    out.push({ version: Number(m[1]), name: m[2]!, sql });
+  }
+  return out.sort((a, b) => a.version - b.version);
+}
+
+function brokenMigrations(detail: string, cause?: unknown): StoreUnavailableError {
+  return new StoreUnavailableError(
+    `unibus's database migrations are missing or malformed (${detail}); reinstall unibus (the migrations/ folder ships with the package)`,
+    { cause },
+  );
 }
 
 function dirUrl(dir: URL | string): URL {

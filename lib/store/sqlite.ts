@@ -98,7 +98,9 @@ export async function openSqliteStore(file: string, opts: SqliteStoreOptions = {
     db.exec("PRAGMA foreign_keys = ON");
     const mode = db.prepare("PRAGMA journal_mode = WAL").get();
     if (String(mode?.journal_mode).toLowerCase() !== "wal") {
-      throw new Error(`journal_mode stayed ${String(mode?.journal_mode)}`);
+      throw new StoreUnavailableError(
+        `the store's database could not switch to WAL journaling (journal_mode stayed ${String(mode?.journal_mode)}); keep the data directory on a local filesystem`,
+      );
     }
     applyMigrations(db, migrations, logger);
     return new SqliteStore(db, logger);

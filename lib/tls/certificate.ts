@@ -82,10 +82,10 @@ function firstPemBlock(pem: string): string | undefined {
   return /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/.exec(pem)?.[0];
 }
 
-/** Parses a PEM certificate; throws a plain Error (callers wrap it in their own error type). */
+/** Parses a PEM certificate; throws `InvalidArgumentError` or node:crypto's error (callers wrap it in their own error type). */
 export function parseCertificatePem(pem: string): { cert: X509.X509Certificate; node: NodeX509; der: Buffer } {
   const block = firstPemBlock(pem);
-  if (!block) throw new Error("no -----BEGIN CERTIFICATE----- block found");
+  if (!block) throw new InvalidArgumentError("pem", "no -----BEGIN CERTIFICATE----- block found");
   const node = new NodeX509(block);
   return { cert: new x509.X509Certificate(node.raw), node, der: node.raw };
 }
@@ -176,13 +176,17 @@ const CURVES: Record<string, { curve: string; hash: string }> = {
 
 /**
  * Parses a PEM private key for signing. ECDSA P-256/384/521 (what unibus makes) and
- * RSA (what an imported CA may use). Throws a plain Error; callers wrap it.
+ * RSA (what an imported CA may use). Throws `InvalidArgumentError` or node:crypto's
+ * error; callers wrap it.
  */
 export async function loadSigningKey(pem: string): Promise<SigningKey> {
   const keyObject = createPrivateKey({ key: pem, format: "pem" });
   if (keyObject.asymmetricKeyType === "ec") {
     const named = CURVES[keyObject.asymmetricKeyDetails?.namedCurve ?? ""];
-    if (!named) throw new Error(`unsupported EC curve ${keyObject.asymmetricKeyDetails?.namedCurve}`);
+    if (!named) {
+      const curve = keyObject.asymmetricKeyDetails?.namedCurve;
+      throw new InvalidArgumentError("pem", `unsupported EC curve ${curve}; use P-256, P-384 or P-521`);
+    }
     const cryptoKey = await keyObject.toCryptoKey({ name: "ECDSA", namedCurve: named.curve }, false, ["sign"]);
     return { keyObject, cryptoKey, algorithm: { name: "ECDSA", hash: named.hash } };
   }
@@ -191,7 +195,7 @@ export async function loadSigningKey(pem: string): Promise<SigningKey> {
     const cryptoKey = await keyObject.toCryptoKey(algorithm, false, ["sign"]);
     return { keyObject, cryptoKey, algorithm };
   }
-  throw new Error(`unsupported key type ${keyObject.asymmetricKeyType}; use an ECDSA or RSA key`);
+  throw new InvalidArgumentError("pem", `unsupported key type ${keyObject.asymmetricKeyType}; use an ECDSA or RSA key`);
 }
 
 /** 128 random bits, top bit clear: a positive serial that never repeats in practice (RFC 5280 allows 20 octets). */

@@ -1,11 +1,23 @@
 import { randomBytes } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
-import { KeyFileError } from "../errors.ts";
+import { KeyFileError, UnibusError } from "../errors.ts";
 
 /** Private keys: owner read/write only. Certificates are public. */
 export const KEY_MODE = 0o600;
 export const CERT_MODE = 0o644;
+
+/**
+ * The target of an exclusive write already exists. Its `code` is Node's own
+ * `EEXIST`, so one check covers this and the error of link().
+ */
+export class FileExistsError extends UnibusError {
+  readonly file: string;
+  constructor(file: string) {
+    super("EEXIST", `${file} already exists`);
+    this.file = file;
+  }
+}
 
 /**
  * Writes via a temp file in the same directory, so a reader never sees half a file.
@@ -43,7 +55,7 @@ async function linkOrClaim(tmp: string, file: string): Promise<void> {
     await fs.link(tmp, file);
   } catch (err) {
     if (!NO_HARD_LINKS.has((err as NodeJS.ErrnoException).code ?? "")) throw err;
-    if (await exists(file)) throw Object.assign(new Error(`${file} already exists`), { code: "EEXIST" });
+    if (await exists(file)) throw new FileExistsError(file);
     await fs.rename(tmp, file);
   }
 }
