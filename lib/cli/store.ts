@@ -5,7 +5,7 @@ import { nkeySigner } from "../auth/authenticator.ts";
 import { loadServiceKeys } from "../auth/service-keys.ts";
 import { busLayout } from "../bus/layout.ts";
 import { resolveConfig } from "../config/index.ts";
-import { readRunInfo } from "../ops/status.ts";
+import { readRunInfo } from "../ops/run-file.ts";
 import { type KvStore, openStore, type Store } from "../store/index.ts";
 import { CA_CERT_FILE } from "../tls/ca.ts";
 import { isLoopbackHost } from "../tls/hosts.ts";

@@ -9,7 +9,8 @@ import path from "node:path";
 import { Agent, request } from "undici";
 import { compareVersions, MIN_NATS_VERSION, resolveNatsServer } from "../nats/binary.ts";
 import { describeCertificate } from "../tls/index.ts";
-import { describeFetchError, type RunInfo, readRunInfo } from "./status.ts";
+import { type RunInfo, readRunInfo } from "./run-file.ts";
+import { describeFetchError } from "./status.ts";
 
 export type FindingLevel = "ok" | "warn" | "error";
 

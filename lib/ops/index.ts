@@ -1,4 +1,4 @@
-/** Operator tooling: `unibus status` and `unibus doctor` as a library. */
+/** Operator tooling: `unibus status` and `unibus doctor` as a library, and the run file they read. */
 
 export {
   CERT_WARN_DAYS,
@@ -12,6 +12,14 @@ export {
   runDoctor,
 } from "./doctor.ts";
 export {
+  RUN_FILE,
+  type RunInfo,
+  readRunInfo,
+  removeRunInfo,
+  runningPid,
+  writeRunInfo,
+} from "./run-file.ts";
+export {
   type BusState,
   type BusStatus,
   type ControlStatus,
@@ -21,8 +29,6 @@ export {
   type NodeStatus,
   nodeStatus,
   type ReplicaStatus,
-  type RunInfo,
-  readRunInfo,
   type StatusOptions,
   type StoreCounts,
   statusExitCode,

@@ -7,23 +7,10 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { Agent, request } from "undici";
 import { busLayout } from "../bus/layout.ts";
-import { isProcessAlive } from "../nats/index.ts";
-import { openStore } from "../store/index.ts";
+import { openStore, type StoreBackend } from "../store/index.ts";
+import { readRunInfo } from "./run-file.ts";
 
-export const RUN_FILE = "run.json";
 const DEFAULT_TIMEOUT_MS = 3000;
-
-/** What `unibus up` writes to `<dataDir>/run.json` once the bus is ready. */
-export interface RunInfo {
-  pid: number;
-  natsUrls: string[];
-  controlUrls: string[];
-  monitorUrls: string[];
-  caFile: string;
-  dataDir: string;
-  /** The store backend the bus runs on ("sqlite" when the run file predates the field). */
-  store: "sqlite" | "kv";
-}
 
 export interface ReplicaStatus {
   name: string;
@@ -91,7 +78,7 @@ export interface BusStatus {
   nodes: NodeStatus[];
   control: ControlStatus[];
   /** The control-plane store backend; KV's buckets show under each node's JetStream. */
-  store?: "sqlite" | "kv";
+  store?: StoreBackend;
   /** SQLite only (KV: `unibus user list --store kv`). */
   counts?: StoreCounts;
   /** Human-readable reasons for "degraded" (or "not-running"). */
@@ -102,29 +89,6 @@ export interface StatusOptions {
   dataDir: string;
   /** Per request. Default 3 s. */
   timeoutMs?: number;
-}
-
-/** The bus' run file, or undefined when there is none or its process is gone (a crashed run). */
-export async function readRunInfo(dataDir: string): Promise<RunInfo | undefined> {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(await fs.readFile(path.join(dataDir, RUN_FILE), "utf8"));
-  } catch {
-    return undefined;
-  }
-  const r = raw as Partial<RunInfo> | null;
-  if (!r || typeof r.pid !== "number" || !isProcessAlive(r.pid)) return undefined;
-  const strings = (v: unknown): string[] =>
-    Array.isArray(v) ? v.filter((x): x is string => typeof x === "string" && x !== "") : [];
-  return {
-    pid: r.pid,
-    natsUrls: strings(r.natsUrls),
-    controlUrls: strings(r.controlUrls),
-    monitorUrls: strings(r.monitorUrls),
-    caFile: typeof r.caFile === "string" ? r.caFile : path.join(dataDir, "tls", "ca.pem"),
-    dataDir: typeof r.dataDir === "string" ? r.dataDir : dataDir,
-    store: r.store === "kv" ? "kv" : "sqlite",
-  };
 }
 
 /** Collects the status of the bus whose data dir is `opts.dataDir`. Never throws for an unhealthy bus. */

@@ -3,7 +3,7 @@ import type { Command } from "commander";
 import { busLayout } from "../../bus/layout.ts";
 import { resolveConfig, type UnibusConfig } from "../../config/index.ts";
 import { parseTtl } from "../../control/protocol.ts";
-import { readRunInfo } from "../../ops/status.ts";
+import { readRunInfo } from "../../ops/run-file.ts";
 import { type Invite, newInviteToken } from "../../store/index.ts";
 import { isLoopbackHost, isUnspecifiedHost } from "../../tls/hosts.ts";
 import { CliError, printJson, table } from "../output.ts";

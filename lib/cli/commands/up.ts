@@ -1,11 +1,10 @@
-import fs from "node:fs/promises";
 import path from "node:path";
 import type { Command } from "commander";
 import { startCluster, type UnibusCluster } from "../../bus/cluster.ts"; // cluster
 import { startUnibus, type Unibus } from "../../bus/unibus.ts";
 import { describeConfig, resolveConfig, SETTINGS } from "../../config/index.ts";
 import { createLogger } from "../../log/index.ts";
-import { RUN_FILE } from "../../ops/status.ts";
+import { removeRunInfo, runningPid, writeRunInfo } from "../../ops/run-file.ts";
 import { CliError, collect, printJson } from "../output.ts";
 
 interface UpOptions {
@@ -90,7 +89,7 @@ export function upCommand(program: Command): void {
         if (!opts.json) process.stderr.write(`\nunibus: ${signal} received, stopping…\n`);
         await bus?.stop();
         await cluster?.stop(); // cluster
-        await fs.rm(path.join(dataDir, RUN_FILE), { force: true });
+        await removeRunInfo(dataDir);
         process.exit(0);
       };
       process.on("SIGINT", () => void stop("SIGINT"));
@@ -126,11 +125,7 @@ export function upCommand(program: Command): void {
           dataDir: cluster.dataDir,
           store: cluster.store,
         };
-        await fs.writeFile(
-          path.join(dataDir, RUN_FILE),
-          `${JSON.stringify({ pid: process.pid, ...ready, monitorUrls: cluster.monitorUrls })}\n`,
-          { mode: 0o600 },
-        );
+        await writeRunInfo(dataDir, cluster);
         logger.level = level;
         if (opts.json) return printJson(ready);
         const lines = [`unibus is up: a cluster of ${cluster.nodes.length} nodes (${cluster.name}).`];
@@ -174,11 +169,7 @@ export function upCommand(program: Command): void {
         dataDir: bus.dataDir,
         store,
       };
-      await fs.writeFile(
-        path.join(dataDir, RUN_FILE),
-        `${JSON.stringify({ pid: process.pid, ...ready, monitorUrls: [bus.monitorUrl] })}\n`,
-        { mode: 0o600 },
-      );
+      await writeRunInfo(dataDir, bus);
       logger.level = level;
       if (opts.json) return printJson(ready);
       // A cluster member's KV store may still wait for its peers: no hint then, rather than a wrong one.
@@ -212,19 +203,8 @@ function intOption(value: string, flag: string): number {
   return n;
 }
 
-/** Two buses on one data dir would fight over the store and the ports. */
 async function refuseIfRunning(dataDir: string): Promise<void> {
-  let pid: number | undefined;
-  try {
-    pid = JSON.parse(await fs.readFile(path.join(dataDir, RUN_FILE), "utf8")).pid;
-  } catch {
-    return;
-  }
-  if (typeof pid !== "number" || pid === process.pid) return;
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return; // stale file from a crashed run
-  }
+  const pid = await runningPid(dataDir);
+  if (pid === undefined) return;
   throw new CliError(`a bus is already running on ${dataDir} (pid ${pid}); stop it first or use another --data-dir`);
 }

@@ -1,0 +1,91 @@
+/**
+ * `<dataDir>/run.json`: how the tools (`status`, `doctor`, `user`, `invite`) find the bus
+ * that `unibus up` runs on a data dir. Only `up` writes it; everything else reads it
+ * through `readRunInfo`, so a crashed run's leftover file reads as "not running".
+ */
+import fs from "node:fs/promises";
+import path from "node:path";
+import type { BusHandle } from "../bus/handle.ts";
+import { isProcessAlive } from "../nats/index.ts";
+import type { StoreBackend } from "../store/index.ts";
+import { CA_CERT_FILE } from "../tls/ca.ts";
+
+export const RUN_FILE = "run.json";
+
+/** What `unibus up` writes to `<dataDir>/run.json` once the bus is ready. */
+export interface RunInfo {
+  pid: number;
+  natsUrls: string[];
+  controlUrls: string[];
+  monitorUrls: string[];
+  caFile: string;
+  dataDir: string;
+  /** The store backend the bus runs on ("sqlite" when the run file predates the field). */
+  store: StoreBackend;
+}
+
+function runInfoOf(handle: BusHandle): RunInfo {
+  return {
+    pid: process.pid,
+    natsUrls: [...handle.natsUrls],
+    controlUrls: [...handle.controlUrls],
+    monitorUrls: [...handle.monitorUrls],
+    caFile: handle.caFile,
+    dataDir: handle.dataDir,
+    store: handle.storeBackend,
+  };
+}
+
+/**
+ * Writes the run file, 0600 (it names the bus' endpoints and pid, nobody else's business),
+ * through a temporary file and a rename: a reader never sees half a file.
+ */
+export async function writeRunInfo(dataDir: string, bus: BusHandle | RunInfo): Promise<void> {
+  const info = "pid" in bus ? bus : runInfoOf(bus);
+  const file = path.join(dataDir, RUN_FILE);
+  const temp = `${file}.${process.pid}.tmp`;
+  try {
+    await fs.writeFile(temp, `${JSON.stringify(info)}\n`, { mode: 0o600 });
+    await fs.rename(temp, file);
+  } finally {
+    await fs.rm(temp, { force: true });
+  }
+}
+
+/** Removes the run file (a stopped bus); no error when it is already gone. */
+export async function removeRunInfo(dataDir: string): Promise<void> {
+  await fs.rm(path.join(dataDir, RUN_FILE), { force: true });
+}
+
+/** The bus' run file, or undefined when there is none or its process is gone (a crashed run). */
+export async function readRunInfo(dataDir: string): Promise<RunInfo | undefined> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await fs.readFile(path.join(dataDir, RUN_FILE), "utf8"));
+  } catch {
+    return undefined;
+  }
+  const r = raw as Partial<RunInfo> | null;
+  if (!r || typeof r.pid !== "number" || !isProcessAlive(r.pid)) return undefined;
+  const strings = (v: unknown): string[] =>
+    Array.isArray(v) ? v.filter((x): x is string => typeof x === "string" && x !== "") : [];
+  return {
+    pid: r.pid,
+    natsUrls: strings(r.natsUrls),
+    controlUrls: strings(r.controlUrls),
+    monitorUrls: strings(r.monitorUrls),
+    caFile: typeof r.caFile === "string" ? r.caFile : path.join(dataDir, "tls", CA_CERT_FILE),
+    dataDir: typeof r.dataDir === "string" ? r.dataDir : dataDir,
+    store: r.store === "kv" ? "kv" : "sqlite",
+  };
+}
+
+/**
+ * The pid of another live process running a bus on `dataDir`, or undefined. Two buses
+ * on one data dir would fight over the store and the ports; this process' own file
+ * (a restart within one process) does not count.
+ */
+export async function runningPid(dataDir: string): Promise<number | undefined> {
+  const run = await readRunInfo(dataDir);
+  return run && run.pid !== process.pid ? run.pid : undefined;
+}
