@@ -189,13 +189,16 @@ export class KvNonceStore implements NonceStore {
   #closed = false;
 
   /** Use `openKvNonceStore`. */
-  constructor(kv: KV, o: { bucket: string; maxAgeMs: number; replicas: number; timeoutMs: number; logger: Logger }) {
+  constructor(
+    kv: KV,
+    options: { bucket: string; maxAgeMs: number; replicas: number; timeoutMs: number; logger: Logger },
+  ) {
     this.#kv = kv;
-    this.bucket = o.bucket;
-    this.maxAgeMs = o.maxAgeMs;
-    this.replicas = o.replicas;
-    this.#timeoutMs = o.timeoutMs;
-    this.#log = o.logger;
+    this.bucket = options.bucket;
+    this.maxAgeMs = options.maxAgeMs;
+    this.replicas = options.replicas;
+    this.#timeoutMs = options.timeoutMs;
+    this.#log = options.logger;
   }
 
   /**

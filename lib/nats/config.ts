@@ -193,18 +193,22 @@ function hostPort(host: string, port: number): string {
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
-function tlsBlock(o: NatsTlsOptions | NatsClusterTlsOptions, field: string, cluster: boolean): Record<string, unknown> {
-  if (!isObject(o)) fail(field, "must be an object");
+function tlsBlock(
+  tls: NatsTlsOptions | NatsClusterTlsOptions,
+  field: string,
+  cluster: boolean,
+): Record<string, unknown> {
+  if (!isObject(tls)) fail(field, "must be an object");
   const block: Record<string, unknown> = {
-    cert_file: checkAbsolutePath(o.certFile, `${field}.certFile`),
-    key_file: checkAbsolutePath(o.keyFile, `${field}.keyFile`),
+    cert_file: checkAbsolutePath(tls.certFile, `${field}.certFile`),
+    key_file: checkAbsolutePath(tls.keyFile, `${field}.keyFile`),
   };
-  if (cluster || o.caFile !== undefined) block.ca_file = checkAbsolutePath(o.caFile, `${field}.caFile`);
+  if (cluster || tls.caFile !== undefined) block.ca_file = checkAbsolutePath(tls.caFile, `${field}.caFile`);
   if (!cluster) {
-    const verify = checkBool((o as NatsTlsOptions).verify, `${field}.verify`);
+    const verify = checkBool((tls as NatsTlsOptions).verify, `${field}.verify`);
     if (verify !== undefined) block.verify = verify;
   }
-  const timeout = checkSeconds(o.timeout, `${field}.timeout`);
+  const timeout = checkSeconds(tls.timeout, `${field}.timeout`);
   if (timeout !== undefined) block.timeout = timeout;
   return block;
 }
@@ -235,28 +239,28 @@ function checkRenderable(v: unknown, field: string): void {
  * Validates the options and builds the structured config object (nats-server key names).
  * Throws InvalidArgumentError naming the offending field.
  */
-export function buildNatsConfig(o: NatsConfigOptions): Record<string, unknown> {
-  if (!isObject(o)) fail("options", "must be an object");
-  checkRenderable(o, "");
+export function buildNatsConfig(options: NatsConfigOptions): Record<string, unknown> {
+  if (!isObject(options)) fail("options", "must be an object");
+  checkRenderable(options, "");
   const conf: Record<string, unknown> = {
-    server_name: checkName(o.serverName, "serverName"),
-    listen: hostPort(checkHost(o.host, "host"), checkPort(o.port, "port")),
+    server_name: checkName(options.serverName, "serverName"),
+    listen: hostPort(checkHost(options.host, "host"), checkPort(options.port, "port")),
   };
 
-  if (o.http !== undefined) {
-    if (!isObject(o.http)) fail("http", "must be { host, port }");
-    conf.http = hostPort(checkHost(o.http.host, "http.host"), checkPort(o.http.port, "http.port"));
+  if (options.http !== undefined) {
+    if (!isObject(options.http)) fail("http", "must be { host, port }");
+    conf.http = hostPort(checkHost(options.http.host, "http.host"), checkPort(options.http.port, "http.port"));
   }
-  conf.ports_file_dir = checkAbsolutePath(o.portsFileDir, "portsFileDir");
+  conf.ports_file_dir = checkAbsolutePath(options.portsFileDir, "portsFileDir");
 
-  if (o.tls !== undefined) conf.tls = tlsBlock(o.tls, "tls", false);
+  if (options.tls !== undefined) conf.tls = tlsBlock(options.tls, "tls", false);
 
   const accountNames = new Set<string>();
   const nkeyUsers = new Set<string>();
-  if (o.accounts !== undefined) {
-    if (!isObject(o.accounts)) fail("accounts", "must be an object keyed by account name");
+  if (options.accounts !== undefined) {
+    if (!isObject(options.accounts)) fail("accounts", "must be an object keyed by account name");
     const accounts: Record<string, unknown> = {};
-    for (const [name, acc] of Object.entries(o.accounts)) {
+    for (const [name, acc] of Object.entries(options.accounts)) {
       const field = `accounts.${name}`;
       if (!ACCOUNT_NAME.test(name)) {
         fail(field, `account names must be 1-64 letters, digits, '_' or '-'; got ${JSON.stringify(name)}`);
@@ -279,18 +283,18 @@ export function buildNatsConfig(o: NatsConfigOptions): Record<string, unknown> {
     conf.accounts = accounts;
   }
 
-  if (o.systemAccount !== undefined) {
-    if (typeof o.systemAccount !== "string" || !accountNames.has(o.systemAccount)) {
-      fail("systemAccount", `must name an account defined in accounts; got ${JSON.stringify(o.systemAccount)}`);
+  if (options.systemAccount !== undefined) {
+    if (typeof options.systemAccount !== "string" || !accountNames.has(options.systemAccount)) {
+      fail("systemAccount", `must name an account defined in accounts; got ${JSON.stringify(options.systemAccount)}`);
     }
-    conf.system_account = o.systemAccount;
+    conf.system_account = options.systemAccount;
   }
 
   const authorization: Record<string, unknown> = {};
-  const authTimeout = checkSeconds(o.authTimeout, "authTimeout");
+  const authTimeout = checkSeconds(options.authTimeout, "authTimeout");
   if (authTimeout !== undefined) authorization.timeout = authTimeout;
-  if (o.authCallout !== undefined) {
-    const ac = o.authCallout;
+  if (options.authCallout !== undefined) {
+    const ac = options.authCallout;
     if (!isObject(ac)) fail("authCallout", "must be an object");
     const callout: Record<string, unknown> = {
       issuer: checkNkey(ac.issuer, "A", "authCallout.issuer"),
@@ -314,18 +318,20 @@ export function buildNatsConfig(o: NatsConfigOptions): Record<string, unknown> {
   }
   if (Object.keys(authorization).length > 0) conf.authorization = authorization;
 
-  if (o.jetstream !== undefined) {
-    if (!isObject(o.jetstream)) fail("jetstream", "must be an object");
-    const js: Record<string, unknown> = { store_dir: checkAbsolutePath(o.jetstream.storeDir, "jetstream.storeDir") };
-    const mem = checkBytes(o.jetstream.maxMemory, "jetstream.maxMemory");
+  if (options.jetstream !== undefined) {
+    if (!isObject(options.jetstream)) fail("jetstream", "must be an object");
+    const js: Record<string, unknown> = {
+      store_dir: checkAbsolutePath(options.jetstream.storeDir, "jetstream.storeDir"),
+    };
+    const mem = checkBytes(options.jetstream.maxMemory, "jetstream.maxMemory");
     if (mem !== undefined) js.max_memory_store = mem;
-    const file = checkBytes(o.jetstream.maxFile, "jetstream.maxFile");
+    const file = checkBytes(options.jetstream.maxFile, "jetstream.maxFile");
     if (file !== undefined) js.max_file_store = file;
     conf.jetstream = js;
   }
 
-  if (o.cluster !== undefined) {
-    const c = o.cluster;
+  if (options.cluster !== undefined) {
+    const c = options.cluster;
     if (!isObject(c)) fail("cluster", "must be an object");
     const cluster: Record<string, unknown> = {
       name: checkName(c.name, "cluster.name"),
@@ -356,23 +362,23 @@ export function buildNatsConfig(o: NatsConfigOptions): Record<string, unknown> {
     conf.cluster = cluster;
   }
 
-  const maxPayload = checkBytes(o.maxPayload, "maxPayload", MAX_PAYLOAD_LIMIT);
+  const maxPayload = checkBytes(options.maxPayload, "maxPayload", MAX_PAYLOAD_LIMIT);
   if (maxPayload !== undefined) {
     if (maxPayload === 0) fail("maxPayload", "must be at least 1 byte");
     conf.max_payload = maxPayload;
   }
-  const ping = checkDuration(o.pingInterval, "pingInterval");
+  const ping = checkDuration(options.pingInterval, "pingInterval");
   if (ping !== undefined) conf.ping_interval = ping;
-  const wd = checkDuration(o.writeDeadline, "writeDeadline");
+  const wd = checkDuration(options.writeDeadline, "writeDeadline");
   if (wd !== undefined) conf.write_deadline = wd;
-  const debug = checkBool(o.debug, "debug");
+  const debug = checkBool(options.debug, "debug");
   if (debug !== undefined) conf.debug = debug;
-  const trace = checkBool(o.trace, "trace");
+  const trace = checkBool(options.trace, "trace");
   if (trace !== undefined) conf.trace = trace;
 
-  if (o.extra !== undefined) {
-    if (!isObject(o.extra)) fail("extra", "must be an object of raw nats-server keys");
-    for (const [k, v] of Object.entries(o.extra)) {
+  if (options.extra !== undefined) {
+    if (!isObject(options.extra)) fail("extra", "must be an object of raw nats-server keys");
+    for (const [k, v] of Object.entries(options.extra)) {
       if (k in conf) fail(`extra.${k}`, `would replace the key rendered from the typed options; set it there`);
       conf[k] = v;
     }
@@ -382,7 +388,7 @@ export function buildNatsConfig(o: NatsConfigOptions): Record<string, unknown> {
 }
 
 /** The config file text for nats-server (`nats-server -c <file>`). Throws InvalidArgumentError. */
-export function renderNatsConfig(o: NatsConfigOptions): string {
-  const conf = buildNatsConfig(o);
+export function renderNatsConfig(options: NatsConfigOptions): string {
+  const conf = buildNatsConfig(options);
   return `# Generated by unibus; edits are overwritten on the next start.\n${JSON.stringify(conf, null, 2)}\n`;
 }

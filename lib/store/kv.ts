@@ -277,15 +277,15 @@ export class KvStore implements Store {
     nc: NatsConnection,
     owned: boolean,
     buckets: Buckets,
-    o: { timeoutMs: number; logger: Logger; replicas: number; prefix: string },
+    options: { timeoutMs: number; logger: Logger; replicas: number; prefix: string },
   ) {
     this.#nc = nc;
     this.#owned = owned;
     this.#b = buckets;
-    this.#timeoutMs = o.timeoutMs;
-    this.#log = o.logger;
-    this.replicas = o.replicas;
-    this.bucketPrefix = o.prefix;
+    this.#timeoutMs = options.timeoutMs;
+    this.#log = options.logger;
+    this.replicas = options.replicas;
+    this.bucketPrefix = options.prefix;
   }
 
   /** For the snapshot importer (snapshot.ts) only: the raw buckets. */

@@ -91,16 +91,16 @@ export interface ValidNewUser {
 }
 
 /** Validates every field before any backend writes anything. */
-export function validateNewUser(u: unknown): ValidNewUser {
-  if (typeof u !== "object" || u === null) {
+export function validateNewUser(input: unknown): ValidNewUser {
+  if (typeof input !== "object" || input === null) {
     throw new InvalidArgumentError("user", "a new user must be an object with signPub, handle and role");
   }
-  const o = u as Record<string, unknown>;
+  const fields = input as Record<string, unknown>;
   return {
-    signPub: validateSignPub(o.signPub),
-    kexPub: validateKexPub(o.kexPub),
-    handle: validateHandle(o.handle),
-    role: validateRole(o.role),
+    signPub: validateSignPub(fields.signPub),
+    kexPub: validateKexPub(fields.kexPub),
+    handle: validateHandle(fields.handle),
+    role: validateRole(fields.role),
   };
 }
 
@@ -312,16 +312,16 @@ export interface ValidNewRoom {
   ownerSealedKey: string | null;
 }
 
-export function validateNewRoom(r: unknown): ValidNewRoom {
-  const o = asObject(r, "room", "a new room must be an object with id, subject, ownerSignPub and flags");
+export function validateNewRoom(input: unknown): ValidNewRoom {
+  const fields = asObject(input, "room", "a new room must be an object with id, subject, ownerSignPub and flags");
   const v: ValidNewRoom = {
-    id: validateRoomId(o.id, "id"),
-    subject: validateSubject(o.subject),
-    ownerSignPub: lookupKey(o.ownerSignPub, "ownerSignPub"),
-    encrypt: validateFlag(o.encrypt, "encrypt"),
-    persist: validateFlag(o.persist, "persist"),
-    signMsgs: validateFlag(o.signMsgs, "signMsgs"),
-    ownerSealedKey: optionalSealed(o.ownerSealedKey, "ownerSealedKey"),
+    id: validateRoomId(fields.id, "id"),
+    subject: validateSubject(fields.subject),
+    ownerSignPub: lookupKey(fields.ownerSignPub, "ownerSignPub"),
+    encrypt: validateFlag(fields.encrypt, "encrypt"),
+    persist: validateFlag(fields.persist, "persist"),
+    signMsgs: validateFlag(fields.signMsgs, "signMsgs"),
+    ownerSealedKey: optionalSealed(fields.ownerSealedKey, "ownerSealedKey"),
   };
   sealedMatchesRoom(v.encrypt, v.ownerSealedKey, "ownerSealedKey");
   return v;
@@ -344,17 +344,17 @@ export interface ValidNewMember {
   epoch: number | null;
 }
 
-export function validateNewMember(m: unknown): ValidNewMember {
-  const o = asObject(
-    m,
+export function validateNewMember(input: unknown): ValidNewMember {
+  const fields = asObject(
+    input,
     "member",
     "a new member must be an object with signPub (and sealedKey and epoch for an encrypted room)",
   );
-  const signPub = lookupKey(o.signPub);
-  if (o.role !== undefined && o.role !== "member") {
+  const signPub = lookupKey(fields.signPub);
+  if (fields.role !== undefined && fields.role !== "member") {
     throw new InvalidArgumentError(
       "role",
-      o.role === "owner"
+      fields.role === "owner"
         ? "a room has exactly one owner, its creator; add this user as a member"
         : `role must be "member"`,
     );
@@ -362,8 +362,8 @@ export function validateNewMember(m: unknown): ValidNewMember {
   return {
     signPub,
     role: "member",
-    sealedKey: optionalSealed(o.sealedKey, "sealedKey"),
-    epoch: o.epoch === undefined ? null : validateEpoch(o.epoch),
+    sealedKey: optionalSealed(fields.sealedKey, "sealedKey"),
+    epoch: fields.epoch === undefined ? null : validateEpoch(fields.epoch),
   };
 }
 
@@ -372,14 +372,14 @@ export interface ValidRekey {
   sealedKeys: Array<{ signPub: string; sealed: string }>;
 }
 
-export function validateRekey(r: unknown): ValidRekey {
-  const o = asObject(r, "rekey", "a rekey must be an object with fromEpoch and sealedKeys");
-  const fromEpoch = validateEpoch(o.fromEpoch, "fromEpoch");
-  if (!Array.isArray(o.sealedKeys)) {
+export function validateRekey(input: unknown): ValidRekey {
+  const fields = asObject(input, "rekey", "a rekey must be an object with fromEpoch and sealedKeys");
+  const fromEpoch = validateEpoch(fields.fromEpoch, "fromEpoch");
+  if (!Array.isArray(fields.sealedKeys)) {
     throw new InvalidArgumentError("sealedKeys", "sealedKeys must be a list of { signPub, sealed }, one per member");
   }
   const seen = new Set<string>();
-  const sealedKeys = o.sealedKeys.map((entry: unknown, i: number) => {
+  const sealedKeys = fields.sealedKeys.map((entry: unknown, i: number) => {
     const e = asObject(entry, "sealedKeys", `sealedKeys[${i}] must be an object with signPub and sealed`);
     const signPub = lookupKey(e.signPub, "sealedKeys");
     if (seen.has(signPub)) {
@@ -433,14 +433,14 @@ export interface ValidNewInvite {
   ttlMs: number;
 }
 
-export function validateNewInvite(i: unknown): ValidNewInvite {
-  const o = asObject(i, "invite", "a new invite must be an object with token, handle, role and createdBy");
+export function validateNewInvite(input: unknown): ValidNewInvite {
+  const fields = asObject(input, "invite", "a new invite must be an object with token, handle, role and createdBy");
   return {
-    token: validateInviteToken(o.token),
-    handle: validateHandle(o.handle),
-    role: validateRole(o.role),
-    createdBy: validateCreatedBy(o.createdBy),
-    ttlMs: validateTtl(o.ttlMs),
+    token: validateInviteToken(fields.token),
+    handle: validateHandle(fields.handle),
+    role: validateRole(fields.role),
+    createdBy: validateCreatedBy(fields.createdBy),
+    ttlMs: validateTtl(fields.ttlMs),
   };
 }
 
@@ -463,17 +463,17 @@ export interface ValidRegistration {
   now: number;
 }
 
-export function validateRegistration(r: unknown): ValidRegistration {
-  const o = asObject(r, "registration", "a registration must be an object with signPub and kexPub");
-  const signPub = validateSignPub(o.signPub);
-  const kexPub = validateKexPub(o.kexPub);
+export function validateRegistration(input: unknown): ValidRegistration {
+  const fields = asObject(input, "registration", "a registration must be an object with signPub and kexPub");
+  const signPub = validateSignPub(fields.signPub);
+  const kexPub = validateKexPub(fields.kexPub);
   if (kexPub === null) {
     throw new InvalidArgumentError("kexPub", "kexPub is required: a registered user must be able to receive room keys");
   }
-  if (o.now !== undefined && (typeof o.now !== "number" || !Number.isFinite(o.now))) {
+  if (fields.now !== undefined && (typeof fields.now !== "number" || !Number.isFinite(fields.now))) {
     throw new InvalidArgumentError("now", "now must be a finite number of milliseconds");
   }
-  return { signPub, kexPub, now: o.now === undefined ? Date.now() : (o.now as number) };
+  return { signPub, kexPub, now: fields.now === undefined ? Date.now() : (fields.now as number) };
 }
 
 /** 32 fresh random bytes as hex: a new invite token. */
