@@ -7,7 +7,7 @@
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import module from "node:module";
-import { tmpdir } from "node:os";
+import { constants, tmpdir } from "node:os";
 import { dirname, join, sep } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
@@ -18,6 +18,8 @@ const [major, minor] = process.versions.node.split(".").map(Number);
 const hasSqlite = major > 22 || (major === 22 && minor >= 13);
 const stripsTypes = Boolean(process.features?.typescript);
 const checkout = !root.split(sep).includes("node_modules") && existsSync(source);
+/** Signals a process manager or a terminal uses to stop a service. */
+const STOP_SIGNALS = ["SIGTERM", "SIGINT", "SIGHUP"];
 
 // node:sqlite and type stripping announce themselves as experimental on every run;
 // the CLI's users should not see that.
@@ -58,8 +60,9 @@ function runOnPinnedNode() {
     stdio: "inherit",
     env: { NODE_COMPILE_CACHE: join(tmpdir(), "node-compile-cache"), ...process.env },
   });
-  // Ctrl-C reaches the whole process group, child included: let the child decide.
-  process.on("SIGINT", () => {});
-  process.on("SIGTERM", () => child.kill("SIGTERM"));
-  child.on("exit", (code, signal) => process.exit(code ?? (signal ? 128 + 15 : 1)));
+  // A stop signal sent to this launcher alone (a process manager, `kill <pid>`) must
+  // reach the CLI, or it would run on without a parent. A terminal's Ctrl-C reaches
+  // both; `up` treats the second delivery as a no-op.
+  for (const signal of STOP_SIGNALS) process.on(signal, () => child.kill(signal));
+  child.on("exit", (code, signal) => process.exit(code ?? 128 + (constants.signals[signal] ?? 1)));
 }

@@ -73,12 +73,11 @@ export function executableOf(pid: number): string {
 }
 
 /**
- * Starts `cmd args` (expected to be some form of `unibus up --json`) in its own process
- * group and resolves with its ready line. Teardown kills the whole group if a test
- * left anything running.
+ * Starts `cmd args` (expected to be some form of `unibus up --json`) and resolves with
+ * its ready line. Teardown kills it and everything below it if a test left them running.
  */
 export async function startUp(t: Test, cmd: string, args: string[], opts: { cwd: string; env: NodeJS.ProcessEnv }) {
-  const child = spawn(cmd, args, { ...opts, stdio: ["ignore", "pipe", "pipe"], detached: true });
+  const child = spawn(cmd, args, { ...opts, stdio: ["ignore", "pipe", "pipe"] });
   const pid = child.pid!;
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once("exit", (code, signal) => resolve({ code, signal })),
