@@ -237,154 +237,179 @@ function checkRenderable(v: unknown, field: string): void {
 
 /**
  * Validates the options and builds the structured config object (nats-server key names).
- * Throws InvalidArgumentError naming the offending field.
+ * Throws InvalidArgumentError naming the offending field. Blocks are validated and
+ * rendered in the file's order, so the first bad field met is the one reported.
  */
 export function buildNatsConfig(options: NatsConfigOptions): Record<string, unknown> {
   if (!isObject(options)) fail("options", "must be an object");
   checkRenderable(options, "");
+  const conf = listenersBlock(options);
+  if (options.tls !== undefined) conf.tls = tlsBlock(options.tls, "tls", false);
+  const known: KnownNames = { accounts: new Set(), nkeyUsers: new Set() };
+  if (options.accounts !== undefined) conf.accounts = accountsBlock(options.accounts, known);
+  if (options.systemAccount !== undefined) {
+    if (typeof options.systemAccount !== "string" || !known.accounts.has(options.systemAccount)) {
+      fail("systemAccount", `must name an account defined in accounts; got ${JSON.stringify(options.systemAccount)}`);
+    }
+    conf.system_account = options.systemAccount;
+  }
+  const authorization = authorizationBlock(options, known);
+  if (authorization !== undefined) conf.authorization = authorization;
+  if (options.jetstream !== undefined) conf.jetstream = jetstreamBlock(options.jetstream);
+  if (options.cluster !== undefined) conf.cluster = clusterBlock(options.cluster);
+  Object.assign(conf, tuningKeys(options));
+  if (options.extra !== undefined) mergeExtra(conf, options.extra);
+  return conf;
+}
+
+/** Names defined by the accounts block, which later blocks may only refer to. */
+interface KnownNames {
+  accounts: Set<string>;
+  nkeyUsers: Set<string>;
+}
+
+function listenersBlock(options: NatsConfigOptions): Record<string, unknown> {
   const conf: Record<string, unknown> = {
     server_name: checkName(options.serverName, "serverName"),
     listen: hostPort(checkHost(options.host, "host"), checkPort(options.port, "port")),
   };
-
   if (options.http !== undefined) {
     if (!isObject(options.http)) fail("http", "must be { host, port }");
     conf.http = hostPort(checkHost(options.http.host, "http.host"), checkPort(options.http.port, "http.port"));
   }
   conf.ports_file_dir = checkAbsolutePath(options.portsFileDir, "portsFileDir");
+  return conf;
+}
 
-  if (options.tls !== undefined) conf.tls = tlsBlock(options.tls, "tls", false);
-
-  const accountNames = new Set<string>();
-  const nkeyUsers = new Set<string>();
-  if (options.accounts !== undefined) {
-    if (!isObject(options.accounts)) fail("accounts", "must be an object keyed by account name");
-    const accounts: Record<string, unknown> = {};
-    for (const [name, acc] of Object.entries(options.accounts)) {
-      const field = `accounts.${name}`;
-      if (!ACCOUNT_NAME.test(name)) {
-        fail(field, `account names must be 1-64 letters, digits, '_' or '-'; got ${JSON.stringify(name)}`);
-      }
-      if (!isObject(acc)) fail(field, "must be an object");
-      const block: Record<string, unknown> = {};
-      if (acc.users !== undefined) {
-        if (!Array.isArray(acc.users)) fail(`${field}.users`, "must be an array of { nkey }");
-        block.users = acc.users.map((u, i) => {
-          const nkey = checkNkey(isObject(u) ? u.nkey : u, "U", `${field}.users[${i}].nkey`);
-          if (nkeyUsers.has(nkey)) fail(`${field}.users[${i}].nkey`, `user ${nkey} is listed twice`);
-          nkeyUsers.add(nkey);
-          return { nkey };
-        });
-      }
-      if (checkBool(acc.jetstream, `${field}.jetstream`)) block.jetstream = "enabled";
-      accounts[name] = block;
-      accountNames.add(name);
-    }
-    conf.accounts = accounts;
+function accountsBlock(accounts: Record<string, NatsAccountOptions>, known: KnownNames): Record<string, unknown> {
+  if (!isObject(accounts)) fail("accounts", "must be an object keyed by account name");
+  const block: Record<string, unknown> = {};
+  for (const [name, account] of Object.entries(accounts)) {
+    block[name] = accountBlock(name, account, known);
+    known.accounts.add(name);
   }
+  return block;
+}
 
-  if (options.systemAccount !== undefined) {
-    if (typeof options.systemAccount !== "string" || !accountNames.has(options.systemAccount)) {
-      fail("systemAccount", `must name an account defined in accounts; got ${JSON.stringify(options.systemAccount)}`);
-    }
-    conf.system_account = options.systemAccount;
+function accountBlock(name: string, account: NatsAccountOptions, known: KnownNames): Record<string, unknown> {
+  const field = `accounts.${name}`;
+  if (!ACCOUNT_NAME.test(name)) {
+    fail(field, `account names must be 1-64 letters, digits, '_' or '-'; got ${JSON.stringify(name)}`);
   }
+  if (!isObject(account)) fail(field, "must be an object");
+  const block: Record<string, unknown> = {};
+  if (account.users !== undefined) {
+    if (!Array.isArray(account.users)) fail(`${field}.users`, "must be an array of { nkey }");
+    block.users = account.users.map((user, i) => {
+      const nkey = checkNkey(isObject(user) ? user.nkey : user, "U", `${field}.users[${i}].nkey`);
+      if (known.nkeyUsers.has(nkey)) fail(`${field}.users[${i}].nkey`, `user ${nkey} is listed twice`);
+      known.nkeyUsers.add(nkey);
+      return { nkey };
+    });
+  }
+  if (checkBool(account.jetstream, `${field}.jetstream`)) block.jetstream = "enabled";
+  return block;
+}
 
+/** The auth timeout and the auth callout; undefined when neither is set. */
+function authorizationBlock(options: NatsConfigOptions, known: KnownNames): Record<string, unknown> | undefined {
   const authorization: Record<string, unknown> = {};
   const authTimeout = checkSeconds(options.authTimeout, "authTimeout");
   if (authTimeout !== undefined) authorization.timeout = authTimeout;
-  if (options.authCallout !== undefined) {
-    const ac = options.authCallout;
-    if (!isObject(ac)) fail("authCallout", "must be an object");
-    const callout: Record<string, unknown> = {
-      issuer: checkNkey(ac.issuer, "A", "authCallout.issuer"),
-    };
-    if (typeof ac.account !== "string" || !accountNames.has(ac.account)) {
-      fail("authCallout.account", `must name an account defined in accounts; got ${JSON.stringify(ac.account)}`);
-    }
-    callout.account = ac.account;
-    if (!Array.isArray(ac.authUsers) || ac.authUsers.length === 0) {
-      fail("authCallout.authUsers", "must list at least one user nkey (the callout service's own identity)");
-    }
-    callout.auth_users = ac.authUsers.map((u, i) => {
-      const key = checkNkey(u, "U", `authCallout.authUsers[${i}]`);
-      if (!nkeyUsers.has(key)) {
-        fail(`authCallout.authUsers[${i}]`, `user ${key} must also be an nkey user of one of the accounts`);
-      }
-      return key;
-    });
-    if (ac.xkey !== undefined) callout.xkey = checkNkey(ac.xkey, "X", "authCallout.xkey");
-    authorization.auth_callout = callout;
-  }
-  if (Object.keys(authorization).length > 0) conf.authorization = authorization;
+  if (options.authCallout !== undefined) authorization.auth_callout = authCalloutBlock(options.authCallout, known);
+  return Object.keys(authorization).length > 0 ? authorization : undefined;
+}
 
-  if (options.jetstream !== undefined) {
-    if (!isObject(options.jetstream)) fail("jetstream", "must be an object");
-    const js: Record<string, unknown> = {
-      store_dir: checkAbsolutePath(options.jetstream.storeDir, "jetstream.storeDir"),
-    };
-    const mem = checkBytes(options.jetstream.maxMemory, "jetstream.maxMemory");
-    if (mem !== undefined) js.max_memory_store = mem;
-    const file = checkBytes(options.jetstream.maxFile, "jetstream.maxFile");
-    if (file !== undefined) js.max_file_store = file;
-    conf.jetstream = js;
+function authCalloutBlock(callout: NatsAuthCalloutOptions, known: KnownNames): Record<string, unknown> {
+  if (!isObject(callout)) fail("authCallout", "must be an object");
+  const block: Record<string, unknown> = {
+    issuer: checkNkey(callout.issuer, "A", "authCallout.issuer"),
+  };
+  if (typeof callout.account !== "string" || !known.accounts.has(callout.account)) {
+    fail("authCallout.account", `must name an account defined in accounts; got ${JSON.stringify(callout.account)}`);
   }
-
-  if (options.cluster !== undefined) {
-    const c = options.cluster;
-    if (!isObject(c)) fail("cluster", "must be an object");
-    const cluster: Record<string, unknown> = {
-      name: checkName(c.name, "cluster.name"),
-      listen: hostPort(checkHost(c.host, "cluster.host"), checkPort(c.port, "cluster.port")),
-    };
-    if (!Array.isArray(c.routes)) fail("cluster.routes", "must be an array of route URLs");
-    cluster.routes = c.routes.map((r, i) => {
-      const field = `cluster.routes[${i}]`;
-      let url: URL | undefined;
-      try {
-        url = typeof r === "string" ? new URL(r) : undefined;
-      } catch {
-        url = undefined;
-      }
-      if (!url || !["nats-route:", "nats:", "tls:"].includes(url.protocol) || !url.hostname || !url.port) {
-        fail(field, `must be a URL like nats-route://host:port; got ${JSON.stringify(r)}`);
-      }
-      return r;
-    });
-    if (c.advertise !== undefined) {
-      const m = typeof c.advertise === "string" ? /^(.+):(\d{1,5})$/.exec(c.advertise) : null;
-      if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) {
-        fail("cluster.advertise", `must be host:port; got ${JSON.stringify(c.advertise)}`);
-      }
-      cluster.advertise = c.advertise;
+  block.account = callout.account;
+  if (!Array.isArray(callout.authUsers) || callout.authUsers.length === 0) {
+    fail("authCallout.authUsers", "must list at least one user nkey (the callout service's own identity)");
+  }
+  block.auth_users = callout.authUsers.map((user, i) => {
+    const key = checkNkey(user, "U", `authCallout.authUsers[${i}]`);
+    if (!known.nkeyUsers.has(key)) {
+      fail(`authCallout.authUsers[${i}]`, `user ${key} must also be an nkey user of one of the accounts`);
     }
-    if (c.tls !== undefined) cluster.tls = tlsBlock(c.tls, "cluster.tls", true);
-    conf.cluster = cluster;
-  }
+    return key;
+  });
+  if (callout.xkey !== undefined) block.xkey = checkNkey(callout.xkey, "X", "authCallout.xkey");
+  return block;
+}
 
+function jetstreamBlock(jetstream: NatsJetStreamOptions): Record<string, unknown> {
+  if (!isObject(jetstream)) fail("jetstream", "must be an object");
+  const block: Record<string, unknown> = { store_dir: checkAbsolutePath(jetstream.storeDir, "jetstream.storeDir") };
+  const mem = checkBytes(jetstream.maxMemory, "jetstream.maxMemory");
+  if (mem !== undefined) block.max_memory_store = mem;
+  const file = checkBytes(jetstream.maxFile, "jetstream.maxFile");
+  if (file !== undefined) block.max_file_store = file;
+  return block;
+}
+
+function clusterBlock(cluster: NatsClusterOptions): Record<string, unknown> {
+  if (!isObject(cluster)) fail("cluster", "must be an object");
+  const block: Record<string, unknown> = {
+    name: checkName(cluster.name, "cluster.name"),
+    listen: hostPort(checkHost(cluster.host, "cluster.host"), checkPort(cluster.port, "cluster.port")),
+  };
+  if (!Array.isArray(cluster.routes)) fail("cluster.routes", "must be an array of route URLs");
+  block.routes = cluster.routes.map((route, i) => checkRoute(route, `cluster.routes[${i}]`));
+  if (cluster.advertise !== undefined) {
+    const m = typeof cluster.advertise === "string" ? /^(.+):(\d{1,5})$/.exec(cluster.advertise) : null;
+    if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) {
+      fail("cluster.advertise", `must be host:port; got ${JSON.stringify(cluster.advertise)}`);
+    }
+    block.advertise = cluster.advertise;
+  }
+  if (cluster.tls !== undefined) block.tls = tlsBlock(cluster.tls, "cluster.tls", true);
+  return block;
+}
+
+function checkRoute(route: unknown, field: string): string {
+  let url: URL | undefined;
+  try {
+    url = typeof route === "string" ? new URL(route) : undefined;
+  } catch {
+    url = undefined;
+  }
+  if (!url || !["nats-route:", "nats:", "tls:"].includes(url.protocol) || !url.hostname || !url.port) {
+    fail(field, `must be a URL like nats-route://host:port; got ${JSON.stringify(route)}`);
+  }
+  return route as string;
+}
+
+/** Payload, ping, write deadline and logging: only the keys that are set. */
+function tuningKeys(options: NatsConfigOptions): Record<string, unknown> {
+  const keys: Record<string, unknown> = {};
   const maxPayload = checkBytes(options.maxPayload, "maxPayload", MAX_PAYLOAD_LIMIT);
   if (maxPayload !== undefined) {
     if (maxPayload === 0) fail("maxPayload", "must be at least 1 byte");
-    conf.max_payload = maxPayload;
+    keys.max_payload = maxPayload;
   }
   const ping = checkDuration(options.pingInterval, "pingInterval");
-  if (ping !== undefined) conf.ping_interval = ping;
+  if (ping !== undefined) keys.ping_interval = ping;
   const wd = checkDuration(options.writeDeadline, "writeDeadline");
-  if (wd !== undefined) conf.write_deadline = wd;
+  if (wd !== undefined) keys.write_deadline = wd;
   const debug = checkBool(options.debug, "debug");
-  if (debug !== undefined) conf.debug = debug;
+  if (debug !== undefined) keys.debug = debug;
   const trace = checkBool(options.trace, "trace");
-  if (trace !== undefined) conf.trace = trace;
+  if (trace !== undefined) keys.trace = trace;
+  return keys;
+}
 
-  if (options.extra !== undefined) {
-    if (!isObject(options.extra)) fail("extra", "must be an object of raw nats-server keys");
-    for (const [k, v] of Object.entries(options.extra)) {
-      if (k in conf) fail(`extra.${k}`, `would replace the key rendered from the typed options; set it there`);
-      conf[k] = v;
-    }
+function mergeExtra(conf: Record<string, unknown>, extra: Record<string, unknown>): void {
+  if (!isObject(extra)) fail("extra", "must be an object of raw nats-server keys");
+  for (const [k, v] of Object.entries(extra)) {
+    if (k in conf) fail(`extra.${k}`, `would replace the key rendered from the typed options; set it there`);
+    conf[k] = v;
   }
-
-  return conf;
 }
 
 /** The config file text for nats-server (`nats-server -c <file>`). Throws InvalidArgumentError. */
