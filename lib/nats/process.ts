@@ -2,24 +2,19 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { EventEmitter } from "node:events";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
-import http from "node:http";
-import net from "node:net";
 import path from "node:path";
 import type { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { InvalidArgumentError, NatsBinaryError, NatsStartError, type NatsStartReason, StateError } from "../errors.ts";
 import { type Logger, silentLogger } from "../log/index.ts";
 import { type NatsConfigOptions, renderNatsConfig } from "./config.ts";
+import { classify, LEVEL, LogRing, readLines } from "./output.ts";
+import { type NatsPorts, probeClient, probeHealth, probeHost, readPortsFile } from "./readiness.ts";
 import { armWatchdog, type Watchdog } from "./watchdog.ts";
 
 export type NatsProcessState = "new" | "starting" | "running" | "stopping" | "stopped" | "failed";
 
-/** Ports the server actually listens on (learned from its ports file). */
-export interface NatsPorts {
-  nats: number;
-  monitoring?: number;
-  cluster?: number;
-}
+export type { NatsPorts } from "./readiness.ts";
 
 /** Config for a managed server: `portsFileDir` defaults to the process's `workDir`. */
 export type NatsProcessConfig = Omit<NatsConfigOptions, "portsFileDir"> & { portsFileDir?: string };
@@ -54,7 +49,6 @@ type Events = {
 };
 
 const POLL_MS = 5;
-const MAX_LINE = 4096;
 const ERROR_TAIL = 30;
 
 interface Child {
@@ -89,29 +83,6 @@ export function isProcessAlive(pid: number): boolean {
   }
 }
 
-/** A bounded buffer of the last lines of output. */
-class LogRing {
-  readonly #max: number;
-  readonly #lines: string[] = [];
-  total = 0;
-  constructor(max: number) {
-    this.#max = max;
-  }
-  push(line: string): void {
-    this.#lines.push(line);
-    this.total++;
-    if (this.#lines.length > this.#max) this.#lines.shift();
-  }
-  /** Lines pushed since `total` was `mark` (as many as are still held). */
-  since(mark: number): string[] {
-    const n = Math.min(this.total - mark, this.#lines.length);
-    return n > 0 ? this.#lines.slice(-n) : [];
-  }
-  all(): string[] {
-    return [...this.#lines];
-  }
-}
-
 /** Waits for `p` at most `ms`; true if it settled. Clears its timer so nothing lingers. */
 async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;
@@ -123,103 +94,6 @@ async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> 
   } finally {
     clearTimeout(timer);
   }
-}
-
-function readLines(stream: Readable, onLine: (line: string) => void): Promise<void> {
-  let buf = "";
-  stream.setEncoding("utf8");
-  stream.on("data", (chunk: string) => {
-    buf += chunk;
-    for (let i = buf.indexOf("\n"); i >= 0; i = buf.indexOf("\n")) {
-      onLine(buf.slice(0, i).replace(/\r$/, ""));
-      buf = buf.slice(i + 1);
-    }
-    if (buf.length > MAX_LINE) {
-      onLine(buf.slice(0, MAX_LINE));
-      buf = "";
-    }
-  });
-  return new Promise((resolve) => {
-    stream.once("close", () => {
-      if (buf) onLine(buf);
-      buf = "";
-      resolve();
-    });
-  });
-}
-
-const LEVEL = /^\[\d+\] \S+ \S+ \[([A-Z]{3})\] /;
-
-/** Port of the first URL in a ports-file list (`tls://127.0.0.1:4222`, `nats://[::1]:4222`). */
-function portOf(urls: unknown): number | undefined {
-  if (!Array.isArray(urls) || typeof urls[0] !== "string") return undefined;
-  const m = /:(\d{1,5})\/?$/.exec(urls[0]);
-  const port = m ? Number(m[1]) : 0;
-  return port > 0 && port <= 65535 ? port : undefined;
-}
-
-async function readPortsFile(file: string): Promise<NatsPorts | undefined> {
-  let parsed: Record<string, unknown>;
-  try {
-    parsed = JSON.parse(await fsp.readFile(file, "utf8"));
-  } catch {
-    return undefined; // not there yet, or caught half-written
-  }
-  const nats = portOf(parsed.nats);
-  if (nats === undefined) return undefined;
-  const ports: NatsPorts = { nats };
-  const monitoring = portOf(parsed.monitoring);
-  if (monitoring !== undefined) ports.monitoring = monitoring;
-  const cluster = portOf(parsed.cluster);
-  if (cluster !== undefined) ports.cluster = cluster;
-  return ports;
-}
-
-/** Where to reach a listener bound to `host` from this machine. */
-function probeHost(host: string): string {
-  if (host === "0.0.0.0") return "127.0.0.1";
-  if (host === "::") return "::1";
-  return host;
-}
-
-/** Connects and waits for the server's INFO line: proof that the accept loop serves clients. */
-function probeClient(
-  host: string,
-  port: number,
-  timeoutMs: number,
-  onLocalPort: (p: number) => void,
-): Promise<boolean> {
-  return new Promise((resolve) => {
-    const sock = net.connect({ host, port });
-    let seen = "";
-    const done = (ok: boolean) => {
-      clearTimeout(timer);
-      sock.destroy();
-      resolve(ok);
-    };
-    const timer = setTimeout(() => done(false), timeoutMs);
-    sock.once("connect", () => {
-      if (sock.localPort) onLocalPort(sock.localPort);
-    });
-    sock.on("data", (d) => {
-      seen += d.toString("latin1");
-      if (seen.startsWith("INFO ")) done(true);
-      else if (seen.length >= 5) done(false);
-    });
-    sock.once("error", () => done(false));
-    sock.once("close", () => done(false));
-  });
-}
-
-function probeHealth(host: string, port: number, urlPath: string, timeoutMs: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const req = http.get({ host, port, path: urlPath, timeout: timeoutMs, agent: false }, (res) => {
-      res.resume();
-      resolve(res.statusCode === 200);
-    });
-    req.once("timeout", () => req.destroy());
-    req.once("error", () => resolve(false));
-  });
 }
 
 /**
@@ -650,20 +524,4 @@ export class NatsServerProcess extends EventEmitter<Events> {
     await settlesWithin(child.closed, 1000);
     await fsp.rm(child.portsFile, { force: true });
   }
-}
-
-/** Maps the server's last words to a reason. The fatal lines were found by making each case happen. */
-function classify(lines: readonly string[], conf: NatsConfigOptions): NatsStartReason {
-  // "[FTL] Error listening on port: …: bind: address already in use" (also monitor and route ports)
-  if (lines.some((l) => l.includes("address already in use"))) return "port_in_use";
-  // Config errors come before logging starts, as "nats-server: <file>:<line>:<col>: <error>" or
-  // "nats-server: Parse error on line …"; startup failures as "[FTL] …".
-  const fatal = lines.filter((l) => l.startsWith("nats-server: ") || LEVEL.exec(l)?.[1] === "FTL");
-  if (fatal.length === 0) return "exited";
-  const tlsFiles = [conf.tls?.certFile, conf.tls?.keyFile, conf.tls?.caFile, conf.cluster?.tls?.certFile]
-    .concat([conf.cluster?.tls?.keyFile, conf.cluster?.tls?.caFile])
-    .filter((f): f is string => typeof f === "string");
-  const tlsLike = /x509|certificate|\btls\b|PEM|private key/i;
-  if (fatal.some((l) => tlsLike.test(l) || tlsFiles.some((f) => l.includes(f)))) return "tls";
-  return "bad_config";
 }
