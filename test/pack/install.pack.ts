@@ -76,6 +76,8 @@ t.test("npm pack builds dist/ and ships what an installed package runs, nothing 
     "dist/nats/binary-main.js",
     "migrations/0001_users.sql",
     "scripts/postinstall.js",
+    "contrib/unibus.service",
+    "contrib/Containerfile",
     "package.json",
     "README.md",
   ]) {
@@ -150,7 +152,10 @@ for (const node of NODES) {
       t.equal(executableOf(up.pid), await fs.realpath(node.bin()), "the bin runs on the Node first in PATH");
       const children = descendants(up.pid);
       const natsServer = await fs.realpath(NATS_SERVER);
-      t.ok(children.some((pid) => executableOf(pid) === natsServer), "nats-server runs below unibus up");
+      t.ok(
+        children.some((pid) => executableOf(pid) === natsServer),
+        "nats-server runs below unibus up",
+      );
       process.kill(up.pid, "SIGTERM");
       t.same(await up.exited, { code: 0, signal: null }, "exit 0 on SIGTERM");
       t.same(children.filter(isProcessAlive), [], "no child process is left");
