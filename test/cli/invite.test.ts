@@ -1,6 +1,5 @@
 import fs from "node:fs";
 import net from "node:net";
-import os from "node:os";
 import path from "node:path";
 import t, { type Test } from "tap";
 import { connect } from "../../lib/client/connect.ts";
@@ -8,16 +7,7 @@ import { createIdentity, loadIdentity, saveIdentity } from "../../lib/crypto/ide
 import { loadOrCreateCa } from "../../lib/tls/index.ts";
 import { testBus } from "../helpers/bus.ts";
 import { oneLineError, RANDOM_PORTS, runCli, upJson } from "../helpers/cli.ts";
-
-/**
- * A temp dir removed after everything registered later (teardowns run last-in,
- * first-out), so the bus living in it stops before its data dir disappears.
- */
-function tempDir(t: Test): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "unibus-test-"));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+import { tempDir } from "../helpers/fs.ts";
 
 interface Created {
   token: string;
@@ -28,8 +18,7 @@ interface Created {
 }
 
 // Each CLI run loads the whole TypeScript tree; a shared compile cache halves that.
-const compileCache = fs.mkdtempSync(path.join(os.tmpdir(), "unibus-test-cache-"));
-t.teardown(() => fs.rmSync(compileCache, { recursive: true, force: true }));
+const compileCache = await tempDir(t, "cache");
 
 /** Runs the CLI in `cwd` with no stray UNIBUS_* settings from the caller's environment. */
 function cli(cwd: string) {
@@ -71,7 +60,7 @@ async function up(t: Test, dataDir: string) {
 }
 
 t.test("golden path: invite create on a running bus → the printed command registers → the user connects", async (t) => {
-  const dir = tempDir(t);
+  const dir = await tempDir(t);
   const dataDir = path.join(dir, "bus");
   const run = cli(dir);
   const bus = await up(t, dataDir);
@@ -115,7 +104,7 @@ t.test("golden path: invite create on a running bus → the printed command regi
 });
 
 t.test("invite create without a running bus; list shows each status; cancel", async (t) => {
-  const dir = tempDir(t);
+  const dir = await tempDir(t);
   const dataDir = path.join(dir, "bus");
   const run = cli(dir);
   const bus = await testBus(t, { dataDir });
@@ -196,7 +185,7 @@ t.test("invite create without a running bus; list shows each status; cancel", as
 });
 
 t.test("invite refusals", async (t) => {
-  const dir = tempDir(t);
+  const dir = await tempDir(t);
   const dataDir = path.join(dir, "bus");
   const run = cli(dir);
   const bus = await testBus(t, { dataDir });
@@ -242,7 +231,7 @@ t.test("invite refusals", async (t) => {
 });
 
 t.test("register refusals: one line, non-zero, the identity file kept", async (t) => {
-  const dir = tempDir(t);
+  const dir = await tempDir(t);
   const dataDir = path.join(dir, "bus");
   const run = cli(dir);
   const bus = await testBus(t, { dataDir });

@@ -13,7 +13,7 @@ import { createIdentity, type Identity } from "../../lib/crypto/identity.ts";
 import { createLogger } from "../../lib/log/index.ts";
 import { openStore, type Store } from "../../lib/store/index.ts";
 import { loadOrCreateCa, loadOrCreateServerCertificate } from "../../lib/tls/index.ts";
-import { tempDir } from "../tls/helpers.ts";
+import { tempDir } from "../helpers/fs.ts";
 
 // A real HTTPS server whose one route reads the body, authenticates the request the
 // way the control plane does, and answers with the verified key. Real signatures,

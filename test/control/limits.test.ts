@@ -18,7 +18,7 @@ import {
 } from "../../lib/control/limits.ts";
 import { sha256Hex } from "../../lib/crypto/canonical.ts";
 import { loadOrCreateCa, loadOrCreateServerCertificate } from "../../lib/tls/index.ts";
-import { tempDir } from "../tls/helpers.ts";
+import { tempDir } from "../helpers/fs.ts";
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
 

@@ -1,6 +1,4 @@
 import crypto from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
@@ -10,24 +8,23 @@ import { nonceKey } from "../../lib/control/nonce-cache.ts";
 import { type KvNonceStore, NonceTtlError, openKvNonceStore } from "../../lib/control/nonce-kv.ts";
 import { InvalidArgumentError, StoreUnavailableError } from "../../lib/errors.ts";
 import { NatsServerProcess } from "../../lib/nats/process.ts";
+import { tempDir } from "../helpers/fs.ts";
 import { NATS_SERVER } from "../helpers/nats.ts";
 
-async function startServer(name: string): Promise<{ server: NatsServerProcess; url: string; dir: string }> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), "unibus-test-"));
+/** A JetStream nats-server in a temp dir; stopped, then its dir removed, when `t` ends. */
+async function startServer(t: Test, name: string): Promise<{ server: NatsServerProcess; url: string }> {
+  const dir = await tempDir(t);
   const server = new NatsServerProcess({
     binary: NATS_SERVER,
     workDir: dir,
     config: { serverName: name, host: "127.0.0.1", port: -1, jetstream: { storeDir: path.join(dir, "js") } },
   });
+  t.teardown(() => server.stop());
   const ports = await server.start();
-  return { server, url: `nats://127.0.0.1:${ports.nats}`, dir };
+  return { server, url: `nats://127.0.0.1:${ports.nats}` };
 }
 
-const main = await startServer("nonces1");
-t.teardown(async () => {
-  await main.server.stop();
-  await rm(main.dir, { recursive: true, force: true });
-});
+const main = await startServer(t, "nonces1");
 
 // Two connections stand for two nodes of a cluster.
 const nc1 = await connect({ servers: main.url });
@@ -214,11 +211,7 @@ t.test("a closed connection rejects, never fresh", async (t) => {
 });
 
 t.test("a stopped server: a call rejects within the timeout instead of answering fresh", async (t) => {
-  const s2 = await startServer("nonces2");
-  t.teardown(async () => {
-    await s2.server.stop();
-    await rm(s2.dir, { recursive: true, force: true });
-  });
+  const s2 = await startServer(t, "nonces2");
   const own = await connect({ servers: s2.url, maxReconnectAttempts: -1, reconnectTimeWait: 50 });
   t.teardown(() => own.close());
   const store = await open(t, { nc: own, timeoutMs: 400 });
@@ -236,17 +229,14 @@ t.test("a stopped server: a call rejects within the timeout instead of answering
 });
 
 t.test("opening against a server without JetStream fails as StoreUnavailableError", async (t) => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), "unibus-test-"));
+  const dir = await tempDir(t);
   const plain = new NatsServerProcess({
     binary: NATS_SERVER,
     workDir: dir,
     config: { serverName: "plain", host: "127.0.0.1", port: -1 },
   });
+  t.teardown(() => plain.stop());
   const ports = await plain.start();
-  t.teardown(async () => {
-    await plain.stop();
-    await rm(dir, { recursive: true, force: true });
-  });
   const own = await connect({ servers: `nats://127.0.0.1:${ports.nats}` });
   t.teardown(() => own.close());
   await t.rejects(openKvNonceStore({ nc: own, openTimeoutMs: 2000, timeoutMs: 500 }), StoreUnavailableError);

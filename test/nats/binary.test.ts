@@ -1,22 +1,9 @@
 import { execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import {
-  chmod,
-  copyFile,
-  mkdir,
-  mkdtemp,
-  readdir,
-  readFile,
-  rm,
-  stat,
-  symlink,
-  utimes,
-  writeFile,
-} from "node:fs/promises";
+import { chmod, copyFile, mkdir, readdir, readFile, stat, symlink, utimes, writeFile } from "node:fs/promises";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import os from "node:os";
 import path from "node:path";
 import { Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
@@ -35,6 +22,7 @@ import {
 } from "../../lib/nats/binary.ts";
 import { readAptArchives, renderSourcesStanza } from "../../lib/nats/debian.ts";
 import { parseSha256Sums, releaseAssetBase, releaseTarget } from "../../lib/nats/release.ts";
+import { tempDir } from "../helpers/fs.ts";
 
 const run = promisify(execFile);
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -43,22 +31,16 @@ const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), ".."
 const realBinary = process.env.UNIBUS_NATS_SERVER ?? (await resolveNatsServer()).path;
 const realVersion = parseNatsVersion((await run(realBinary, ["--version"])).stdout) ?? "";
 
-async function tmpDir(tt: Test, label = "nats-bin"): Promise<string> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), `unibus-test-${label}-`));
-  tt.teardown(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
-
 /** A directory holding `nats-server` as a link to the real binary. */
 async function goodBinDir(tt: Test): Promise<string> {
-  const dir = await tmpDir(tt, "good");
+  const dir = await tempDir(tt, "good");
   await symlink(realBinary, path.join(dir, "nats-server"));
   return dir;
 }
 
 /** A directory holding a `nats-server` that claims an old version, as Debian bookworm's does. */
 async function oldBinDir(tt: Test, version = "2.9.10"): Promise<string> {
-  const dir = await tmpDir(tt, "old");
+  const dir = await tempDir(tt, "old");
   const file = path.join(dir, "nats-server");
   await writeFile(file, `#!/bin/sh\necho "nats-server: v${version}"\n`);
   await chmod(file, 0o755);
@@ -75,7 +57,7 @@ function systemPathWithoutNats(): string {
 
 /** A PATH with only the named system tools, so neither nats-server nor apt-get is found. */
 async function toolsOnlyPath(tt: Test, tools: string[]): Promise<string> {
-  const dir = await tmpDir(tt, "tools");
+  const dir = await tempDir(tt, "tools");
   for (const tool of tools) {
     const found = systemPathWithoutNats()
       .split(path.delimiter)
@@ -109,8 +91,7 @@ function captureLogger() {
 const target = releaseTarget();
 const assetBase = target ? releaseAssetBase(PINNED_NATS_VERSION, target) : "unsupported";
 const assetName = `${assetBase}.tar.gz`;
-const workDir = await mkdtemp(path.join(os.tmpdir(), "unibus-test-release-"));
-t.teardown(() => rm(workDir, { recursive: true, force: true }));
+const workDir = await tempDir(t, "release");
 await mkdir(path.join(workDir, "pkg", assetBase), { recursive: true });
 await copyFile(realBinary, path.join(workDir, "pkg", assetBase, "nats-server"));
 await writeFile(path.join(workDir, "pkg", assetBase, "README.md"), "nats-server\n");
@@ -162,7 +143,7 @@ t.test("version parsing and ordering", async (t) => {
 });
 
 t.test("UNIBUS_NATS_SERVER wins over the cache and PATH", async (t) => {
-  const cache = await tmpDir(t);
+  const cache = await tempDir(t);
   await mkdir(path.join(cache, "nats-server", PINNED_NATS_VERSION), { recursive: true });
   await symlink(realBinary, path.join(cache, "nats-server", PINNED_NATS_VERSION, "nats-server"));
   const override = path.join(await goodBinDir(t), "nats-server");
@@ -181,7 +162,7 @@ t.test("UNIBUS_NATS_SERVER wins over the cache and PATH", async (t) => {
 });
 
 t.test("UNIBUS_NATS_SERVER pointing at nothing is an error, not skipped", async (t) => {
-  const dir = await tmpDir(t);
+  const dir = await tempDir(t);
   const missing = path.join(dir, "no-such-nats-server");
   const err = await resolveNatsServer({
     cacheDir: dir,
@@ -199,7 +180,7 @@ t.test("UNIBUS_NATS_SERVER pointing at nothing is an error, not skipped", async 
 t.test("UNIBUS_NATS_SERVER pointing at a too-old binary is an error", async (t) => {
   const old = path.join(await oldBinDir(t), "nats-server");
   const err = await resolveNatsServer({
-    cacheDir: await tmpDir(t),
+    cacheDir: await tempDir(t),
     network: false,
     env: { PATH: await goodBinDir(t), UNIBUS_NATS_SERVER: old },
   }).catch((e: unknown) => e);
@@ -213,7 +194,7 @@ t.test("a too-old nats-server on PATH is skipped for a newer one further on", as
   const goodDir = await goodBinDir(t);
   const { logger, lines } = captureLogger();
   const got = await resolveNatsServer({
-    cacheDir: await tmpDir(t),
+    cacheDir: await tempDir(t),
     network: false,
     logger,
     env: { PATH: [oldDir, goodDir].join(path.delimiter) },
@@ -226,7 +207,7 @@ t.test("a too-old nats-server on PATH is skipped for a newer one further on", as
 });
 
 t.test("nothing found with the network off: one error naming every option", async (t) => {
-  const cache = await tmpDir(t);
+  const cache = await tempDir(t);
   const err = await resolveNatsServer({
     cacheDir: cache,
     network: false,
@@ -248,7 +229,7 @@ t.test("nothing found with the network off: one error naming every option", asyn
 });
 
 t.test("a cache hit never touches the network", async (t) => {
-  const cache = await tmpDir(t);
+  const cache = await tempDir(t);
   const root = path.join(cache, "nats-server");
   await mkdir(path.join(root, PINNED_NATS_VERSION), { recursive: true });
   await symlink(realBinary, path.join(root, PINNED_NATS_VERSION, "nats-server"));
@@ -286,7 +267,7 @@ t.test("cache root comes from UNIBUS_CACHE_DIR, then XDG_CACHE_HOME, then HOME",
     ["XDG_CACHE_HOME", (d: string) => ({ XDG_CACHE_HOME: path.dirname(d), HOME: "/x" })],
     ["HOME", (d: string) => ({ HOME: path.dirname(path.dirname(d)) })],
   ] as const) {
-    const base = await tmpDir(t);
+    const base = await tempDir(t);
     const root = name === "UNIBUS_CACHE_DIR" ? base : path.join(base, ".cache", "unibus");
     const cacheRoot = name === "XDG_CACHE_HOME" ? path.join(base, "unibus") : root;
     await mkdir(path.join(cacheRoot, "nats-server", PINNED_NATS_VERSION), { recursive: true });
@@ -298,7 +279,7 @@ t.test("cache root comes from UNIBUS_CACHE_DIR, then XDG_CACHE_HOME, then HOME",
 });
 
 t.test("release archive: downloaded, checksum-verified, installed into the cache", { skip: !target }, async (t) => {
-  const cache = await tmpDir(t);
+  const cache = await tempDir(t);
   // Left by an install that was killed two hours ago: swept before downloading.
   const stale = path.join(cache, "nats-server", ".tmp-stale");
   await mkdir(stale, { recursive: true });
@@ -335,7 +316,7 @@ t.test("release archive: downloaded, checksum-verified, installed into the cache
 });
 
 t.test("a tampered archive is refused and leaves nothing behind", { skip: !target }, async (t) => {
-  const cache = await tmpDir(t);
+  const cache = await tempDir(t);
   const wrong = `${createHash("sha256").update("something else").digest("hex")}  ${assetName}\n`;
   const server = await releaseServer(t, releaseFiles(wrong));
   const events: NatsInstallProgress[] = [];
@@ -368,7 +349,7 @@ t.test("an unreachable or incomplete release falls through, and the final error 
     },
   ];
   for (const c of cases) {
-    const cache = await tmpDir(t);
+    const cache = await tempDir(t);
     const server = await releaseServer(t, c.files);
     // tar is there for the archive; apt-get is not, so the Debian step reports that.
     const err = await installNatsServer({
@@ -383,7 +364,7 @@ t.test("an unreachable or incomplete release falls through, and the final error 
 });
 
 t.test("two concurrent installs into one empty cache both succeed", { skip: !target }, async (t) => {
-  const cache = await tmpDir(t);
+  const cache = await tempDir(t);
   const server = await releaseServer(t, releaseFiles(goodSums));
   const env = { PATH: systemPathWithoutNats(), UNIBUS_NATS_DOWNLOAD_URL: server.url };
   const [a, b] = await Promise.all([
@@ -398,7 +379,7 @@ t.test("two concurrent installs into one empty cache both succeed", { skip: !tar
 });
 
 t.test("apt sources: main archives are read from the machine's own configuration", async (t) => {
-  const etc = await tmpDir(t, "etc-apt");
+  const etc = await tempDir(t, "etc-apt");
   await mkdir(path.join(etc, "sources.list.d"));
   await writeFile(
     path.join(etc, "sources.list.d", "debian.sources"),
@@ -463,7 +444,7 @@ const aptGet = systemPathWithoutNats()
   .some((d) => d && existsSync(path.join(d, "apt-get")));
 
 t.test("Debian package: apt-get download under a throwaway configuration", async (t) => {
-  const cache = await tmpDir(t);
+  const cache = await tempDir(t);
   // The release host answers 404, so resolution falls through to Debian whatever the network allows.
   const server = await releaseServer(t);
   if (process.platform !== "linux" || !aptGet) {
@@ -494,7 +475,7 @@ t.test("Debian package: apt-get download under a throwaway configuration", async
 });
 
 t.test("scripts/install-nats.ts prints the result", async (t) => {
-  const cache = await tmpDir(t);
+  const cache = await tempDir(t);
   await mkdir(path.join(cache, "nats-server", PINNED_NATS_VERSION), { recursive: true });
   await symlink(realBinary, path.join(cache, "nats-server", PINNED_NATS_VERSION, "nats-server"));
   const { stdout, stderr } = await run(
@@ -535,7 +516,7 @@ t.test("postinstall never fails npm install", async (t) => {
   const server = await releaseServer(t);
   const failed = await postinstall({
     PATH: "",
-    UNIBUS_CACHE_DIR: await tmpDir(t),
+    UNIBUS_CACHE_DIR: await tempDir(t),
     UNIBUS_NATS_DOWNLOAD_URL: server.url,
   });
   t.equal(failed.code, 0);

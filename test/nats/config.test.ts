@@ -1,6 +1,5 @@
 import { execFile } from "node:child_process";
 import fs from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { createAccount, createCurve, createUser } from "@nats-io/nkeys";
@@ -9,16 +8,11 @@ import { InvalidArgumentError } from "../../lib/errors.ts";
 import { buildNatsConfig, type NatsConfigOptions, renderNatsConfig } from "../../lib/nats/config.ts";
 import { NatsServerProcess } from "../../lib/nats/process.ts";
 import { loadOrCreateCa, loadOrCreateServerCertificate } from "../../lib/tls/index.ts";
+import { tempDir } from "../helpers/fs.ts";
 import { NATS_SERVER } from "../helpers/nats.ts";
 
 const run = promisify(execFile);
 const NATS = NATS_SERVER;
-
-async function tempDir(t: Test): Promise<string> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-test-"));
-  t.teardown(() => fs.rm(dir, { recursive: true, force: true }));
-  return dir;
-}
 
 /** `nats-server -c file -t`: the server's own verdict on the rendered text. */
 async function serverAccepts(dir: string, text: string): Promise<{ ok: boolean; output: string }> {

@@ -1,6 +1,5 @@
 import { spawn } from "node:child_process";
 import fs from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
 import { Writable } from "node:stream";
 import { connect } from "@nats-io/transport-node";
@@ -15,15 +14,10 @@ import {
   type NatsServerProcessOptions,
 } from "../../lib/nats/process.ts";
 import { loadOrCreateCa, loadOrCreateServerCertificate } from "../../lib/tls/index.ts";
+import { tempDir } from "../helpers/fs.ts";
 import { NATS_SERVER } from "../helpers/nats.ts";
 
 const NATS = NATS_SERVER;
-
-async function tempDir(t: Test): Promise<string> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-test-"));
-  t.teardown(() => fs.rm(dir, { recursive: true, force: true }));
-  return dir;
-}
 
 function config(extra: Partial<NatsProcessConfig> = {}): NatsProcessConfig {
   return { serverName: "n1", host: "127.0.0.1", port: -1, http: { host: "127.0.0.1", port: -1 }, ...extra };

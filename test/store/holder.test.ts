@@ -1,18 +1,16 @@
 // The holder the callout and control plane use while the KV store opens: refuses every
 // call (never answers from nothing), then forwards to the real store once set.
 
-import fs from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
 import t, { type Test } from "tap";
 import { createIdentity } from "../../lib/crypto/identity.ts";
 import { StoreUnavailableError } from "../../lib/errors.ts";
 import { createStoreHolder } from "../../lib/store/holder.ts";
 import { openStore } from "../../lib/store/index.ts";
+import { tempDir } from "../helpers/fs.ts";
 
 async function sqlite(t: Test) {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-test-"));
-  t.teardown(() => fs.rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t);
   return openStore({ backend: "sqlite", file: path.join(dir, "store.db") });
 }
 

@@ -1,6 +1,4 @@
 import crypto from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import t from "tap";
@@ -14,12 +12,12 @@ import {
   openStore,
   type Store,
 } from "../../lib/store/index.ts";
+import { tempDir } from "../helpers/fs.ts";
 import { NATS_SERVER } from "../helpers/nats.ts";
 import { kexPubHex, signPubHex } from "./keys.ts";
 import { storeSuite } from "./suite.ts";
 
-const dir = await mkdtemp(path.join(os.tmpdir(), "unibus-test-"));
-t.teardown(() => rm(dir, { recursive: true, force: true }));
+const dir = await tempDir(t);
 
 const server = new NatsServerProcess({
   binary: NATS_SERVER,
@@ -186,8 +184,7 @@ t.test("concurrent rekeys from the same epoch: exactly one wins, the keys are it
 });
 
 t.test("a stopped server: operations fail within the timeout, predicates fail closed", async (t) => {
-  const d2 = await mkdtemp(path.join(os.tmpdir(), "unibus-test-"));
-  t.teardown(() => rm(d2, { recursive: true, force: true }));
+  const d2 = await tempDir(t);
   const s2 = new NatsServerProcess({
     binary: NATS_SERVER,
     workDir: d2,

@@ -1,7 +1,5 @@
 import crypto from "node:crypto";
 import fs from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
 import { connect } from "@nats-io/transport-node";
 import t, { type Test } from "tap";
@@ -11,14 +9,9 @@ import { migrateToKv } from "../../lib/cli/commands/migrate.ts";
 import { NatsServerProcess } from "../../lib/nats/process.ts";
 import { type KvStore, newInviteToken, openKvStore, openStore, type Snapshot } from "../../lib/store/index.ts";
 import { runCli } from "../helpers/cli.ts";
+import { tempDir } from "../helpers/fs.ts";
 import { NATS_SERVER } from "../helpers/nats.ts";
 import { kexPubHex, signPubHex } from "./keys.ts";
-
-async function tempDir(tt: Test): Promise<string> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), "unibus-test-"));
-  tt.teardown(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
 
 const root = await tempDir(t);
 const sealed = () => crypto.randomBytes(92).toString("base64url");

@@ -9,8 +9,6 @@ import {
   statSync,
   writeFileSync,
 } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { fileURLToPath } from "node:url";
@@ -20,16 +18,11 @@ import { InvalidArgumentError, StoreUnavailableError } from "../../lib/errors.ts
 import { silentLogger } from "../../lib/log/index.ts";
 import { newInviteToken, openSqliteStore, openStore, type Store } from "../../lib/store/index.ts";
 import { applyMigrations, loadMigrations, MIGRATIONS_DIR } from "../../lib/store/migrate.ts";
+import { tempDir } from "../helpers/fs.ts";
 import { kexPubHex, signPubHex } from "./keys.ts";
 import { storeSuite } from "./suite.ts";
 
-async function tempDir(): Promise<string> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), "unibus-test-"));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-const root = await tempDir();
+const root = await tempDir(t);
 let n = 0;
 /** A fresh database file per call, all under one temp dir removed at the end. */
 function dbFile(): string {
@@ -144,7 +137,7 @@ t.test("only pending migrations run, each recorded", async (t) => {
   await store.close();
 
   // A newer release's migrations folder: today's files plus one more.
-  const dir = await tempDir();
+  const dir = await tempDir(t);
   const current = loadMigrations();
   for (const f of readdirSync(MIGRATIONS_DIR).filter((f) => f.endsWith(".sql"))) {
     copyFileSync(new URL(f, MIGRATIONS_DIR), path.join(dir, f));
@@ -188,7 +181,7 @@ t.test("a database from a newer unibus is refused", async (t) => {
 t.test("a failing migration leaves the database unchanged", async (t) => {
   const file = dbFile();
   await (await openSqliteStore(file)).close();
-  const dir = await tempDir();
+  const dir = await tempDir(t);
   for (const f of readdirSync(MIGRATIONS_DIR).filter((f) => f.endsWith(".sql"))) {
     copyFileSync(new URL(f, MIGRATIONS_DIR), path.join(dir, f));
   }
@@ -224,7 +217,7 @@ t.test("a malformed migrations folder is refused", async (t) => {
     "no files": { "README.md": "# nothing" },
   };
   for (const [label, files] of Object.entries(cases)) {
-    const dir = await tempDir();
+    const dir = await tempDir(t);
     for (const [f, sql] of Object.entries(files)) writeFileSync(path.join(dir, f), sql);
     t.throws(() => loadMigrations(dir), StoreUnavailableError, label);
   }

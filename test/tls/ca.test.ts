@@ -5,7 +5,8 @@ import t from "tap";
 import { InvalidArgumentError, KeyFileError } from "../../lib/errors.ts";
 import { describeCertificate, issueCertificate, loadOrCreateCa } from "../../lib/tls/index.ts";
 import { x509 } from "../../lib/tls/x509.ts";
-import { modeOf, rejection, snapshot, tempDir } from "./helpers.ts";
+import { tempDir } from "../helpers/fs.ts";
+import { modeOf, rejection, snapshot } from "./helpers.ts";
 
 const DAY = 86_400_000;
 type Asserts = Pick<typeof t, "equal" | "match" | "notOk" | "same" | "teardown">;

@@ -1,6 +1,7 @@
 import t from "tap";
 import { issueCertificate, loadOrCreateCa, loadOrCreateServerCertificate } from "../../lib/tls/index.ts";
-import { hasIPv6Loopback, startTlsServer, tempDir, tlsConnect } from "./helpers.ts";
+import { tempDir } from "../helpers/fs.ts";
+import { hasIPv6Loopback, startTlsServer, tlsConnect } from "./helpers.ts";
 
 // Real node:tls handshakes (OpenSSL) against certificates from a real CA on disk.
 

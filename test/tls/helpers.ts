@@ -1,17 +1,8 @@
 import fs from "node:fs/promises";
 import net from "node:net";
-import os from "node:os";
 import path from "node:path";
 import tls from "node:tls";
-
-type Test = { teardown(fn: () => unknown): void };
-
-/** A fresh temp dir, removed when the test ends. */
-export async function tempDir(t: Test): Promise<string> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-test-"));
-  t.teardown(() => fs.rm(dir, { recursive: true, force: true }));
-  return dir;
-}
+import type { Teardown } from "../helpers/fs.ts";
 
 export async function modeOf(file: string): Promise<number> {
   return (await fs.stat(file)).mode & 0o777;
@@ -38,7 +29,7 @@ export interface ServerSeen {
  * and records how it judged the client's certificate.
  */
 export async function startTlsServer(
-  t: Test,
+  t: Teardown,
   options: tls.TlsOptions,
   host = "127.0.0.1",
 ): Promise<{ port: number; seen: ServerSeen[] }> {

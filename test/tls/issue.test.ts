@@ -3,7 +3,8 @@ import t from "tap";
 import { InvalidArgumentError } from "../../lib/errors.ts";
 import { describeCertificate, issueCertificate, loadOrCreateCa, validateHost } from "../../lib/tls/index.ts";
 import { x509 } from "../../lib/tls/x509.ts";
-import { rejection, tempDir } from "./helpers.ts";
+import { tempDir } from "../helpers/fs.ts";
+import { rejection } from "./helpers.ts";
 
 const DAY = 86_400_000;
 

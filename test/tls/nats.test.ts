@@ -4,8 +4,8 @@ import path from "node:path";
 import { connect } from "@nats-io/transport-node";
 import t from "tap";
 import { loadOrCreateCa, loadOrCreateServerCertificate } from "../../lib/tls/index.ts";
+import { tempDir } from "../helpers/fs.ts";
 import { NATS_SERVER } from "../helpers/nats.ts";
-import { tempDir } from "./helpers.ts";
 
 // Go's crypto/tls in nats-server must accept what we issue, as a server and as a client.
 

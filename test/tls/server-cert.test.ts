@@ -11,7 +11,8 @@ import {
   loadOrCreateCa,
   loadOrCreateServerCertificate,
 } from "../../lib/tls/index.ts";
-import { modeOf, rejection, snapshot, tempDir } from "./helpers.ts";
+import { tempDir } from "../helpers/fs.ts";
+import { modeOf, rejection, snapshot } from "./helpers.ts";
 
 const DAY = 86_400_000;
 
