@@ -11,5 +11,5 @@ export {
 } from "./binary.ts";
 export type { NatsConfigOptions } from "./config.ts";
 export { buildNatsConfig, renderNatsConfig } from "./config.ts";
-export type { NatsPorts, NatsProcessState, NatsServerProcessOptions } from "./process.ts";
+export type { NatsPorts, NatsProcessState, NatsServerProcessOptions, NatsStopOptions } from "./process.ts";
 export { isProcessAlive, NatsServerProcess } from "./process.ts";

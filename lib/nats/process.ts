@@ -36,6 +36,16 @@ export interface NatsServerProcessOptions {
   logLines?: number;
 }
 
+export interface NatsStopOptions {
+  /**
+   * Enter lame-duck mode first (SIGUSR2): the server stops accepting, tells clients (`ldm` in
+   * INFO), closes them one by one after `lame_duck_grace_period`, then exits. Only from `running`.
+   */
+  lameDuck?: boolean;
+  /** How long to wait for the lame-duck exit before SIGINT (then SIGKILL after stopTimeoutMs). Default 5000. */
+  lameDuckMs?: number;
+}
+
 export interface NatsExitInfo {
   code: number | null;
   signal: NodeJS.Signals | null;
@@ -47,6 +57,11 @@ type Events = {
   state: [state: NatsProcessState, previous: NatsProcessState];
   exit: [info: NatsExitInfo];
 };
+
+/** How a stop ends the server: SIGTERM, SIGKILL, or lame duck first. */
+type StopMode = "graceful" | "kill" | { lameDuckMs: number };
+
+const DEFAULT_LAME_DUCK_MS = 5000;
 
 const POLL_MS = 5;
 const ERROR_TAIL = 30;
@@ -233,9 +248,14 @@ export class NatsServerProcess extends EventEmitter<Events> {
 
   /**
    * SIGTERM, then SIGKILL after stopTimeoutMs; resolves when the process is gone and its ports
-   * file removed. Idempotent; a call during start() aborts the start.
+   * file removed. With `lameDuck`, lame-duck mode comes first (see NatsStopOptions). Idempotent; a
+   * call during start() aborts the start.
    */
-  async stop(): Promise<void> {
+  async stop(opts: NatsStopOptions = {}): Promise<void> {
+    const lameDuckMs = opts.lameDuckMs ?? DEFAULT_LAME_DUCK_MS;
+    if (!Number.isSafeInteger(lameDuckMs) || lameDuckMs <= 0) {
+      throw new InvalidArgumentError("lameDuckMs", `lameDuckMs: must be a positive integer; got ${lameDuckMs}`);
+    }
     switch (this.#state) {
       case "new":
       case "stopped":
@@ -248,9 +268,9 @@ export class NatsServerProcess extends EventEmitter<Events> {
       case "starting":
         this.#abort ??= "stop";
         await this.#starting?.catch(() => {});
-        return this.stop();
+        return this.stop(opts);
       case "running":
-        return this.#shutdown("graceful");
+        return this.#shutdown(opts.lameDuck ? { lameDuckMs } : "graceful");
     }
   }
 
@@ -489,7 +509,7 @@ export class NatsServerProcess extends EventEmitter<Events> {
     return new NatsStartError(reason, text[reason], tail);
   }
 
-  async #shutdown(mode: "graceful" | "kill"): Promise<void> {
+  async #shutdown(mode: StopMode): Promise<void> {
     const child = this.#child;
     this.#setState("stopping");
     this.#stopping = (async () => {
@@ -506,22 +526,29 @@ export class NatsServerProcess extends EventEmitter<Events> {
   }
 
   /** Ends the child (watchdog first) and removes its ports file. Safe to call more than once. */
-  async #terminate(child: Child, mode: "graceful" | "kill"): Promise<void> {
+  async #terminate(child: Child, mode: StopMode): Promise<void> {
     child.expected = true;
     await child.watchdog?.disarm();
-    if (!child.exitInfo) {
-      if (mode === "graceful") {
-        child.proc.kill("SIGTERM");
-        if (!(await settlesWithin(child.exited, this.#stopTimeoutMs))) {
-          this.#log.warn({ stopTimeoutMs: this.#stopTimeoutMs }, "nats-server ignored SIGTERM; sending SIGKILL");
-          child.proc.kill("SIGKILL");
-        }
-      } else {
-        child.proc.kill("SIGKILL");
-      }
-      await child.exited;
-    }
+    if (!child.exitInfo) await this.#signalUntilGone(child, mode);
     await settlesWithin(child.closed, 1000);
     await fsp.rm(child.portsFile, { force: true });
+  }
+
+  /** Lame duck (if asked), then a graceful shutdown, each within its bound, then SIGKILL. */
+  async #signalUntilGone(child: Child, mode: StopMode): Promise<void> {
+    const steps: [NodeJS.Signals, number][] = [];
+    if (typeof mode === "object") {
+      // nats-server ignores SIGTERM once in lame-duck mode (seen with 2.10.27); SIGINT still shuts it down.
+      steps.push(["SIGUSR2", mode.lameDuckMs], ["SIGINT", this.#stopTimeoutMs]);
+    } else if (mode === "graceful") {
+      steps.push(["SIGTERM", this.#stopTimeoutMs]);
+    }
+    for (const [signal, ms] of steps) {
+      child.proc.kill(signal);
+      if (await settlesWithin(child.exited, ms)) return;
+      this.#log.warn({ signal, ms }, `nats-server did not exit within ${ms} ms of ${signal}; escalating`);
+    }
+    child.proc.kill("SIGKILL");
+    await child.exited;
   }
 }
