@@ -15,9 +15,9 @@ import { sha256Hex } from "../crypto/canonical.ts";
 import type { Logger } from "../log/index.ts";
 import { silentLogger } from "../log/index.ts";
 import type { BusMetrics } from "../metrics/index.ts";
-import { type AuthMode, authenticateRequest } from "./auth.ts";
+import { type AuthMode, type AuthResult, authenticateRequest } from "./auth.ts";
 // blobs: streamed routes with their own pipeline (lib/control/blob-routes.ts)
-import { handleBlobRoute, matchBlobRoute, uploadOutlivesRequestTimeout } from "./blob-routes.ts";
+import { type BlobRouteMatch, handleBlobRoute, matchBlobRoute, uploadOutlivesRequestTimeout } from "./blob-routes.ts";
 import type { BlobStore } from "./blobs.ts";
 import { HttpError, sendHttpError } from "./http-error.ts";
 import {
@@ -32,7 +32,7 @@ import {
   SERVER_LIMITS,
 } from "./limits.ts";
 import { NonceCache, type NonceStore } from "./nonce-cache.ts";
-import { Router } from "./router.ts";
+import { type RouteMatch, Router } from "./router.ts";
 import { type ControlDeps, ROUTES, type Route, toHttpError, validateBody } from "./routes.ts";
 
 export interface ControlServerOptions {
@@ -108,23 +108,43 @@ export class ControlServer {
     });
   }
 
+  /** One request through the pipeline of the module comment; every refusal ends as JSON. */
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const exchange: Exchange = { route: "unmatched" };
+    this.#observe(req, res, exchange);
+    try {
+      this.#admit(req);
+      const url = requestUrl(req);
+      if (await this.#serveOperational(req, res, url, exchange)) return;
+      const deps = this.#opts.deps;
+      const blobs = this.#opts.blobs;
+      const blobMatch = deps && blobs ? matchBlobRoute(req.method ?? "GET", url.pathname) : undefined;
+      if (blobMatch && deps && blobs) {
+        exchange.route = blobMatch.name;
+        return await this.#serveBlob(blobMatch, req, res, { store: deps.store, blobs });
+      }
+      await this.#serveJson(req, res, url, exchange);
+    } catch (err) {
+      sendHttpError(res, toHttpError(err), this.#logger);
+    }
+  }
+
+  /** Metrics and one log line per request, with an id the caller also gets (x-request-id). */
+  #observe(req: IncomingMessage, res: ServerResponse, exchange: Exchange): void {
     const started = performance.now();
-    let routeName = "unmatched";
     const metrics = this.#opts.metrics;
-    // One log line per request, with an id the caller also gets (x-request-id).
     const requestId = randomUUID();
     res.setHeader("x-request-id", requestId);
     res.once("finish", () => {
       const ms = performance.now() - started;
-      metrics?.httpRequests.inc({ route: routeName, status: String(res.statusCode) });
-      metrics?.httpLatency.observe({ route: routeName }, ms / 1000);
+      metrics?.httpRequests.inc({ route: exchange.route, status: String(res.statusCode) });
+      metrics?.httpLatency.observe({ route: exchange.route }, ms / 1000);
       this.#logger.debug(
         {
           component: "control",
           requestId,
           method: req.method,
-          route: routeName,
+          route: exchange.route,
           status: res.statusCode,
           ip: req.socket.remoteAddress,
           ms: Number(ms.toFixed(2)),
@@ -132,111 +152,95 @@ export class ControlServer {
         "request",
       );
     });
-    try {
-      if (!this.#limiter.take(rateLimitKey(req.socket.remoteAddress))) {
-        metrics?.httpRejections.inc({ reason: "rate_limit" });
-        throw rateLimited();
-      }
-      // Route on the path exactly as sent (and signed): a leading "//" must not be read
-      // as a host, and dot segments are refused rather than resolved.
-      const rawUrl = req.url ?? "/";
-      if (!rawUrl.startsWith("/") || /(^|\/)\.{1,2}(\/|\?|$)|\/\//.test(rawUrl.split("?")[0]!)) {
-        throw new HttpError(400, "the request path must be absolute, without empty, '.' or '..' segments");
-      }
-      const url = new URL(`https://control.invalid${rawUrl}`);
-      if (url.pathname === "/healthz" && (req.method === "GET" || req.method === "HEAD")) {
-        routeName = "healthz";
-        const health = this.#opts.health ? await this.#opts.health() : { ok: true };
-        return send(res, health.ok ? 200 : 503, { status: health.ok ? "ok" : "unavailable", ...health.detail });
-      }
-      if (url.pathname === "/metrics" && req.method === "GET" && metrics) {
-        routeName = "metrics";
-        return await this.#metrics(req, res);
-      }
-      const deps = this.#opts.deps;
-      // ---- blobs: streamed bodies, their own pipeline (lib/control/blob-routes.ts) ----
-      const blobMatch = deps && this.#opts.blobs ? matchBlobRoute(req.method ?? "GET", url.pathname) : undefined;
-      if (blobMatch && deps && this.#opts.blobs) {
-        routeName = blobMatch.name;
-        return await handleBlobRoute(blobMatch, {
-          req,
-          res,
-          blobs: this.#opts.blobs,
-          store: deps.store,
-          inflight: this.#inflight,
-          logger: this.#logger,
-          metrics,
-          authenticate: async (bodySha256) =>
-            (
-              await authenticateRequest({
-                method: req.method ?? "GET",
-                uri: req.url ?? "/",
-                headers: req.headers,
-                bodySha256,
-                mode: this.#opts.authMode ?? "enforce",
-                store: deps.store,
-                nonces: this.#nonces,
-                logger: this.#logger,
-              })
-            ).signPub ?? "",
-        });
-      }
-      // ---- end blobs ----
-      const match = deps ? router.match(req.method ?? "GET", url.pathname) : undefined;
-      if (!match) throw new HttpError(404, `no route for ${req.method} ${url.pathname.slice(0, 200)}`);
-      if (!("route" in match)) {
-        throw new HttpError(405, `${req.method} is not allowed here; use ${match.allow.join(" or ")}`, {
-          headers: { allow: match.allow.join(", ") },
-        });
-      }
-      const { route, params } = match;
-      routeName = route.name;
-      const raw = await readBody(req, { limit: JSON_BODY_LIMIT, inflight: this.#inflight }).catch((err: unknown) => {
-        if (err instanceof HttpError && (err.status === 413 || err.status === 503)) {
-          metrics?.httpRejections.inc({ reason: err.status === 413 ? "body_limit" : "inflight_limit" });
-        }
-        throw err;
-      });
-      let signer = "";
-      if (route.auth === "signed") {
-        const auth = await authenticateRequest({
-          method: req.method ?? "GET",
-          uri: req.url ?? "/",
-          headers: req.headers,
-          bodySha256: sha256Hex(raw),
-          mode: this.#opts.authMode ?? "enforce",
-          store: deps!.store,
-          nonces: this.#nonces,
-          logger: this.#logger,
-        });
-        if (this.#nonces instanceof NonceCache) metrics?.nonceCacheSize.set(this.#nonces.size);
-        // `off`/`soft` without a verified key: the route runs with no signer and its
-        // membership checks refuse, so those modes never widen access.
-        signer = auth.signPub ?? "";
-      }
-      let body: unknown;
-      if (raw.length > 0) {
-        if (!/^application\/json\b/i.test(req.headers["content-type"] ?? "")) {
-          throw new HttpError(415, "send the body as application/json");
-        }
-        try {
-          body = JSON.parse(raw.toString("utf8"));
-        } catch {
-          throw new HttpError(400, "the request body is not valid JSON");
-        }
-      } else if (route.schema) {
-        body = {};
-      }
-      if (route.schema) validateBody(route, body);
-      const result = await route.handler({ req, url, params, signer, body, deps: { ...deps!, logger: this.#logger } });
-      if (result.status === 204) {
-        res.writeHead(204);
-        return void res.end();
-      }
-      return send(res, result.status, result.body);
-    } catch (err) {
-      sendHttpError(res, toHttpError(err), this.#logger);
+  }
+
+  /** The per-IP token bucket: the first and cheapest refusal, before anything is parsed. */
+  #admit(req: IncomingMessage): void {
+    if (!this.#limiter.take(rateLimitKey(req.socket.remoteAddress))) {
+      this.#opts.metrics?.httpRejections.inc({ reason: "rate_limit" });
+      throw rateLimited();
     }
+  }
+
+  /** /healthz and /metrics, which need no deps; false when the request is for neither. */
+  async #serveOperational(req: IncomingMessage, res: ServerResponse, url: URL, exchange: Exchange): Promise<boolean> {
+    if (url.pathname === "/healthz" && (req.method === "GET" || req.method === "HEAD")) {
+      exchange.route = "healthz";
+      const health = this.#opts.health ? await this.#opts.health() : { ok: true };
+      send(res, health.ok ? 200 : 503, { status: health.ok ? "ok" : "unavailable", ...health.detail });
+      return true;
+    }
+    if (url.pathname === "/metrics" && req.method === "GET" && this.#opts.metrics) {
+      exchange.route = "metrics";
+      await this.#metrics(req, res);
+      return true;
+    }
+    return false;
+  }
+
+  /** Blob bodies are streamed, so those routes run their own pipeline (blob-routes.ts). */
+  async #serveBlob(
+    match: BlobRouteMatch,
+    req: IncomingMessage,
+    res: ServerResponse,
+    deps: { store: ControlDeps["store"]; blobs: BlobStore },
+  ): Promise<void> {
+    await handleBlobRoute(match, {
+      req,
+      res,
+      blobs: deps.blobs,
+      store: deps.store,
+      inflight: this.#inflight,
+      logger: this.#logger,
+      metrics: this.#opts.metrics,
+      authenticate: async (bodySha256) => (await this.#authenticate(req, bodySha256, deps.store)).signPub ?? "",
+    });
+  }
+
+  /** A JSON route: match, bounded body, signature, then the body's shape, then the handler. */
+  async #serveJson(req: IncomingMessage, res: ServerResponse, url: URL, exchange: Exchange): Promise<void> {
+    const deps = this.#opts.deps;
+    const { route, params } = matchRoute(req, url, deps ? router.match(req.method ?? "GET", url.pathname) : undefined);
+    exchange.route = route.name;
+    const raw = await this.#readBody(req);
+    let signer = "";
+    if (route.auth === "signed") {
+      const auth = await this.#authenticate(req, sha256Hex(raw), deps!.store);
+      if (this.#nonces instanceof NonceCache) this.#opts.metrics?.nonceCacheSize.set(this.#nonces.size);
+      // `off`/`soft` without a verified key: the route runs with no signer and its
+      // membership checks refuse, so those modes never widen access.
+      signer = auth.signPub ?? "";
+    }
+    const body = parseJsonBody(req, raw, route);
+    const result = await route.handler({ req, url, params, signer, body, deps: { ...deps!, logger: this.#logger } });
+    if (result.status === 204) {
+      res.writeHead(204);
+      return void res.end();
+    }
+    send(res, result.status, result.body);
+  }
+
+  /** The body under the JSON ceiling and the global in-flight budget; refusals are counted. */
+  async #readBody(req: IncomingMessage): Promise<Buffer> {
+    return readBody(req, { limit: JSON_BODY_LIMIT, inflight: this.#inflight }).catch((err: unknown) => {
+      if (err instanceof HttpError && (err.status === 413 || err.status === 503)) {
+        this.#opts.metrics?.httpRejections.inc({ reason: err.status === 413 ? "body_limit" : "inflight_limit" });
+      }
+      throw err;
+    });
+  }
+
+  #authenticate(req: IncomingMessage, bodySha256: string, store: ControlDeps["store"]): Promise<AuthResult> {
+    return authenticateRequest({
+      method: req.method ?? "GET",
+      uri: req.url ?? "/",
+      headers: req.headers,
+      bodySha256,
+      mode: this.#opts.authMode ?? "enforce",
+      store,
+      nonces: this.#nonces,
+      logger: this.#logger,
+    });
   }
 
   async #metrics(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -249,6 +253,56 @@ export class ControlServer {
     res.writeHead(200, { "content-type": contentType, "content-length": Buffer.byteLength(body) });
     res.end(body);
   }
+}
+
+/** What the request's log line and metrics need once the response is finished. */
+interface Exchange {
+  route: string;
+}
+
+/**
+ * The request's URL, routed on the path exactly as sent (and signed): a leading "//"
+ * must not be read as a host, and dot segments are refused rather than resolved.
+ */
+function requestUrl(req: IncomingMessage): URL {
+  const rawUrl = req.url ?? "/";
+  if (!rawUrl.startsWith("/") || /(^|\/)\.{1,2}(\/|\?|$)|\/\//.test(rawUrl.split("?")[0]!)) {
+    throw new HttpError(400, "the request path must be absolute, without empty, '.' or '..' segments");
+  }
+  return new URL(`https://control.invalid${rawUrl}`);
+}
+
+function matchRoute(
+  req: IncomingMessage,
+  url: URL,
+  match: RouteMatch<Route> | { allow: string[] } | undefined,
+): RouteMatch<Route> {
+  if (!match) throw new HttpError(404, `no route for ${req.method} ${url.pathname.slice(0, 200)}`);
+  if (!("route" in match)) {
+    throw new HttpError(405, `${req.method} is not allowed here; use ${match.allow.join(" or ")}`, {
+      headers: { allow: match.allow.join(", ") },
+    });
+  }
+  return match;
+}
+
+/** The JSON body, `{}` for an empty body on a route with a schema, checked against that schema. */
+function parseJsonBody(req: IncomingMessage, raw: Buffer, route: Route): unknown {
+  let body: unknown;
+  if (raw.length > 0) {
+    if (!/^application\/json\b/i.test(req.headers["content-type"] ?? "")) {
+      throw new HttpError(415, "send the body as application/json");
+    }
+    try {
+      body = JSON.parse(raw.toString("utf8"));
+    } catch {
+      throw new HttpError(400, "the request body is not valid JSON");
+    }
+  } else if (route.schema) {
+    body = {};
+  }
+  if (route.schema) validateBody(route, body);
+  return body;
 }
 
 export function isLoopback(address: string | undefined): boolean {
