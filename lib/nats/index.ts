@@ -11,5 +11,16 @@ export {
 } from "./binary.ts";
 export type { NatsConfigOptions } from "./config.ts";
 export { buildNatsConfig, renderNatsConfig } from "./config.ts";
-export type { NatsPorts, NatsProcessState, NatsServerProcessOptions, NatsStopOptions } from "./process.ts";
+export { NatsCrashedError } from "./errors.ts";
+export type {
+  NatsExitInfo,
+  NatsPorts,
+  NatsProcessEvents,
+  NatsProcessState,
+  NatsRestartedEvent,
+  NatsRestartingEvent,
+  NatsServerProcessOptions,
+  NatsStopOptions,
+} from "./process.ts";
 export { isProcessAlive, NatsServerProcess } from "./process.ts";
+export type { NatsExitRecord, NatsSuperviseOptions } from "./supervisor.ts";

@@ -8,11 +8,14 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { InvalidArgumentError, NatsBinaryError, NatsStartError, type NatsStartReason, StateError } from "../errors.ts";
 import { type Logger, silentLogger } from "../log/index.ts";
 import { type NatsConfigOptions, renderNatsConfig } from "./config.ts";
+import { NatsCrashedError } from "./errors.ts";
 import { classify, LEVEL, LogRing, readLines } from "./output.ts";
 import { type NatsPorts, probeClient, probeHealth, probeHost, readPortsFile } from "./readiness.ts";
+import { type NatsExitRecord, type NatsSuperviseOptions, RestartPolicy, resolveSupervise } from "./supervisor.ts";
 import { armWatchdog, type Watchdog } from "./watchdog.ts";
 
-export type NatsProcessState = "new" | "starting" | "running" | "stopping" | "stopped" | "failed";
+/** `restarting`: a supervised server died on its own and waits out its backoff before it starts again. */
+export type NatsProcessState = "new" | "starting" | "running" | "restarting" | "stopping" | "stopped" | "failed";
 
 export type { NatsPorts } from "./readiness.ts";
 
@@ -34,6 +37,8 @@ export interface NatsServerProcessOptions {
   stopTimeoutMs?: number;
   /** Lines of server output kept for recentLog() and start errors; default 200. */
   logLines?: number;
+  /** Restart the server when it dies on its own; `true` for the defaults. Default: no supervision. */
+  supervise?: NatsSuperviseOptions | boolean;
 }
 
 export interface NatsStopOptions {
@@ -53,9 +58,29 @@ export interface NatsExitInfo {
   expected: boolean;
 }
 
-type Events = {
+export interface NatsRestartingEvent {
+  /** 1 for the first restart after a healthy run, counting up while restarts keep failing. */
+  attempt: number;
+  delayMs: number;
+  /** What ended the server (or the previous attempt). */
+  exit: NatsExitRecord;
+}
+
+export interface NatsRestartedEvent {
+  attempt: number;
+  ports: NatsPorts;
+  pid: number;
+}
+
+export type NatsProcessEvents = {
   state: [state: NatsProcessState, previous: NatsProcessState];
   exit: [info: NatsExitInfo];
+  /** A supervised server ended on its own; it starts again after `delayMs`. */
+  restarting: [info: NatsRestartingEvent];
+  /** A supervised restart is ready, on the ports it had before. */
+  restarted: [info: NatsRestartedEvent];
+  /** The server died on its own and stays down: not supervised, or its restart budget is spent. */
+  failed: [error: NatsCrashedError];
 };
 
 /** How a stop ends the server: SIGTERM, SIGKILL, or lame duck first. */
@@ -116,11 +141,16 @@ async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> 
  * when a start fails or the server dies on its own. Emits `state` on every transition and `exit`
  * whenever the server process ends.
  *
+ * With `supervise`, a server that dies on its own while running goes `restarting → starting →
+ * running` again on the same ports (events `restarting`, `restarted`), with exponential backoff
+ * and a budget per time window (supervisor.ts); once the budget is spent it ends in `failed` and
+ * emits `failed` with a NatsCrashedError, as an unsupervised server does at its first crash.
+ *
  * The server runs in its own process group (so a terminal's Ctrl-C reaches only Node, which then
  * stops servers in order) and is watched by a watchdog (see watchdog.ts) that kills it if this
  * process dies without stopping it.
  */
-export class NatsServerProcess extends EventEmitter<Events> {
+export class NatsServerProcess extends EventEmitter<NatsProcessEvents> {
   readonly name: string;
   readonly #binary: string;
   readonly #workDir: string;
@@ -138,6 +168,14 @@ export class NatsServerProcess extends EventEmitter<Events> {
   #stopping: Promise<void> | undefined;
   #abort: "stop" | "kill" | undefined;
   #runMark = 0;
+  readonly #policy: RestartPolicy | undefined;
+  /** Bumped by every start() and stop(): work left over from a crash checks it before acting. */
+  #epoch = 0;
+  /** The cleanup after a crash, which then restarts or gives up. Never rejects. */
+  #recovery: Promise<void> | undefined;
+  #runningSince = 0;
+  #restarts = 0;
+  #lastExit: NatsExitRecord | undefined;
 
   constructor(opts: NatsServerProcessOptions) {
     super();
@@ -168,6 +206,8 @@ export class NatsServerProcess extends EventEmitter<Events> {
     this.#readyTimeoutMs = opts.readyTimeoutMs ?? 10_000;
     this.#stopTimeoutMs = opts.stopTimeoutMs ?? 5_000;
     this.#ring = new LogRing(opts.logLines ?? 200);
+    const supervise = resolveSupervise(opts.supervise);
+    this.#policy = supervise && new RestartPolicy(supervise);
   }
 
   get state(): NatsProcessState {
@@ -212,6 +252,19 @@ export class NatsServerProcess extends EventEmitter<Events> {
     }
   }
 
+  /** Supervised restarts begun since construction (successful or not). */
+  get restarts(): number {
+    return this.#restarts;
+  }
+
+  /**
+   * The last time the server ended without being asked to: a crash while running, or a supervised
+   * restart that did not get ready. Its `log` is complete by the time `restarting` or `failed` fires.
+   */
+  get lastExit(): NatsExitRecord | undefined {
+    return this.#lastExit;
+  }
+
   /** The last lines the server wrote (stdout and stderr, oldest first). */
   recentLog(): string[] {
     return this.#ring.all();
@@ -226,30 +279,15 @@ export class NatsServerProcess extends EventEmitter<Events> {
   async start(): Promise<NatsPorts> {
     const allowed = ["new", "stopped", "failed"] as const;
     if (!(allowed as readonly string[]).includes(this.#state)) throw new StateError(allowed, this.#state, "start()");
-    this.#abort = undefined;
-    this.#setState("starting");
-    const started = performance.now();
-    const launching = this.#launch();
-    this.#starting = launching;
-    try {
-      const ports = await launching;
-      this.#ports = ports;
-      this.#learned = ports;
-      this.#setState("running");
-      this.#log.info({ pid: this.pid, ports, ms: Math.round(performance.now() - started) }, "nats-server is ready");
-      return { ...ports };
-    } catch (err) {
-      this.#setState(this.#abort ? "stopped" : "failed");
-      throw err;
-    } finally {
-      this.#starting = undefined;
-    }
+    this.#epoch++;
+    this.#policy?.reset();
+    return this.#bringUp();
   }
 
   /**
    * SIGTERM, then SIGKILL after stopTimeoutMs; resolves when the process is gone and its ports
    * file removed. With `lameDuck`, lame-duck mode comes first (see NatsStopOptions). Idempotent; a
-   * call during start() aborts the start.
+   * call during start() aborts the start, one while `restarting` cancels the pending restart.
    */
   async stop(opts: NatsStopOptions = {}): Promise<void> {
     const lameDuckMs = opts.lameDuckMs ?? DEFAULT_LAME_DUCK_MS;
@@ -269,6 +307,8 @@ export class NatsServerProcess extends EventEmitter<Events> {
         this.#abort ??= "stop";
         await this.#starting?.catch(() => {});
         return this.stop(opts);
+      case "restarting":
+        return this.#shutdown("graceful");
       case "running":
         return this.#shutdown(opts.lameDuck ? { lameDuckMs } : "graceful");
     }
@@ -290,17 +330,21 @@ export class NatsServerProcess extends EventEmitter<Events> {
         this.#abort = "kill";
         await this.#starting?.catch(() => {});
         return this.kill();
+      case "restarting":
       case "running":
         return this.#shutdown("kill");
     }
   }
 
-  /** Stops the server if it runs and starts it again on the ports it had before. */
+  /**
+   * Stops the server if it runs and starts it again on the ports it had before. While
+   * `restarting`, restarts now instead of after the backoff (with a fresh budget).
+   */
   async restart(): Promise<NatsPorts> {
     if (this.#state === "starting" || this.#state === "stopping") {
-      throw new StateError(["new", "running", "stopped", "failed"], this.#state, "restart()");
+      throw new StateError(["new", "running", "restarting", "stopped", "failed"], this.#state, "restart()");
     }
-    if (this.#state === "running") await this.stop();
+    if (this.#state === "running" || this.#state === "restarting") await this.stop();
     return this.start();
   }
 
@@ -316,9 +360,9 @@ export class NatsServerProcess extends EventEmitter<Events> {
   }
 
   /** A throwing listener must not derail a start or a stop half way. */
-  #emitSafely<K extends keyof Events>(event: K, ...args: Events[K]): void {
+  #emitSafely<K extends keyof NatsProcessEvents>(event: K, ...args: NatsProcessEvents[K]): void {
     try {
-      (this.emit as (e: K, ...a: Events[K]) => boolean)(event, ...args);
+      (this.emit as (e: K, ...a: NatsProcessEvents[K]) => boolean)(event, ...args);
     } catch (err) {
       this.#log.warn({ err, event }, "a listener threw");
     }
@@ -348,6 +392,40 @@ export class NatsServerProcess extends EventEmitter<Events> {
     return this.#ring.since(this.#runMark).slice(-n);
   }
 
+  /** `starting → running`, else `failed`, `stopped` or (supervised) `restarting`: start() and restarts alike. */
+  #bringUp(attempt?: number): Promise<NatsPorts> {
+    this.#abort = undefined;
+    this.#setState("starting");
+    const up = this.#launchUntilReady(attempt);
+    this.#starting = up;
+    const clear = () => {
+      if (this.#starting === up) this.#starting = undefined;
+    };
+    up.then(clear, clear); // also observes the rejection: nobody awaits a supervised restart
+    return up;
+  }
+
+  async #launchUntilReady(attempt: number | undefined): Promise<NatsPorts> {
+    const started = performance.now();
+    try {
+      const ports = await this.#launch();
+      this.#ports = ports;
+      this.#learned = ports;
+      this.#runningSince = performance.now();
+      this.#setState("running");
+      this.#log.info({ pid: this.pid, ports, ms: Math.round(performance.now() - started) }, "nats-server is ready");
+      if (attempt !== undefined && this.pid !== undefined) {
+        this.#emitSafely("restarted", { attempt, ports: { ...ports }, pid: this.pid });
+      }
+      return { ...ports };
+    } catch (err) {
+      if (this.#abort) this.#setState("stopped");
+      else if (attempt !== undefined) this.#onRestartFailed(err as Error);
+      else this.#setState("failed");
+      throw err;
+    }
+  }
+
   async #launch(): Promise<NatsPorts> {
     const conf = this.#effectiveConfig();
     const text = renderNatsConfig(conf);
@@ -357,6 +435,7 @@ export class NatsServerProcess extends EventEmitter<Events> {
     await fsp.writeFile(file, text, { mode: 0o600 });
     await fsp.chmod(file, 0o600); // writeFile's mode only applies to a new file
     this.#runMark = this.#ring.total;
+    this.#child = undefined; // so a failed spawn is never blamed on the previous process
     const child = await this.#spawn(conf);
     try {
       return await this.#waitReady(child, conf);
@@ -431,13 +510,65 @@ export class NatsServerProcess extends EventEmitter<Events> {
   }
 
   #onCrash(child: Child): void {
+    const epoch = this.#epoch; // before any listener of the state change can stop() us
+    const ranMs = performance.now() - this.#runningSince;
+    const { code, signal } = child.exitInfo ?? { code: null, signal: null };
     this.#ports = undefined;
+    this.#lastExit = { code, signal, at: new Date(), log: this.#runLog() };
+    this.#log.error({ code, signal, log: this.#runLog() }, "nats-server exited unexpectedly");
+    this.#recovery = this.#recover(child, epoch, ranMs);
+    this.#setState(this.#policy ? "restarting" : "failed");
+  }
+
+  /** Reaps what the crashed server left (watchdog, ports file, last output), then restarts or gives up. */
+  async #recover(child: Child, epoch: number, ranMs: number): Promise<void> {
+    try {
+      await this.#terminate(child, "kill");
+    } catch (err) {
+      this.#log.warn({ err }, "cleanup after crash failed");
+    }
+    if (epoch !== this.#epoch || !this.#lastExit) return; // stopped or started again meanwhile
+    this.#lastExit = { ...this.#lastExit, log: this.#runLog() };
+    this.#afterFailure(this.#lastExit, ranMs);
+  }
+
+  #onRestartFailed(err: Error): void {
+    const info = this.#child?.exitInfo;
+    const log = err instanceof NatsStartError ? err.log : this.#runLog();
+    const exit = { code: info?.code ?? null, signal: info?.signal ?? null, at: new Date(), log, startError: err };
+    this.#lastExit = exit;
+    this.#log.warn({ err }, "a supervised restart of nats-server failed");
+    this.#afterFailure(exit, undefined);
+  }
+
+  /** Counts the failure against the budget: schedules the next restart, or gives up. */
+  #afterFailure(exit: NatsExitRecord, ranMs: number | undefined): void {
+    const policy = this.#policy;
+    const next = policy?.next(ranMs);
+    if (!policy || !next) {
+      this.#giveUp(exit);
+      return;
+    }
+    this.#setState("restarting");
+    if (this.#state !== "restarting") return; // a state listener stopped us
+    const epoch = this.#epoch;
+    // Scheduled before the event, so a listener's stop() finds the timer and clears it.
+    policy.schedule(next.delayMs, () => {
+      if (epoch !== this.#epoch || this.#state !== "restarting") return;
+      this.#restarts++;
+      void this.#bringUp(next.attempt);
+    });
+    this.#log.warn({ ...next, code: exit.code, signal: exit.signal }, "restarting nats-server");
+    this.#emitSafely("restarting", { ...next, exit });
+  }
+
+  #giveUp(exit: NatsExitRecord): void {
+    const policy = this.#policy;
+    const budget = policy && { failures: policy.failuresInWindow, windowMs: policy.options.windowMs };
+    const err = new NatsCrashedError(this.name, exit, budget);
+    if (policy) this.#log.error({ failures: budget?.failures }, "nats-server keeps dying; gave up restarting it");
     this.#setState("failed");
-    this.#log.error(
-      { code: child.exitInfo?.code, signal: child.exitInfo?.signal, log: this.#runLog() },
-      "nats-server exited unexpectedly",
-    );
-    void this.#terminate(child, "kill").catch((err) => this.#log.warn({ err }, "cleanup after crash failed"));
+    this.#emitSafely("failed", err);
   }
 
   async #waitReady(child: Child, conf: NatsConfigOptions): Promise<NatsPorts> {
@@ -509,11 +640,15 @@ export class NatsServerProcess extends EventEmitter<Events> {
     return new NatsStartError(reason, text[reason], tail);
   }
 
+  /** From `running` or `restarting`: ends the server and any pending restart. */
   async #shutdown(mode: StopMode): Promise<void> {
     const child = this.#child;
-    this.#setState("stopping");
+    const recovery = this.#recovery;
+    this.#epoch++;
+    this.#policy?.cancel();
     this.#stopping = (async () => {
       try {
+        await recovery; // never rejects
         if (child) await this.#terminate(child, mode);
       } finally {
         this.#ports = undefined;
@@ -522,6 +657,7 @@ export class NatsServerProcess extends EventEmitter<Events> {
         this.#log.info({ mode }, "nats-server stopped");
       }
     })();
+    this.#setState("stopping"); // after #stopping is set: a listener's stop() then waits for it
     return this.#stopping;
   }
 
