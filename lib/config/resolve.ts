@@ -152,7 +152,9 @@ export function describeConfig(resolved: ResolvedConfig): Record<string, { value
   const out: Record<string, { value: unknown; source: ConfigSource }> = {};
   for (const key of Object.keys(SETTINGS) as SettingKey[]) {
     const secret = (SETTINGS[key] as Setting).secret;
-    out[key] = { value: secret ? "[redacted]" : resolved.config[key], source: resolved.sources[key] };
+    // null, not undefined: an unset setting still shows in the JSON, as unset.
+    const value = secret ? "[redacted]" : (resolved.config[key] ?? null);
+    out[key] = { value, source: resolved.sources[key] };
   }
   return out;
 }

@@ -1,14 +1,23 @@
 /**
  * Every setting `unibus up` understands, in one table: its type, default, environment
- * variable and flag. The resolver reads all four layers through this table, so the
- * precedence and the error messages are the same for every key.
+ * variable, flag and help text. The resolver reads all four layers through this table
+ * and the CLI generates `up`'s flags from it, so the precedence, the spelling and the
+ * error messages are the same for every key.
  */
 export type SettingType = "string" | "integer" | "string[]" | "boolean";
 
 export interface Setting {
   type: SettingType;
+  /** `undefined`: unset unless given (the bus then decides, or the setting switches a mode on). */
   default: unknown;
+  /** The flag's help text. */
   description: string;
+  /** The flag's name when it is not the key's (a repeatable flag names one item: `--route`). */
+  flag?: string;
+  /** A one-letter alias (`-d`). */
+  short?: string;
+  /** The flag's value placeholder in --help; default "value". */
+  arg?: string;
   /** Allowed values, for enums. */
   enum?: readonly string[];
   minimum?: number;
@@ -18,60 +27,140 @@ export interface Setting {
 }
 
 export const SETTINGS = {
-  dataDir: { type: "string", default: ".unibus", description: "where the CA, keys, store and JetStream data live" },
-  host: { type: "string", default: "127.0.0.1", description: "bind address of NATS and the control plane" },
+  dataDir: {
+    type: "string",
+    default: ".unibus",
+    short: "d",
+    arg: "dir",
+    description: "where the CA, keys and store live, kept between runs (default .unibus)",
+  },
+  host: {
+    type: "string",
+    default: "127.0.0.1",
+    arg: "addr",
+    description: "bind address; anything but loopback requires TLS (always on) and encrypted rooms (default 127.0.0.1)",
+  },
   natsPort: {
     type: "integer",
     default: 4222,
     minimum: -1,
     maximum: 65535,
-    description: "NATS client port (-1: random)",
+    arg: "port",
+    description: "NATS client port, -1 for a random one (default 4222)",
   },
   controlPort: {
     type: "integer",
     default: 8470,
     minimum: 0,
     maximum: 65535,
-    description: "control-plane HTTPS port (0: random)",
+    arg: "port",
+    description: "control-plane HTTPS port, 0 for a random one (default 8470)",
   },
   monitorPort: {
     type: "integer",
     default: 8222,
     minimum: -1,
     maximum: 65535,
-    description: "nats-server monitoring port, loopback only (-1: random)",
+    arg: "port",
+    description: "nats-server monitoring port, loopback only, -1 for random (default 8222)",
   },
-  hostnames: { type: "string[]", default: [], description: "extra host names or addresses for the server certificate" },
+  hostnames: {
+    type: "string[]",
+    default: [],
+    flag: "hostname",
+    arg: "name",
+    description: "extra host name or address for the server certificate (repeatable)",
+  },
   store: {
     type: "string",
     default: "auto",
     enum: ["auto", "sqlite", "kv"],
-    description:
-      "control-plane store: sqlite (a file) or kv (replicated JetStream KV); auto: sqlite alone, kv in a cluster",
+    arg: "backend",
+    description: "sqlite, kv or auto (default auto: sqlite alone, kv in a cluster)",
   },
   logLevel: {
     type: "string",
     default: "info",
     enum: ["trace", "debug", "info", "warn", "error", "fatal", "silent"],
-    description: "log level",
+    arg: "level",
+    description: "trace, debug, info, warn, error (default info)",
   },
   logFormat: {
     type: "string",
     default: "auto",
     enum: ["auto", "json", "pretty"],
-    description: "log lines as JSON, or readable (auto: readable on a terminal)",
+    arg: "format",
+    description: "json, pretty or auto (default auto: pretty on a terminal)",
+  },
+  // The range is the cluster's own (MAX_NODES in lib/bus), checked here so a bad value names the flag.
+  cluster: {
+    type: "integer",
+    default: undefined,
+    minimum: 2,
+    maximum: 9,
+    arg: "n",
+    description: "start n nodes on this machine as one cluster; node i listens on each port + i",
+  },
+  clusterPort: {
+    type: "integer",
+    default: 6222,
+    minimum: -1,
+    maximum: 65535,
+    arg: "port",
+    description: "first route port, -1 for random (default 6222)",
+  },
+  // Unset by default: naming the cluster, like a route, makes a single bus a cluster member.
+  clusterName: {
+    type: "string",
+    default: undefined,
+    arg: "name",
+    description: "cluster name, the same on every node (default unibus)",
+  },
+  serverName: {
+    type: "string",
+    default: undefined,
+    arg: "name",
+    description: "this node's unique name in a cluster of machines (default unibus-1)",
+  },
+  routes: {
+    type: "string[]",
+    default: [],
+    flag: "route",
+    arg: "url",
+    description:
+      "nats-route://host:port of every node, this one included; makes this node a cluster member (repeatable)",
+  },
+  clusterAdvertise: {
+    type: "string",
+    default: undefined,
+    arg: "host:port",
+    description: "where the other nodes reach this one's route port",
+  },
+  // JetStream replicates 1-5 ways; the bus checks the node count.
+  replicas: {
+    type: "integer",
+    default: undefined,
+    minimum: 1,
+    maximum: 5,
+    arg: "n",
+    description: "JetStream replicas of room streams (default: min(3, nodes))",
   },
 } as const satisfies Record<string, Setting>;
 
 export type SettingKey = keyof typeof SETTINGS;
 
-type ValueOf<S extends Setting> = S["type"] extends "integer"
+type TypeOf<S extends Setting> = S["type"] extends "integer"
   ? number
   : S["type"] extends "string[]"
     ? string[]
     : S["type"] extends "boolean"
       ? boolean
-      : string;
+      : S extends { enum: readonly (infer E)[] }
+        ? E
+        : string;
+
+/** A setting without a default stays undefined until some layer gives it. */
+type ValueOf<S extends Setting> = S["default"] extends undefined ? TypeOf<S> | undefined : TypeOf<S>;
 
 export type UnibusConfig = { -readonly [K in SettingKey]: ValueOf<(typeof SETTINGS)[K]> };
 
@@ -80,9 +169,10 @@ export function envName(key: string): string {
   return `UNIBUS_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
 }
 
-/** `natsPort` → `--nats-port`. */
+/** `natsPort` → `--nats-port`; `routes` → `--route` (its `flag`). */
 export function flagName(key: string): string {
-  return `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+  const name = (SETTINGS as Record<string, Setting>)[key]?.flag ?? key;
+  return `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
 }
 
 /** The JSON schema of a config file (`unibus.config.json` or package.json's `unibus` key). */

@@ -3,8 +3,9 @@
 import fs from "node:fs";
 import path from "node:path";
 import t from "tap";
-import { describeConfig, envName, flagName, resolveConfig } from "../../lib/config/index.ts";
-import { runCli } from "../helpers/cli.ts";
+import { MAX_NODES } from "../../lib/bus/index.ts";
+import { describeConfig, envName, flagName, resolveConfig, SETTINGS, type SettingKey } from "../../lib/config/index.ts";
+import { oneLineError, runCli } from "../helpers/cli.ts";
 
 t.test("names: env and flag forms of a key", async (t) => {
   t.equal(envName("natsPort"), "UNIBUS_NATS_PORT");
@@ -125,4 +126,113 @@ t.test("unibus up --print-config applies the chain; a bad value is one line", as
   const bad = await runCli(["up", "--print-config"], { cwd, env: { UNIBUS_NATS_PORT: "nope" } });
   t.equal(bad.code, 1);
   t.equal(bad.stderr.trim(), 'unibus: UNIBUS_NATS_PORT="nope" must be an integer from -1 to 65535');
+});
+
+t.test("cluster settings: each through flag, env var and file, with its flag spelling", async (t) => {
+  const cases: { key: string; flag: unknown; env: string; file: unknown; want: unknown; wantEnv?: unknown }[] = [
+    { key: "cluster", flag: "3", env: "5", file: 4, want: 3 },
+    { key: "clusterPort", flag: "7222", env: "-1", file: 6333, want: 7222 },
+    { key: "clusterName", flag: "east", env: "west", file: "north", want: "east" },
+    { key: "serverName", flag: "n1", env: "n2", file: "n3", want: "n1" },
+    {
+      key: "routes",
+      flag: ["nats-route://a:6222", "nats-route://b:6222"],
+      env: "nats-route://c:6222, nats-route://d:6222",
+      file: ["nats-route://e:6222"],
+      want: ["nats-route://a:6222", "nats-route://b:6222"],
+      wantEnv: ["nats-route://c:6222", "nats-route://d:6222"],
+    },
+    {
+      key: "clusterAdvertise",
+      flag: "10.0.0.1:6222",
+      env: "10.0.0.2:6222",
+      file: "10.0.0.3:6222",
+      want: "10.0.0.1:6222",
+    },
+    { key: "replicas", flag: "2", env: "3", file: 1, want: 2 },
+  ];
+  for (const c of cases) {
+    const cwd = t.testdir({ "unibus.config.json": JSON.stringify({ [c.key]: c.file }) });
+    const env = { [envName(c.key)]: c.env };
+    const fromFlag = resolveConfig({ cwd, env, flags: { [c.key]: c.flag } });
+    t.same(fromFlag.config[c.key as SettingKey], c.want, `${c.key} from its flag`);
+    t.equal(fromFlag.sources[c.key as SettingKey], "flag");
+    const fromEnv = resolveConfig({ cwd, env });
+    t.same(
+      fromEnv.config[c.key as SettingKey],
+      c.wantEnv ?? (typeof c.file === "number" ? Number(c.env) : c.env),
+      `${c.key} from ${envName(c.key)}`,
+    );
+    t.equal(fromEnv.sources[c.key as SettingKey], "env");
+    const fromFile = resolveConfig({ cwd, env: {} });
+    t.same(fromFile.config[c.key as SettingKey], c.file, `${c.key} from the file`);
+    t.equal(fromFile.sources[c.key as SettingKey], "file");
+  }
+  t.equal(flagName("routes"), "--route");
+  t.equal(envName("routes"), "UNIBUS_ROUTES");
+  t.equal(flagName("clusterAdvertise"), "--cluster-advertise");
+});
+
+t.test("cluster settings: unset by default where the bus decides", async (t) => {
+  const r = resolveConfig({ cwd: t.testdir(), env: {} });
+  t.equal(r.config.cluster, undefined, "one bus unless --cluster");
+  t.equal(r.config.clusterName, undefined, "naming a cluster makes a member");
+  t.equal(r.config.serverName, undefined);
+  t.equal(r.config.clusterAdvertise, undefined);
+  t.equal(r.config.replicas, undefined);
+  t.equal(r.config.clusterPort, 6222);
+  t.same(r.config.routes, []);
+  t.equal(SETTINGS.cluster.maximum, MAX_NODES, "the table's node range is the cluster's");
+});
+
+t.test("cluster settings: a bad value is refused naming the key where it came from", async (t) => {
+  const cwd = t.testdir();
+  const flagCases: [Record<string, unknown>, RegExp][] = [
+    [{ cluster: "1" }, /^--cluster="1" must be an integer from 2 to 9$/],
+    [{ cluster: "three" }, /^--cluster="three" must be an integer/],
+    [{ clusterPort: "6222x" }, /^--cluster-port="6222x" must be an integer from -1 to 65535$/],
+    [{ replicas: "0" }, /^--replicas="0" must be an integer from 1 to 5$/],
+    [{ clusterName: "" }, /^--cluster-name="" must be a non-empty string$/],
+  ];
+  for (const [flags, message] of flagCases) {
+    t.throws(() => resolveConfig({ cwd, env: {}, flags }), { code: "CONFIG", message }, JSON.stringify(flags));
+  }
+  t.throws(() => resolveConfig({ cwd, env: { UNIBUS_REPLICAS: "6" } }), {
+    code: "CONFIG",
+    message: /^UNIBUS_REPLICAS="6" must be an integer from 1 to 5$/,
+  });
+  t.throws(() => resolveConfig({ cwd, env: { UNIBUS_CLUSTER: "10" } }), {
+    code: "CONFIG",
+    message: /^UNIBUS_CLUSTER="10"/,
+  });
+  const fileCases: [Record<string, unknown>, RegExp][] = [
+    [{ cluster: 1 }, /"cluster" must be an integer from 2 to 9/],
+    [{ routes: "nats-route://a:6222" }, /"routes" must be a list of strings/],
+    [{ clusterAdvertise: 6222 }, /"clusterAdvertise" must be a non-empty string/],
+    [{ replicas: 9 }, /"replicas" must be an integer from 1 to 5/],
+  ];
+  for (const [values, message] of fileCases) {
+    const dir = t.testdir({ "unibus.config.json": JSON.stringify(values) });
+    t.throws(() => resolveConfig({ cwd: dir, env: {} }), { code: "CONFIG", message }, JSON.stringify(values));
+  }
+});
+
+t.test("unibus up: a bad cluster value names its flag; --cluster with --route is refused", async (t) => {
+  const cwd = t.testdir();
+  const bad = await runCli(["up", "--cluster", "1"], { cwd });
+  oneLineError(t, bad, /^unibus: --cluster="1" must be an integer from 2 to 9$/, "--cluster 1");
+  const replicas = await runCli(["up", "--replicas", "x", "--route", "nats-route://a:6222"], { cwd });
+  oneLineError(t, replicas, /^unibus: --replicas="x" must be an integer/, "--replicas x");
+  const mixed = await runCli(["up", "--cluster", "3", "--route", "nats-route://a:6222"], { cwd });
+  oneLineError(t, mixed, /--cluster starts every node on this machine; --route, --server-name/, "--cluster --route");
+  t.notOk(fs.existsSync(path.join(cwd, ".unibus")), "nothing started");
+  const shown = await runCli(["up", "--print-config", "--route", "nats-route://a:1", "--route", "nats-route://b:2"], {
+    cwd,
+    env: { UNIBUS_CLUSTER_NAME: "east" },
+  });
+  t.equal(shown.code, 0, shown.stderr);
+  const settings = JSON.parse(shown.stdout).settings;
+  t.same(settings.routes, { value: ["nats-route://a:1", "nats-route://b:2"], source: "flag" });
+  t.same(settings.clusterName, { value: "east", source: "env" });
+  t.same(settings.replicas, { value: null, source: "default" }, "unset shows as null");
 });

@@ -2,68 +2,27 @@ import path from "node:path";
 import type { Command } from "commander";
 import { startCluster, type UnibusCluster } from "../../bus/cluster.ts"; // cluster
 import { startUnibus, type Unibus } from "../../bus/unibus.ts";
-import { describeConfig, resolveConfig, SETTINGS } from "../../config/index.ts";
+import { describeConfig } from "../../config/index.ts";
 import { createLogger } from "../../log/index.ts";
 import { removeRunInfo, runningPid, writeRunInfo } from "../../ops/run-file.ts";
-import { CliError, collect, printJson } from "../output.ts";
+import { chooseStoreBackend } from "../../store/index.ts";
+import { CliError, printJson } from "../output.ts";
+import { configOption, resolveCommandConfig, settingOptions } from "../settings.ts";
 
 interface UpOptions {
   json?: boolean;
   printConfig?: boolean;
-  config?: string;
-  // ---- cluster ----
-  cluster?: string;
-  clusterPort?: string;
-  clusterName?: string;
-  serverName?: string;
-  route?: string[];
-  clusterAdvertise?: string;
-  replicas?: string;
-  // ---- end cluster ----
 }
 
 export function upCommand(program: Command): void {
-  program
+  const up = program
     .command("up")
-    .description("start a bus: nats-server with TLS, the auth callout and the control plane")
-    .option(
-      "-d, --data-dir <dir>",
-      `where the CA, keys and store live, kept between runs (default ${SETTINGS.dataDir.default})`,
-    )
-    .option(
-      "--host <addr>",
-      "bind address; anything but loopback requires TLS (always on) and encrypted rooms (default 127.0.0.1)",
-    )
-    .option("--nats-port <port>", "NATS client port, -1 for a random one (default 4222)")
-    .option("--control-port <port>", "control-plane HTTPS port, 0 for a random one (default 8470)")
-    .option("--monitor-port <port>", "nats-server monitoring port, loopback only, -1 for random (default 8222)")
-    .option("--hostname <name>", "extra host name or address for the server certificate (repeatable)", collect)
-    .option("--store <backend>", "sqlite, kv or auto (default auto: sqlite alone, kv in a cluster)")
-    .option("--log-level <level>", "trace, debug, info, warn, error (default info)")
-    .option("--log-format <format>", "json, pretty or auto (default auto: pretty on a terminal)")
-    .option("--config <file>", "read settings from this JSON file instead of ./unibus.config.json")
+    .description("start a bus: nats-server with TLS, the auth callout and the control plane");
+  configOption(settingOptions(up))
     .option("--print-config", "print the effective configuration (and where each value came from), then exit")
     .option("--json", "print one JSON line when ready; logs as JSON on stderr")
-    // ---- cluster ----
-    .option("--cluster <n>", "start n nodes on this machine as one cluster; node i listens on each port + i")
-    .option("--cluster-port <port>", "first route port, -1 for random (default 6222)")
-    .option("--cluster-name <name>", "cluster name, the same on every node (default unibus)")
-    .option("--server-name <name>", "this node's unique name in a cluster of machines (default unibus-1)")
-    .option(
-      "--route <url>",
-      "nats-route://host:port of every node, this one included; makes this node a cluster member (repeatable)",
-      collect,
-    )
-    .option("--cluster-advertise <host:port>", "where the other nodes reach this one's route port")
-    .option("--replicas <n>", "JetStream replicas of room streams (default: min(3, nodes))")
-    // ---- end cluster ----
     .action(async (opts: UpOptions, cmd: Command) => {
-      const flags: Record<string, unknown> = {};
-      for (const key of Object.keys(SETTINGS)) {
-        const option = key === "hostnames" ? "hostname" : key;
-        if (cmd.getOptionValueSource(option) === "cli") flags[key] = cmd.getOptionValue(option);
-      }
-      const resolved = resolveConfig({ flags, ...(opts.config ? { configFile: opts.config } : {}) });
+      const resolved = resolveCommandConfig(cmd);
       if (opts.printConfig) {
         printJson({ ...(resolved.file ? { file: resolved.file } : {}), settings: describeConfig(resolved) });
         return;
@@ -74,7 +33,7 @@ export function upCommand(program: Command): void {
       const level = opts.json || cfg.logLevel !== "info" ? cfg.logLevel : "warn";
       const logger = createLogger({
         level: opts.json ? level : "silent",
-        format: opts.json ? "json" : (cfg.logFormat as "json" | "pretty" | "auto"),
+        format: opts.json ? "json" : cfg.logFormat,
       });
       const dataDir = path.resolve(cfg.dataDir);
       await refuseIfRunning(dataDir);
@@ -95,14 +54,14 @@ export function upCommand(program: Command): void {
       process.on("SIGINT", () => void stop("SIGINT"));
       process.on("SIGTERM", () => void stop("SIGTERM"));
       // ---- cluster ----
-      if (opts.cluster !== undefined) {
-        if (opts.route || opts.serverName || opts.clusterAdvertise) {
+      if (cfg.cluster !== undefined) {
+        if (cfg.routes.length > 0 || cfg.serverName !== undefined || cfg.clusterAdvertise !== undefined) {
           throw new CliError(
             "--cluster starts every node on this machine; --route, --server-name and --cluster-advertise are for one node of a cluster of machines (see docs/clustering.md)",
           );
         }
         cluster = await startCluster({
-          nodes: intOption(opts.cluster, "--cluster"),
+          nodes: cfg.cluster,
           dataDir,
           host: cfg.host,
           hostnames: cfg.hostnames,
@@ -110,11 +69,11 @@ export function upCommand(program: Command): void {
             nats: cfg.natsPort,
             control: cfg.controlPort,
             monitoring: cfg.monitorPort,
-            cluster: opts.clusterPort === undefined ? 6222 : intOption(opts.clusterPort, "--cluster-port"),
+            cluster: cfg.clusterPort,
           },
-          ...(opts.clusterName ? { name: opts.clusterName } : {}),
-          ...(opts.replicas ? { replicas: intOption(opts.replicas, "--replicas") } : {}),
-          ...(cfg.store !== "auto" ? { store: cfg.store as "sqlite" | "kv" } : {}),
+          ...(cfg.clusterName !== undefined ? { name: cfg.clusterName } : {}),
+          ...(cfg.replicas !== undefined ? { replicas: cfg.replicas } : {}),
+          store: chooseStoreBackend(cfg.store, true),
           logger,
         });
         const ready = {
@@ -138,23 +97,23 @@ export function upCommand(program: Command): void {
         return;
       }
       const member =
-        opts.route !== undefined || opts.clusterName !== undefined
+        cfg.routes.length > 0 || cfg.clusterName !== undefined
           ? {
               cluster: {
-                name: opts.clusterName ?? "unibus",
-                port: opts.clusterPort === undefined ? 6222 : intOption(opts.clusterPort, "--cluster-port"),
-                routes: opts.route ?? [],
-                ...(opts.clusterAdvertise ? { advertise: opts.clusterAdvertise } : {}),
+                name: cfg.clusterName ?? "unibus",
+                port: cfg.clusterPort,
+                routes: cfg.routes,
+                ...(cfg.clusterAdvertise !== undefined ? { advertise: cfg.clusterAdvertise } : {}),
               },
-              ...(opts.replicas ? { replicas: intOption(opts.replicas, "--replicas") } : {}),
+              ...(cfg.replicas !== undefined ? { replicas: cfg.replicas } : {}),
             }
           : {};
       // ---- end cluster ----
-      const store = cfg.store === "auto" ? ("cluster" in member ? "kv" : "sqlite") : (cfg.store as "sqlite" | "kv");
+      const store = chooseStoreBackend(cfg.store, "cluster" in member);
       bus = await startUnibus({
         ...member, // cluster
         store,
-        ...(opts.serverName ? { serverName: opts.serverName } : {}), // cluster
+        ...(cfg.serverName !== undefined ? { serverName: cfg.serverName } : {}),
         dataDir,
         host: cfg.host,
         hostnames: cfg.hostnames,
@@ -195,14 +154,7 @@ export function upCommand(program: Command): void {
     });
 }
 
-// cluster
-function intOption(value: string, flag: string): number {
-  const n = Number(value);
-  if (!/^-?\d+$/.test(value) || !Number.isSafeInteger(n))
-    throw new CliError(`${flag} must be a whole number; got ${value}`);
-  return n;
-}
-
+/** Two buses on one data dir would fight over the store and the ports. */
 async function refuseIfRunning(dataDir: string): Promise<void> {
   const pid = await runningPid(dataDir);
   if (pid === undefined) return;
