@@ -3,19 +3,11 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import t, { type Test } from "tap";
 import type { Unibus } from "../../lib/bus/unibus.ts";
 import { connect } from "../../lib/client/connect.ts";
-import { ControlClient } from "../../lib/client/control.ts";
-import type { Identity } from "../../lib/crypto/identity.ts";
-import { client, member, nextReconnect, testBus } from "../helpers/bus.ts";
+import { api, client, member, nextReconnect, testBus } from "../helpers/bus.ts";
 
 interface Room {
   id: string;
   subject: string;
-}
-
-function api(t: Test, bus: Unibus, identity: Identity): ControlClient {
-  const c = new ControlClient({ baseUrl: bus.controlUrl, ca: bus.caPem, identity });
-  t.teardown(() => c.close());
-  return c;
 }
 
 async function refusedSubscribe(t: Test, nc: NatsConnection, subject: string): Promise<void> {

@@ -9,8 +9,7 @@ import path from "node:path";
 import type { Readable } from "node:stream";
 import v8 from "node:v8";
 import vm from "node:vm";
-import t, { type Test } from "tap";
-import type { Unibus } from "../../lib/bus/unibus.ts";
+import t from "tap";
 import { ControlClient } from "../../lib/client/control.ts";
 import { authenticateRequest } from "../../lib/control/auth.ts";
 import { handleBlobRoute, matchBlobRoute, uploadOutlivesRequestTimeout } from "../../lib/control/blob-routes.ts";
@@ -20,7 +19,7 @@ import { SERVER_LIMITS } from "../../lib/control/limits.ts";
 import { NonceCache } from "../../lib/control/nonce-cache.ts";
 import { sha256Hex, signRequest } from "../../lib/crypto/canonical.ts";
 import type { Identity } from "../../lib/crypto/identity.ts";
-import { member, testBus } from "../helpers/bus.ts";
+import { api, member, testBus } from "../helpers/bus.ts";
 import { NATS_SERVER } from "../helpers/nats.ts";
 
 const KiB = 1024;
@@ -30,12 +29,6 @@ const CAP = 256 * KiB;
 
 function refused(status: number, code?: string) {
   return { name: "ControlPlaneError", status, ...(code ? { code } : {}) };
-}
-
-function api(t: Test, bus: Unibus, identity: Identity): ControlClient {
-  const c = new ControlClient({ baseUrl: bus.controlUrl, ca: bus.caPem, identity });
-  t.teardown(() => c.close());
-  return c;
 }
 
 async function createRoom(c: ControlClient): Promise<string> {

@@ -3,6 +3,7 @@ import { type NatsConnection, connect as natsConnect } from "@nats-io/transport-
 import type { Test } from "tap";
 import { type StartUnibusOptions, startUnibus, type Unibus } from "../../lib/bus/unibus.ts";
 import { connect, type UnibusClient } from "../../lib/client/connect.ts";
+import { ControlClient } from "../../lib/client/control.ts";
 import { createIdentity, type Identity } from "../../lib/crypto/identity.ts";
 
 /** A fresh bus for one test, stopped in teardown. */
@@ -27,6 +28,13 @@ export async function client(t: Test, bus: Unibus, identity: Identity): Promise<
     identity,
     timeoutMs: 5000,
   });
+  t.teardown(() => c.close());
+  return c;
+}
+
+/** A control-plane client that signs every request as `identity`; closed in teardown. */
+export function api(t: Test, bus: Unibus, identity: Identity): ControlClient {
+  const c = new ControlClient({ baseUrl: bus.controlUrl, ca: bus.caPem, identity });
   t.teardown(() => c.close());
   return c;
 }
