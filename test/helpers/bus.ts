@@ -20,6 +20,7 @@ export async function member(bus: Unibus, handle: string, role: "admin" | "membe
   return id;
 }
 
+/** A connected client, closed in teardown unless the test closed it first (closing twice is an error). */
 export async function client(t: Test, bus: Unibus, identity: Identity): Promise<UnibusClient> {
   const c = await connect({
     natsUrl: bus.natsUrl,
@@ -28,6 +29,13 @@ export async function client(t: Test, bus: Unibus, identity: Identity): Promise<
     identity,
     timeoutMs: 5000,
   });
+  let closed = false;
+  const close = c.close.bind(c);
+  c.close = async () => {
+    if (closed) return;
+    closed = true;
+    await close();
+  };
   t.teardown(() => c.close());
   return c;
 }

@@ -3,16 +3,15 @@
 import fs from "node:fs";
 import path from "node:path";
 import { Writable } from "node:stream";
-import t, { type Test } from "tap";
+import t from "tap";
 import { nkeySigner } from "../../lib/auth/authenticator.ts";
-import type { Unibus } from "../../lib/bus/unibus.ts";
-import { connect, type UnibusClient } from "../../lib/client/connect.ts";
+import { connect } from "../../lib/client/connect.ts";
 import { ControlClient } from "../../lib/client/control.ts";
 import type { Room, RoomMessage } from "../../lib/client/room.ts";
 import { registrationProofMessage } from "../../lib/control/routes.ts";
 import { createIdentity, type Identity } from "../../lib/crypto/identity.ts";
 import { createLogger } from "../../lib/log/index.ts";
-import { connectOnce, member, testBus } from "../helpers/bus.ts";
+import { client, connectOnce, member, reconnected, testBus } from "../helpers/bus.ts";
 
 /** Every textual form a secret's bytes could take in a log line. */
 function forms(bytes: Uint8Array): string[] {
@@ -64,34 +63,6 @@ function capture() {
     },
   });
   return { lines, logger: createLogger({ level: "trace", destination }) };
-}
-
-async function client(t: Test, bus: Unibus, identity: Identity): Promise<UnibusClient> {
-  const c = await connect({
-    natsUrl: bus.natsUrl,
-    controlUrl: bus.controlUrl,
-    ca: bus.caPem,
-    identity,
-    timeoutMs: 5000,
-  });
-  // Closing twice is an error; the workload closes its clients before the scan.
-  let closed = false;
-  const close = c.close.bind(c);
-  c.close = async () => {
-    if (closed) return;
-    closed = true;
-    await close();
-  };
-  t.teardown(() => c.close());
-  return c;
-}
-
-async function reconnected(c: UnibusClient, action: () => Promise<unknown>): Promise<void> {
-  const back = (async () => {
-    for await (const s of c.nc.status()) if (s.type === "reconnect") return;
-  })();
-  await action();
-  await back;
 }
 
 async function until(got: RoomMessage[], n: number): Promise<void> {
