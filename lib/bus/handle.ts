@@ -4,7 +4,7 @@
  * files are, which store backend, one lifecycle and one stop.
  */
 import type { AccessChange } from "../control/routes.ts";
-import type { NatsPorts } from "../nats/index.ts";
+import type { NatsPorts, NatsRestartedEvent, NatsRestartingEvent } from "../nats/index.ts";
 import type { StoreBackend } from "../store/index.ts";
 
 /**
@@ -43,6 +43,16 @@ export interface UnibusEvents extends BusHandleEvents {
   "nats-ready": [ports: NatsPorts];
   /** A membership or allowlist change the control plane made; live connections were told. */
   "access-change": [change: AccessChange];
+  /** nats-server ended on its own; it starts again after `delayMs` (supervision). */
+  "nats-restarting": [event: NatsRestartingEvent];
+  /** A supervised restart of nats-server is ready; service connections and clients reconnect on their own. */
+  "nats-restarted": [event: NatsRestartedEvent];
+  /**
+   * The node failed for good (nats-server out of its restart budget): the state is `failed`.
+   * Also emitted as `"error"` when that event has listeners — never as an uncaught one.
+   */
+  failed: [error: Error];
+  error: [error: Error];
 }
 
 /** A cluster's events: its own state, and each node's as it changes. */

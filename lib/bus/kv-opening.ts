@@ -57,6 +57,11 @@ export class KvOpening {
     this.#opts = opts;
   }
 
+  /** The store's service connection (for health), once connected. */
+  get connection(): NatsConnection | undefined {
+    return this.#conn;
+  }
+
   /** Until the KV nonce bucket is open, every signed request is refused (503), never let through unremembered. */
   readonly nonces: NonceStore = {
     checkAndRemember: (key, ttlMs) =>

@@ -21,6 +21,11 @@ export class RoomStreams {
     this.#opts = opts;
   }
 
+  /** The service connection (for health), once started. */
+  get connection(): NatsConnection | undefined {
+    return this.#nc;
+  }
+
   async start(): Promise<void> {
     const { keys, servers, caPem } = this.#opts;
     this.#nc = await connect({

@@ -23,7 +23,7 @@ import { InvalidArgumentError, NotFoundError, StateError } from "../errors.ts";
 import { createLogger, type Logger } from "../log/index.ts";
 import { BusMetrics, instrumentStore } from "../metrics/index.ts";
 import type { NatsClusterOptions } from "../nats/config.ts";
-import { type NatsPorts, NatsServerProcess, resolveNatsServer } from "../nats/index.ts";
+import { type NatsPorts, NatsServerProcess, type NatsSuperviseOptions, resolveNatsServer } from "../nats/index.ts";
 import { createStoreHolder, type StoreHolder } from "../store/holder.ts";
 import {
   type BucketReplication,
@@ -45,6 +45,7 @@ import {
   urlHost,
 } from "../tls/index.ts";
 import type { BusHandle, BusState, UnibusEvents } from "./handle.ts";
+import { type HealthReport, LinkWatch, natsAnswers, type PartName, reportOf } from "./health.ts";
 import { holdAdmission, KV_AUTH_TIMEOUT_S, KV_DECISION_TIMEOUT_MS, KvOpening } from "./kv-opening.ts";
 import { type BusLayout, busLayout, natsConfigFor } from "./layout.ts";
 import { RoomStreams } from "./streams.ts";
@@ -68,6 +69,11 @@ export interface StartUnibusOptions {
   store?: StoreBackend;
   /** KV store tuning: bucket name prefix (default `unibus_`), per-operation bound (default 3000 ms). */
   kv?: { bucketPrefix?: string; timeoutMs?: number };
+  /**
+   * Restart nats-server when it ends on its own (crash, OOM kill), with backoff and a
+   * budget; past the budget the bus is `failed` and emits `failed`. Default: on.
+   */
+  supervise?: NatsSuperviseOptions | boolean;
   /** Path of the nats-server binary; default: resolved (env, cache, PATH, download). */
   natsServer?: string;
   /** The node's server name. Default "unibus-1". */
@@ -154,6 +160,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
   /** Settles when the store is open (at once for SQLite; after the buckets exist for KV). */
   #storeReady: Promise<void> = Promise.resolve();
   #kv?: KvOpening;
+  readonly #links: Partial<Record<PartName, LinkWatch>> = {};
   #blobs?: BlobStore;
   #natsUrl = "";
   #controlUrl = "";
@@ -340,6 +347,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       name: this.serverName,
       workDir: layout.natsDir,
       logger: this.#logger,
+      supervise: this.#opts.supervise ?? true,
       config: natsConfigFor({
         serverName: this.serverName,
         host,
@@ -353,6 +361,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
         ...(backend === "kv" ? { authTimeoutSeconds: KV_AUTH_TIMEOUT_S } : {}),
       }),
     });
+    this.#watchNats(this.#nats);
     const ports = await this.#nats.start();
     // Peers of a cluster can route to this node before its services are up.
     this.emit("nats-ready", ports);
@@ -386,9 +395,43 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       this.#control.listen(),
       clustered ? undefined : this.#storeReady,
     ]);
+    this.#watchLinks();
     this.#sweep = setInterval(() => void this.#sweepRevoked(), 250);
     this.#sweep.unref();
     this.#controlUrl = `https://${urlHost(this.#host)}:${controlPort}`;
+  }
+
+  /** Supervision's news, passed on; a node out of restart budget fails, loudly but never as an uncaught error. */
+  #watchNats(nats: NatsServerProcess): void {
+    nats.on("restarting", (event) => {
+      this.metrics.natsRestarts.inc({ node: this.serverName });
+      this.emit("nats-restarting", event);
+    });
+    nats.on("restarted", (event) => this.emit("nats-restarted", event));
+    nats.on("failed", (err) => {
+      if (!this.#isUp()) return;
+      this.#logger.error({ component: "bus", err: err.message }, "nats-server is down for good; the bus has failed");
+      this.#setState("failed");
+      this.emit("failed", err);
+      if (this.listenerCount("error") > 0) this.emit("error", err);
+    });
+  }
+
+  /**
+   * Each part of this node as observed now: nats-server (running and answering its
+   * monitoring endpoint), the service connections, the store. `ok` only while the bus is
+   * running and every part is up — what `/healthz` answers.
+   */
+  async health(): Promise<HealthReport> {
+    const link = (w: LinkWatch | undefined) => w?.up === true;
+    const parts: Partial<Record<PartName, boolean>> = {
+      nats: this.#nats?.state === "running" && (await natsAnswers(this.#monitorUrl)),
+      streams: link(this.#links.streams),
+      store: this.#holder?.current !== undefined,
+    };
+    if (this.#kv) parts.replay = link(this.#links.replay);
+    for (const [name, up] of Object.entries(parts)) this.metrics.partUp.set({ part: name }, up ? 1 : 0);
+    return reportOf(parts, this.#state === "running");
   }
 
   #openKv(services: ServiceParts, sqliteFile: string, clustered: boolean): void {
@@ -403,6 +446,17 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     });
     this.#storeReady = this.#kv.open({ retry: clustered });
     this.#storeReady.catch(() => {}); // observed by start() or whenStoreReady()
+  }
+
+  #watchLinks(): void {
+    const streams = this.#streams?.connection;
+    if (streams) this.#links.streams = new LinkWatch(streams);
+    // The KV store's connection exists once its opening began (at once: it connects first).
+    const watchReplay = () => {
+      const replay = this.#kv?.connection;
+      if (replay) this.#links.replay = new LinkWatch(replay);
+    };
+    this.#storeReady.then(watchReplay, watchReplay);
   }
 
   #makeCallout(services: ServiceParts, backend: StoreBackend): AuthCallout {
@@ -428,7 +482,10 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       certPem: cert.certPem,
       keyPem: cert.keyPem,
       logger: this.#logger,
-      health: async () => ({ ok: this.#state === "running" && this.#holder?.current !== undefined }),
+      health: async () => {
+        const report = await this.health();
+        return { ok: report.ok, detail: { parts: report.parts, ...(report.down ? { down: report.down } : {}) } };
+      },
       metrics: this.metrics,
       beforeScrape: () => this.#refreshLiveMetrics(),
       deps: {

@@ -69,6 +69,19 @@ export class BusMetrics {
     registers: [this.registry],
   });
 
+  readonly natsRestarts = new Counter({
+    name: "unibus_nats_restarts_total",
+    help: "Supervised restarts of this node's nats-server after it ended on its own",
+    labelNames: ["node"] as const,
+    registers: [this.registry],
+  });
+  readonly partUp = new Gauge({
+    name: "unibus_part_up",
+    help: "1 while a part of this node works (nats, callout, kicker, streams, store), 0 while it is down",
+    labelNames: ["part"] as const,
+    registers: [this.registry],
+  });
+
   constructor() {
     this.registry.setContentType(Registry.PROMETHEUS_CONTENT_TYPE);
   }

@@ -88,7 +88,7 @@ t.test("the control plane answers /healthz over TLS from the bus CA", async (t) 
   t.teardown(() => dispatcher.close());
   const res = await request(`${bus.controlUrl}/healthz`, { dispatcher });
   t.equal(res.statusCode, 200);
-  t.same(await res.body.json(), { status: "ok" });
+  t.same(await res.body.json(), { status: "ok", parts: { nats: "up", streams: "up", store: "up" } });
   const missing = await request(`${bus.controlUrl}/nope`, { dispatcher });
   t.equal(missing.statusCode, 404);
   await missing.body.dump();

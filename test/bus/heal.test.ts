@@ -1,0 +1,151 @@
+// The bus heals itself and its health tells the truth: nats-server killed (as the OOM
+// killer would) comes back on the same port, clients and the bus's own connections
+// resume, persisted history is intact, and /healthz says 503 — naming the part — for
+// exactly as long as something is down. Past the restart budget the bus fails, loudly.
+import { once } from "node:events";
+import { setTimeout as sleep } from "node:timers/promises";
+import t, { type Test } from "tap";
+import { Agent, request } from "undici";
+import type { Unibus } from "../../lib/bus/unibus.ts";
+import { NatsCrashedError } from "../../lib/nats/index.ts";
+import { isProcessAlive } from "../../lib/nats/process.ts";
+import { client, member, testBus } from "../helpers/bus.ts";
+
+interface Health {
+  status: number;
+  body: { status: string; parts?: Record<string, string>; down?: string[] };
+}
+
+async function health(bus: Unibus, dispatcher: Agent): Promise<Health> {
+  const res = await request(`${bus.controlUrl}/healthz`, { dispatcher });
+  return { status: res.statusCode, body: (await res.body.json()) as Health["body"] };
+}
+
+/** Polls /healthz until `want` holds (bounded by the test's timeout, not by a threshold). */
+async function healthUntil(bus: Unibus, dispatcher: Agent, want: (h: Health) => boolean): Promise<Health> {
+  for (;;) {
+    const h = await health(bus, dispatcher);
+    if (want(h)) return h;
+    await sleep(20);
+  }
+}
+
+function trusting(t: Test, bus: Unibus): Agent {
+  const agent = new Agent({ connect: { ca: bus.caPem } });
+  t.teardown(() => agent.close());
+  return agent;
+}
+
+t.test(
+  "SIGKILL of nats-server: /healthz goes 503 naming nats, the server comes back, everything resumes",
+  async (t) => {
+    const bus = await testBus(t);
+    const agent = trusting(t, bus);
+    const healthy = await health(bus, agent);
+    t.equal(healthy.status, 200, "healthy at first");
+    t.match(healthy.body.parts, { nats: "up", streams: "up", store: "up" }, "every part is named");
+
+    const alice = await member(bus, "alice");
+    const c = await client(t, bus, alice);
+    const room = await c.createRoom({ encrypt: true, persist: true });
+    await room.publish(new TextEncoder().encode("before"));
+    const received: string[] = [];
+    const sub = room.subscribe();
+    void (async () => {
+      for await (const m of sub) received.push(new TextDecoder().decode(m.data));
+    })();
+    await c.nc.flush();
+
+    const pid = bus.natsPid!;
+    const restarting = once(bus, "nats-restarting");
+    const restarted = once(bus, "nats-restarted");
+    process.kill(pid, "SIGKILL");
+    const [event] = await restarting;
+    t.equal(event.exit.signal, "SIGKILL", "the restart names the signal");
+    const down = await healthUntil(bus, agent, (h) => h.status === 503);
+    t.match(down.body, { status: "unavailable" }, "503 while nats-server is down");
+    t.ok(down.body.down?.length, `the body names what is down (${down.body.down})`);
+    await restarted;
+    t.not(bus.natsPid, pid, "a new nats-server runs");
+    t.notOk(isProcessAlive(pid), "the old one is gone");
+    await healthUntil(bus, agent, (h) => h.status === 200);
+    t.equal(bus.state, "running");
+
+    // The subscribed client is back on its own and receives; history kept what was stored.
+    for (let i = 0; received.length === 0; i++) {
+      await room.publish(new TextEncoder().encode(`after-${i}`));
+      await sleep(50);
+    }
+    t.match(received[0], /^after-/, "an already-subscribed client receives after the restart");
+    const history = [];
+    for await (const m of room.history()) history.push(new TextDecoder().decode(m.data));
+    t.equal(history[0], "before", "persisted history is intact");
+
+    const metrics = await request(`${bus.controlUrl}/metrics`, { dispatcher: agent });
+    t.match(await metrics.body.text(), /unibus_nats_restarts_total\{node="unibus-1"\} 1/, "the restart is counted");
+  },
+);
+
+t.test("SIGSTOP of nats-server: 503 while it is frozen, 200 after SIGCONT, no restart", async (t) => {
+  const bus = await testBus(t);
+  const agent = trusting(t, bus);
+  const pid = bus.natsPid!;
+  let restarts = 0;
+  bus.on("nats-restarting", () => restarts++);
+  process.kill(pid, "SIGSTOP");
+  t.teardown(() => {
+    if (isProcessAlive(pid)) process.kill(pid, "SIGCONT");
+  });
+  const frozen = await healthUntil(bus, agent, (h) => h.status === 503);
+  t.ok(frozen.body.down?.includes("nats"), "nats is named as down");
+  process.kill(pid, "SIGCONT");
+  await healthUntil(bus, agent, (h) => h.status === 200);
+  t.equal(restarts, 0, "a frozen server is not restarted");
+  t.equal(bus.natsPid, pid, "the same server runs");
+});
+
+t.test(
+  "past the restart budget the bus fails: a typed error, state failed, 503, and stop() still cleans up",
+  async (t) => {
+    const bus = await testBus(t, { supervise: { maxRestarts: 1, windowMs: 60_000, initialDelayMs: 20 } });
+    const agent = trusting(t, bus);
+    const pids: number[] = [];
+    const failed = once(bus, "failed");
+    let errors = 0;
+    bus.on("error", () => errors++);
+    pids.push(bus.natsPid!);
+    process.kill(bus.natsPid!, "SIGKILL");
+    await once(bus, "nats-restarted");
+    pids.push(bus.natsPid!);
+    process.kill(bus.natsPid!, "SIGKILL");
+    const [err] = await failed;
+    t.ok(err instanceof NatsCrashedError, "a NatsCrashedError");
+    t.equal((err as NatsCrashedError).code, "NATS_CRASHED");
+    t.match((err as Error).message, /restart budget/, "the message says why it stays down");
+    t.equal(errors, 1, "also emitted as 'error' to a listener");
+    t.equal(bus.state, "failed");
+    const h = await health(bus, agent);
+    t.equal(h.status, 503, "a failed bus is unhealthy");
+    await bus.stop();
+    t.equal(bus.state, "stopped");
+    for (const pid of pids) t.notOk(isProcessAlive(pid), `nats-server ${pid} is gone`);
+  },
+);
+
+t.test("a bus without an 'error' listener that fails does not throw into its host", async (t) => {
+  const bus = await testBus(t, { supervise: { maxRestarts: 0, windowMs: 60_000 } });
+  const failed = once(bus, "failed");
+  process.kill(bus.natsPid!, "SIGKILL");
+  await failed;
+  t.equal(bus.listenerCount("error"), 0);
+  t.equal(bus.state, "failed", "failed, and the test process is still here");
+});
+
+t.test("supervise: false keeps the old behaviour: no restart, the bus fails at the first crash", async (t) => {
+  const bus = await testBus(t, { supervise: false });
+  const failed = once(bus, "failed");
+  process.kill(bus.natsPid!, "SIGKILL");
+  const [err] = await failed;
+  t.match((err as Error).message, /not supervised/);
+  t.equal(bus.state, "failed");
+});
