@@ -7,16 +7,11 @@ import { createIdentity } from "../../lib/crypto/identity.ts";
 import { isProcessAlive } from "../../lib/nats/process.ts";
 import { type BusStatus, collectStatus, formatStatus, runDoctor, statusExitCode } from "../../lib/ops/index.ts";
 import { newInviteToken, openStore } from "../../lib/store/index.ts";
+import { findNatsPid } from "../helpers/bus.ts";
 import { RANDOM_PORTS, runCli, upJson } from "../helpers/cli.ts";
 
 function up(t: Test, dataDir: string) {
   return upJson(t, ["--data-dir", dataDir, ...RANDOM_PORTS]);
-}
-
-function findNatsPid(dataDir: string): number | undefined {
-  const dir = path.join(dataDir, "nats", "unibus-1");
-  const file = fs.readdirSync(dir).find((f) => f.endsWith(".ports"));
-  return file ? Number(/_(\d+)\.ports$/.exec(file)?.[1]) : undefined;
 }
 
 t.test("a healthy bus: exit 0 with nodes, versions, ports, connections and counts", async (t) => {

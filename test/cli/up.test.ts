@@ -4,6 +4,7 @@ import t, { type Test } from "tap";
 import { connect } from "../../lib/client/connect.ts";
 import { createIdentity } from "../../lib/crypto/identity.ts";
 import { isProcessAlive } from "../../lib/nats/process.ts";
+import { findNatsPid } from "../helpers/bus.ts";
 import { RANDOM_PORTS, runCli, upJson } from "../helpers/cli.ts";
 
 async function up(t: Test, dataDir: string, extra: string[] = []) {
@@ -93,9 +94,3 @@ t.test("up refuses bad ports and a busy port with one line", async (t) => {
   first.child.kill("SIGTERM");
   await first.exited;
 });
-
-function findNatsPid(dataDir: string): number | undefined {
-  const dir = path.join(dataDir, "nats", "unibus-1");
-  const file = fs.readdirSync(dir).find((f) => f.endsWith(".ports"));
-  return file ? Number(/_(\d+)\.ports$/.exec(file)?.[1]) : undefined;
-}

@@ -1,6 +1,8 @@
+import fs from "node:fs";
 import net from "node:net";
 import { type NatsConnection, connect as natsConnect } from "@nats-io/transport-node";
 import type { Test } from "tap";
+import { busLayout } from "../../lib/bus/layout.ts";
 import { type StartUnibusOptions, startUnibus, type Unibus } from "../../lib/bus/unibus.ts";
 import { connect, type UnibusClient } from "../../lib/client/connect.ts";
 import { ControlClient } from "../../lib/client/control.ts";
@@ -98,4 +100,14 @@ export async function reconnected(c: UnibusClient, action: () => Promise<unknown
   const back = nextReconnect(c.nc);
   await action();
   await back;
+}
+
+/**
+ * The pid of the nats-server a bus in `dataDir` runs, read from the ports file
+ * nats-server writes (`<binary>_<pid>.ports`) into the node's dir.
+ */
+export function findNatsPid(dataDir: string, serverName = "unibus-1"): number | undefined {
+  const dir = busLayout(dataDir, serverName).natsDir;
+  const file = fs.readdirSync(dir).find((f) => f.endsWith(".ports"));
+  return file ? Number(/_(\d+)\.ports$/.exec(file)?.[1]) : undefined;
 }
