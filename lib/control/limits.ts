@@ -84,6 +84,46 @@ function stopReading(req: IncomingMessage, onData: (chunk: Buffer) => void): voi
   req.pause();
 }
 
+type Finish<T> = (err: unknown, value?: T) => void;
+
+interface BodyListeners {
+  data: (chunk: Buffer) => void;
+  end: () => void;
+  close: () => void;
+  /** Runs once when `finish` is first called, before the promise settles. */
+  settle?: (failed: boolean) => void;
+}
+
+/**
+ * Feeds the request's events to the listeners `make` returns until one of them calls
+ * `finish`; later calls are ignored. A refusal stops reading (`stopReading`) but leaves
+ * the socket to the caller, who still has to answer.
+ */
+function consumeRequest<T>(req: IncomingMessage, make: (finish: Finish<T>) => BodyListeners): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let settled = false;
+    const finish: Finish<T> = (err, value) => {
+      if (settled) return;
+      settled = true;
+      req.off("end", on.end);
+      req.off("error", onError);
+      req.off("close", on.close);
+      on.settle?.(Boolean(err));
+      if (err) {
+        stopReading(req, on.data);
+        reject(err);
+      } else resolve(value!);
+    };
+    const on = make(finish);
+    const onError = (err: Error) => finish(incomplete(err));
+    if (req.readableEnded) return finish(incomplete(alreadyConsumed()));
+    req.on("data", on.data);
+    req.on("end", on.end);
+    req.on("error", onError);
+    req.on("close", on.close);
+  });
+}
+
 export interface ReadBodyOptions {
   /** Maximum body size in bytes. */
   limit: number;
@@ -109,40 +149,24 @@ export function readBody(req: IncomingMessage, opts: ReadBodyOptions): Promise<B
   const reserved = declared ?? limit;
   if (inflight && !inflight.tryAcquire(reserved)) return Promise.reject(busy());
 
-  return new Promise<Buffer>((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let total = 0;
-    let settled = false;
-    const finish = (err: HttpError | undefined, body?: Buffer) => {
-      if (settled) return;
-      settled = true;
-      req.off("end", onEnd);
-      req.off("error", onError);
-      req.off("close", onClose);
-      if (inflight) inflight.release(reserved);
-      if (err) {
-        chunks.length = 0;
-        stopReading(req, onData);
-        reject(err);
-      } else resolve(body!);
-    };
-    const onData = (chunk: Buffer) => {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  return consumeRequest<Buffer>(req, (finish) => ({
+    data: (chunk) => {
       total += chunk.length;
       if (total > limit) return finish(tooLarge(limit));
       chunks.push(chunk);
-    };
-    const onEnd = () => {
+    },
+    end: () => {
       if (declared !== undefined && total !== declared) return finish(incomplete());
       finish(undefined, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total));
-    };
-    const onError = (err: Error) => finish(incomplete(err));
-    const onClose = () => finish(incomplete());
-    if (req.readableEnded) return finish(incomplete(alreadyConsumed()));
-    req.on("data", onData);
-    req.on("end", onEnd);
-    req.on("error", onError);
-    req.on("close", onClose);
-  });
+    },
+    close: () => finish(incomplete()),
+    settle: (failed) => {
+      if (inflight) inflight.release(reserved);
+      if (failed) chunks.length = 0;
+    },
+  }));
 }
 
 export interface StreamBodyOptions {
@@ -174,89 +198,93 @@ export interface StreamBodyResult {
  * rules as `readBody`. On rejection the caller must discard whatever `onChunk` stored.
  */
 export function streamBody(req: IncomingMessage, opts: StreamBodyOptions): Promise<StreamBodyResult> {
-  const { limit, onChunk, inflight } = opts;
-  checkLimit(limit);
+  checkLimit(opts.limit);
   let declared: number | undefined;
-  let hasher: ContentHashVerifier | undefined;
+  let verifier: ContentHashVerifier;
   try {
-    declared = declaredLength(req, limit);
+    declared = declaredLength(req, opts.limit);
     // An unsigned caller hashes anyway, so `sha256` is always reported.
-    hasher = new ContentHashVerifier(opts.expectSha256 ?? sha256Hex(""));
+    verifier = new ContentHashVerifier(opts.expectSha256 ?? sha256Hex(""));
   } catch (err) {
     return Promise.reject(err);
   }
-  const verifier = hasher;
+  return consumeRequest<StreamBodyResult>(req, (finish) => streamListeners(req, opts, declared, verifier, finish));
+}
 
-  return new Promise<StreamBodyResult>((resolve, reject) => {
-    let total = 0;
-    let settled = false;
-    let pending = 0;
-    let ended = false;
-    const finish = (err: unknown, result?: StreamBodyResult) => {
-      if (settled) return;
-      settled = true;
-      req.off("end", onEnd);
-      req.off("error", onError);
-      req.off("close", onClose);
-      if (err) {
-        stopReading(req, onData);
-        reject(err);
-      } else resolve(result!);
-    };
-    const complete = () => {
-      if (declared !== undefined && total !== declared) return finish(incomplete());
-      const sha256 = verifier.digestHex();
-      if (opts.expectSha256 !== undefined && sha256 !== opts.expectSha256) {
-        return finish(
-          new HttpError(401, "signature does not verify: the body does not match x-unibus-content-sha256", {
-            code: "AUTH_BODY_MISMATCH",
-          }),
-        );
-      }
-      finish(undefined, { bytes: total, sha256 });
-    };
-    const onData = (chunk: Buffer) => {
-      total += chunk.length;
-      if (total > limit) return finish(tooLarge(limit));
-      if (inflight && !inflight.tryAcquire(chunk.length)) return finish(busy());
-      verifier.update(chunk);
-      pending++;
-      req.pause();
-      let result: void | Promise<void>;
-      try {
-        result = onChunk(chunk);
-      } catch (err) {
-        result = Promise.reject(err);
-      }
-      Promise.resolve(result).then(
-        () => {
-          pending--;
-          inflight?.release(chunk.length);
-          if (settled) return;
-          if (ended) complete();
-          else req.resume();
-        },
-        (err: unknown) => {
-          pending--;
-          inflight?.release(chunk.length);
-          finish(err);
-        },
-      );
-    };
-    const onEnd = () => {
-      ended = true;
-      if (pending === 0) complete();
-    };
-    const onError = (err: Error) => finish(incomplete(err));
-    const onClose = () => {
-      if (!ended) finish(incomplete());
-    };
-    if (req.readableEnded) return finish(incomplete(alreadyConsumed()));
-    req.on("data", onData);
-    req.on("end", onEnd);
-    req.on("error", onError);
-    req.on("close", onClose);
-  });
+/**
+ * Hands each chunk to `onChunk` with the request paused until it is taken (the
+ * consumer's backpressure is ours), counting it in flight meanwhile; completes once
+ * the body ended and every chunk was taken.
+ */
+function streamListeners(
+  req: IncomingMessage,
+  opts: StreamBodyOptions,
+  declared: number | undefined,
+  verifier: ContentHashVerifier,
+  finish: Finish<StreamBodyResult>,
+): BodyListeners {
+  const { limit, onChunk, inflight } = opts;
+  let total = 0;
+  let pending = 0;
+  let ended = false;
+  let settled = false;
+  const complete = () => {
+    if (declared !== undefined && total !== declared) return finish(incomplete());
+    const outcome = checkedHash(verifier, opts.expectSha256);
+    if (outcome instanceof HttpError) return finish(outcome);
+    finish(undefined, { bytes: total, sha256: outcome });
+  };
+  const taken = (chunk: Buffer, failure?: { err: unknown }) => {
+    pending--;
+    inflight?.release(chunk.length);
+    if (failure) return finish(failure.err);
+    if (settled) return;
+    if (ended) complete();
+    else req.resume();
+  };
+  const data = (chunk: Buffer) => {
+    total += chunk.length;
+    if (total > limit) return finish(tooLarge(limit));
+    if (inflight && !inflight.tryAcquire(chunk.length)) return finish(busy());
+    verifier.update(chunk);
+    pending++;
+    req.pause();
+    handOver(onChunk, chunk).then(
+      () => taken(chunk),
+      (err: unknown) => taken(chunk, { err }),
+    );
+  };
+  const end = () => {
+    ended = true;
+    if (pending === 0) complete();
+  };
+  const close = () => {
+    if (!ended) finish(incomplete());
+  };
+  const settle = () => {
+    settled = true;
+  };
+  return { data, end, close, settle };
+}
+
+/** `onChunk`'s outcome as a promise, a synchronous throw included. */
+function handOver(onChunk: StreamBodyOptions["onChunk"], chunk: Buffer): Promise<void> {
+  try {
+    return Promise.resolve(onChunk(chunk));
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+/** The body's hash, or the 401 when it is not the signed one. */
+function checkedHash(verifier: ContentHashVerifier, expectSha256: string | undefined): string | HttpError {
+  const sha256 = verifier.digestHex();
+  if (expectSha256 !== undefined && sha256 !== expectSha256) {
+    return new HttpError(401, "signature does not verify: the body does not match x-unibus-content-sha256", {
+      code: "AUTH_BODY_MISMATCH",
+    });
+  }
+  return sha256;
 }
 
 export interface RateLimiterOptions {
