@@ -6,6 +6,7 @@
 import type { AccessChange } from "../control/routes.ts";
 import type { NatsPorts, NatsRestartedEvent, NatsRestartingEvent } from "../nats/index.ts";
 import type { StoreBackend } from "../store/index.ts";
+import type { HandoverResult } from "./handover.ts";
 
 /**
  * `new` → `starting` → `running` → `stopping` → `stopped`; `failed` when a start
@@ -52,6 +53,8 @@ export interface UnibusEvents extends BusHandleEvents {
    * Also emitted as `"error"` when that event has listeners — never as an uncaught one.
    */
   failed: [error: Error];
+  /** A cluster member stopping on purpose handed its JetStream leaderships over (see handover.ts). */
+  handover: [result: HandoverResult];
   error: [error: Error];
 }
 

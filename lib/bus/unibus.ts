@@ -45,6 +45,7 @@ import {
   urlHost,
 } from "../tls/index.ts";
 import type { BusHandle, BusState, UnibusEvents } from "./handle.ts";
+import { handOverLeaderships } from "./handover.ts";
 import { type HealthReport, LinkWatch, natsAnswers, type PartName, reportOf } from "./health.ts";
 import { holdAdmission, KV_AUTH_TIMEOUT_S, KV_DECISION_TIMEOUT_MS, KvOpening } from "./kv-opening.ts";
 import { type BusLayout, busLayout, natsConfigFor } from "./layout.ts";
@@ -160,6 +161,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
   /** Settles when the store is open (at once for SQLite; after the buckets exist for KV). */
   #storeReady: Promise<void> = Promise.resolve();
   #kv?: KvOpening;
+  #keys?: ServiceKeys;
   readonly #links: Partial<Record<PartName, LinkWatch>> = {};
   #blobs?: BlobStore;
   #natsUrl = "";
@@ -301,6 +303,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     this.#store = instrumentStore(this.#holder.store, this.metrics);
     this.#caPem = ca.certPem;
     this.#caFile = ca.certFile;
+    this.#keys = keys;
     return { layout, binary: binary.path, ca, keys, backend };
   }
 
@@ -514,7 +517,9 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     if (this.#state === "stopped") return;
     if (this.#state === "new") return this.#setState("stopped");
     this.#stopping ??= (async () => {
+      const handOver = this.#state === "running" && this.#opts.cluster !== undefined;
       this.#setState("stopping");
+      if (handOver) await this.#handOver();
       await this.#teardown({ keepFiles: false });
       this.#setState("stopped");
     })();
@@ -534,6 +539,26 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     if (this.#state === "new" || this.#state === "stopped") return this.stop();
     await this.#nats?.kill();
     await this.stop();
+  }
+
+  /** A cluster member leaving on purpose gives its JetStream leaderships away first (see handover.ts). */
+  async #handOver(): Promise<void> {
+    const app = this.#streams?.connection;
+    if (!app || !this.#keys || this.#nats?.state !== "running") return;
+    try {
+      const result = await handOverLeaderships({
+        serverName: this.serverName,
+        monitorUrl: this.#monitorUrl,
+        app,
+        servers: [this.#natsUrl],
+        caPem: this.#caPem,
+        keys: this.#keys,
+        logger: this.#logger,
+      });
+      this.emit("handover", result);
+    } catch (err) {
+      this.#logger.warn({ component: "bus", err: (err as Error).message }, "leadership handover failed");
+    }
   }
 
   #isUp(): boolean {
