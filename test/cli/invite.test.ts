@@ -1,5 +1,4 @@
 import fs from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import t, { type Test } from "tap";
 import { connect } from "../../lib/client/connect.ts";
@@ -8,6 +7,7 @@ import { loadOrCreateCa } from "../../lib/tls/index.ts";
 import { testBus } from "../helpers/bus.ts";
 import { oneLineError, RANDOM_PORTS, runCli, upJson } from "../helpers/cli.ts";
 import { tempDir } from "../helpers/fs.ts";
+import { freePort } from "../helpers/net.ts";
 
 interface Created {
   token: string;
@@ -39,14 +39,6 @@ function argsOf(command: string): string[] {
   const words = command.split(" ");
   if (words[0] !== "npx" || words[1] !== "unibus") throw new Error(`unexpected command ${command}`);
   return words.slice(2);
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((resolve) => s.listen(0, "127.0.0.1", resolve));
-  const { port } = s.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
 }
 
 /** `unibus up --json` as a user runs it; it writes the run file `invite create` reads. */

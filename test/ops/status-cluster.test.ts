@@ -2,7 +2,6 @@
 // R3 KV bucket named like the store's. Healthy reports the meta leader, peers and KV
 // replicas; one node killed makes it degraded, naming that node.
 import fs from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
@@ -10,18 +9,7 @@ import t from "tap";
 import { NatsServerProcess } from "../../lib/nats/index.ts";
 import { type BusStatus, collectStatus, formatStatus, nodeStatus, statusExitCode } from "../../lib/ops/index.ts";
 import { NATS_SERVER } from "../helpers/nats.ts";
-
-/** A port that was free a moment ago: routes must be known before the servers start. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+import { freePort } from "../helpers/net.ts";
 
 async function until(what: () => Promise<boolean>, attempts = 200): Promise<boolean> {
   for (let i = 0; i < attempts; i++) {
@@ -33,6 +21,7 @@ async function until(what: () => Promise<boolean>, attempts = 200): Promise<bool
 
 t.test("three nodes: meta leader, peers and KV replication; one node down is degraded", async (t) => {
   const dir = t.testdir();
+  // Routes must be known before the servers start.
   const routePorts = await Promise.all([freePort(), freePort(), freePort()]);
   const routes = routePorts.map((p) => `nats-route://127.0.0.1:${p}`);
   const nodes = routePorts.map(
