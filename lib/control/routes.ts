@@ -33,6 +33,11 @@ export interface ControlDeps {
   /** True when the control plane is bound to a non-loopback address: cleartext rooms are refused. */
   publicBind: boolean;
   onAccessChange?: (change: AccessChange) => Promise<void> | void;
+  /**
+   * Asked before a persisted room is created: throws (an HttpError, e.g. 507) when the
+   * rooms' storage budget cannot take one more, so no room is stored without its history.
+   */
+  reserveRoomStorage?: () => Promise<void>;
 }
 
 export interface RouteContext {
@@ -174,6 +179,7 @@ export const ROUTES: readonly Route[] = [
         throw new HttpError(400, "an encrypted room needs ownerSealedKey: the epoch-1 room key sealed to you");
       if (!encrypt && b.ownerSealedKey)
         throw new HttpError(400, "a cleartext room has no room key; drop ownerSealedKey");
+      if (b.persist) await ctx.deps.reserveRoomStorage?.();
       const id = b.id ?? newRoomId();
       const room = await ctx.deps.store.createRoom({
         id,
