@@ -9,6 +9,7 @@ import { checkNode, type Finding, formatFindings, runDoctor } from "../../lib/op
 import { openStore } from "../../lib/store/index.ts";
 import { issueCertificate, loadOrCreateCa, loadOrCreateServerCertificate } from "../../lib/tls/index.ts";
 import { runCli } from "../helpers/cli.ts";
+import { listenLocal } from "../helpers/net.ts";
 
 const RANDOM = { nats: -1, control: 0, monitoring: -1 };
 const RANDOM_ENV = { UNIBUS_NATS_PORT: "-1", UNIBUS_CONTROL_PORT: "0", UNIBUS_MONITOR_PORT: "-1" };
@@ -107,9 +108,7 @@ t.test("an expired server certificate is an error; one expiring soon a warning",
 
 t.test("a configured port held by another process is an error; a missing data dir a warning", async (t) => {
   const other = net.createServer();
-  await new Promise<void>((r) => other.listen(0, "127.0.0.1", r));
-  t.teardown(() => other.close());
-  const port = (other.address() as net.AddressInfo).port;
+  const port = await listenLocal(t, other);
   const dir = path.join(t.testdir(), "nothing-here");
   const findings = await runDoctor({ dataDir: dir, ports: { nats: port, control: 0, monitoring: -1 } });
   t.match(byCheck(findings, "port"), [

@@ -1,6 +1,5 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import https from "node:https";
-import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { Writable } from "node:stream";
 import t, { type Test } from "tap";
@@ -14,6 +13,7 @@ import { createLogger } from "../../lib/log/index.ts";
 import { openStore, type Store } from "../../lib/store/index.ts";
 import { loadOrCreateCa, loadOrCreateServerCertificate } from "../../lib/tls/index.ts";
 import { tempDir } from "../helpers/fs.ts";
+import { listenLocal } from "../helpers/net.ts";
 
 // A real HTTPS server whose one route reads the body, authenticates the request the
 // way the control plane does, and answers with the verified key. Real signatures,
@@ -109,15 +109,7 @@ async function harness(t: Test): Promise<Harness> {
   const server = https.createServer({ ...SERVER_LIMITS, cert: cert.certPem, key: cert.keyPem }, (req, res) => {
     void handle(req, res);
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  t.teardown(
-    () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  );
-  const port = (server.address() as AddressInfo).port;
+  const port = await listenLocal(t, server);
   const agent = new https.Agent({ ca: ca.certPem, keepAlive: true });
   t.teardown(() => agent.destroy());
 

@@ -4,7 +4,6 @@
 import crypto from "node:crypto";
 import fs from "node:fs/promises";
 import http from "node:http";
-import type { AddressInfo } from "node:net";
 import path from "node:path";
 import type { Readable } from "node:stream";
 import v8 from "node:v8";
@@ -21,6 +20,7 @@ import { sha256Hex, signRequest } from "../../lib/crypto/canonical.ts";
 import type { Identity } from "../../lib/crypto/identity.ts";
 import { api, member, testBus } from "../helpers/bus.ts";
 import { NATS_SERVER } from "../helpers/nats.ts";
+import { listenLocal } from "../helpers/net.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -393,15 +393,7 @@ t.test("an upload outlives the server's request timeout, a stalled one is cut", 
   server.on("clientError", (err, socket) => {
     if (!uploadOutlivesRequestTimeout(err, socket)) socket.destroy();
   });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  t.teardown(
-    () =>
-      new Promise<void>((r) => {
-        server.close(() => r());
-        server.closeAllConnections();
-      }),
-  );
-  const port = (server.address() as AddressInfo).port;
+  const port = await listenLocal(t, server);
 
   const parts = [0, 1, 2, 3].map(() => crypto.randomBytes(1024));
   const whole = Buffer.concat(parts);

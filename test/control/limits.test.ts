@@ -1,7 +1,6 @@
 import { once } from "node:events";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import https from "node:https";
-import type { AddressInfo } from "node:net";
 import tls from "node:tls";
 import t, { type Test } from "tap";
 import { HttpError, sendHttpError } from "../../lib/control/http-error.ts";
@@ -19,6 +18,7 @@ import {
 import { sha256Hex } from "../../lib/crypto/canonical.ts";
 import { loadOrCreateCa, loadOrCreateServerCertificate } from "../../lib/tls/index.ts";
 import { tempDir } from "../helpers/fs.ts";
+import { listenLocal } from "../helpers/net.ts";
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
 
@@ -39,15 +39,7 @@ async function serve(
     },
   );
   server.maxHeadersCount = MAX_HEADERS_COUNT;
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  t.teardown(
-    () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  );
-  return { port: (server.address() as AddressInfo).port, ca: ca.certPem, server };
+  return { port: await listenLocal(t, server), ca: ca.certPem, server };
 }
 
 function reply(res: ServerResponse, body: unknown): void {

@@ -3,7 +3,6 @@ import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { chmod, copyFile, mkdir, readdir, readFile, stat, symlink, utimes, writeFile } from "node:fs/promises";
 import http from "node:http";
-import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
@@ -23,6 +22,7 @@ import {
 import { readAptArchives, renderSourcesStanza } from "../../lib/nats/debian.ts";
 import { parseSha256Sums, releaseAssetBase, releaseTarget } from "../../lib/nats/release.ts";
 import { tempDir } from "../helpers/fs.ts";
+import { listenLocal } from "../helpers/net.ts";
 
 const run = promisify(execFile);
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -112,12 +112,7 @@ async function releaseServer(tt: Test, files: Record<string, string | Buffer> = 
     }
     res.writeHead(200, { "content-length": Buffer.byteLength(body) }).end(body);
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  tt.teardown(() => {
-    server.closeAllConnections();
-    return new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-  const { port } = server.address() as AddressInfo;
+  const port = await listenLocal(tt, server);
   return { url: `http://127.0.0.1:${port}`, requests };
 }
 

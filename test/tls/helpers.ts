@@ -3,6 +3,7 @@ import net from "node:net";
 import path from "node:path";
 import tls from "node:tls";
 import type { Teardown } from "../helpers/fs.ts";
+import { listenLocal } from "../helpers/net.ts";
 
 export async function modeOf(file: string): Promise<number> {
   return (await fs.stat(file)).mode & 0o777;
@@ -44,12 +45,7 @@ export async function startTlsServer(
     socket.end("hello");
   });
   server.on("tlsClientError", () => {});
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, host, () => resolve());
-  });
-  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
-  return { port: (server.address() as net.AddressInfo).port, seen };
+  return { port: await listenLocal(t, server, host), seen };
 }
 
 export type ClientResult =
