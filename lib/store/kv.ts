@@ -78,6 +78,7 @@ import {
 } from "./kv-layout.ts";
 import { bounded, bucketPrefixOf, isCasFailure, Timeout } from "./kv-ops.ts";
 import {
+  type ConsumeDecision,
   checkAddMember,
   checkCancelInvite,
   checkCreateInvite,
@@ -112,6 +113,8 @@ import {
   isRoomIdShape,
   lookupKey,
   parseInviteRef,
+  type ValidNewRoom,
+  type ValidRegistration,
   validateEpoch,
   validateInviteToken,
   validateNewInvite,
@@ -616,15 +619,7 @@ export class KvStore implements Store {
   createRoom(r: NewRoom): Promise<Room> {
     return this.#run("createRoom", async (ctx) => {
       const v = validateNewRoom(r);
-      const existing = await this.#roomRec(v.id);
-      const idTaken =
-        existing !== undefined &&
-        (existing.value.committed || (existing.value.lock !== null && existing.value.lock.until > Date.now()));
-      checkCreateRoom(v, {
-        owner: await this.#user(v.ownerSignPub),
-        idTaken,
-        subjectTaken: (await this.#subjectTaken(v.subject)).taken,
-      });
+      const existing = await this.#checkNewRoom(v);
       const now = Date.now();
       const room: Room = {
         id: v.id,
@@ -637,57 +632,12 @@ export class KvStore implements Store {
         createdAt: now,
       };
       const members: MemberEntry[] = [{ signPub: v.ownerSignPub, role: "owner", addedAt: now }];
-      const lock = { tag: crypto.randomBytes(6).toString("hex"), until: ctx.deadline + this.#timeoutMs };
-      const rk = key.room(v.id);
-      // 1. Claim the id with an uncommitted record (or take over one abandoned by a crash).
-      let rev: number;
-      try {
-        const data = encodeJson({ room, members, committed: false, lock } satisfies RoomRec);
-        rev =
-          existing === undefined
-            ? await this.#b.rooms.create(rk, data)
-            : await this.#b.rooms.update(rk, data, existing.revision);
-      } catch (err) {
-        if (!isCasFailure(err)) throw err;
-        throw new ConflictError(`a room with id ${v.id} already exists`);
-      }
+      const rev = await this.#claimRoomId(room, members, existing, ctx);
       const abandon = async () => {
-        await this.#b.rooms.delete(rk, { previousSeq: rev }).catch(() => {});
+        await this.#b.rooms.delete(key.room(v.id), { previousSeq: rev }).catch(() => {});
       };
-      // 2. Claim the subject.
-      const sk = key.subject(v.subject);
-      try {
-        // The id is ours now, so a claim naming it is a leftover of an earlier room with this id.
-        const s = await this.#subjectTaken(v.subject, v.id);
-        if (s.taken) throw new ConflictError(`another room already uses the subject ${v.subject}`);
-        const data = encodeJson({ roomId: v.id, at: now } satisfies SubjectClaim);
-        if (s.revision === undefined) await this.#b.subjects.create(sk, data);
-        else await this.#b.subjects.update(sk, data, s.revision);
-      } catch (err) {
-        await abandon();
-        if (isCasFailure(err)) throw new ConflictError(`another room already uses the subject ${v.subject}`);
-        throw err;
-      }
-      try {
-        // 3. We own the id: clear keys a crashed deleteRoom of an earlier room with this id may
-        // have left, then write the owner's key and index entry.
-        const stale = await listKeys(this.#b.keys, key.sealedRoom(v.id));
-        await Promise.all(stale.map((k) => this.#b.keys.delete(k)));
-        if (v.ownerSealedKey !== null) {
-          await this.#b.keys.put(key.sealed(v.id, v.ownerSignPub, 1), v.ownerSealedKey);
-        }
-        await this.#b.memberof.put(key.memberOf(v.ownerSignPub, v.id), "1");
-        // 4. Commit.
-        await this.#b.rooms.update(
-          rk,
-          encodeJson({ room, members, committed: true, lock: null } satisfies RoomRec),
-          rev,
-        );
-      } catch (err) {
-        // Fails harmlessly if the commit did land (the revision moved on).
-        await abandon();
-        throw err;
-      }
+      await this.#claimSubject(v.id, v.subject, now, abandon);
+      await this.#commitNewRoom(v, room, members, rev, abandon);
       // The owner may have been marked for deletion after our check: back out (see deleteUser).
       if ((await this.#user(v.ownerSignPub)) === undefined) {
         await this.#mutateRoom(v.id, ctx, async (cur) => ({ next: null, result: cur })).catch(() => {});
@@ -695,6 +645,87 @@ export class KvStore implements Store {
       }
       return room;
     });
+  }
+
+  /** The refusals of createRoom, before it writes anything; the id's current record, if any. */
+  async #checkNewRoom(v: ValidNewRoom): Promise<{ value: RoomRec; revision: number } | undefined> {
+    const existing = await this.#roomRec(v.id);
+    const idTaken =
+      existing !== undefined &&
+      (existing.value.committed || (existing.value.lock !== null && existing.value.lock.until > Date.now()));
+    checkCreateRoom(v, {
+      owner: await this.#user(v.ownerSignPub),
+      idTaken,
+      subjectTaken: (await this.#subjectTaken(v.subject)).taken,
+    });
+    return existing;
+  }
+
+  /** Claims the id with an uncommitted record (or takes over one abandoned by a crash); its revision. */
+  async #claimRoomId(
+    room: Room,
+    members: MemberEntry[],
+    existing: { revision: number } | undefined,
+    ctx: Ctx,
+  ): Promise<number> {
+    const lock = { tag: crypto.randomBytes(6).toString("hex"), until: ctx.deadline + this.#timeoutMs };
+    const rk = key.room(room.id);
+    try {
+      const data = encodeJson({ room, members, committed: false, lock } satisfies RoomRec);
+      return existing === undefined
+        ? await this.#b.rooms.create(rk, data)
+        : await this.#b.rooms.update(rk, data, existing.revision);
+    } catch (err) {
+      if (!isCasFailure(err)) throw err;
+      throw new ConflictError(`a room with id ${room.id} already exists`);
+    }
+  }
+
+  /** Claims the subject for the room whose id we now hold; on failure abandons the id. */
+  async #claimSubject(roomId: string, subject: string, now: number, abandon: () => Promise<void>): Promise<void> {
+    const sk = key.subject(subject);
+    try {
+      // The id is ours now, so a claim naming it is a leftover of an earlier room with this id.
+      const s = await this.#subjectTaken(subject, roomId);
+      if (s.taken) throw new ConflictError(`another room already uses the subject ${subject}`);
+      const data = encodeJson({ roomId, at: now } satisfies SubjectClaim);
+      if (s.revision === undefined) await this.#b.subjects.create(sk, data);
+      else await this.#b.subjects.update(sk, data, s.revision);
+    } catch (err) {
+      await abandon();
+      if (isCasFailure(err)) throw new ConflictError(`another room already uses the subject ${subject}`);
+      throw err;
+    }
+  }
+
+  /**
+   * We own the id: clears keys a crashed deleteRoom of an earlier room with this id may
+   * have left, writes the owner's key and index entry, then commits the record.
+   */
+  async #commitNewRoom(
+    v: ValidNewRoom,
+    room: Room,
+    members: MemberEntry[],
+    rev: number,
+    abandon: () => Promise<void>,
+  ): Promise<void> {
+    try {
+      const stale = await listKeys(this.#b.keys, key.sealedRoom(v.id));
+      await Promise.all(stale.map((k) => this.#b.keys.delete(k)));
+      if (v.ownerSealedKey !== null) {
+        await this.#b.keys.put(key.sealed(v.id, v.ownerSignPub, 1), v.ownerSealedKey);
+      }
+      await this.#b.memberof.put(key.memberOf(v.ownerSignPub, v.id), "1");
+      await this.#b.rooms.update(
+        key.room(v.id),
+        encodeJson({ room, members, committed: true, lock: null } satisfies RoomRec),
+        rev,
+      );
+    } catch (err) {
+      // Fails harmlessly if the commit did land (the revision moved on).
+      await abandon();
+      throw err;
+    }
   }
 
   getRoom(roomId: string): Promise<Room> {
@@ -945,63 +976,84 @@ export class KvStore implements Store {
       const ik = key.invite(tokenHash);
       for (;;) {
         this.#checkDeadline(ctx);
-        const cur = await this.#get<Invite>(this.#b.invites, ik);
-        const invite = cur?.value;
-        let decision: ReturnType<typeof decideConsume>;
-        try {
-          decision = decideConsume(invite, v.now, {
-            userExists: (await this.#userRec(v.signPub)) !== undefined,
-            handleTaken: invite !== undefined && (await this.#handleOwner(invite.handle)).taken,
-          });
-        } catch (err) {
-          // A racing registrant spends the invite (CAS) before it claims the handle: if
-          // the invite moved since we read it, the handle we saw taken is likely that
-          // winner's, and the honest answer is "spent" — read it again.
-          if (err instanceof InviteRefusedError && err.reason === "handle_taken") {
-            const again = await this.#get<Invite>(this.#b.invites, ik);
-            if (again?.revision !== cur?.revision) continue;
-          }
-          throw err;
-        }
-        const inv = invite!;
-        const spent: Invite = { ...inv, status: "spent", spentBy: v.signPub, spentAt: Date.now() };
-        let spentRev: number;
-        try {
-          // The single-use guarantee: only the caller whose CAS lands on the open revision spends it.
-          spentRev = await this.#b.invites.update(ik, encodeJson(spent), cur!.revision);
-        } catch (err) {
-          if (!isCasFailure(err)) throw err;
-          continue; // re-read: it is spent or cancelled now, and decideConsume says so
-        }
+        const spending = await this.#spendInvite(ik, v);
+        if (spending === undefined) continue;
         // Committed: the token stays spent even though no user was made.
-        if (decision === "user_exists") throw new UserExistsError(v.signPub);
-        const reopen = async () => {
-          await this.#b.invites.update(ik, encodeJson(inv), spentRev).catch(() => {});
-        };
-        if (!(await this.#claimHandle(inv.handle, v.signPub, ctx))) {
-          await reopen();
-          throw new InviteRefusedError("handle_taken");
-        }
-        const user: User = {
-          signPub: v.signPub,
-          kexPub: v.kexPub,
-          handle: inv.handle,
-          role: inv.role,
-          status: "active",
-          createdAt: Date.now(),
-          revokedAt: null,
-        };
-        try {
-          await this.#b.users.create(key.user(v.signPub), encodeJson(user));
-        } catch (err) {
-          if (!isCasFailure(err)) throw err;
-          // Registered meanwhile by another path: like SQLite, the token stays spent.
-          await this.#releaseHandle(inv.handle, v.signPub);
-          throw new UserExistsError(v.signPub);
-        }
-        return user;
+        if (spending.decision === "user_exists") throw new UserExistsError(v.signPub);
+        return await this.#registerInvited(ik, spending.invite, spending.spentRev, v, ctx);
       }
     });
+  }
+
+  /**
+   * One attempt at the single-use guarantee: only the caller whose CAS lands on the open
+   * revision spends the invite. Undefined when it moved meanwhile and must be read again.
+   */
+  async #spendInvite(
+    ik: string,
+    v: ValidRegistration,
+  ): Promise<{ invite: Invite; decision: ConsumeDecision; spentRev: number } | undefined> {
+    const cur = await this.#get<Invite>(this.#b.invites, ik);
+    const decision = await this.#decideConsume(ik, cur, v);
+    if (decision === undefined) return undefined;
+    const invite = cur!.value;
+    const spent: Invite = { ...invite, status: "spent", spentBy: v.signPub, spentAt: Date.now() };
+    try {
+      return { invite, decision, spentRev: await this.#b.invites.update(ik, encodeJson(spent), cur!.revision) };
+    } catch (err) {
+      if (!isCasFailure(err)) throw err;
+      return undefined; // re-read: it is spent or cancelled now, and decideConsume says so
+    }
+  }
+
+  /** decideConsume on what we read; undefined when a racing registrant makes the answer stale. */
+  async #decideConsume(
+    ik: string,
+    cur: { value: Invite; revision: number } | undefined,
+    v: ValidRegistration,
+  ): Promise<ConsumeDecision | undefined> {
+    const invite = cur?.value;
+    try {
+      return decideConsume(invite, v.now, {
+        userExists: (await this.#userRec(v.signPub)) !== undefined,
+        handleTaken: invite !== undefined && (await this.#handleOwner(invite.handle)).taken,
+      });
+    } catch (err) {
+      // A racing registrant spends the invite (CAS) before it claims the handle: if
+      // the invite moved since we read it, the handle we saw taken is likely that
+      // winner's, and the honest answer is "spent" — read it again.
+      if (err instanceof InviteRefusedError && err.reason === "handle_taken") {
+        const again = await this.#get<Invite>(this.#b.invites, ik);
+        if (again?.revision !== cur?.revision) return undefined;
+      }
+      throw err;
+    }
+  }
+
+  /** The invite is spent: claim its handle and create the user; a lost handle re-opens the token. */
+  async #registerInvited(ik: string, invite: Invite, spentRev: number, v: ValidRegistration, ctx: Ctx): Promise<User> {
+    if (!(await this.#claimHandle(invite.handle, v.signPub, ctx))) {
+      await this.#b.invites.update(ik, encodeJson(invite), spentRev).catch(() => {});
+      throw new InviteRefusedError("handle_taken");
+    }
+    const user: User = {
+      signPub: v.signPub,
+      kexPub: v.kexPub,
+      handle: invite.handle,
+      role: invite.role,
+      status: "active",
+      createdAt: Date.now(),
+      revokedAt: null,
+    };
+    try {
+      await this.#b.users.create(key.user(v.signPub), encodeJson(user));
+    } catch (err) {
+      if (!isCasFailure(err)) throw err;
+      // Registered meanwhile by another path: like SQLite, the token stays spent.
+      await this.#releaseHandle(invite.handle, v.signPub);
+      throw new UserExistsError(v.signPub);
+    }
+    return user;
   }
 
   // ---- whole state ----

@@ -127,16 +127,18 @@ export function checkCancelInvite(ref: string, invite: Invite | undefined): Invi
   return invite;
 }
 
+/** Create the user, or spend the token and refuse with `UserExistsError`. */
+export type ConsumeDecision = "create" | "user_exists";
+
 /**
- * What consuming an invite does, given the state: create the user, or spend the token
- * and refuse with `UserExistsError` ("user_exists"). Refusals that leave the token as
- * it was are thrown.
+ * What consuming an invite does, given the state (see `ConsumeDecision`). Refusals
+ * that leave the token as it was are thrown.
  */
 export function decideConsume(
   invite: Invite | undefined,
   now: number,
   s: { userExists: boolean; handleTaken: boolean },
-): "create" | "user_exists" {
+): ConsumeDecision {
   if (invite === undefined) throw new InviteRefusedError("unknown");
   const refusal = inviteRefusal(invite, now);
   if (refusal !== null) throw new InviteRefusedError(refusal);
