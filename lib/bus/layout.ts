@@ -35,6 +35,8 @@ export function natsConfigFor(node: {
   cluster?: NatsClusterOptions;
   /** Seconds a client has to authenticate, the auth callout's answer included (nats-server default 2). */
   authTimeoutSeconds?: number;
+  /** JetStream's file-store limit (`max_file_store`); the server's default when absent. */
+  maxFileBytes?: number;
 }): NatsConfigOptions {
   return {
     serverName: node.serverName,
@@ -54,7 +56,7 @@ export function natsConfigFor(node: {
       account: "AUTH",
       authUsers: [node.keys.service.publicKey, node.keys.system.publicKey, node.keys.app.publicKey],
     },
-    jetstream: { storeDir: node.layout.jetstreamDir },
+    jetstream: { storeDir: node.layout.jetstreamDir, ...(node.maxFileBytes ? { maxFile: node.maxFileBytes } : {}) },
     ...(node.cluster ? { cluster: node.cluster } : {}),
     ...(node.authTimeoutSeconds ? { authTimeout: node.authTimeoutSeconds } : {}),
   };

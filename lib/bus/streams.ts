@@ -2,28 +2,100 @@
  * JetStream streams that keep persisted rooms' history: one per room, capturing the
  * room's subject, ciphertext only. Created by the bus' own APP-account service user;
  * members read them through direct get only (see permissionsFor).
+ *
+ * Every room stream is capped (bytes, age, messages; the oldest go first), and the caps
+ * of all room streams together stay within a budget: since no stream can outgrow its
+ * cap, the rooms together can never take more than the budget, and the rest of the
+ * JetStream store stays for the control plane's KV and nonce buckets — whatever one
+ * member (or one runaway bot) publishes.
  */
-import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
+import { DiscardPolicy, type JetStreamManager, jetstreamManager, type StreamConfig } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { nkeySigner } from "../auth/authenticator.ts";
 import { roomStreamName } from "../auth/permissions.ts";
 import type { ServiceKeys } from "../auth/service-keys.ts";
-import { StateError } from "../errors.ts";
+import { InvalidArgumentError, StateError, UnibusError } from "../errors.ts";
 import { type Logger, silentLogger } from "../log/index.ts";
 import type { Room } from "../store/index.ts";
 
+/** Limits of one persisted room's history. */
+export interface RoomRetention {
+  /** Bytes kept; the oldest messages are discarded beyond it. Default 64 MiB. */
+  maxBytes?: number;
+  /** How long a message is kept. Default 90 days. */
+  maxAgeMs?: number;
+  /** Messages kept. Default 1,000,000. */
+  maxMsgs?: number;
+}
+
+export interface RoomStorageOptions {
+  /** Every persisted room's limits (until rooms can choose their own within them). */
+  retention?: RoomRetention;
+  /** The sum of all room streams' byte caps may not exceed this. Default 4 GiB. */
+  budgetBytes?: number;
+}
+
+export const DEFAULT_RETENTION: Required<RoomRetention> = {
+  maxBytes: 64 * 1024 * 1024,
+  maxAgeMs: 90 * 86_400_000,
+  maxMsgs: 1_000_000,
+};
+export const DEFAULT_ROOM_BUDGET_BYTES = 4 * 1024 * 1024 * 1024;
+
+/** The persisted rooms' storage budget is spent: no new persisted room until rooms are deleted or the budget raised. */
+export class StorageBudgetError extends UnibusError {
+  constructor(message: string) {
+    super("STORAGE_BUDGET", message);
+  }
+}
+
+/** Checks the options; InvalidArgumentError names the bad one. */
+export function checkRoomStorage(opts: RoomStorageOptions = {}): {
+  retention: Required<RoomRetention>;
+  budgetBytes: number;
+} {
+  const retention = { ...DEFAULT_RETENTION, ...opts.retention };
+  for (const [key, value] of Object.entries(retention)) {
+    if (!Number.isSafeInteger(value) || value < 1) {
+      throw new InvalidArgumentError(`retention.${key}`, `retention.${key}: a positive whole number; got ${value}`);
+    }
+  }
+  const budgetBytes = opts.budgetBytes ?? DEFAULT_ROOM_BUDGET_BYTES;
+  if (!Number.isSafeInteger(budgetBytes) || budgetBytes < retention.maxBytes) {
+    throw new InvalidArgumentError(
+      "roomStorage.budgetBytes",
+      `roomStorage.budgetBytes: at least one room's cap (${retention.maxBytes} bytes); got ${budgetBytes}`,
+    );
+  }
+  return { retention, budgetBytes };
+}
+
+export interface RoomStreamsOptions extends RoomStorageOptions {
+  servers: string[];
+  caPem?: string;
+  keys: ServiceKeys;
+  logger?: Logger;
+  replicas?: number;
+}
+
 export class RoomStreams {
-  readonly #opts: { servers: string[]; caPem?: string; keys: ServiceKeys; logger?: Logger; replicas?: number };
+  readonly #opts: RoomStreamsOptions;
+  readonly #limits: ReturnType<typeof checkRoomStorage>;
   #nc?: NatsConnection;
   #jsm?: JetStreamManager;
 
-  constructor(opts: { servers: string[]; caPem?: string; keys: ServiceKeys; logger?: Logger; replicas?: number }) {
+  constructor(opts: RoomStreamsOptions) {
     this.#opts = opts;
+    this.#limits = checkRoomStorage(opts);
   }
 
   /** The service connection (for health), once started. */
   get connection(): NatsConnection | undefined {
     return this.#nc;
+  }
+
+  get limits(): { retention: Required<RoomRetention>; budgetBytes: number } {
+    return this.#limits;
   }
 
   async start(): Promise<void> {
@@ -36,29 +108,48 @@ export class RoomStreams {
       maxReconnectAttempts: -1,
       reconnectTimeWait: 100,
     });
-    // No API check at start — a cluster node comes up before JetStream has a meta
-    // leader (its peers may not be up yet); ensure() meets JetStream when a room needs it.
+    // No API check at start: a cluster node comes up before JetStream has a meta leader
+    // (its peers may not be up yet); ensure() meets JetStream when a room needs it.
     this.#jsm = await jetstreamManager(this.#nc, { checkAPI: false });
   }
 
-  /** Creates the room's stream if it does not exist (idempotent). */
+  /**
+   * Creates the room's stream if it does not exist (idempotent), capped by the retention
+   * limits. Throws StorageBudgetError when the caps of every room stream would exceed
+   * the budget. A stream made before streams were capped gets its caps now.
+   */
   async ensure(room: Pick<Room, "id" | "subject">): Promise<void> {
-    const jsm = this.#jsm;
-    if (!jsm) throw new StateError(["running"], "stopped", "RoomStreams.ensure()");
+    const jsm = this.#manager("RoomStreams.ensure()");
     const name = roomStreamName(room.id);
-    try {
-      await jsm.streams.info(name);
+    const existing = await jsm.streams.info(name).catch(() => undefined);
+    if (existing) {
+      if (!isCapped(existing.config)) await jsm.streams.update(name, { ...existing.config, ...this.#caps() });
       return;
-    } catch {
-      // not there yet
     }
+    await this.checkBudget();
     await jsm.streams.add({
       name,
       subjects: [room.subject],
       allow_direct: true,
       num_replicas: this.#opts.replicas ?? 1,
+      ...this.#caps(),
     });
     (this.#opts.logger ?? silentLogger).info({ component: "streams", stream: name }, "room stream created");
+  }
+
+  /** Bytes reserved by every room stream's cap, and bytes stored in them now. */
+  async usage(): Promise<{ reservedBytes: number; storedBytes: number; rooms: number; budgetBytes: number }> {
+    const jsm = this.#manager("RoomStreams.usage()");
+    let reservedBytes = 0;
+    let storedBytes = 0;
+    let rooms = 0;
+    for await (const s of jsm.streams.list()) {
+      if (!s.config.name.startsWith("ROOM_")) continue;
+      rooms++;
+      reservedBytes += s.config.max_bytes > 0 ? s.config.max_bytes : this.#limits.retention.maxBytes;
+      storedBytes += s.state.bytes;
+    }
+    return { reservedBytes, storedBytes, rooms, budgetBytes: this.#limits.budgetBytes };
   }
 
   async stop(): Promise<void> {
@@ -66,4 +157,30 @@ export class RoomStreams {
     this.#nc = undefined;
     if (nc && !nc.isClosed()) await nc.close();
   }
+
+  #caps(): Pick<StreamConfig, "max_bytes" | "max_age" | "max_msgs" | "discard"> {
+    const r = this.#limits.retention;
+    // JetStream counts age in nanoseconds.
+    return { max_bytes: r.maxBytes, max_age: r.maxAgeMs * 1_000_000, max_msgs: r.maxMsgs, discard: DiscardPolicy.Old };
+  }
+
+  /** Throws StorageBudgetError unless the budget can take one more room at the default cap. */
+  async checkBudget(): Promise<void> {
+    const { reservedBytes, rooms, budgetBytes } = await this.usage();
+    const cap = this.#limits.retention.maxBytes;
+    if (reservedBytes + cap > budgetBytes) {
+      throw new StorageBudgetError(
+        `the persisted rooms' storage budget is spent (${rooms} rooms × up to ${cap} bytes of ${budgetBytes}); delete a persisted room, create this one without persistence, or raise the budget (roomStorageBytes)`,
+      );
+    }
+  }
+
+  #manager(what: string): JetStreamManager {
+    if (!this.#jsm) throw new StateError(["running"], "stopped", what);
+    return this.#jsm;
+  }
+}
+
+function isCapped(config: StreamConfig): boolean {
+  return config.max_bytes > 0 && config.max_age > 0 && config.max_msgs > 0;
 }

@@ -15,6 +15,7 @@ import { permissionsFor } from "../auth/permissions.ts";
 import { loadOrCreateServiceKeys, type ServiceKeys } from "../auth/service-keys.ts";
 import type { AuthMode } from "../control/auth.ts";
 import { BlobStore } from "../control/blobs.ts";
+import { HttpError } from "../control/http-error.ts";
 import type { RateLimiterOptions } from "../control/limits.ts";
 import type { AccessChange } from "../control/routes.ts";
 import { ControlServer } from "../control/server.ts";
@@ -49,7 +50,7 @@ import { handOverLeaderships } from "./handover.ts";
 import { type HealthReport, LinkWatch, natsAnswers, type PartName, reportOf } from "./health.ts";
 import { holdAdmission, KV_AUTH_TIMEOUT_S, KV_DECISION_TIMEOUT_MS, KvOpening } from "./kv-opening.ts";
 import { type BusLayout, busLayout, natsConfigFor } from "./layout.ts";
-import { RoomStreams } from "./streams.ts";
+import { checkRoomStorage, type RoomRetention, RoomStreams, StorageBudgetError } from "./streams.ts";
 
 export type { BusState } from "./handle.ts";
 
@@ -86,6 +87,15 @@ export interface StartUnibusOptions {
   authMode?: AuthMode;
   /** Control-plane per-IP rate limit. */
   rateLimit?: RateLimiterOptions;
+  /** Limits of each persisted room's history (bytes, age, messages; the oldest go first). */
+  retention?: RoomRetention;
+  /**
+   * The byte caps of all persisted rooms together stay within this budget (default 4 GiB),
+   * so rooms can never take the JetStream space the control plane's KV buckets need.
+   */
+  roomStorageBytes?: number;
+  /** nats-server's JetStream file-store limit for this node (`max_file_store`); default: the server's (75% of the disk). */
+  jetstreamMaxFileBytes?: number;
   /** Blob limits: size cap (default 256 MiB), max age (default 30 days), GC interval (default 10 min). */
   blobs?: { maxBytes?: number; maxAgeMs?: number; gcIntervalMs?: number };
   /** Run as one member of a NATS cluster (routes with mutual TLS from this bus' CA). See docs/clustering.md. */
@@ -263,6 +273,10 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       throw new InvalidArgumentError("store", `store: "sqlite" or "kv"; got ${JSON.stringify(backend)}`);
     }
     try {
+      checkRoomStorage({
+        ...(this.#opts.retention ? { retention: this.#opts.retention } : {}),
+        ...(this.#opts.roomStorageBytes ? { budgetBytes: this.#opts.roomStorageBytes } : {}),
+      });
       const prepared = await this.#prepare(backend);
       const certs = await this.#certificates(prepared);
       await this.#startNats(prepared, certs);
@@ -362,6 +376,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
         keys,
         ...(cluster ? { cluster } : {}),
         ...(backend === "kv" ? { authTimeoutSeconds: KV_AUTH_TIMEOUT_S } : {}),
+        ...(this.#opts.jetstreamMaxFileBytes ? { maxFileBytes: this.#opts.jetstreamMaxFileBytes } : {}),
       }),
     });
     this.#watchNats(this.#nats);
@@ -390,7 +405,12 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     }).start();
     this.#control = this.#makeControlServer(server, backend);
     this.#kicker = new Kicker({ ...services, registry: this.connections, onKick: (n) => this.metrics.kicks.inc(n) });
-    this.#streams = new RoomStreams({ ...services, ...(this.#opts.replicas ? { replicas: this.#opts.replicas } : {}) });
+    this.#streams = new RoomStreams({
+      ...services,
+      ...(this.#opts.replicas ? { replicas: this.#opts.replicas } : {}),
+      ...(this.#opts.retention ? { retention: this.#opts.retention } : {}),
+      ...(this.#opts.roomStorageBytes ? { budgetBytes: this.#opts.roomStorageBytes } : {}),
+    });
     const [, , , controlPort] = await Promise.all([
       this.#callout.start(),
       this.#kicker.start(),
@@ -495,6 +515,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
         store: this.store,
         publicBind: !isLoopbackHost(this.#host),
         onAccessChange: (change) => this.#onAccessChange(change),
+        reserveRoomStorage: () => this.#reserveRoomStorage(),
       },
       ...(this.#opts.authMode ? { authMode: this.#opts.authMode } : {}),
       ...(this.#opts.rateLimit ? { rateLimit: this.#opts.rateLimit } : {}),
@@ -578,6 +599,15 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     if (user.status !== "active") return { allowed: false, reason: `user is ${user.status}` };
     const rooms = await store.listRoomsFor(user.signPub);
     return { allowed: true, name: user.handle, permissions: permissionsFor(user.signPub, rooms) };
+  }
+
+  async #reserveRoomStorage(): Promise<void> {
+    try {
+      await this.#streams?.checkBudget();
+    } catch (err) {
+      if (err instanceof StorageBudgetError) throw new HttpError(507, err.message, { code: "STORAGE_BUDGET" });
+      throw err;
+    }
   }
 
   /**
