@@ -57,6 +57,16 @@ interface AuthRequestClaims {
   type?: string;
 }
 
+/** A request that passed the checks: from the server it names, for a user nkey. */
+interface ParsedRequest {
+  claims: AuthRequestClaims;
+  serverId: string;
+  userNkey: string;
+}
+
+/** An admission or a denial, with the signing key once the nkey decoded. */
+type Decision = Admission & { signPub?: string };
+
 export class AuthCallout {
   readonly #opts: Required<Omit<AuthCalloutOptions, "onDecision" | "caPem">> &
     Pick<AuthCalloutOptions, "onDecision" | "caPem">;
@@ -97,67 +107,89 @@ export class AuthCallout {
 
   async #handle(msg: Msg): Promise<void> {
     const started = performance.now();
-    const { logger } = this.#opts;
-    let request: AuthRequestClaims;
-    let serverId: string;
+    const request = this.#parseRequest(msg);
+    if (request === undefined) return;
+    const decision = await this.#decide(request.claims);
+    const latencyMs = performance.now() - started;
+    const response = this.#response(request.userNkey, decision);
+    this.#report(request, decision, latencyMs);
+    try {
+      msg.respond(
+        new TextEncoder().encode(
+          encodeJwt({ sub: request.userNkey, aud: request.serverId, nats: response }, this.#opts.keys.issuer),
+        ),
+      );
+    } catch (err) {
+      this.#opts.logger.error({ component: "auth", err: (err as Error).message }, "could not answer the server");
+    }
+  }
+
+  /** The request's claims, checked to come from the server that sent it; undefined (and logged) otherwise. */
+  #parseRequest(msg: Msg): ParsedRequest | undefined {
     try {
       const claims = decodeJwt(new TextDecoder().decode(msg.data), "server");
       if (claims.aud !== "nats-authorization-request") throw new JwtError("wrong audience");
       if (typeof claims.exp === "number" && claims.exp * 1000 < Date.now()) throw new JwtError("expired");
-      request = claims.nats as AuthRequestClaims;
-      serverId = claims.iss!;
+      const request = claims.nats as AuthRequestClaims;
+      const serverId = claims.iss!;
       if (request.type !== "authorization_request" || request.server_id?.id !== serverId) {
         throw new JwtError("not an authorization request from its server");
       }
       if (!request.user_nkey || !decodePublicKey("user", request.user_nkey)) throw new JwtError("no user_nkey");
+      return { claims: request, serverId, userNkey: request.user_nkey };
     } catch (err) {
       // Not from a server we can answer: nothing to sign a response for.
-      logger.warn({ component: "auth", reason: (err as Error).message }, "ignored an invalid authorization request");
-      return;
-    }
-    const userNkey = request.user_nkey;
-    const decision = await this.#decide(request);
-    const latencyMs = performance.now() - started;
-    let response: Record<string, unknown>;
-    if (decision.allowed) {
-      const now = Math.floor(Date.now() / 1000);
-      const userJwt = encodeJwt(
-        {
-          sub: userNkey,
-          aud: this.#opts.account,
-          name: decision.name,
-          exp: now + this.#opts.userJwtTtlSeconds,
-          nats: {
-            type: "user",
-            pub: decision.permissions.pub,
-            sub: decision.permissions.sub,
-            ...(decision.permissions.resp ? { resp: decision.permissions.resp } : {}),
-            subs: -1,
-            data: -1,
-            payload: -1,
-          },
-        },
-        this.#opts.keys.issuer,
+      this.#opts.logger.warn(
+        { component: "auth", reason: (err as Error).message },
+        "ignored an invalid authorization request",
       );
-      response = { type: "authorization_response", jwt: userJwt };
-    } else {
-      response = { type: "authorization_response", error: decision.reason };
+      return undefined;
     }
+  }
+
+  /** The authorization response: a user JWT we sign for an admission, the reason for a denial. */
+  #response(userNkey: string, decision: Decision): Record<string, unknown> {
+    if (!decision.allowed) return { type: "authorization_response", error: decision.reason };
+    const now = Math.floor(Date.now() / 1000);
+    const userJwt = encodeJwt(
+      {
+        sub: userNkey,
+        aud: this.#opts.account,
+        name: decision.name,
+        exp: now + this.#opts.userJwtTtlSeconds,
+        nats: {
+          type: "user",
+          pub: decision.permissions.pub,
+          sub: decision.permissions.sub,
+          ...(decision.permissions.resp ? { resp: decision.permissions.resp } : {}),
+          subs: -1,
+          data: -1,
+          payload: -1,
+        },
+      },
+      this.#opts.keys.issuer,
+    );
+    return { type: "authorization_response", jwt: userJwt };
+  }
+
+  /** One log line and the decision hook (metrics, the registry of admitted connections). */
+  #report(request: ParsedRequest, decision: Decision, latencyMs: number): void {
+    const { claims } = request;
     const connection: AdmittedConnection | undefined = decision.allowed
       ? {
           signPub: decision.signPub!,
-          serverId,
-          serverName: request.server_id?.name ?? "",
-          clientId: request.client_info?.id ?? -1,
+          serverId: request.serverId,
+          serverName: claims.server_id?.name ?? "",
+          clientId: claims.client_info?.id ?? -1,
         }
       : undefined;
-    logger.info(
+    this.#opts.logger.info(
       {
         component: "auth",
         decision: decision.allowed ? "admit" : "deny",
         reason: decision.allowed ? "active" : decision.reason,
-        cid: request.client_info?.id,
-        server: request.server_id?.name,
+        cid: claims.client_info?.id,
+        server: claims.server_id?.name,
         user: decision.signPub,
         ms: Number(latencyMs.toFixed(2)),
       },
@@ -169,20 +201,9 @@ export class AuthCallout {
       latencyMs,
       connection,
     });
-    try {
-      msg.respond(
-        new TextEncoder().encode(encodeJwt({ sub: userNkey, aud: serverId, nats: response }, this.#opts.keys.issuer)),
-      );
-    } catch (err) {
-      logger.error({ component: "auth", err: (err as Error).message }, "could not answer the server");
-    }
   }
 
-  async #decide(request: AuthRequestClaims): Promise<
-    ({ allowed: true; name: string; permissions: SubjectPermissions } | { allowed: false; reason: string }) & {
-      signPub?: string;
-    }
-  > {
+  async #decide(request: AuthRequestClaims): Promise<Decision> {
     const nkey = request.connect_opts?.nkey;
     const sig = request.connect_opts?.sig;
     const nonce = request.client_info?.nonce;
