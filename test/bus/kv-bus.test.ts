@@ -1,13 +1,12 @@
 // One node on the KV store: the same bus, its control plane on JetStream KV buckets.
 import fs from "node:fs";
 import path from "node:path";
-import { Writable } from "node:stream";
 import t from "tap";
 import { startUnibus } from "../../lib/bus/unibus.ts";
 import { connect } from "../../lib/client/connect.ts";
 import { createIdentity } from "../../lib/crypto/identity.ts";
-import { createLogger } from "../../lib/log/index.ts";
 import { openStore } from "../../lib/store/index.ts";
+import { captureLogger } from "../helpers/log.ts";
 import { NATS_SERVER } from "../helpers/nats.ts";
 
 t.test("golden path: a persisted encrypted room round trip, the store is KV and nothing else", async (t) => {
@@ -48,18 +47,12 @@ t.test("a SQLite store beside an empty KV allowlist: the bus warns that a migrat
   const u = createIdentity();
   await sqlite.addUser({ signPub: u.signPub, handle: "old", role: "admin", kexPub: null });
   await sqlite.close();
-  const lines: string[] = [];
-  const destination = new Writable({
-    write(chunk, _enc, cb) {
-      lines.push(...chunk.toString().split("\n").filter(Boolean));
-      cb();
-    },
-  });
+  const { logger, text: lines } = captureLogger("warn");
   const bus = await startUnibus({
     dataDir,
     store: "kv",
     natsServer: NATS_SERVER,
-    logger: createLogger({ level: "warn", destination }),
+    logger,
   });
   t.teardown(() => bus.stop());
   t.equal(await bus.store.isAuthorized(u.signPub), false, "the SQLite allowlist is not silently used");

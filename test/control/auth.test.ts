@@ -1,7 +1,6 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import https from "node:https";
 import path from "node:path";
-import { Writable } from "node:stream";
 import t, { type Test } from "tap";
 import { type AuthMode, authenticateRequest } from "../../lib/control/auth.ts";
 import { HttpError, sendHttpError } from "../../lib/control/http-error.ts";
@@ -9,10 +8,10 @@ import { JSON_BODY_LIMIT, readBody, SERVER_LIMITS, streamBody } from "../../lib/
 import { NonceCache, type NonceStore } from "../../lib/control/nonce-cache.ts";
 import { AUTH_HEADERS, sha256Hex, signRequest } from "../../lib/crypto/canonical.ts";
 import { createIdentity, type Identity } from "../../lib/crypto/identity.ts";
-import { createLogger } from "../../lib/log/index.ts";
 import { openStore, type Store } from "../../lib/store/index.ts";
 import { loadOrCreateCa, loadOrCreateServerCertificate } from "../../lib/tls/index.ts";
 import { tempDir } from "../helpers/fs.ts";
+import { captureLogger } from "../helpers/log.ts";
 import { listenLocal } from "../helpers/net.ts";
 
 // A real HTTPS server whose one route reads the body, authenticates the request the
@@ -51,16 +50,7 @@ async function harness(t: Test): Promise<Harness> {
   await store.addUser({ signPub: admin.signPub, handle: "admin", role: "admin" });
   await store.addUser({ signPub: member.signPub, handle: "member", role: "member" });
 
-  const logs: Record<string, unknown>[] = [];
-  const logger = createLogger({
-    level: "info",
-    destination: new Writable({
-      write(chunk, _enc, cb) {
-        for (const line of String(chunk).split("\n").filter(Boolean)) logs.push(JSON.parse(line));
-        cb();
-      },
-    }),
-  });
+  const { logger, lines: logs } = captureLogger();
   const nonces = new NonceCache({ logger });
   const state: Harness["state"] = { mode: "enforce", now: Date.now, nonces };
 

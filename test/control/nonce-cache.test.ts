@@ -1,22 +1,10 @@
-import { Writable } from "node:stream";
 import t from "tap";
 import { NonceCache, type NonceStore, nonceKey } from "../../lib/control/nonce-cache.ts";
-import { createLogger } from "../../lib/log/index.ts";
+import { captureLogger } from "../helpers/log.ts";
 
 function clock(start = 1_000_000) {
   let now = start;
   return { now: () => now, advance: (ms: number) => (now += ms) };
-}
-
-function captureLogger() {
-  const lines: Record<string, unknown>[] = [];
-  const destination = new Writable({
-    write(chunk, _enc, cb) {
-      for (const line of String(chunk).split("\n").filter(Boolean)) lines.push(JSON.parse(line));
-      cb();
-    },
-  });
-  return { logger: createLogger({ level: "info", destination }), lines };
 }
 
 t.test("fresh, then replayed within the TTL, fresh again after it", async (t) => {

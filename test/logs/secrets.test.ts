@@ -2,7 +2,6 @@
 // "trace", and every captured line is scanned for every secret the workload handled.
 import fs from "node:fs";
 import path from "node:path";
-import { Writable } from "node:stream";
 import t from "tap";
 import { nkeySigner } from "../../lib/auth/authenticator.ts";
 import { connect } from "../../lib/client/connect.ts";
@@ -10,8 +9,8 @@ import { ControlClient } from "../../lib/client/control.ts";
 import type { Room, RoomMessage } from "../../lib/client/room.ts";
 import { registrationProofMessage } from "../../lib/control/routes.ts";
 import { createIdentity, type Identity } from "../../lib/crypto/identity.ts";
-import { createLogger } from "../../lib/log/index.ts";
 import { client, connectOnce, member, reconnected, testBus } from "../helpers/bus.ts";
+import { captureLogger } from "../helpers/log.ts";
 
 /** Every textual form a secret's bytes could take in a log line. */
 function forms(bytes: Uint8Array): string[] {
@@ -50,21 +49,6 @@ function leaks(lines: string[], secrets: Map<string, string>): string[] {
   return found;
 }
 
-function capture() {
-  const lines: string[] = [];
-  let partial = "";
-  const destination = new Writable({
-    write(chunk, _enc, cb) {
-      partial += chunk.toString();
-      const parts = partial.split("\n");
-      partial = parts.pop() ?? "";
-      lines.push(...parts.filter(Boolean));
-      cb();
-    },
-  });
-  return { lines, logger: createLogger({ level: "trace", destination }) };
-}
-
 async function until(got: RoomMessage[], n: number): Promise<void> {
   const end = Date.now() + 5000;
   while (got.length < n && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
@@ -73,14 +57,14 @@ async function until(got: RoomMessage[], n: number): Promise<void> {
 t.test("the scanner finds a secret and a JWT when they are there", async (t) => {
   const id = createIdentity();
   const secrets = new Map(identitySecrets(id).map((s) => [s, "seed"] as const));
-  const { lines, logger } = capture();
+  const { text: lines, logger } = captureLogger("trace");
   logger.info({ leaked: id.nkeySeed() }, "oops");
   logger.info("token eyJhbGciOiJlZDI1NTE5LW5rZXkifQ.eyJqdGkiOiJYWFhYWFhYWCJ9.sig");
   t.same(leaks(lines, secrets), ["line 1: seed", "line 2: a JWT"]);
 });
 
 t.test("a full workload at trace level logs no seed, key, sealed key, token or JWT", async (t) => {
-  const { lines, logger } = capture();
+  const { text: lines, logger } = captureLogger("trace");
   const bus = await testBus(t, { logger });
   const secrets = new Map<string, string>();
   const add = (values: string[], label: string) => {

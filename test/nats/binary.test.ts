@@ -4,12 +4,10 @@ import { existsSync } from "node:fs";
 import { chmod, copyFile, mkdir, readdir, readFile, stat, symlink, utimes, writeFile } from "node:fs/promises";
 import http from "node:http";
 import path from "node:path";
-import { Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import t, { type Test } from "tap";
 import { ChecksumMismatchError, NatsBinaryError } from "../../lib/errors.ts";
-import { createLogger } from "../../lib/log/index.ts";
 import {
   compareVersions,
   installNatsServer,
@@ -22,6 +20,7 @@ import {
 import { readAptArchives, renderSourcesStanza } from "../../lib/nats/debian.ts";
 import { parseSha256Sums, releaseAssetBase, releaseTarget } from "../../lib/nats/release.ts";
 import { tempDir } from "../helpers/fs.ts";
+import { captureLogger } from "../helpers/log.ts";
 import { listenLocal } from "../helpers/net.ts";
 
 const run = promisify(execFile);
@@ -74,17 +73,6 @@ async function listFiles(dir: string): Promise<string[]> {
     if (!e.isDirectory()) out.push(path.join(e.parentPath, e.name));
   }
   return out;
-}
-
-function captureLogger() {
-  const lines: Array<Record<string, unknown>> = [];
-  const destination = new Writable({
-    write(chunk, _enc, cb) {
-      for (const l of chunk.toString().split("\n")) if (l.trim()) lines.push(JSON.parse(l));
-      cb();
-    },
-  });
-  return { logger: createLogger({ level: "debug", destination }), lines };
 }
 
 // One archive shaped like the official one, built once from the real binary.
@@ -142,7 +130,7 @@ t.test("UNIBUS_NATS_SERVER wins over the cache and PATH", async (t) => {
   await mkdir(path.join(cache, "nats-server", PINNED_NATS_VERSION), { recursive: true });
   await symlink(realBinary, path.join(cache, "nats-server", PINNED_NATS_VERSION, "nats-server"));
   const override = path.join(await goodBinDir(t), "nats-server");
-  const { logger, lines } = captureLogger();
+  const { logger, lines } = captureLogger("debug");
   const got = await resolveNatsServer({
     cacheDir: cache,
     network: false,
@@ -187,7 +175,7 @@ t.test("UNIBUS_NATS_SERVER pointing at a too-old binary is an error", async (t) 
 t.test("a too-old nats-server on PATH is skipped for a newer one further on", async (t) => {
   const oldDir = await oldBinDir(t);
   const goodDir = await goodBinDir(t);
-  const { logger, lines } = captureLogger();
+  const { logger, lines } = captureLogger("debug");
   const got = await resolveNatsServer({
     cacheDir: await tempDir(t),
     network: false,
@@ -245,7 +233,7 @@ t.test("a cache hit never touches the network", async (t) => {
     version: PINNED_NATS_VERSION,
     source: "cache",
   };
-  const { logger, lines } = captureLogger();
+  const { logger, lines } = captureLogger("debug");
   t.same(await resolveNatsServer({ cacheDir: cache, network: true, env, logger }), expected);
   t.same(await resolveNatsServer({ cacheDir: cache, network: false, env }), expected);
   t.same(await installNatsServer({ cacheDir: cache, env }), expected);

@@ -1,11 +1,9 @@
 import { spawn } from "node:child_process";
 import fs from "node:fs/promises";
 import path from "node:path";
-import { Writable } from "node:stream";
 import { connect } from "@nats-io/transport-node";
 import t, { type Test } from "tap";
 import { NatsBinaryError, NatsStartError, StateError } from "../../lib/errors.ts";
-import { createLogger } from "../../lib/log/index.ts";
 import {
   isProcessAlive,
   type NatsProcessConfig,
@@ -15,6 +13,7 @@ import {
 } from "../../lib/nats/process.ts";
 import { loadOrCreateCa, loadOrCreateServerCertificate } from "../../lib/tls/index.ts";
 import { tempDir } from "../helpers/fs.ts";
+import { captureLogger } from "../helpers/log.ts";
 import { NATS_SERVER } from "../helpers/nats.ts";
 
 const NATS = NATS_SERVER;
@@ -28,17 +27,6 @@ function server(t: Test, opts: Partial<NatsServerProcessOptions> & { workDir: st
   const s = new NatsServerProcess({ binary: NATS, config: config(), ...opts });
   t.teardown(() => s.stop());
   return s;
-}
-
-function captureLog() {
-  const entries: Record<string, unknown>[] = [];
-  const destination = new Writable({
-    write(chunk, _enc, cb) {
-      for (const line of String(chunk).split("\n")) if (line) entries.push(JSON.parse(line));
-      cb();
-    },
-  });
-  return { logger: createLogger({ level: "debug", destination }), entries };
 }
 
 async function waitFor(what: string, cond: () => boolean | Promise<boolean>, boundMs = 15_000): Promise<void> {
@@ -65,7 +53,7 @@ async function fakeBinary(dir: string, body: string): Promise<string> {
 
 t.test("start: ports learned, ready, clients pub/sub; stop: gone, idempotent", async (t) => {
   const dir = await tempDir(t);
-  const { logger, entries } = captureLog();
+  const { logger, lines: entries } = captureLogger("debug");
   const s = server(t, { workDir: dir, logger });
   const states: NatsProcessState[] = [];
   s.on("state", (st) => states.push(st));
@@ -115,7 +103,7 @@ t.test("start: ports learned, ready, clients pub/sub; stop: gone, idempotent", a
 
 t.test("server warnings and errors reach the logger at warn and error", async (t) => {
   const dir = await tempDir(t);
-  const { logger, entries } = captureLog();
+  const { logger, lines: entries } = captureLogger("debug");
   const s = server(t, { workDir: dir, logger, config: config({ maxPayload: 16 * 1024 * 1024 }) });
   await s.start();
   t.ok(
@@ -257,7 +245,7 @@ t.test("TLS server: ready, serves TLS clients, readiness probe logs no error", a
   const dir = await tempDir(t);
   const ca = await loadOrCreateCa(path.join(dir, "ca"));
   const cert = await loadOrCreateServerCertificate(path.join(dir, "certs"), ca, { name: "server" });
-  const { logger, entries } = captureLog();
+  const { logger, lines: entries } = captureLogger("debug");
   const s = server(t, {
     workDir: dir,
     logger,
@@ -333,7 +321,7 @@ t.test("two servers in parallel get their own ports", async (t) => {
 
 t.test("a server that dies on its own: state failed, exit event, stop() fine", async (t) => {
   const dir = await tempDir(t);
-  const { logger, entries } = captureLog();
+  const { logger, lines: entries } = captureLogger("debug");
   const s = server(t, { workDir: dir, logger });
   await s.start();
   const pid = s.pid as number;

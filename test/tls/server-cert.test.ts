@@ -1,9 +1,7 @@
 import fs from "node:fs/promises";
 import path from "node:path";
-import { Writable } from "node:stream";
 import t from "tap";
 import { InvalidArgumentError, KeyFileError } from "../../lib/errors.ts";
-import { createLogger } from "../../lib/log/index.ts";
 import {
   type CertificateAuthority,
   describeCertificate,
@@ -12,21 +10,13 @@ import {
   loadOrCreateServerCertificate,
 } from "../../lib/tls/index.ts";
 import { tempDir } from "../helpers/fs.ts";
+import { captureLogger } from "../helpers/log.ts";
 import { modeOf, rejection, snapshot } from "./helpers.ts";
 
 const DAY = 86_400_000;
 
 /** A logger whose lines land in an array, to see why a certificate was (re-)issued. */
-function capture() {
-  const lines: { msg: string; reason?: string; certFile?: string }[] = [];
-  const destination = new Writable({
-    write(chunk, _enc, done) {
-      for (const line of String(chunk).split("\n").filter(Boolean)) lines.push(JSON.parse(line));
-      done();
-    },
-  });
-  return { logger: createLogger({ level: "info", destination }), lines };
-}
+const capture = () => captureLogger<{ msg: string; reason?: string; certFile?: string }>();
 
 async function setup(t: Parameters<typeof tempDir>[0]) {
   const dir = await tempDir(t);
