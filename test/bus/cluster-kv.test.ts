@@ -4,13 +4,14 @@
 // the bus refuse (callout denies, control plane 503) until the nodes come back.
 
 import t from "tap";
-import { Agent, request } from "undici";
+import { request } from "undici";
 import { startCluster } from "../../lib/bus/cluster.ts";
 import { ClusterNotReadyError, jetStreamLeaders } from "../../lib/bus/cluster-ready.ts";
 import { connect } from "../../lib/client/connect.ts";
 import { ControlClient } from "../../lib/client/control.ts";
 import { signRequest } from "../../lib/crypto/canonical.ts";
 import { createIdentity, type Identity } from "../../lib/crypto/identity.ts";
+import { trustingAgent } from "../helpers/http.ts";
 import { NATS_SERVER } from "../helpers/nats.ts";
 
 // Generous: after losing the majority, the restarted nodes' meta group needs RAFT
@@ -85,8 +86,7 @@ t.test("a user and a room written through node 1 are read and admitted through n
 t.test("a request replayed on another node is refused", async (t) => {
   const uri = "/v1/users";
   const headers = signRequest(admin, { method: "GET", uri, body: "" });
-  const agent = new Agent({ connect: { ca: cluster.caPem } });
-  t.teardown(() => agent.close());
+  const agent = trustingAgent(t, cluster.caPem);
   const send = async (i: number) => {
     const res = await request(`${cluster.controlUrls[i]}${uri}`, { headers, dispatcher: agent });
     return { status: res.statusCode, body: (await res.body.json()) as { error?: string } };

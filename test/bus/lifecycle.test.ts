@@ -4,13 +4,14 @@ import fs from "node:fs";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import t from "tap";
-import { Agent, request } from "undici";
+import { request } from "undici";
 import { startUnibus } from "../../lib/bus/unibus.ts";
 import { connect } from "../../lib/client/connect.ts";
 import { createIdentity } from "../../lib/crypto/identity.ts";
 import { isProcessAlive } from "../../lib/nats/process.ts";
 import { describeCertificate } from "../../lib/tls/index.ts";
 import { member, testBus } from "../helpers/bus.ts";
+import { trustingAgent } from "../helpers/http.ts";
 
 async function until(what: string, check: () => boolean, limitMs = 10_000): Promise<void> {
   const deadline = Date.now() + limitMs;
@@ -84,8 +85,7 @@ t.test("two buses in one process do not collide", async (t) => {
 
 t.test("the control plane answers /healthz over TLS from the bus CA", async (t) => {
   const bus = await testBus(t);
-  const dispatcher = new Agent({ connect: { ca: bus.caPem } });
-  t.teardown(() => dispatcher.close());
+  const dispatcher = trustingAgent(t, bus.caPem);
   const res = await request(`${bus.controlUrl}/healthz`, { dispatcher });
   t.equal(res.statusCode, 200);
   t.same(await res.body.json(), { status: "ok", parts: { nats: "up", streams: "up", store: "up" } });

@@ -1,9 +1,10 @@
 // /metrics: valid Prometheus text, loopback only, counters that move with what happens.
 import t from "tap";
-import { Agent, request } from "undici";
+import { request } from "undici";
 import { connect } from "../../lib/client/connect.ts";
 import { createIdentity } from "../../lib/crypto/identity.ts";
 import { client, member, testBus } from "../helpers/bus.ts";
+import { trustingAgent } from "../helpers/http.ts";
 
 /** Every sample line of the exposition format: name, optional labels, a number. */
 const SAMPLE =
@@ -22,8 +23,7 @@ function parse(text: string): Map<string, number> {
 
 t.test("/metrics is Prometheus text; callout and store counters move", async (t) => {
   const bus = await testBus(t);
-  const dispatcher = new Agent({ connect: { ca: bus.caPem } });
-  t.teardown(() => dispatcher.close());
+  const dispatcher = trustingAgent(t, bus.caPem);
   const scrape = async () => {
     const res = await request(`${bus.controlUrl}/metrics`, { dispatcher });
     t.equal(res.statusCode, 200);
@@ -70,8 +70,7 @@ t.test("/metrics refuses non-loopback clients", async (t) => {
   }
   const bus = await testBus(t, { host: "0.0.0.0", hostnames: [external] });
   const port = new URL(bus.controlUrl).port;
-  const dispatcher = new Agent({ connect: { ca: bus.caPem } });
-  t.teardown(() => dispatcher.close());
+  const dispatcher = trustingAgent(t, bus.caPem);
   const res = await request(`https://${external}:${port}/metrics`, { dispatcher });
   t.equal(res.statusCode, 403);
   t.match(await res.body.json(), { message: /loopback clients only/ });
@@ -79,8 +78,7 @@ t.test("/metrics refuses non-loopback clients", async (t) => {
 
 t.test("rate-limited requests are counted", async (t) => {
   const bus = await testBus(t, { rateLimit: { ratePerSec: 1, burst: 3 } });
-  const dispatcher = new Agent({ connect: { ca: bus.caPem } });
-  t.teardown(() => dispatcher.close());
+  const dispatcher = trustingAgent(t, bus.caPem);
   const statuses: number[] = [];
   for (let i = 0; i < 6; i++) {
     const res = await request(`${bus.controlUrl}/v1/rooms/x`, { dispatcher });

@@ -6,7 +6,7 @@
 import crypto from "node:crypto";
 import fc from "fast-check";
 import t, { type Test } from "tap";
-import { Agent } from "undici";
+import type { Agent } from "undici";
 import type { Unibus } from "../../lib/bus/unibus.ts";
 import { JSON_BODY_LIMIT } from "../../lib/control/limits.ts";
 import { ROUTES, type Route, registrationProofMessage } from "../../lib/control/routes.ts";
@@ -14,6 +14,7 @@ import { AUTH_HEADERS, signRequest } from "../../lib/crypto/canonical.ts";
 import { createIdentity, type Identity } from "../../lib/crypto/identity.ts";
 import { newInviteToken } from "../../lib/store/index.ts";
 import { member, testBus } from "../helpers/bus.ts";
+import { trustingAgent } from "../helpers/http.ts";
 
 /** By hand: FUZZ_SCALE=10 for a deeper run, FUZZ_SEED=<seed> to replay one, FUZZ_DEBUG=1 to print every answer. */
 const SCALE = Number(process.env.FUZZ_SCALE ?? 1) || 1;
@@ -504,8 +505,7 @@ async function fuzz(
 async function fixture(t: Test): Promise<Fixture> {
   // No throttling: the point is what each request does, not how many arrive.
   const bus = await testBus(t, { rateLimit: { ratePerSec: 1e6, burst: 1e6 } });
-  const agent = new Agent({ connect: { ca: bus.caPem }, keepAliveTimeout: 4_000, connections: 4 });
-  t.teardown(() => agent.close());
+  const agent = trustingAgent(t, bus.caPem, { keepAliveTimeout: 4_000, connections: 4 });
   const admin = await member(bus, "fuzz-admin", "admin");
   const m = await member(bus, "fuzz-member");
   const decoy = await member(bus, "decoy");
