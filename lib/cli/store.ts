@@ -4,17 +4,13 @@ import type { Command } from "commander";
 import { nkeySigner } from "../auth/authenticator.ts";
 import { loadServiceKeys } from "../auth/service-keys.ts";
 import { busLayout } from "../bus/layout.ts";
-import { resolveConfig } from "../config/index.ts";
+import { resolveConfig, type UnibusConfig } from "../config/index.ts";
 import { readRunInfo } from "../ops/run-file.ts";
-import { type KvStore, openStore, type Store } from "../store/index.ts";
+import { chooseStoreBackend, type KvStore, openStore, type Store } from "../store/index.ts";
 import { CA_CERT_FILE } from "../tls/ca.ts";
 import { isLoopbackHost } from "../tls/hosts.ts";
 import { CliError, collect } from "./output.ts";
-
-/** The data dir through the same chain as `up`: --data-dir, UNIBUS_DATA_DIR, the config file, the default. */
-export function resolveDataDir(flag: string | undefined): string {
-  return path.resolve(resolveConfig({ flags: { dataDir: flag } }).config.dataDir);
-}
+import { configOption } from "./settings.ts";
 
 /** Where an admin command finds the store: the data dir's SQLite file, or a running cluster's KV buckets. */
 export interface StoreTargetOptions {
@@ -22,11 +18,24 @@ export interface StoreTargetOptions {
   store?: string;
   server?: string[];
   ca?: string;
+  config?: string;
+}
+
+/**
+ * The settings through the same chain as `up`: --data-dir and --store, `UNIBUS_*`,
+ * --config (or ./unibus.config.json), the defaults. `dataDir` comes back absolute.
+ */
+export function targetConfig(target: StoreTargetOptions): UnibusConfig {
+  const { config } = resolveConfig({
+    flags: { dataDir: target.dataDir, store: target.store },
+    ...(target.config ? { configFile: target.config } : {}),
+  });
+  return { ...config, dataDir: path.resolve(config.dataDir) };
 }
 
 /** Adds the options every store-editing command shares. */
 export function storeTargetOptions(cmd: Command): Command {
-  return cmd
+  cmd
     .option("-d, --data-dir <dir>", "the bus' data dir (default: as `unibus up` resolves it)")
     .option(
       "--store <backend>",
@@ -34,6 +43,7 @@ export function storeTargetOptions(cmd: Command): Command {
     )
     .option("--server <url>", "with --store kv: a NATS URL of the cluster, tls://host:4222 (repeatable)", collect)
     .option("--ca <file>", `with --store kv: the bus CA certificate (default: <data dir>/tls/${CA_CERT_FILE})`);
+  return configOption(cmd);
 }
 
 function isLoopbackUrl(url: string): boolean {
@@ -65,9 +75,10 @@ export async function withStore<T>(
     report?: NodeJS.WritableStream;
   } = {},
 ): Promise<T> {
-  const dataDir = resolveDataDir(target.dataDir);
+  const { dataDir, store: choice } = targetConfig(target);
   const run = await readRunInfo(dataDir);
-  const backend = resolveBackend(target, run?.store);
+  // "auto" follows the bus running in the data dir; --server names a cluster's, so KV.
+  const backend = chooseStoreBackend(choice, Boolean(target.server?.length) || run?.store === "kv");
   const store =
     backend === "kv"
       ? await openKv(target, dataDir, run?.natsUrls ?? [])
@@ -80,14 +91,6 @@ export async function withStore<T>(
   } finally {
     await store.close();
   }
-}
-
-function resolveBackend(target: StoreTargetOptions, running: "sqlite" | "kv" | undefined): "sqlite" | "kv" {
-  const chosen = target.store ?? resolveConfig({}).config.store;
-  if (chosen === "sqlite" || chosen === "kv") return chosen;
-  if (chosen !== "auto") throw new CliError(`--store must be sqlite or kv, not ${chosen}`);
-  if (target.server?.length) return "kv";
-  return running ?? "sqlite";
 }
 
 async function openSqlite(dataDir: string, create: boolean): Promise<Store> {

@@ -74,7 +74,11 @@ t.test("refusals: one line, nothing written, no connection without the CA", asyn
       ["--store", "kv", "--server", natsUrl, "--ca", ready.caFile, "-d", empty],
       /^unibus: no service keys in .*copy service-keys\.json/,
     ],
-    ["an unknown backend", ["--store", "etcd", "-d", empty], /^unibus: --store must be sqlite or kv, not etcd/],
+    [
+      "an unknown backend",
+      ["--store", "etcd", "-d", empty],
+      /^unibus: --store="etcd" must be one of auto, sqlite, kv$/m,
+    ],
   ];
   for (const [what, args, message] of cases) {
     const r = await runCli(["user", "add", bob, "--handle", "bob2", ...args]);

@@ -118,3 +118,47 @@ t.test("commands on a data dir without a store, unknown commands and options", a
     t.match(r.stdout, /Usage: unibus/, `${args.join(" ")} prints usage`);
   }
 });
+
+t.test("--config: the data dir comes from the file, a flag still wins, a bad file is one line", async (t) => {
+  const dir = t.testdir({ elsewhere: {} });
+  const dataDir = path.join(dir, "from-file");
+  const config = path.join(dir, "bus.json");
+  fs.writeFileSync(config, JSON.stringify({ dataDir }));
+  const alice = createIdentity();
+  // Run from another directory: nothing but --config can point at the data dir.
+  const cwd = path.join(dir, "elsewhere");
+  const add = await runCli(["user", "add", alice.signPub, "--handle", "alice", "--config", config], { cwd });
+  t.equal(add.code, 0, add.stderr);
+  const list = await runCli(["user", "list", "--json", "--config", config], { cwd });
+  t.equal(list.code, 0, list.stderr);
+  t.same(
+    (JSON.parse(list.stdout) as { handle: string }[]).map((u) => u.handle),
+    ["alice"],
+    "user list reads the data dir named in the file",
+  );
+  t.ok(fs.existsSync(path.join(dataDir, "store.db")), "the store is in the file's data dir");
+  oneLineError(
+    t,
+    await runCli(["user", "list", "--config", config, "--data-dir", path.join(dir, "none")], { cwd }),
+    /no bus store/,
+    "--data-dir beats the file",
+  );
+  const status = await runCli(["status", "--json", "--config", config], { cwd });
+  t.equal(JSON.parse(status.stdout).dataDir, dataDir, "status reads the same file");
+  const invites = await runCli(["invite", "list", "--json", "--config", config], { cwd });
+  t.same(JSON.parse(invites.stdout), [], "invite reads the same file");
+
+  fs.writeFileSync(path.join(dir, "typo.json"), JSON.stringify({ dataDri: dataDir }));
+  oneLineError(
+    t,
+    await runCli(["user", "list", "--config", path.join(dir, "typo.json")], { cwd }),
+    /unknown key "dataDri"/,
+    "a typo in the file",
+  );
+  oneLineError(
+    t,
+    await runCli(["user", "list", "--config", path.join(dir, "missing.json")], { cwd }),
+    /cannot read config file/,
+    "a missing file",
+  );
+});

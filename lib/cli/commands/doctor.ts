@@ -1,25 +1,22 @@
 import path from "node:path";
 import type { Command } from "commander";
-import { resolveConfig } from "../../config/index.ts";
 import { doctorExitCode, formatFindings, runDoctor } from "../../ops/index.ts";
 import { printJson } from "../output.ts";
+import { configOption, resolveCommandConfig } from "../settings.ts";
 
 export function doctorCommand(program: Command): void {
-  program
+  const doctor = program
     .command("doctor")
     .description(
       "check nats-server, Node, data-dir permissions, certificates, ports and clock skew; each finding with a fix",
     )
-    .option("-d, --data-dir <dir>", "the bus' data dir (default: as `unibus up` resolves it)")
-    .option("--config <file>", "read settings from this JSON file instead of ./unibus.config.json")
+    .option("-d, --data-dir <dir>", "the bus' data dir (default: as `unibus up` resolves it)");
+  configOption(doctor)
     .option("--json", "print the findings as one JSON object")
     .addHelpText("after", "\nExit codes: 0 no errors (warnings allowed), 1 at least one error.")
-    .action(async (opts: { dataDir?: string; config?: string; json?: boolean }) => {
+    .action(async (opts: { json?: boolean }, cmd: Command) => {
       // The ports and data dir `unibus up` would use: the same configuration chain.
-      const { config } = resolveConfig({
-        flags: { dataDir: opts.dataDir },
-        ...(opts.config ? { configFile: opts.config } : {}),
-      });
+      const { config } = resolveCommandConfig(cmd);
       const findings = await runDoctor({
         dataDir: path.resolve(config.dataDir),
         host: config.host,

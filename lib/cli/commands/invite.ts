@@ -1,23 +1,18 @@
 import path from "node:path";
 import type { Command } from "commander";
 import { busLayout } from "../../bus/layout.ts";
-import { resolveConfig, type UnibusConfig } from "../../config/index.ts";
+import type { UnibusConfig } from "../../config/index.ts";
 import { parseTtl } from "../../control/protocol.ts";
 import { readRunInfo } from "../../ops/run-file.ts";
 import { type Invite, newInviteToken } from "../../store/index.ts";
 import { isLoopbackHost, isUnspecifiedHost } from "../../tls/hosts.ts";
 import { CliError, printJson, table } from "../output.ts";
-import { resolveDataDir, type StoreTargetOptions, storeTargetOptions, withStore } from "../store.ts";
+import { type StoreTargetOptions, storeTargetOptions, targetConfig, withStore } from "../store.ts";
 
 type DataDirOption = StoreTargetOptions;
 
 /** The same ceiling as `POST /v1/invites`, so an invite lives as long whichever way it was made. */
 const MAX_TTL_MS = 90 * 86_400_000;
-
-function resolveDataDirAndConfig(opts: DataDirOption): { dataDir: string; config: UnibusConfig } {
-  const { config } = resolveConfig({ flags: { dataDir: opts.dataDir } });
-  return { dataDir: resolveDataDir(opts.dataDir), config };
-}
 
 function ttlMsOf(value: string): number {
   let ms: number;
@@ -39,7 +34,8 @@ function urlHost(host: string): string {
  * a loopback URL, which is useless on another machine: the configured public host
  * name is what its certificate covers, so that is what the invitee gets.
  */
-async function inviteeEndpoint(dataDir: string, config: UnibusConfig): Promise<{ controlUrl: string; caFile: string }> {
+async function inviteeEndpoint(config: UnibusConfig): Promise<{ controlUrl: string; caFile: string }> {
+  const { dataDir } = config;
   const publicName = isUnspecifiedHost(config.host) ? config.hostnames[0] : undefined;
   const running = await readRunInfo(dataDir);
   const runningUrl = running?.controlUrls[0];
@@ -80,9 +76,9 @@ export function inviteCommand(program: Command): void {
       if (opts.role !== "admin" && opts.role !== "member")
         throw new CliError(`--role must be admin or member, not ${opts.role}`);
       const ttlMs = ttlMsOf(opts.ttl);
-      const { dataDir, config } = resolveDataDirAndConfig(opts);
+      const config = targetConfig(opts);
       const token = newInviteToken();
-      const { controlUrl, caFile } = await inviteeEndpoint(dataDir, config);
+      const { controlUrl, caFile } = await inviteeEndpoint(config);
       await withStore(
         opts,
         (s) =>

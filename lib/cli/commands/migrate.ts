@@ -16,6 +16,7 @@ import type { Logger } from "../../log/index.ts";
 import { type ImportProgress, importSnapshot, type KvStore, openKvStore, openStore } from "../../store/index.ts";
 import type { Snapshot } from "../../store/types.ts";
 import { CliError } from "../output.ts";
+import { configOption, resolveCommandConfig } from "../settings.ts";
 
 export interface MigrationOptions {
   dataDir: string;
@@ -38,13 +39,13 @@ const PARTS = ["users", "rooms", "members", "sealedKeys", "invites"] as const;
  * Backup (VACUUM INTO), snapshot, import, parity check. Safe to run again: the import
  * writes every record's final value, so a re-run converges to the same state.
  */
-export async function migrateToKv(o: MigrationOptions): Promise<MigrationResult> {
-  const say = o.onProgress ?? (() => {});
-  const file = busLayout(o.dataDir, "").storeFile;
+export async function migrateToKv(opts: MigrationOptions): Promise<MigrationResult> {
+  const say = opts.onProgress ?? (() => {});
+  const file = busLayout(opts.dataDir, "").storeFile;
   if (!fs.existsSync(file)) {
-    throw new CliError(`no bus store in ${o.dataDir} (expected ${path.basename(file)}); pass the right --data-dir`);
+    throw new CliError(`no bus store in ${opts.dataDir} (expected ${path.basename(file)}); pass the right --data-dir`);
   }
-  const backupFile = backup(file, o.dataDir);
+  const backupFile = backup(file, opts.dataDir);
   say(`backup ${backupFile}`);
 
   const sqlite = await openStore({ backend: "sqlite", file });
@@ -56,13 +57,13 @@ export async function migrateToKv(o: MigrationOptions): Promise<MigrationResult>
   }
   say(`snapshot ${PARTS.map((p) => `${p} ${snap[p].length}`).join(", ")}`);
 
-  await importSnapshot(o.kv, snap, {
+  await importSnapshot(opts.kv, snap, {
     onProgress: (p: ImportProgress) => {
       if (p.done > 0 || p.total === 0) say(`${p.phase} ${p.done}/${p.total}`);
     },
   });
 
-  const after = await o.kv.snapshot();
+  const after = await opts.kv.snapshot();
   const differs = PARTS.filter((p) => !isDeepStrictEqual(after[p], snap[p]));
   return {
     backupFile,
@@ -116,56 +117,76 @@ export function checkTarget(natsUrl: string, ca: string | undefined): string[] {
   return servers;
 }
 
+interface MigrateCommandOptions {
+  natsUrl: string;
+  ca?: string;
+}
+
 export function migrateCommand(program: Command, logger?: Logger): void {
-  program
+  const migrate = program
     .command("migrate-to-kv")
     .description("copy the SQLite control plane of a data dir into the bus' JetStream KV store (host-trusted)")
-    .requiredOption("-d, --data-dir <dir>", "the bus' data dir (holds store.db and service-keys.json)")
+    .option(
+      "-d, --data-dir <dir>",
+      "the bus' data dir, holding store.db and service-keys.json (default: as `unibus up` resolves it)",
+    )
     .requiredOption("--nats-url <url>", "the bus' NATS server(s), comma-separated, e.g. nats://127.0.0.1:4222")
     .option("--ca <file>", "PEM of the bus' CA (required for a non-loopback target)")
-    .option("--replicas <n>", "replication of the KV buckets, 1-5", "1")
-    .action(async (opts: { dataDir: string; natsUrl: string; ca?: string; replicas: string }) => {
-      const dataDir = path.resolve(opts.dataDir);
-      const servers = checkTarget(opts.natsUrl, opts.ca);
-      const replicas = Number(opts.replicas);
-      if (!Number.isInteger(replicas) || replicas < 1 || replicas > 5) {
-        throw new CliError(`--replicas must be a whole number from 1 to 5, not ${opts.replicas}`);
-      }
-      if (!fs.existsSync(path.join(dataDir, SERVICE_KEYS_FILE))) {
-        throw new CliError(`no ${SERVICE_KEYS_FILE} in ${dataDir}: run this on the bus' host with its data dir`);
-      }
-      let caPem: string | undefined;
-      if (opts.ca !== undefined) {
-        try {
-          caPem = fs.readFileSync(opts.ca, "utf8");
-        } catch {
-          throw new CliError(`cannot read the CA file ${opts.ca}`);
-        }
-      }
-      const keys = await loadOrCreateServiceKeys(dataDir);
-      const kv = await openKvStore({
-        servers,
-        caPem,
-        authenticator: nkeySigner(keys.app.publicKey, (d) => keys.app.sign(d)),
-        replicas,
-        timeoutMs: 10_000,
-        logger,
-      });
-      let result: MigrationResult;
-      try {
-        result = await migrateToKv({ dataDir, kv, onProgress: (line) => process.stderr.write(`${line}\n`) });
-      } finally {
-        await kv.close();
-      }
-      const counts = PARTS.map((p) => `${p} ${result.counts[p]}`).join(", ");
-      process.stdout.write(`backup: ${result.backupFile}\n`);
-      if (result.parity) {
-        process.stdout.write(`parity: OK — the KV snapshot equals the SQLite snapshot (${counts})\n`);
-        return;
-      }
-      process.stdout.write(`parity: MISMATCH in ${result.differs.join(", ")} (SQLite has ${counts})\n`);
-      throw new CliError(
-        `the KV store does not match the SQLite store (${result.differs.join(", ")}); was the bus writing meanwhile? Stop it and run the migration again`,
-      );
-    });
+    .option("--replicas <n>", "replication of the KV buckets, 1-5 (default 1)");
+  configOption(migrate).action(async (opts: MigrateCommandOptions, cmd: Command) => {
+    const { config } = resolveCommandConfig(cmd);
+    const dataDir = path.resolve(config.dataDir);
+    const servers = checkTarget(opts.natsUrl, opts.ca);
+    if (!fs.existsSync(path.join(dataDir, SERVICE_KEYS_FILE))) {
+      throw new CliError(`no ${SERVICE_KEYS_FILE} in ${dataDir}: run this on the bus' host with its data dir`);
+    }
+    const kv = await openTargetKv(dataDir, servers, opts.ca, config.replicas ?? 1, logger);
+    let result: MigrationResult;
+    try {
+      result = await migrateToKv({ dataDir, kv, onProgress: (line) => process.stderr.write(`${line}\n`) });
+    } finally {
+      await kv.close();
+    }
+    reportParity(result);
+  });
+}
+
+/** The bus' KV store, reached as the bus itself (its APP service key). */
+async function openTargetKv(
+  dataDir: string,
+  servers: string[],
+  ca: string | undefined,
+  replicas: number,
+  logger: Logger | undefined,
+): Promise<KvStore> {
+  let caPem: string | undefined;
+  if (ca !== undefined) {
+    try {
+      caPem = fs.readFileSync(ca, "utf8");
+    } catch {
+      throw new CliError(`cannot read the CA file ${ca}`);
+    }
+  }
+  const keys = await loadOrCreateServiceKeys(dataDir);
+  return openKvStore({
+    servers,
+    caPem,
+    authenticator: nkeySigner(keys.app.publicKey, (d) => keys.app.sign(d)),
+    replicas,
+    timeoutMs: 10_000,
+    logger,
+  });
+}
+
+function reportParity(result: MigrationResult): void {
+  const counts = PARTS.map((p) => `${p} ${result.counts[p]}`).join(", ");
+  process.stdout.write(`backup: ${result.backupFile}\n`);
+  if (result.parity) {
+    process.stdout.write(`parity: OK — the KV snapshot equals the SQLite snapshot (${counts})\n`);
+    return;
+  }
+  process.stdout.write(`parity: MISMATCH in ${result.differs.join(", ")} (SQLite has ${counts})\n`);
+  throw new CliError(
+    `the KV store does not match the SQLite store (${result.differs.join(", ")}); was the bus writing meanwhile? Stop it and run the migration again`,
+  );
 }
