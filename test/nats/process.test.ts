@@ -2,32 +2,15 @@ import { spawn } from "node:child_process";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { connect } from "@nats-io/transport-node";
-import t, { type Test } from "tap";
+import t from "tap";
 import { NatsBinaryError, NatsStartError, StateError } from "../../lib/errors.ts";
-import {
-  isProcessAlive,
-  type NatsProcessConfig,
-  type NatsProcessState,
-  NatsServerProcess,
-  type NatsServerProcessOptions,
-} from "../../lib/nats/process.ts";
+import { isProcessAlive, type NatsProcessConfig, type NatsProcessState } from "../../lib/nats/process.ts";
 import { loadOrCreateCa, loadOrCreateServerCertificate } from "../../lib/tls/index.ts";
 import { tempDir } from "../helpers/fs.ts";
 import { captureLogger } from "../helpers/log.ts";
-import { NATS_SERVER } from "../helpers/nats.ts";
+import { natsConfig as config, NATS_SERVER, natsServer as server } from "../helpers/nats.ts";
 
 const NATS = NATS_SERVER;
-
-function config(extra: Partial<NatsProcessConfig> = {}): NatsProcessConfig {
-  return { serverName: "n1", host: "127.0.0.1", port: -1, http: { host: "127.0.0.1", port: -1 }, ...extra };
-}
-
-/** A server whose teardown stops it (registered before the temp dir's removal runs). */
-function server(t: Test, opts: Partial<NatsServerProcessOptions> & { workDir: string }): NatsServerProcess {
-  const s = new NatsServerProcess({ binary: NATS, config: config(), ...opts });
-  t.teardown(() => s.stop());
-  return s;
-}
 
 async function waitFor(what: string, cond: () => boolean | Promise<boolean>, boundMs = 15_000): Promise<void> {
   const until = Date.now() + boundMs;

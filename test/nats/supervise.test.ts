@@ -2,35 +2,21 @@ import { once } from "node:events";
 import fs from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
-import { Writable } from "node:stream";
 import { connect, type Status } from "@nats-io/transport-node";
 import t, { type Test } from "tap";
 import { InvalidArgumentError, NatsStartError } from "../../lib/errors.ts";
-import { createLogger } from "../../lib/log/index.ts";
 import { NatsCrashedError } from "../../lib/nats/errors.ts";
 import {
   isProcessAlive,
   type NatsExitInfo,
-  type NatsProcessConfig,
   type NatsProcessEvents,
   type NatsRestartedEvent,
   type NatsRestartingEvent,
   NatsServerProcess,
-  type NatsServerProcessOptions,
 } from "../../lib/nats/process.ts";
 import { tempDir } from "../helpers/fs.ts";
-import { NATS_SERVER } from "../helpers/nats.ts";
-
-function config(extra: Partial<NatsProcessConfig> = {}): NatsProcessConfig {
-  return { serverName: "n1", host: "127.0.0.1", port: -1, http: { host: "127.0.0.1", port: -1 }, ...extra };
-}
-
-/** A server whose teardown stops it (registered after the temp dir's, so it runs first). */
-function server(t: Test, opts: Partial<NatsServerProcessOptions> & { workDir: string }): NatsServerProcess {
-  const s = new NatsServerProcess({ binary: NATS_SERVER, config: config(), ...opts });
-  t.teardown(() => s.stop());
-  return s;
-}
+import { captureLogger } from "../helpers/log.ts";
+import { natsConfig as config, NATS_SERVER, natsServer as server } from "../helpers/nats.ts";
 
 /** The first argument of every event of one kind, in order. */
 function record<K extends keyof NatsProcessEvents>(s: NatsServerProcess, event: K): NatsProcessEvents[K][0][] {
@@ -38,17 +24,6 @@ function record<K extends keyof NatsProcessEvents>(s: NatsServerProcess, event: 
   const listener = (...args: NatsProcessEvents[K]) => seen.push(args[0]);
   s.on(event, listener as never); // EventEmitter's listener type is a conditional TypeScript cannot resolve for a generic K
   return seen;
-}
-
-function captureLog() {
-  const entries: Record<string, unknown>[] = [];
-  const destination = new Writable({
-    write(chunk, _enc, cb) {
-      for (const line of String(chunk).split("\n")) if (line) entries.push(JSON.parse(line));
-      cb();
-    },
-  });
-  return { logger: createLogger({ level: "debug", destination }), entries };
 }
 
 function timers(): number {
@@ -399,7 +374,7 @@ t.test("supervise and stop options are validated", async (t) => {
 
 t.test("lame-duck stop: clients are told and dropped, then the server exits by itself", async (t) => {
   const dir = await tempDir(t);
-  const { logger, entries } = captureLog();
+  const { logger, lines: entries } = captureLogger("debug");
   const s = server(t, {
     workDir: dir,
     logger,
@@ -439,7 +414,7 @@ t.test("lame-duck stop: clients are told and dropped, then the server exits by i
 
 t.test("lame-duck stop falls back to a shutdown when the server is not gone within lameDuckMs", async (t) => {
   const dir = await tempDir(t);
-  const { logger, entries } = captureLog();
+  const { logger, lines: entries } = captureLogger("debug");
   // The default grace period (10 s) keeps a connected client, and so the server, past lameDuckMs.
   const s = server(t, { workDir: dir, logger });
   const ports = await s.start();
