@@ -12,14 +12,7 @@ import { isProcessAlive } from "../../lib/nats/process.ts";
 import { describeCertificate } from "../../lib/tls/index.ts";
 import { member, testBus } from "../helpers/bus.ts";
 import { trustingAgent } from "../helpers/http.ts";
-
-async function until(what: string, check: () => boolean, limitMs = 10_000): Promise<void> {
-  const deadline = Date.now() + limitMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+import { waitFor } from "../helpers/wait.ts";
 
 t.test("stop() leaves no child process and no temp dir; it is idempotent", async (t) => {
   const bus = await startUnibus();
@@ -123,6 +116,6 @@ t.test("a SIGKILLed parent leaves no nats-server behind", async (t) => {
   const { pid } = JSON.parse(line) as { pid: number };
   t.ok(isProcessAlive(pid), "nats-server runs under the parent");
   child.kill("SIGKILL");
-  await until("nats-server to die with its parent", () => !isProcessAlive(pid));
+  await waitFor("nats-server to die with its parent", () => !isProcessAlive(pid), 10_000);
   t.notOk(isProcessAlive(pid), "no orphan");
 });

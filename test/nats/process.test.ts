@@ -9,16 +9,9 @@ import { loadOrCreateCa, loadOrCreateServerCertificate } from "../../lib/tls/ind
 import { tempDir } from "../helpers/fs.ts";
 import { captureLogger } from "../helpers/log.ts";
 import { natsConfig as config, NATS_SERVER, natsServer as server } from "../helpers/nats.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const NATS = NATS_SERVER;
-
-async function waitFor(what: string, cond: () => boolean | Promise<boolean>, boundMs = 15_000): Promise<void> {
-  const until = Date.now() + boundMs;
-  while (!(await cond())) {
-    if (Date.now() > until) throw new Error(`gave up waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 async function exists(file: string): Promise<boolean> {
   return fs.access(file).then(
