@@ -4,6 +4,7 @@
  */
 import { Command, CommanderError } from "commander";
 import { CliError, errorLine } from "./output.ts";
+import { packageVersion } from "./version.ts";
 
 type Register = (program: Command) => void;
 
@@ -28,6 +29,9 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
 export async function buildProgram(only?: string): Promise<Command> {
   const program = new Command("unibus")
     .description("a self-hostable, secure message bus for small teams and their bots")
+    .version(packageVersion(), "-V, --version", "print the unibus version")
+    // The program's own options only before a command: `install --version <v>` is install's.
+    .enablePositionalOptions()
     .showSuggestionAfterError()
     .exitOverride()
     .configureOutput({ outputError: (text, write) => write(`unibus: ${text.replace(/^error: /, "").trim()}\n`) });
