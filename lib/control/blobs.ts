@@ -123,6 +123,15 @@ export interface BlobUpload {
   abort(): Promise<void>;
 }
 
+/** The file an upload is written to until it is published or discarded. */
+interface TmpFile {
+  name: string;
+  path: string;
+  handle: FileHandle;
+  /** Closes the handle once; later calls do nothing. */
+  close: () => Promise<void>;
+}
+
 export class BlobStore {
   readonly dir: string;
   readonly maxBytes: number;
@@ -199,29 +208,15 @@ export class BlobStore {
   async beginUpload(input: { roomId: string; uploader: string; mimetype: string }): Promise<BlobUpload> {
     if (this.#closed) throw new BlobStoreClosedError();
     const mimetype = parseMimetype(input.mimetype);
-    const tmpName = `tmp-${crypto.randomBytes(12).toString("hex")}`;
-    const tmpPath = path.join(this.dir, tmpName);
-    const fh = await fs.open(tmpPath, "wx", 0o600);
-    this.#activeTmp.add(tmpName);
+    const tmp = await this.#openTmp();
     let state: "open" | "committing" | "done" = "open";
     let written = 0;
     let pending: Promise<unknown> = Promise.resolve();
-    let closed = false;
-    const closeHandle = async () => {
-      if (closed) return;
-      closed = true;
-      await fh.close();
-    };
     const discard = async () => {
       state = "done";
       await pending.catch(() => {});
-      await closeHandle().catch(() => {});
-      await fs.rm(tmpPath, { force: true }).catch((err: Error) => {
-        this.#logger.warn({ component: "blobs", err: err.message }, "could not remove a partial upload");
-      });
-      this.#activeTmp.delete(tmpName);
+      await this.#discardTmp(tmp);
     };
-
     return {
       write: (chunk) => {
         if (state !== "open") return Promise.reject(new StateError(["open"], state, "BlobUpload.write()"));
@@ -229,7 +224,7 @@ export class BlobStore {
           return Promise.reject(new InvalidArgumentError("size", "the blob is larger than the limit"));
         }
         written += chunk.length;
-        const p = writeAll(fh, chunk);
+        const p = writeAll(tmp.handle, chunk);
         pending = p;
         return p;
       },
@@ -242,29 +237,13 @@ export class BlobStore {
             throw new InvalidArgumentError("size", `${written} bytes were written but the commit declares ${size}`);
           }
           if (!SHA256_HEX.test(sha256)) throw new InvalidArgumentError("sha256", "sha256 must be 64 lowercase hex");
-          if (this.#closed) throw new BlobStoreClosedError();
-          await fh.sync();
-          await closeHandle();
-          const now = this.#now();
-          const meta: BlobMeta = {
-            id: crypto.randomBytes(16).toString("hex"),
+          const meta = await this.#publish(tmp, {
             roomId: input.roomId,
-            uploader: input.uploader.toLowerCase(),
+            uploader: input.uploader,
             mimetype,
             size,
             sha256,
-            createdAt: now,
-            expiresAt: now + this.maxAgeMs,
-          };
-          const dataPath = this.#dataPath(meta.id);
-          await fs.rename(tmpPath, dataPath);
-          this.#activeTmp.delete(tmpName);
-          try {
-            await this.#writeMeta(meta);
-          } catch (err) {
-            await fs.rm(dataPath, { force: true }).catch(() => {});
-            throw err;
-          }
+          });
           state = "done";
           return meta;
         } catch (err) {
@@ -277,6 +256,63 @@ export class BlobStore {
         await discard();
       },
     };
+  }
+
+  /** A fresh tmp- file, which the collector leaves alone until it is published or discarded. */
+  async #openTmp(): Promise<TmpFile> {
+    const name = `tmp-${crypto.randomBytes(12).toString("hex")}`;
+    const file = path.join(this.dir, name);
+    const handle = await fs.open(file, "wx", 0o600);
+    this.#activeTmp.add(name);
+    let closed = false;
+    const close = async () => {
+      if (closed) return;
+      closed = true;
+      await handle.close();
+    };
+    return { name, path: file, handle, close };
+  }
+
+  async #discardTmp(tmp: TmpFile): Promise<void> {
+    await tmp.close().catch(() => {});
+    await fs.rm(tmp.path, { force: true }).catch((err: Error) => {
+      this.#logger.warn({ component: "blobs", err: err.message }, "could not remove a partial upload");
+    });
+    this.#activeTmp.delete(tmp.name);
+  }
+
+  /**
+   * fsyncs the upload, renames it into place and writes its metadata: the blob exists
+   * once the metadata does, so bytes left without it are an orphan for the collector.
+   */
+  async #publish(
+    tmp: TmpFile,
+    blob: { roomId: string; uploader: string; mimetype: string; size: number; sha256: string },
+  ): Promise<BlobMeta> {
+    if (this.#closed) throw new BlobStoreClosedError();
+    await tmp.handle.sync();
+    await tmp.close();
+    const now = this.#now();
+    const meta: BlobMeta = {
+      id: crypto.randomBytes(16).toString("hex"),
+      roomId: blob.roomId,
+      uploader: blob.uploader.toLowerCase(),
+      mimetype: blob.mimetype,
+      size: blob.size,
+      sha256: blob.sha256,
+      createdAt: now,
+      expiresAt: now + this.maxAgeMs,
+    };
+    const dataPath = this.#dataPath(meta.id);
+    await fs.rename(tmp.path, dataPath);
+    this.#activeTmp.delete(tmp.name);
+    try {
+      await this.#writeMeta(meta);
+    } catch (err) {
+      await fs.rm(dataPath, { force: true }).catch(() => {});
+      throw err;
+    }
+    return meta;
   }
 
   /** The metadata of a live blob. NotFoundError for an unknown, malformed, corrupt or expired id. */
@@ -362,46 +398,13 @@ export class BlobStore {
     const roomExists = new Map<string, boolean | undefined>();
     for await (const entry of dir) {
       if (!entry.isFile()) continue;
-      const name = entry.name;
       try {
-        if (name.startsWith("tmp-")) {
-          if (!this.#activeTmp.has(name) && (await this.#olderThan(name, now, this.tmpMaxAgeMs))) {
-            await fs.rm(path.join(this.dir, name), { force: true });
-            report.tmpRemoved++;
-          }
-          continue;
-        }
-        if (isBlobId(name)) {
-          // Bytes whose metadata never got written (a crash between rename and commit).
-          if (!(await exists(this.#metaPath(name))) && (await this.#olderThan(name, now, this.tmpMaxAgeMs))) {
-            await fs.rm(path.join(this.dir, name), { force: true });
-            report.removed.push({ id: name, reason: "orphan" });
-          }
-          continue;
-        }
-        const id = META_FILE.exec(name)?.[1];
-        if (!id) continue;
-        const text = await fs.readFile(this.#metaPath(id), "utf8").catch((err: NodeJS.ErrnoException) => {
-          if (err.code === "ENOENT") return undefined;
-          throw err;
-        });
-        if (text === undefined) continue;
-        const meta = parseMeta(text, id);
-        let reason: GcReason | undefined;
-        if (!meta) reason = "corrupt";
-        else if (this.#expired(meta, now)) reason = "expired";
-        else {
-          if (!roomExists.has(meta.roomId)) roomExists.set(meta.roomId, await this.#roomExists(meta.roomId));
-          const verdict = roomExists.get(meta.roomId);
-          if (verdict === false) reason = "room-gone";
-          else if (verdict === undefined) report.unchecked++;
-        }
-        if (reason) {
-          await this.#remove(id, { mustExist: false });
-          report.removed.push({ id, reason });
-        } else report.kept++;
+        await this.#collect(entry.name, now, report, roomExists);
       } catch (err) {
-        this.#logger.warn({ component: "blobs", file: name, err: (err as Error).message }, "could not collect a blob");
+        this.#logger.warn(
+          { component: "blobs", file: entry.name, err: (err as Error).message },
+          "could not collect a blob",
+        );
       }
     }
     if (report.removed.length || report.tmpRemoved) {
@@ -411,6 +414,58 @@ export class BlobStore {
       );
     }
     return report;
+  }
+
+  /** One file of the directory: an old tmp- leftover, bytes without metadata, or a blob's metadata. */
+  async #collect(
+    name: string,
+    now: number,
+    report: GcReport,
+    roomExists: Map<string, boolean | undefined>,
+  ): Promise<void> {
+    if (name.startsWith("tmp-")) {
+      if (!this.#activeTmp.has(name) && (await this.#olderThan(name, now, this.tmpMaxAgeMs))) {
+        await fs.rm(path.join(this.dir, name), { force: true });
+        report.tmpRemoved++;
+      }
+      return;
+    }
+    if (isBlobId(name)) {
+      // Bytes whose metadata never got written (a crash between rename and commit).
+      if (!(await exists(this.#metaPath(name))) && (await this.#olderThan(name, now, this.tmpMaxAgeMs))) {
+        await fs.rm(path.join(this.dir, name), { force: true });
+        report.removed.push({ id: name, reason: "orphan" });
+      }
+      return;
+    }
+    const id = META_FILE.exec(name)?.[1];
+    if (!id) return;
+    const text = await fs.readFile(this.#metaPath(id), "utf8").catch((err: NodeJS.ErrnoException) => {
+      if (err.code === "ENOENT") return undefined;
+      throw err;
+    });
+    if (text === undefined) return;
+    const reason = await this.#removalReason(parseMeta(text, id), now, report, roomExists);
+    if (reason) {
+      await this.#remove(id, { mustExist: false });
+      report.removed.push({ id, reason });
+    } else report.kept++;
+  }
+
+  /** Why a blob goes, or undefined to keep it (also when its room cannot be checked: counted as unchecked). */
+  async #removalReason(
+    meta: BlobMeta | undefined,
+    now: number,
+    report: GcReport,
+    roomExists: Map<string, boolean | undefined>,
+  ): Promise<GcReason | undefined> {
+    if (!meta) return "corrupt";
+    if (this.#expired(meta, now)) return "expired";
+    if (!roomExists.has(meta.roomId)) roomExists.set(meta.roomId, await this.#roomExists(meta.roomId));
+    const verdict = roomExists.get(meta.roomId);
+    if (verdict === false) return "room-gone";
+    if (verdict === undefined) report.unchecked++;
+    return undefined;
   }
 
   /** true / false, or undefined when the store cannot tell right now (never delete on doubt). */
