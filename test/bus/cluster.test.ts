@@ -7,7 +7,6 @@ import { learnFreeRoutePorts } from "../../lib/bus/cluster-plan.ts";
 import { ClusterNotReadyError, metaStatus, notFormed, waitForMetaGroup } from "../../lib/bus/cluster-ready.ts";
 import { startUnibus, Unibus } from "../../lib/bus/unibus.ts";
 import { connect, type UnibusClient } from "../../lib/client/connect.ts";
-import type { Room, RoomMessage } from "../../lib/client/room.ts";
 import { createIdentity, type Identity } from "../../lib/crypto/identity.ts";
 import { InvalidArgumentError, type UnibusError } from "../../lib/errors.ts";
 import { silentLogger } from "../../lib/log/index.ts";
@@ -17,6 +16,7 @@ import { reconnected } from "../helpers/bus.ts";
 import { runCli, upJson } from "../helpers/cli.ts";
 import { tempDir } from "../helpers/fs.ts";
 import { NATS_SERVER } from "../helpers/nats.ts";
+import { collector } from "../helpers/room.ts";
 
 async function user(
   t: Test,
@@ -48,19 +48,6 @@ async function user(
   });
   t.teardown(() => client.close());
   return { id, c: client };
-}
-
-function collector(room: Room) {
-  const got: RoomMessage[] = [];
-  room.subscribe({ callback: (m) => void got.push(m) });
-  return {
-    texts: () => got.map((m) => new TextDecoder().decode(m.data)),
-    async until(n: number, ms = 10_000) {
-      const end = Date.now() + ms;
-      while (got.length < n && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
-      return got.length;
-    },
-  };
 }
 
 t.test("bad options are refused before anything starts", async (t) => {
@@ -140,8 +127,8 @@ t.test("three nodes: form, serve from any node, survive a SIGKILL, rejoin, stop 
   const room = await alice.c.createRoom({ encrypt: false });
   await reconnected(bob.c, () => room.addMember(bob.id));
   await reconnected(carol.c, () => room.addMember(carol.id));
-  const atBob = collector(await bob.c.openRoom(room.id));
-  const atCarol = collector(await carol.c.openRoom(room.id));
+  const atBob = collector(await bob.c.openRoom(room.id), { waitMs: 10_000 });
+  const atCarol = collector(await carol.c.openRoom(room.id), { waitMs: 10_000 });
   await Promise.all([bob.c.nc.flush(), carol.c.nc.flush()]);
   // A flush proves a member's own server has its subscription, not that the routes have
   // carried the interest to alice's server yet (core NATS, at-most-once): publish until

@@ -3,33 +3,18 @@
 import t, { type Test } from "tap";
 import type { Unibus } from "../../lib/bus/unibus.ts";
 import { connect, type UnibusClient } from "../../lib/client/connect.ts";
-import type { Room, RoomMessage } from "../../lib/client/room.ts";
+import type { RoomMessage } from "../../lib/client/room.ts";
 import { encodeFrame } from "../../lib/crypto/frame.ts";
 import type { Identity } from "../../lib/crypto/identity.ts";
 import { newRoomKey } from "../../lib/crypto/room-key.ts";
 import { member, reconnected, testBus } from "../helpers/bus.ts";
+import { collector } from "../helpers/room.ts";
 
 async function user(t: Test, bus: Unibus, handle: string): Promise<{ id: Identity; c: UnibusClient }> {
   const id = await member(bus, handle);
   const c = await connect({ natsUrl: bus.natsUrl, controlUrl: bus.controlUrl, ca: bus.caPem, identity: id });
   t.teardown(() => c.close());
   return { id, c };
-}
-
-/** Collects messages from a room subscription until `n` arrived (bounded wait). */
-function collector(room: Room, drops: string[] = []) {
-  const got: RoomMessage[] = [];
-  const sub = room.subscribe({ callback: (m) => void got.push(m), onDrop: (d) => void drops.push(d.reason) });
-  return {
-    got,
-    sub,
-    texts: () => got.map((m) => new TextDecoder().decode(m.data)),
-    async until(n: number, ms = 5000) {
-      const end = Date.now() + ms;
-      while (got.length < n && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
-      return got.length;
-    },
-  };
 }
 
 /** The member's client re-authenticates after being added; wait until its connection is back. */
@@ -110,7 +95,7 @@ t.test("tampered, unsigned and forged frames are dropped and counted", async (t)
   await reconnected(bob.c, () => room.addMember(bob.id));
   const bobRoom = await bob.c.openRoom(room.id);
   const drops: string[] = [];
-  const atAlice = collector(room, drops);
+  const atAlice = collector(room, { drops });
   await alice.c.nc.flush();
   const key = await bobRoom.keyFor(1);
   // bob holds the room key, but tries frames alice must refuse

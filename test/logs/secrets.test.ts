@@ -6,11 +6,12 @@ import t from "tap";
 import { nkeySigner } from "../../lib/auth/authenticator.ts";
 import { connect } from "../../lib/client/connect.ts";
 import { ControlClient } from "../../lib/client/control.ts";
-import type { Room, RoomMessage } from "../../lib/client/room.ts";
+import type { Room } from "../../lib/client/room.ts";
 import { registrationProofMessage } from "../../lib/control/routes.ts";
 import { createIdentity, type Identity } from "../../lib/crypto/identity.ts";
 import { client, connectOnce, member, reconnected, testBus } from "../helpers/bus.ts";
 import { captureLogger } from "../helpers/log.ts";
+import { collector } from "../helpers/room.ts";
 
 /** Every textual form a secret's bytes could take in a log line. */
 function forms(bytes: Uint8Array): string[] {
@@ -47,11 +48,6 @@ function leaks(lines: string[], secrets: Map<string, string>): string[] {
     if (JWT.test(line)) found.push(`line ${i + 1}: a JWT`);
   }
   return found;
-}
-
-async function until(got: RoomMessage[], n: number): Promise<void> {
-  const end = Date.now() + 5000;
-  while (got.length < n && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
 }
 
 t.test("the scanner finds a secret and a JWT when they are there", async (t) => {
@@ -116,16 +112,15 @@ t.test("a full workload at trace level logs no seed, key, sealed key, token or J
   await reconnected(bob, () => room.addMember(bobId));
   await room.addMember(carolId);
   const bobRoom = await bob.openRoom(room.id);
-  const got: RoomMessage[] = [];
-  bobRoom.subscribe({ callback: (m) => void got.push(m) });
+  const { got, until } = collector(bobRoom);
   await bob.nc.flush();
   await room.publish("hello bob");
   await bobRoom.publish("hello admin");
-  await until(got, 2);
+  await until(2);
   t.equal(got.length, 2, "messages flowed");
   await room.removeMember(carolId);
   await room.publish("after rekey");
-  await until(got, 3);
+  await until(3);
   t.equal(got.length, 3);
 
   for (const epoch of [1, 2]) {
