@@ -296,6 +296,33 @@ export function openFrame(frame: Uint8Array | ParseFrameResult, opts: OpenFrameO
   if (parsed === null || typeof parsed !== "object" || !("ok" in parsed)) return fail("malformed", "not a frame");
   if (!parsed.ok) return parsed;
   const room = roomIdBytes(opts.roomId);
+  const refusal = roomRuleRefusal(parsed, opts);
+  if (refusal) return refusal;
+  const layout = frameLayout(parsed, room);
+  const { epoch, sender } = parsed;
+  let verified = false;
+  if (parsed.signed) {
+    const key = senderKey(sender, parsed.bytes);
+    if (key === undefined || !verifySignature(key, layout.input, parsed.signature!)) {
+      return { ok: false, reason: "bad-signature", detail: "the signature does not verify", epoch, sender };
+    }
+    verified = true;
+  }
+  if (!parsed.encrypted) {
+    return {
+      ok: true,
+      plaintext: Buffer.from(parsed.bytes.subarray(layout.bodyStart, layout.bodyEnd)),
+      sender,
+      epoch,
+      encrypted: false,
+      verified,
+    };
+  }
+  return decryptFrame(parsed, opts, layout, verified);
+}
+
+/** The room's rules a frame breaks before any crypto: its mode, or a missing signature. */
+function roomRuleRefusal(parsed: ParsedFrame, opts: OpenFrameOptions): FrameFailure | undefined {
   const { epoch, sender } = parsed;
   if (parsed.encrypted !== opts.encrypted) {
     return {
@@ -309,6 +336,20 @@ export function openFrame(frame: Uint8Array | ParseFrameResult, opts: OpenFrameO
   if (opts.requireSignature && !parsed.signed) {
     return { ok: false, reason: "unsigned", detail: "the room requires signed frames", epoch, sender };
   }
+  return undefined;
+}
+
+/** Where the body lies in the frame, and the bytes the signature and the AEAD cover. */
+interface FrameLayout {
+  bodyStart: number;
+  bodyEnd: number;
+  /** Length of the context (label and room) at the start of `input`. */
+  ctxLen: number;
+  /** Context then frame: up to the signature for a signed frame, up to the body otherwise. */
+  input: Buffer;
+}
+
+function frameLayout(parsed: ParsedFrame, room: Buffer): FrameLayout {
   const bytes = parsed.bytes;
   const bodyEnd = bytes.length - (parsed.signed ? SIGNATURE_BYTES : 0);
   const bodyStart = bodyEnd - parsed.body.length;
@@ -321,24 +362,17 @@ export function openFrame(frame: Uint8Array | ParseFrameResult, opts: OpenFrameO
   input[FRAME_LABEL.length] = room.length;
   room.copy(input, FRAME_LABEL.length + 1);
   input.set(bytes.subarray(0, covered), ctxLen);
-  let verified = false;
-  if (parsed.signed) {
-    const key = senderKey(sender, bytes);
-    if (key === undefined || !verifySignature(key, input, parsed.signature!)) {
-      return { ok: false, reason: "bad-signature", detail: "the signature does not verify", epoch, sender };
-    }
-    verified = true;
-  }
-  if (!parsed.encrypted) {
-    return {
-      ok: true,
-      plaintext: Buffer.from(bytes.subarray(bodyStart, bodyEnd)),
-      sender,
-      epoch,
-      encrypted: false,
-      verified,
-    };
-  }
+  return { bodyStart, bodyEnd, ctxLen, input };
+}
+
+function decryptFrame(
+  parsed: ParsedFrame,
+  opts: OpenFrameOptions,
+  layout: FrameLayout,
+  verified: boolean,
+): OpenFrameResult {
+  const { epoch, sender, bytes } = parsed;
+  const { bodyStart, bodyEnd, ctxLen, input } = layout;
   const key = typeof opts.roomKey === "function" ? opts.roomKey(epoch) : opts.roomKey;
   if (key === undefined) {
     return { ok: false, reason: "unknown-epoch", detail: `no room key for epoch ${epoch}`, epoch, sender };
