@@ -1,7 +1,7 @@
 import crypto from "node:crypto";
 import path from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import t from "tap";
+import t, { type Test } from "tap";
 import { InvalidArgumentError, StoreUnavailableError, UserExistsError } from "../../lib/errors.ts";
 import { NatsServerProcess } from "../../lib/nats/process.ts";
 import {
@@ -46,6 +46,16 @@ async function open(opts: { bucketPrefix?: string } = {}): Promise<KvStore> {
   const store = await openKvStore({ nc, bucketPrefix, storage: "memory" });
   prefixes.set(store, bucketPrefix);
   return store;
+}
+
+/** Eight stores, each with its own connection, on one fresh set of buckets: to race writes. */
+async function racers(t: Test): Promise<KvStore[]> {
+  const bucketPrefix = prefix();
+  const stores = await Promise.all(
+    Array.from({ length: 8 }, () => openKvStore({ servers: url, bucketPrefix, storage: "memory", timeoutMs: 10_000 })),
+  );
+  t.teardown(() => Promise.all(stores.map((s) => s.close())));
+  return stores;
 }
 
 await storeSuite(t, "kv", () => open(), {
@@ -131,11 +141,7 @@ t.test("invite double-spend race: many consumers on separate connections, exactl
 });
 
 t.test("handle uniqueness under concurrency: one addUser per handle wins", async (t) => {
-  const bucketPrefix = prefix();
-  const stores = await Promise.all(
-    Array.from({ length: 8 }, () => openKvStore({ servers: url, bucketPrefix, storage: "memory", timeoutMs: 10_000 })),
-  );
-  t.teardown(() => Promise.all(stores.map((s) => s.close())));
+  const stores = await racers(t);
   const results = await Promise.allSettled(
     stores.map((s) => s.addUser({ signPub: signPubHex(), handle: "same", role: "member" })),
   );
@@ -286,11 +292,7 @@ t.test("a live in-flight claim is respected", async (t) => {
 });
 
 t.test("racing invites for one handle: at most one stays open", async (t) => {
-  const bucketPrefix = prefix();
-  const stores = await Promise.all(
-    Array.from({ length: 8 }, () => openKvStore({ servers: url, bucketPrefix, storage: "memory", timeoutMs: 10_000 })),
-  );
-  t.teardown(() => Promise.all(stores.map((s) => s.close())));
+  const stores = await racers(t);
   const results = await Promise.allSettled(
     stores.map((s) => s.createInvite({ token: newInviteToken(), handle: "zed", role: "member", createdBy: "host" })),
   );

@@ -33,6 +33,19 @@ function user(handle: string, role: "admin" | "member" = "member") {
   return { signPub: signPubHex(), kexPub: kexPubHex(), handle, role };
 }
 
+/** An encrypted room "r1" owned by `owner`. */
+function roomOf(store: Store, owner: string) {
+  return store.createRoom({
+    id: "r1",
+    subject: "room.r1",
+    ownerSignPub: owner,
+    encrypt: true,
+    persist: false,
+    signMsgs: false,
+    ownerSealedKey: "AAAA",
+  });
+}
+
 function rawRows(file: string, sql: string): Record<string, unknown>[] {
   const db = new DatabaseSync(file, { readOnly: true });
   try {
@@ -417,15 +430,7 @@ t.test("a database from before rooms is upgraded in place, its users kept", asyn
   const store = await openSqliteStore(file);
   t.teardown(() => store.close());
   t.equal((await store.getUser(alice.signPub)).createdAt, 1, "the old user is intact");
-  const room = await store.createRoom({
-    id: "r1",
-    subject: "room.r1",
-    ownerSignPub: alice.signPub,
-    encrypt: true,
-    persist: false,
-    signMsgs: false,
-    ownerSealedKey: "AAAA",
-  });
+  const room = await roomOf(store, alice.signPub);
   t.equal(room.epoch, 1, "and can own a room at once");
   t.same(
     rawRows(file, "SELECT version FROM schema_migrations ORDER BY version").map((r) => r.version),
@@ -485,15 +490,7 @@ t.test("room and invite methods fail closed when SQLite fails under them", async
   const store = await openSqliteStore(file);
   t.teardown(() => store.close());
   const alice = await store.addUser(user("alice"));
-  const room = await store.createRoom({
-    id: "r1",
-    subject: "room.r1",
-    ownerSignPub: alice.signPub,
-    encrypt: true,
-    persist: false,
-    signMsgs: false,
-    ownerSealedKey: "AAAA",
-  });
+  const room = await roomOf(store, alice.signPub);
   const db = new DatabaseSync(file, { enableForeignKeyConstraints: false });
   db.exec("DROP TABLE room_members; DROP TABLE room_keys; DROP TABLE invites");
   db.close();
