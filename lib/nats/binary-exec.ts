@@ -24,6 +24,12 @@ export interface FetchContext {
   env: NodeJS.ProcessEnv;
   logger: Logger;
   progress: ProgressFn;
+  /**
+   * Whether the version a fetched binary reports may go into the cache: `undefined` if so,
+   * else why not, as a phrase after "nats-server <version>" (too old, an advisory, not the
+   * requested release). A refused binary is never installed.
+   */
+  refuse: (version: string) => string | undefined;
 }
 
 /**

@@ -10,10 +10,14 @@ import {
   run,
   SourceUnavailable,
 } from "./binary-exec.ts";
-import { isSupportedVersion, MIN_NATS_VERSION } from "./binary-version.ts";
 
-/** Bookworm ships 2.9.10 (no auth callout); trixie ships 2.10.27, whose binary also runs on bookworm. */
-export const DEBIAN_SUITE = "trixie";
+/**
+ * The suites that carry nats-server >= 2.10, in the order a default install tries them:
+ * unstable has the maintained line (2.15.1 at the end of 2026), trixie the floor (2.10.27).
+ * Both binaries are linked against glibc only and run on bookworm, whose own 2.9.10 lacks
+ * the auth callout.
+ */
+export const DEBIAN_SUITES = ["unstable", "trixie"] as const;
 
 /** One archive the machine already trusts: where it is and which keyring signs it. */
 export interface AptArchive {
@@ -91,10 +95,10 @@ export function renderSourcesStanza(archive: AptArchive, suite: string): string 
 }
 
 /**
- * `apt-get download nats-server` from the Debian suite that carries >= 2.10, under a
- * throwaway apt configuration pointing at the mirror this machine already uses. The
- * system's apt state is never read for writing nor locked; apt checks the signature and
- * the package hash. Every failure is `SourceUnavailable`.
+ * `apt-get download nats-server` from one Debian suite (default: the first of
+ * `DEBIAN_SUITES`), under a throwaway apt configuration pointing at the mirror this machine
+ * already uses. The system's apt state is never read for writing nor locked; apt checks the
+ * signature and the package hash. Every failure is `SourceUnavailable`.
  */
 export async function fetchDebian(
   ctx: FetchContext & { suite?: string; etcApt?: string },
@@ -104,7 +108,7 @@ export async function fetchDebian(
   if (!aptGet) throw new SourceUnavailable("`apt-get` is not on PATH");
   const dpkgDeb = await findOnPath("dpkg-deb", ctx.env);
   if (!dpkgDeb) throw new SourceUnavailable("`dpkg-deb` is not on PATH");
-  const suite = ctx.suite ?? DEBIAN_SUITE;
+  const suite = ctx.suite ?? DEBIAN_SUITES[0];
   const etcApt = ctx.etcApt ?? "/etc/apt";
   const archives = (await readAptArchives(etcApt)).slice(0, MAX_ARCHIVES_TRIED);
   if (archives.length === 0) throw new SourceUnavailable(`no Debian archive is configured in ${etcApt}`);
@@ -182,9 +186,8 @@ async function fromArchive(
   ctx.progress({ phase: "verify", message: "running the unpacked nats-server --version" });
   const probe = await probeNatsServer(binary, ctx.env, ctx.logger);
   if (!probe.ok) throw new SourceUnavailable(`the packaged nats-server ${probe.reason}`);
-  if (!isSupportedVersion(probe.version)) {
-    throw new SourceUnavailable(`${suite} ships nats-server ${probe.version}, older than ${MIN_NATS_VERSION}`);
-  }
+  const refused = ctx.refuse(probe.version);
+  if (refused) throw new SourceUnavailable(`${suite} ships nats-server ${probe.version}, which ${refused}`);
   ctx.progress({ phase: "install", message: `installing nats-server ${probe.version} into the cache` });
   const installed = await promoteIntoCache(ctx.cacheRoot, binary, probe.version);
   return { path: installed, version: probe.version };

@@ -8,7 +8,6 @@ import type { ReadableStream as NodeReadableStream } from "node:stream/web";
 import { ChecksumMismatchError } from "../errors.ts";
 import { createStaging, discardStaging, promoteIntoCache } from "./binary-cache.ts";
 import { type FetchContext, findOnPath, lastLine, probeNatsServer, run, SourceUnavailable } from "./binary-exec.ts";
-import { isSupportedVersion, MIN_NATS_VERSION } from "./binary-version.ts";
 
 /** Where nats-io publishes release assets; `UNIBUS_NATS_DOWNLOAD_URL` replaces it (mirrors, tests). */
 export const DEFAULT_RELEASE_BASE_URL = "https://github.com/nats-io/nats-server/releases/download";
@@ -110,9 +109,8 @@ export async function fetchRelease(
     ctx.progress({ phase: "verify", message: "running the unpacked nats-server --version" });
     const probe = await probeNatsServer(extracted, ctx.env, ctx.logger);
     if (!probe.ok) throw new SourceUnavailable(`the archive's nats-server ${probe.reason}`);
-    if (!isSupportedVersion(probe.version)) {
-      throw new SourceUnavailable(`the archive holds nats-server ${probe.version}, older than ${MIN_NATS_VERSION}`);
-    }
+    const refused = ctx.refuse(probe.version);
+    if (refused) throw new SourceUnavailable(`the archive holds nats-server ${probe.version}, which ${refused}`);
     if (probe.version !== ctx.version) {
       ctx.logger.warn({ expected: ctx.version, actual: probe.version }, "release archive reports another version");
     }
