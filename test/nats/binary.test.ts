@@ -653,6 +653,26 @@ t.test("Debian: unstable first, then trixie, the floor, with a warning", { skip:
   );
 });
 
+t.test("unibus install --version fetches one release; a refused one is an error", async (t) => {
+  const cache = await cacheWith(t, [FLOOR_NATS_VERSION, PINNED_NATS_VERSION]);
+  const cli = path.join(repoRoot, "bin", "unibus.js");
+  const env = { PATH: path.dirname(process.execPath), UNIBUS_CACHE_DIR: cache };
+  const { stdout } = await run(process.execPath, [cli, "install", "--version", FLOOR_NATS_VERSION, "--json"], { env });
+  t.same(JSON.parse(stdout), {
+    path: path.join(cache, "nats-server", FLOOR_NATS_VERSION, "nats-server"),
+    version: FLOOR_NATS_VERSION,
+    source: "cache",
+  });
+  const def = await run(process.execPath, [cli, "install", "--json"], { env });
+  t.equal(JSON.parse(def.stdout).version, PINNED_NATS_VERSION, "without --version: the default");
+  const refused = await run(process.execPath, [cli, "install", "--version", "2.11.0"], { env }).catch((e) => e);
+  t.equal(refused.code, 1);
+  t.match(
+    refused.stderr,
+    /unibus: version: nats-server 2\.11\.0 is affected by security advisory GHSA-fhg8-qxh5-7q3w .*fixed in 2\.11\.1/,
+  );
+});
+
 t.test("apt sources: main archives are read from the machine's own configuration", async (t) => {
   const etc = await tempDir(t, "etc-apt");
   await mkdir(path.join(etc, "sources.list.d"));
