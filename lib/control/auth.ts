@@ -98,8 +98,18 @@ export async function authenticateRequest(opts: AuthenticateOptions): Promise<Au
 
 async function check(opts: AuthenticateOptions, onVerified: (signPub: string) => void): Promise<string> {
   const skewMs = opts.skewMs ?? DEFAULT_SKEW_MS;
-  const now = (opts.now ?? Date.now)();
+  const signed = verifiedHeaders(opts, skewMs);
+  onVerified(signed.signPub);
+  // Authorization before the nonce store: a key that is not on the bus must not be
+  // able to fill it.
+  await requireAuthorized(opts.store, signed.signPub);
+  await requireFreshNonce(opts.nonces, signed, skewMs);
+  return signed.signPub;
+}
 
+/** The signed headers, once they parse, are within the skew, verify and cover this body. */
+function verifiedHeaders(opts: AuthenticateOptions, skewMs: number): SignedHeaders {
+  const now = (opts.now ?? Date.now)();
   let signed: SignedHeaders;
   try {
     signed = parseSignedHeaders(opts.headers);
@@ -109,14 +119,12 @@ async function check(opts: AuthenticateOptions, onVerified: (signPub: string) =>
     }
     throw err;
   }
-
   if (Math.abs(now - signed.timestamp) > skewMs) {
     throw unauthenticated(
       "AUTH_CLOCK_SKEW",
       `request timestamp is outside the allowed skew of ${formatSeconds(skewMs)}; check this machine's clock`,
     );
   }
-
   if (!verifySignedRequest({ method: opts.method, uri: opts.uri, signed })) {
     throw unauthenticated("AUTH_BAD_SIGNATURE", "signature does not verify");
   }
@@ -126,11 +134,14 @@ async function check(opts: AuthenticateOptions, onVerified: (signPub: string) =>
       `signature does not verify: the body does not match ${AUTH_HEADERS.contentSha256}`,
     );
   }
-  onVerified(signed.signPub);
+  return signed;
+}
 
+/** Fails closed: a store that cannot answer is a 503, never an admission. */
+async function requireAuthorized(store: AuthenticateOptions["store"], signPub: string): Promise<void> {
   let authorized: boolean;
   try {
-    authorized = await opts.store.isAuthorized(signed.signPub);
+    authorized = await store.isAuthorized(signPub);
   } catch (err) {
     throw new HttpError(503, "the control plane cannot check authorization right now; try again shortly", {
       code: "AUTH_UNAVAILABLE",
@@ -141,10 +152,13 @@ async function check(opts: AuthenticateOptions, onVerified: (signPub: string) =>
   if (authorized !== true) {
     throw unauthenticated("AUTH_NOT_AUTHORIZED", "key is not authorized on this bus");
   }
+}
 
+/** Remembers the nonce for twice the skew, the window in which a replay would pass the clock check. */
+async function requireFreshNonce(nonces: NonceStore, signed: SignedHeaders, skewMs: number): Promise<void> {
   let verdict: string;
   try {
-    verdict = await opts.nonces.checkAndRemember(nonceKey(signed.signPub, signed.nonce), 2 * skewMs);
+    verdict = await nonces.checkAndRemember(nonceKey(signed.signPub, signed.nonce), 2 * skewMs);
   } catch (err) {
     throw new HttpError(503, "the control plane cannot check for replays right now; try again shortly", {
       code: "AUTH_UNAVAILABLE",
@@ -159,7 +173,6 @@ async function check(opts: AuthenticateOptions, onVerified: (signPub: string) =>
       headers: { "retry-after": "5" },
     });
   }
-  return signed.signPub;
 }
 
 function formatSeconds(ms: number): string {

@@ -76,6 +76,38 @@ const VALUE = new TextEncoder().encode("1");
 
 /** Opens (creating if needed) the nonce bucket and returns the store. */
 export async function openKvNonceStore(opts: KvNonceStoreOptions): Promise<KvNonceStore> {
+  const settings = nonceStoreSettings(opts);
+  const { nc, bucket, ttlMs, timeoutMs, logger } = settings;
+  try {
+    return await bounded(settings.openTimeoutMs, async () => {
+      const kv = await new Kvm(jetstream(nc, { timeout: timeoutMs })).create(bucket, {
+        replicas: settings.replicas,
+        history: 1,
+        ttl: ttlMs,
+        storage: settings.storage,
+        allow_direct: false,
+        timeout: timeoutMs,
+      });
+      const { maxAgeMs, replicas } = await ensureMaxAge(nc, kv, bucket, ttlMs, timeoutMs, logger);
+      logger.info({ component: "control-nonces", bucket, replicas, maxAgeMs }, "replicated nonce store open");
+      return new KvNonceStore(kv, { bucket, maxAgeMs, replicas, timeoutMs, logger });
+    });
+  } catch (err) {
+    if (err instanceof UnibusError) throw err;
+    // debug: the caller gets the typed error and decides (a cluster node retries while its peers start).
+    logger.debug(
+      { component: "control-nonces", err: (err as Error).message, bucket },
+      "could not open the nonce store",
+    );
+    throw new StoreUnavailableError(
+      `the replicated nonce store (bucket ${bucket}) could not be opened: NATS or JetStream did not answer; check that the bus is running and JetStream has quorum`,
+      { cause: err },
+    );
+  }
+}
+
+/** The options checked, with their defaults; `InvalidArgumentError` naming the first bad one. */
+function nonceStoreSettings(opts: KvNonceStoreOptions) {
   if (opts === null || typeof opts !== "object") {
     throw new InvalidArgumentError(
       "opts",
@@ -100,51 +132,21 @@ export async function openKvNonceStore(opts: KvNonceStoreOptions): Promise<KvNon
       `ttlMs must be a whole number of milliseconds, at least ${MIN_TTL_MS} (it must cover 2 x the clock skew)`,
     );
   }
-  const timeoutMs = opts.timeoutMs ?? 3000;
-  if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1) {
-    throw new InvalidArgumentError("timeoutMs", "timeoutMs must be a positive whole number of milliseconds");
-  }
-  const openTimeoutMs = opts.openTimeoutMs ?? 15_000;
-  if (!Number.isSafeInteger(openTimeoutMs) || openTimeoutMs < 1) {
-    throw new InvalidArgumentError("openTimeoutMs", "openTimeoutMs must be a positive whole number of milliseconds");
-  }
-  const prefix = bucketPrefixOf(opts.bucketPrefix);
+  const timeoutMs = positiveMs(opts.timeoutMs ?? 3000, "timeoutMs");
+  const openTimeoutMs = positiveMs(opts.openTimeoutMs ?? 15_000, "openTimeoutMs");
+  const bucket = `${bucketPrefixOf(opts.bucketPrefix)}${BUCKET}`;
   const storage = opts.storage ?? "file";
   if (storage !== "file" && storage !== "memory") {
     throw new InvalidArgumentError("storage", 'storage must be "file" or "memory"');
   }
-  const logger = opts.logger ?? silentLogger;
-  const bucket = `${prefix}${BUCKET}`;
+  return { nc, replicas, ttlMs, timeoutMs, openTimeoutMs, bucket, storage, logger: opts.logger ?? silentLogger };
+}
 
-  try {
-    return await bounded(openTimeoutMs, async () => {
-      const kv = await new Kvm(jetstream(nc, { timeout: timeoutMs })).create(bucket, {
-        replicas,
-        history: 1,
-        ttl: ttlMs,
-        storage,
-        allow_direct: false,
-        timeout: timeoutMs,
-      });
-      const { maxAgeMs, replicas: actualReplicas } = await ensureMaxAge(nc, kv, bucket, ttlMs, timeoutMs, logger);
-      logger.info(
-        { component: "control-nonces", bucket, replicas: actualReplicas, maxAgeMs },
-        "replicated nonce store open",
-      );
-      return new KvNonceStore(kv, { bucket, maxAgeMs, replicas: actualReplicas, timeoutMs, logger });
-    });
-  } catch (err) {
-    if (err instanceof UnibusError) throw err;
-    // debug: the caller gets the typed error and decides (a cluster node retries while its peers start).
-    logger.debug(
-      { component: "control-nonces", err: (err as Error).message, bucket },
-      "could not open the nonce store",
-    );
-    throw new StoreUnavailableError(
-      `the replicated nonce store (bucket ${bucket}) could not be opened: NATS or JetStream did not answer; check that the bus is running and JetStream has quorum`,
-      { cause: err },
-    );
+function positiveMs(ms: number, field: string): number {
+  if (!Number.isSafeInteger(ms) || ms < 1) {
+    throw new InvalidArgumentError(field, `${field} must be a positive whole number of milliseconds`);
   }
+  return ms;
 }
 
 /**
