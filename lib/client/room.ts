@@ -2,15 +2,30 @@
  * A room as a bot author sees it: publish bytes, iterate messages, manage members.
  * Keys never leave the client unsealed: the room key of each epoch is fetched sealed
  * to this identity, opened here, and cached per epoch.
+ *
+ * Received frames are checked in the order of docs/protocol.md §7: everything that
+ * needs no request first (structure, mode, signature), then the signer's membership,
+ * then the key. Any member can publish frames at any epoch, so the requests frames
+ * cause are bounded: a key is fetched once per epoch, a refusal is remembered, and
+ * frame-driven requests spend from a small per-room budget.
  */
 import crypto from "node:crypto";
 import { createReadStream } from "node:fs";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
 import { decryptBlob, encryptBlob } from "../crypto/blob.ts";
-import { encodeFrame, type FrameFailureReason, frameEpoch, openFrame } from "../crypto/frame.ts";
+import {
+  encodeFrame,
+  type FrameFailure,
+  type FrameFailureReason,
+  type OpenFrameResult,
+  openFrame,
+  type ParsedFrame,
+  parseFrame,
+} from "../crypto/frame.ts";
 import type { Identity } from "../crypto/identity.ts";
 import { newRoomKey } from "../crypto/room-key.ts";
 import { openRoomKey, sealRoomKey } from "../crypto/seal.ts";
@@ -45,16 +60,20 @@ export interface RoomMessage {
   /** Sender's Ed25519 public key (hex): proven when `verified`, else a room-key holder's claim. */
   sender: string;
   epoch: number;
-  /** The frame carried a valid signature by `sender`. */
+  /** Signed by a member of the room at `epoch`: a valid signature by `sender`, who is a member. */
   verified: boolean;
   receivedAt: number;
   /** Stream sequence, for messages read from history. */
   seq?: number;
 }
 
-/** A frame that was dropped, and why (never thrown, never delivered). */
+/**
+ * A frame that was dropped, and why (never thrown, never delivered). The reasons are
+ * those of docs/protocol.md §7.1: the frame's own (`FrameFailureReason`), or
+ * `not-a-member` for a valid signature by a key that is not a member of that epoch.
+ */
 export interface DroppedFrame {
-  reason: FrameFailureReason | "key-unavailable";
+  reason: FrameFailureReason | "not-a-member";
   epoch?: number;
   sender?: string;
 }
@@ -73,6 +92,33 @@ function refKey(m: MemberRef): string {
   return (typeof m === "string" ? m : m.signPub).toLowerCase();
 }
 
+/** Epochs the control plane accepts: no key exists outside 1..2^31. */
+const EPOCH_MAX = 2 ** 31;
+/** Key and room requests that received frames cause: this many at once, then this many a second. */
+const FRAME_REQUEST_BURST = 8;
+const FRAME_REQUESTS_PER_SEC = 1;
+/** A key refused to us (we were not a member then) is not asked for again for this long. */
+const KEY_MISS_TTL_MS = 10 * 60_000;
+const KEY_MISSES_MAX = 1024;
+/** The member list is re-read when older than this or than the newest epoch we know... */
+const ROSTER_TTL_MS = 60_000;
+/** ...but never more often than this, whatever the frames claim. */
+const ROSTER_MIN_INTERVAL_MS = 1_000;
+/** Former members remembered; beyond it they are forgotten (their old frames then drop). */
+const FORMER_MEMBERS_MAX = 10_000;
+
+function inEpochRange(epoch: number): boolean {
+  return epoch >= 1 && epoch <= EPOCH_MAX;
+}
+
+function dropOf(failure: FrameFailure): DroppedFrame {
+  return {
+    reason: failure.reason,
+    ...(failure.epoch !== undefined ? { epoch: failure.epoch } : {}),
+    ...(failure.sender ? { sender: failure.sender } : {}),
+  };
+}
+
 export class Room {
   readonly id: string;
   readonly subject: string;
@@ -87,6 +133,11 @@ export class Room {
   /** epoch → opened room key; a promise so concurrent frames fetch once. */
   readonly #keys = new Map<number, Promise<Uint8Array | undefined>>();
   readonly #ready = new Map<number, Uint8Array>();
+  /** epoch → when to ask again: keys the control plane refused us. */
+  readonly #misses = new Map<number, number>();
+  readonly #budget = new RequestBudget(FRAME_REQUEST_BURST, FRAME_REQUESTS_PER_SEC);
+  readonly #roster = new Roster();
+  #discovering: Promise<void> | undefined;
   readonly #subs = new Set<Subscription>();
   /** Frames dropped, by reason. */
   readonly dropped: Record<string, number> = {};
@@ -117,6 +168,7 @@ export class Room {
 
   /** The room key of `epoch` (fetched sealed to us once, then cached); undefined if we never held it. */
   async keyFor(epoch: number): Promise<Uint8Array | undefined> {
+    if (this.#missed(epoch)) return undefined;
     let pending = this.#keys.get(epoch);
     if (!pending) {
       pending = this.#control
@@ -124,17 +176,36 @@ export class Room {
         .then((k) => {
           const key = openRoomKey({ sealed: k.sealed, identity: this.#identity, roomId: this.id, epoch });
           this.#ready.set(epoch, key);
+          if (epoch > this.#epoch) this.#epoch = epoch; // someone rekeyed: follow
           return key;
         })
         .catch((err: unknown) => {
-          // Not a member then (403), or no such epoch: remember the miss briefly only.
           this.#keys.delete(epoch);
-          if (err instanceof ControlPlaneError && (err.status === 403 || err.status === 404)) return undefined;
+          if (err instanceof ControlPlaneError && (err.status === 403 || err.status === 404)) {
+            // Not a member then: that answer never changes for an epoch we know exists. A
+            // newer one may appear with the next rekey, so its miss is not kept.
+            if (epoch <= this.#epoch) this.#rememberMiss(epoch);
+            return undefined;
+          }
           throw err;
         });
       this.#keys.set(epoch, pending);
     }
     return pending;
+  }
+
+  #missed(epoch: number): boolean {
+    const until = this.#misses.get(epoch);
+    if (until === undefined) return false;
+    if (performance.now() < until) return true;
+    this.#misses.delete(epoch);
+    return false;
+  }
+
+  #rememberMiss(epoch: number): void {
+    // Only epochs up to the room's own can be refused, so this bound is a backstop.
+    if (this.#misses.size >= KEY_MISSES_MAX) this.#misses.clear();
+    this.#misses.set(epoch, performance.now() + KEY_MISS_TTL_MS);
   }
 
   /** Re-reads the room (epoch included) from the control plane. */
@@ -155,7 +226,9 @@ export class Room {
       const body: Record<string, unknown> = { signPub, epoch: this.#epoch };
       if (this.encrypt) body.sealedKey = await this.#sealTo(signPub, this.#epoch);
       try {
-        return await this.#control.request<RoomMember>("POST", `/v1/rooms/${this.id}/members`, body);
+        const added = await this.#control.request<RoomMember>("POST", `/v1/rooms/${this.id}/members`, body);
+        this.#roster.add(added.signPub);
+        return added;
       } catch (err) {
         // Someone rekeyed meanwhile: seal the newer key and try once more.
         if (attempt === 0 && err instanceof ControlPlaneError && err.status === 409 && /epoch/i.test(err.message)) {
@@ -170,6 +243,7 @@ export class Room {
   /** Removes a member and moves the room to a new epoch whose key the removed member never gets. */
   async removeMember(user: MemberRef): Promise<void> {
     await this.#control.request("DELETE", `/v1/rooms/${this.id}/members/${refKey(user)}`);
+    this.#roster.remove(refKey(user), this.#epoch);
     if (this.encrypt && refKey(user) !== this.#identity.signPub) await this.rekey();
   }
 
@@ -229,32 +303,33 @@ export class Room {
     this.#nc.publish(this.subject, frame);
   }
 
-  /** Opens one received frame; undefined (and counted) when it must be dropped. */
-  async #open(bytes: Uint8Array, onDrop?: (d: DroppedFrame) => void, seq?: number): Promise<RoomMessage | undefined> {
-    let roomKey: Uint8Array | undefined;
-    if (this.encrypt) {
-      const epoch = frameEpoch(bytes);
-      if (epoch !== undefined) {
-        roomKey = this.#ready.get(epoch) ?? (await this.keyFor(epoch).catch(() => undefined));
-        if (epoch > this.#epoch && roomKey) this.#epoch = epoch; // someone rekeyed: follow
-        if (!roomKey) return this.#drop({ reason: "key-unavailable", epoch }, onDrop);
-      }
+  /**
+   * Opens one received frame; undefined (and counted) when it must be dropped. `live`
+   * frames never wait for the request budget (the subscription must keep flowing);
+   * history reads, which the reader paces, do.
+   */
+  async #open(
+    bytes: Uint8Array,
+    onDrop: ((d: DroppedFrame) => void) | undefined,
+    live: boolean,
+    seq?: number,
+  ): Promise<RoomMessage | undefined> {
+    const parsed = parseFrame(bytes);
+    if (!parsed.ok) return this.#drop(dropOf(parsed), onDrop);
+    const first = this.#openKnown(parsed);
+    let opened = first.result;
+    const { epoch, sender } = parsed;
+    if (!opened.ok && opened.reason !== "unknown-epoch") return this.#drop(dropOf(opened), onDrop);
+    if (!opened.ok && !inEpochRange(epoch)) return this.#drop(dropOf(opened), onDrop);
+    if (parsed.signed && !first.memberChecked && !(await this.#isMember(sender, epoch))) {
+      return this.#drop({ reason: "not-a-member", epoch, sender }, onDrop);
     }
-    const opened = openFrame(bytes, {
-      roomId: this.id,
-      encrypted: this.encrypt,
-      ...(roomKey ? { roomKey } : {}),
-      requireSignature: this.signMsgs,
-    });
     if (!opened.ok) {
-      return this.#drop(
-        {
-          reason: opened.reason,
-          ...(opened.epoch !== undefined ? { epoch: opened.epoch } : {}),
-          ...(opened.sender ? { sender: opened.sender } : {}),
-        },
-        onDrop,
-      );
+      // Every check before the key passed: only now may this frame cost a request.
+      const roomKey = await this.#frameKey(epoch, live);
+      if (!roomKey) return this.#drop({ reason: "unknown-epoch", epoch, sender }, onDrop);
+      opened = openFrame(parsed, this.#openOptions(roomKey));
+      if (!opened.ok) return this.#drop(dropOf(opened), onDrop);
     }
     return {
       data: opened.plaintext,
@@ -264,6 +339,76 @@ export class Room {
       receivedAt: Date.now(),
       ...(seq !== undefined ? { seq } : {}),
     };
+  }
+
+  /**
+   * Opens a frame with what this client already holds, without a request. openFrame asks
+   * for the key only after the signature verified; the key is handed over only when the
+   * signer is already known as a member (so membership is checked before decryption),
+   * else the result is `unknown-epoch` and the caller goes on.
+   */
+  #openKnown(parsed: ParsedFrame): { result: OpenFrameResult; memberChecked: boolean } {
+    let memberChecked = false;
+    const result = openFrame(
+      parsed,
+      this.#openOptions((epoch) => {
+        if (!inEpochRange(epoch)) return undefined;
+        if (parsed.signed && !this.#knownMember(parsed.sender, epoch)) return undefined;
+        memberChecked = parsed.signed;
+        return this.#ready.get(epoch);
+      }),
+    );
+    return { result, memberChecked };
+  }
+
+  #openOptions(roomKey: Uint8Array | ((epoch: number) => Uint8Array | undefined)) {
+    return { roomId: this.id, encrypted: this.encrypt, roomKey, requireSignature: this.signMsgs };
+  }
+
+  #knownMember(signPub: string, epoch: number): boolean {
+    return signPub === this.#identity.signPub || this.#roster.knows(signPub, epoch, this.#epoch);
+  }
+
+  /** Whether `signPub` was a member at `epoch`, re-reading the member list when needed (and allowed). */
+  async #isMember(signPub: string, epoch: number): Promise<boolean> {
+    if (signPub === this.#identity.signPub) return true;
+    return this.#roster.isMember(signPub, epoch, this.#epoch, () => this.members());
+  }
+
+  /** The key of a received frame's epoch, within the limits of docs/protocol.md §7.2. */
+  async #frameKey(epoch: number, live: boolean): Promise<Uint8Array | undefined> {
+    if (!inEpochRange(epoch)) return undefined;
+    const ready = this.#ready.get(epoch);
+    if (ready) return ready;
+    if (this.#missed(epoch)) return undefined;
+    if (epoch > this.#epoch && !(await this.#discover(epoch, live))) return undefined;
+    if (!this.#keys.has(epoch) && !(await this.#spend(live))) return undefined;
+    return this.keyFor(epoch).catch(() => undefined);
+  }
+
+  /** Whether `epoch` exists: a newer epoch than we know is checked with the room, one read at a time. */
+  async #discover(epoch: number, live: boolean): Promise<boolean> {
+    let pending = this.#discovering;
+    if (!pending) {
+      if (!(await this.#spend(live))) return false;
+      pending = this.#discovering ??= this.refresh()
+        .then(
+          () => undefined,
+          () => undefined,
+        )
+        .finally(() => {
+          this.#discovering = undefined;
+        });
+    }
+    await pending;
+    return epoch <= this.#epoch;
+  }
+
+  /** One request from the frame budget: taken at once or not at all when live, waited for otherwise. */
+  async #spend(live: boolean): Promise<boolean> {
+    if (live) return this.#budget.take();
+    await this.#budget.acquire();
+    return true;
   }
 
   #drop(d: DroppedFrame, onDrop?: (d: DroppedFrame) => void): undefined {
@@ -291,7 +436,7 @@ export class Room {
         }
         const data = msg.data;
         chain = chain.then(async () => {
-          const m = await this.#open(data, opts.onDrop);
+          const m = await this.#open(data, opts.onDrop, true);
           if (!m) return;
           if (opts.callback) opts.callback(m);
           else {
@@ -351,7 +496,7 @@ export class Room {
       if (status >= 400)
         throw new InvalidArgumentError("room", `history read failed (${status} ${reply.headers?.description ?? ""})`);
       const at = Number(reply.headers?.get("Nats-Sequence"));
-      const m = await this.#open(reply.data, opts.onDrop, at);
+      const m = await this.#open(reply.data, opts.onDrop, false, at);
       if (m) yield m;
       seq = at + 1;
     }
@@ -410,5 +555,106 @@ export class Room {
   close(): void {
     for (const sub of this.#subs) if (!sub.isClosed()) sub.unsubscribe();
     this.#subs.clear();
+  }
+}
+
+/** A token bucket: `burst` requests at once, then `perSec` a second. */
+class RequestBudget {
+  readonly #burst: number;
+  readonly #perSec: number;
+  #tokens: number;
+  #at = performance.now();
+
+  constructor(burst: number, perSec: number) {
+    this.#burst = burst;
+    this.#perSec = perSec;
+    this.#tokens = burst;
+  }
+
+  take(): boolean {
+    const now = performance.now();
+    this.#tokens = Math.min(this.#burst, this.#tokens + ((now - this.#at) * this.#perSec) / 1000);
+    this.#at = now;
+    if (this.#tokens < 1) return false;
+    this.#tokens -= 1;
+    return true;
+  }
+
+  /** Resolves once a token is taken. */
+  async acquire(): Promise<void> {
+    while (!this.take()) await sleep(Math.ceil(((1 - this.#tokens) * 1000) / this.#perSec));
+  }
+}
+
+/**
+ * Who may sign frames in a room, as far as this client can tell (docs/protocol.md
+ * §7.3): the newest member list it read, plus keys it saw in earlier lists, each with
+ * the newest epoch this client knew while that key was listed. The control plane lists
+ * only current members, so that is all a client can know of past epochs.
+ */
+class Roster {
+  #current = new Set<string>();
+  readonly #former = new Map<string, number>();
+  #listedAt = Number.NEGATIVE_INFINITY;
+  #listedEpoch = 0;
+  #triedAt = Number.NEGATIVE_INFINITY;
+  #pending: Promise<void> | undefined;
+
+  /** Without a request: a list that is still fresh says `signPub` was a member at `epoch`. */
+  knows(signPub: string, epoch: number, roomEpoch: number): boolean {
+    const fresh = performance.now() - this.#listedAt < ROSTER_TTL_MS && this.#listedEpoch >= roomEpoch;
+    return fresh && this.#holds(signPub, epoch);
+  }
+
+  /** Re-reads the list when the answer is not known fresh, at most once per interval; else decides on what it holds. */
+  async isMember(
+    signPub: string,
+    epoch: number,
+    roomEpoch: number,
+    list: () => Promise<RoomMember[]>,
+  ): Promise<boolean> {
+    if (this.knows(signPub, epoch, roomEpoch)) return true;
+    if (!this.#pending && performance.now() - this.#triedAt >= ROSTER_MIN_INTERVAL_MS) {
+      this.#pending = this.#reread(roomEpoch, list).finally(() => {
+        this.#pending = undefined;
+      });
+    }
+    if (this.#pending) await this.#pending;
+    return this.#holds(signPub, epoch);
+  }
+
+  /** This client added a member. */
+  add(signPub: string): void {
+    this.#current.add(signPub);
+    this.#former.delete(signPub);
+  }
+
+  /** This client removed a member, at `epoch` (the rekey that follows starts the next). */
+  remove(signPub: string, epoch: number): void {
+    if (this.#current.delete(signPub)) this.#former.set(signPub, epoch);
+  }
+
+  #holds(signPub: string, epoch: number): boolean {
+    return this.#current.has(signPub) || (this.#former.get(signPub) ?? 0) >= epoch;
+  }
+
+  async #reread(roomEpoch: number, list: () => Promise<RoomMember[]>): Promise<void> {
+    const started = performance.now();
+    this.#triedAt = started;
+    let members: RoomMember[];
+    try {
+      members = await list();
+    } catch {
+      return; // keep what we hold: strangers stay strangers, and the next try waits its turn
+    }
+    const next = new Set(members.map((m) => m.signPub.toLowerCase()));
+    for (const gone of this.#current) {
+      if (!next.has(gone)) this.#former.set(gone, Math.max(this.#former.get(gone) ?? 0, this.#listedEpoch));
+    }
+    for (const signPub of next) this.#former.delete(signPub);
+    if (this.#former.size > FORMER_MEMBERS_MAX) this.#former.clear();
+    this.#current = next;
+    this.#listedAt = started;
+    this.#listedEpoch = roomEpoch;
   }
 }
