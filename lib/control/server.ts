@@ -16,7 +16,6 @@ import type { Logger } from "../log/index.ts";
 import { silentLogger } from "../log/index.ts";
 import type { BusMetrics } from "../metrics/index.ts";
 import { type AuthMode, type AuthResult, authenticateRequest } from "./auth.ts";
-// blobs: streamed routes with their own pipeline (lib/control/blob-routes.ts)
 import { type BlobRouteMatch, handleBlobRoute, matchBlobRoute, uploadOutlivesRequestTimeout } from "./blob-routes.ts";
 import type { BlobStore } from "./blobs.ts";
 import { HttpError, sendHttpError } from "./http-error.ts";
@@ -55,10 +54,8 @@ export interface ControlServerOptions {
   beforeScrape?: () => Promise<void>;
   /** Reports whether the bus behind this control plane is healthy. */
   health?: () => Promise<{ ok: boolean; detail?: Record<string, unknown> }>;
-  // ---- blobs ----
   /** Serves the blob routes (`/v1/rooms/:id/blobs…`) from this store; without it they are 404. */
   blobs?: BlobStore;
-  // ---- end blobs ----
 }
 
 const router = new Router<Route>(ROUTES);
@@ -81,12 +78,13 @@ export class ControlServer {
       void this.#handle(req, res);
     });
     this.#server.maxHeadersCount = MAX_HEADERS_COUNT;
-    // ---- requests the HTTP parser refuses: answered as JSON like every other refusal ----
+    // Requests the HTTP parser refuses are answered as JSON, like every other refusal,
+    // except the request timeout of an authenticated blob upload, which keeps going on
+    // its own clock (see uploadOutlivesRequestTimeout).
     this.#server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
-      if (opts.blobs && uploadOutlivesRequestTimeout(err, socket)) return; // blobs: an upload on its own clock
+      if (opts.blobs && uploadOutlivesRequestTimeout(err, socket)) return;
       answerClientError(err, socket, this.#logger);
     });
-    // ---- end parser refusals ----
   }
 
   async listen(): Promise<number> {
@@ -317,7 +315,7 @@ function send(res: ServerResponse, status: number, body: unknown): void {
   res.end(res.req.method === "HEAD" ? undefined : text);
 }
 
-// ---- requests the HTTP parser refuses ----
+/** How each refusal of Node's HTTP parser is answered (see `answerClientError`). */
 const CLIENT_ERRORS: Record<number, { reason: string; code: string; message: string }> = {
   400: {
     reason: "Bad Request",
@@ -353,4 +351,3 @@ function answerClientError(err: NodeJS.ErrnoException, socket: import("node:stre
     `HTTP/1.1 ${status} ${e.reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`,
   );
 }
-// ---- end parser refusals ----
