@@ -1,5 +1,4 @@
 import crypto from "node:crypto";
-import path from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
@@ -9,22 +8,9 @@ import { type KvNonceStore, NonceTtlError, openKvNonceStore } from "../../lib/co
 import { InvalidArgumentError, StoreUnavailableError } from "../../lib/errors.ts";
 import { NatsServerProcess } from "../../lib/nats/process.ts";
 import { tempDir } from "../helpers/fs.ts";
-import { NATS_SERVER } from "../helpers/nats.ts";
+import { NATS_SERVER, startJetStream } from "../helpers/nats.ts";
 
-/** A JetStream nats-server in a temp dir; stopped, then its dir removed, when `t` ends. */
-async function startServer(t: Test, name: string): Promise<{ server: NatsServerProcess; url: string }> {
-  const dir = await tempDir(t);
-  const server = new NatsServerProcess({
-    binary: NATS_SERVER,
-    workDir: dir,
-    config: { serverName: name, host: "127.0.0.1", port: -1, jetstream: { storeDir: path.join(dir, "js") } },
-  });
-  t.teardown(() => server.stop());
-  const ports = await server.start();
-  return { server, url: `nats://127.0.0.1:${ports.nats}` };
-}
-
-const main = await startServer(t, "nonces1");
+const main = await startJetStream(t, "nonces1");
 
 // Two connections stand for two nodes of a cluster.
 const nc1 = await connect({ servers: main.url });
@@ -211,7 +197,7 @@ t.test("a closed connection rejects, never fresh", async (t) => {
 });
 
 t.test("a stopped server: a call rejects within the timeout instead of answering fresh", async (t) => {
-  const s2 = await startServer(t, "nonces2");
+  const s2 = await startJetStream(t, "nonces2");
   const own = await connect({ servers: s2.url, maxReconnectAttempts: -1, reconnectTimeWait: 50 });
   t.teardown(() => own.close());
   const store = await open(t, { nc: own, timeoutMs: 400 });

@@ -1,9 +1,7 @@
 import crypto from "node:crypto";
-import path from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import t, { type Test } from "tap";
 import { InvalidArgumentError, StoreUnavailableError, UserExistsError } from "../../lib/errors.ts";
-import { NatsServerProcess } from "../../lib/nats/process.ts";
 import {
   InviteRefusedError,
   type KvStore,
@@ -12,27 +10,11 @@ import {
   openStore,
   type Store,
 } from "../../lib/store/index.ts";
-import { tempDir } from "../helpers/fs.ts";
-import { NATS_SERVER } from "../helpers/nats.ts";
+import { startJetStream } from "../helpers/nats.ts";
 import { kexPubHex, signPubHex } from "./keys.ts";
 import { storeSuite } from "./suite.ts";
 
-const dir = await tempDir(t);
-
-const server = new NatsServerProcess({
-  binary: NATS_SERVER,
-  workDir: dir,
-  config: {
-    serverName: "kv1",
-    host: "127.0.0.1",
-    port: -1,
-    http: { host: "127.0.0.1", port: -1 },
-    jetstream: { storeDir: path.join(dir, "js") },
-  },
-});
-const ports = await server.start();
-t.teardown(() => server.stop());
-const url = `nats://127.0.0.1:${ports.nats}`;
+const { url } = await startJetStream(t, "kv1", { http: { host: "127.0.0.1", port: -1 } });
 
 const nc = await connect({ servers: url });
 t.teardown(() => nc.close());
@@ -190,14 +172,7 @@ t.test("concurrent rekeys from the same epoch: exactly one wins, the keys are it
 });
 
 t.test("a stopped server: operations fail within the timeout, predicates fail closed", async (t) => {
-  const d2 = await tempDir(t);
-  const s2 = new NatsServerProcess({
-    binary: NATS_SERVER,
-    workDir: d2,
-    config: { serverName: "kv2", host: "127.0.0.1", port: -1, jetstream: { storeDir: path.join(d2, "js") } },
-  });
-  const p2 = await s2.start();
-  t.teardown(() => s2.stop());
+  const { server: s2, ports: p2 } = await startJetStream(t, "kv2");
   const own: NatsConnection = await connect({
     servers: `127.0.0.1:${p2.nats}`,
     maxReconnectAttempts: -1,

@@ -6,14 +6,12 @@ import t, { type Test } from "tap";
 import { loadOrCreateServiceKeys } from "../../lib/auth/service-keys.ts";
 import { busLayout } from "../../lib/bus/layout.ts";
 import { migrateToKv } from "../../lib/cli/commands/migrate.ts";
-import { NatsServerProcess } from "../../lib/nats/process.ts";
 import { type KvStore, newInviteToken, openKvStore, openStore, type Snapshot } from "../../lib/store/index.ts";
 import { runCli } from "../helpers/cli.ts";
 import { tempDir } from "../helpers/fs.ts";
-import { NATS_SERVER } from "../helpers/nats.ts";
+import { startJetStream } from "../helpers/nats.ts";
 import { kexPubHex, signPubHex } from "./keys.ts";
 
-const root = await tempDir(t);
 const sealed = () => crypto.randomBytes(92).toString("base64url");
 
 /**
@@ -69,15 +67,8 @@ async function representative(dataDir: string): Promise<{ snap: Snapshot; openTo
 }
 
 // One JetStream server without auth for the in-process migrations.
-const plain = new NatsServerProcess({
-  binary: NATS_SERVER,
-  workDir: path.join(root, "plain"),
-  config: { serverName: "m1", host: "127.0.0.1", port: -1, jetstream: { storeDir: path.join(root, "plain", "js") } },
-});
-fs.mkdirSync(path.join(root, "plain"));
-const plainPorts = await plain.start();
-t.teardown(() => plain.stop());
-const nc = await connect({ servers: `127.0.0.1:${plainPorts.nats}` });
+const plain = await startJetStream(t, "m1");
+const nc = await connect({ servers: plain.url });
 t.teardown(() => nc.close());
 
 async function kvFor(tt: Test): Promise<KvStore> {
@@ -154,21 +145,9 @@ t.test("CLI: migrate-to-kv with the APP service key, progress on stderr, parity 
   const dataDir = await tempDir(t);
   const { snap } = await representative(dataDir);
   const keys = await loadOrCreateServiceKeys(dataDir);
-  const work = await tempDir(t);
-  const server = new NatsServerProcess({
-    binary: NATS_SERVER,
-    workDir: work,
-    config: {
-      serverName: "m2",
-      host: "127.0.0.1",
-      port: -1,
-      jetstream: { storeDir: path.join(work, "js") },
-      accounts: { APP: { jetstream: true, users: [{ nkey: keys.app.publicKey }] } },
-    },
+  const { url } = await startJetStream(t, "m2", {
+    accounts: { APP: { jetstream: true, users: [{ nkey: keys.app.publicKey }] } },
   });
-  const ports = await server.start();
-  t.teardown(() => server.stop());
-  const url = `nats://127.0.0.1:${ports.nats}`;
   const args = ["migrate-to-kv", "--data-dir", dataDir, "--nats-url", url];
   const r = await runCli(args);
   t.equal(r.code, 0, r.stderr);
