@@ -6,7 +6,7 @@ import { loadServiceKeys } from "../auth/service-keys.ts";
 import { busLayout } from "../bus/layout.ts";
 import { resolveConfig, type UnibusConfig } from "../config/index.ts";
 import { readRunInfo } from "../ops/run-file.ts";
-import { chooseStoreBackend, type KvStore, openStore, type Store } from "../store/index.ts";
+import { chooseStoreBackend, type KvStore, openStore, type Role, type Store } from "../store/index.ts";
 import { CA_CERT_FILE } from "../tls/ca.ts";
 import { isLoopbackHost } from "../tls/hosts.ts";
 import { CliError, collect } from "./output.ts";
@@ -44,6 +44,12 @@ export function storeTargetOptions(cmd: Command): Command {
     .option("--server <url>", "with --store kv: a NATS URL of the cluster, tls://host:4222 (repeatable)", collect)
     .option("--ca <file>", `with --store kv: the bus CA certificate (default: <data dir>/tls/${CA_CERT_FILE})`);
   return configOption(cmd);
+}
+
+/** `--role`, checked before anything is read or written. */
+export function roleOf(value: string): Role {
+  if (value !== "admin" && value !== "member") throw new CliError(`--role must be admin or member, not ${value}`);
+  return value;
 }
 
 function isLoopbackUrl(url: string): boolean {

@@ -5,11 +5,9 @@ import type { UnibusConfig } from "../../config/index.ts";
 import { parseTtl } from "../../control/protocol.ts";
 import { readRunInfo } from "../../ops/run-file.ts";
 import { type Invite, newInviteToken } from "../../store/index.ts";
-import { isLoopbackHost, isUnspecifiedHost } from "../../tls/hosts.ts";
+import { isLoopbackHost, isUnspecifiedHost, urlHost } from "../../tls/index.ts";
 import { CliError, printJson, table } from "../output.ts";
-import { type StoreTargetOptions, storeTargetOptions, targetConfig, withStore } from "../store.ts";
-
-type DataDirOption = StoreTargetOptions;
+import { roleOf, type StoreTargetOptions, storeTargetOptions, targetConfig, withStore } from "../store.ts";
 
 /** The same ceiling as `POST /v1/invites`, so an invite lives as long whichever way it was made. */
 const MAX_TTL_MS = 90 * 86_400_000;
@@ -23,10 +21,6 @@ function ttlMsOf(value: string): number {
   }
   if (!(ms > 0 && ms <= MAX_TTL_MS)) throw new CliError(`--ttl must be more than 0 and at most 90d, not ${value}`);
   return ms;
-}
-
-function urlHost(host: string): string {
-  return host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
 }
 
 /**
@@ -44,11 +38,10 @@ async function inviteeEndpoint(config: UnibusConfig): Promise<{ controlUrl: stri
     if (publicName && isLoopbackHost(url.hostname)) url.hostname = urlHost(publicName);
     return { controlUrl: url.origin, caFile: running.caFile };
   }
-  const host = publicName ?? (isUnspecifiedHost(config.host) ? "127.0.0.1" : config.host);
   // Port 0 means "random at each start": nothing to tell the invitee until the bus runs.
   const port = config.controlPort === 0 ? "<port>" : String(config.controlPort);
   return {
-    controlUrl: `https://${urlHost(host)}:${port}`,
+    controlUrl: `https://${urlHost(publicName ?? config.host)}:${port}`,
     caFile: path.join(busLayout(dataDir, "").tlsDir, "ca.pem"),
   };
 }
@@ -62,6 +55,13 @@ function shellQuote(s: string): string {
   return /^[A-Za-z0-9_./:@=+-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`;
 }
 
+interface CreateOptions extends StoreTargetOptions {
+  handle: string;
+  role: string;
+  ttl: string;
+  json?: boolean;
+}
+
 export function inviteCommand(program: Command): void {
   const invite = program
     .command("invite")
@@ -72,64 +72,10 @@ export function inviteCommand(program: Command): void {
     .option("--role <role>", "admin or member", "member")
     .option("--ttl <duration>", "how long the token stays valid: 7d, 12h, 30m or 45s (at most 90d)", "7d")
     .option("--json", "print the invite, token and command as JSON")
-    .action(async (opts: DataDirOption & { handle: string; role: string; ttl: string; json?: boolean }) => {
-      if (opts.role !== "admin" && opts.role !== "member")
-        throw new CliError(`--role must be admin or member, not ${opts.role}`);
-      const ttlMs = ttlMsOf(opts.ttl);
-      const config = targetConfig(opts);
-      const token = newInviteToken();
-      const { controlUrl, caFile } = await inviteeEndpoint(config);
-      await withStore(
-        opts,
-        (s) =>
-          s.createInvite({
-            token,
-            handle: opts.handle,
-            role: opts.role as "admin" | "member",
-            createdBy: "host",
-            ttlMs,
-          }),
-        {
-          write: true,
-          report: opts.json ? process.stderr : process.stdout,
-          print: (created) => {
-            const command = [
-              "npx unibus register",
-              token,
-              "--identity me.json",
-              `--control-url ${shellQuote(controlUrl)}`,
-              `--ca ${shellQuote(caFile)}`,
-            ].join(" ");
-            if (opts.json) return printJson({ invite: created, token, command, controlUrl, caFile });
-            process.stdout.write(
-              [
-                `created invite ${created.id} for ${created.handle} (${created.role}), valid until ${new Date(created.expiresAt).toISOString()}`,
-                `token: ${token}`,
-                "",
-                "Send the invitee this command and a copy of the CA file, privately (the token works once):",
-                `  ${command}`,
-                "",
-              ].join("\n"),
-            );
-          },
-        },
-      );
-    });
-
+    .action(createInvite);
   storeTargetOptions(invite.command("list").description("list invites: open, expired, spent and cancelled"))
     .option("--json", "print JSON")
-    .action(async (opts: DataDirOption & { json?: boolean }) => {
-      const invites = await withStore(opts, (s) => s.listInvites());
-      const now = Date.now();
-      if (opts.json) return printJson(invites.map((i) => ({ ...i, status: statusOf(i, now) })));
-      if (invites.length === 0)
-        return void process.stdout.write("no invites yet; create one with `unibus invite create --handle <name>`\n");
-      const rows = [["ID", "HANDLE", "ROLE", "STATUS", "EXPIRES"]];
-      for (const i of invites)
-        rows.push([i.id, i.handle, i.role, statusOf(i, now), new Date(i.expiresAt).toISOString()]);
-      process.stdout.write(`${table(rows)}\n`);
-    });
-
+    .action(listInvites);
   storeTargetOptions(
     invite
       .command("cancel")
@@ -137,14 +83,60 @@ export function inviteCommand(program: Command): void {
       .argument("<id>", "the invite's id from `unibus invite list` (or its token)"),
   )
     .option("--json", "print the cancelled invite as JSON")
-    .action(async (id: string, opts: DataDirOption & { json?: boolean }) => {
-      await withStore(opts, (s) => s.cancelInvite(id), {
-        write: true,
-        report: opts.json ? process.stderr : process.stdout,
-        print: (cancelled) =>
-          opts.json
-            ? printJson(cancelled)
-            : void process.stdout.write(`cancelled invite ${cancelled.id} for ${cancelled.handle}\n`),
-      });
-    });
+    .action(cancelInvite);
+}
+
+async function createInvite(opts: CreateOptions): Promise<void> {
+  const role = roleOf(opts.role);
+  const ttlMs = ttlMsOf(opts.ttl);
+  const token = newInviteToken();
+  const { controlUrl, caFile } = await inviteeEndpoint(targetConfig(opts));
+  const command = [
+    "npx unibus register",
+    token,
+    "--identity me.json",
+    `--control-url ${shellQuote(controlUrl)}`,
+    `--ca ${shellQuote(caFile)}`,
+  ].join(" ");
+  await withStore(opts, (s) => s.createInvite({ token, handle: opts.handle, role, createdBy: "host", ttlMs }), {
+    write: true,
+    report: opts.json ? process.stderr : process.stdout,
+    print: (created) => {
+      if (opts.json) return printJson({ invite: created, token, command, controlUrl, caFile });
+      process.stdout.write(
+        [
+          `created invite ${created.id} for ${created.handle} (${created.role}), valid until ${new Date(created.expiresAt).toISOString()}`,
+          `token: ${token}`,
+          "",
+          "Send the invitee this command and a copy of the CA file, privately (the token works once):",
+          `  ${command}`,
+          "",
+        ].join("\n"),
+      );
+    },
+  });
+}
+
+async function listInvites(opts: StoreTargetOptions & { json?: boolean }): Promise<void> {
+  const invites = await withStore(opts, (s) => s.listInvites());
+  const now = Date.now();
+  if (opts.json) return printJson(invites.map((i) => ({ ...i, status: statusOf(i, now) })));
+  if (invites.length === 0) {
+    process.stdout.write("no invites yet; create one with `unibus invite create --handle <name>`\n");
+    return;
+  }
+  const rows = [["ID", "HANDLE", "ROLE", "STATUS", "EXPIRES"]];
+  for (const i of invites) rows.push([i.id, i.handle, i.role, statusOf(i, now), new Date(i.expiresAt).toISOString()]);
+  process.stdout.write(`${table(rows)}\n`);
+}
+
+async function cancelInvite(id: string, opts: StoreTargetOptions & { json?: boolean }): Promise<void> {
+  await withStore(opts, (s) => s.cancelInvite(id), {
+    write: true,
+    report: opts.json ? process.stderr : process.stdout,
+    print: (cancelled) =>
+      opts.json
+        ? printJson(cancelled)
+        : void process.stdout.write(`cancelled invite ${cancelled.id} for ${cancelled.handle}\n`),
+  });
 }

@@ -1,8 +1,15 @@
 import type { Command } from "commander";
 import { parseSignPub } from "../../crypto/identity.ts";
 import type { User } from "../../store/index.ts";
-import { CliError, printJson, table } from "../output.ts";
-import { type StoreTargetOptions, storeTargetOptions, withStore } from "../store.ts";
+import { printJson, table } from "../output.ts";
+import { roleOf, type StoreTargetOptions, storeTargetOptions, withStore } from "../store.ts";
+
+interface AddOptions extends StoreTargetOptions {
+  handle: string;
+  role: string;
+  kexPub?: string;
+  json?: boolean;
+}
 
 function describe(u: User): string {
   return `${u.handle} (${u.role}, ${u.status}) ${u.signPub}`;
@@ -12,7 +19,6 @@ export function userCommand(program: Command): void {
   const user = program
     .command("user")
     .description("manage the allowlist of a bus: its data dir's store, or a running cluster's (--store kv)");
-
   storeTargetOptions(
     user
       .command("add")
@@ -23,72 +29,62 @@ export function userCommand(program: Command): void {
       .option("--kex-pub <hex>", "the identity's X25519 public key (needed for encrypted rooms)"),
   )
     .option("--json", "print the user as JSON")
-    .action(
-      async (
-        signPub: string,
-        opts: StoreTargetOptions & { handle: string; role: string; kexPub?: string; json?: boolean },
-      ) => {
-        const key = parseSignPub(signPub, "sign-pub");
-        if (opts.role !== "admin" && opts.role !== "member")
-          throw new CliError(`--role must be admin or member, not ${opts.role}`);
-        // `user add` may seed the first admin before the first `up`, so it creates a SQLite store.
-        await withStore(
-          opts,
-          async (s) => {
-            const added = await s.addUser({
-              signPub: key,
-              handle: opts.handle,
-              role: opts.role as "admin" | "member",
-              kexPub: opts.kexPub ?? null,
-            });
-            if (opts.json) printJson(added);
-            else process.stdout.write(`added ${describe(added)}\n`);
-          },
-          { create: true, write: true, report: opts.json ? process.stderr : process.stdout },
-        );
-      },
-    );
-
+    .action(addUser);
   storeTargetOptions(user.command("list").description("list the allowlist"))
     .option("--json", "print JSON")
-    .action(async (opts: StoreTargetOptions & { json?: boolean }) => {
-      const users = await withStore(opts, (s) => s.listUsers());
-      if (opts.json) return printJson(users);
-      if (users.length === 0)
-        return void process.stdout.write(
-          "no users yet; add the first admin with `unibus user add <sign-pub> --handle you --role admin`\n",
-        );
-      const rows = [["HANDLE", "ROLE", "STATUS", "SIGNING KEY", "CREATED"]];
-      for (const u of users) rows.push([u.handle, u.role, u.status, u.signPub, new Date(u.createdAt).toISOString()]);
-      process.stdout.write(`${table(rows)}\n`);
-    });
-
+    .action(listUsers);
   storeTargetOptions(
     user
       .command("revoke")
       .description("revoke an identity (kept on the list, its connections closed and refused from then on)")
       .argument("<sign-pub>", "the identity's signing key"),
-  ).action(async (signPub: string, opts: StoreTargetOptions) => {
-    const key = parseSignPub(signPub, "sign-pub");
-    await withStore(opts, async (s) => void process.stdout.write(`revoked ${describe(await s.revokeUser(key))}\n`), {
-      write: true,
-    });
-  });
-
+  ).action(revokeUser);
   storeTargetOptions(
     user
       .command("delete")
       .description("delete an identity from the allowlist for good")
       .argument("<sign-pub>", "the identity's signing key"),
-  ).action(async (signPub: string, opts: StoreTargetOptions) => {
-    const key = parseSignPub(signPub, "sign-pub");
-    await withStore(
-      opts,
-      async (s) => {
-        await s.deleteUser(key);
-        process.stdout.write(`deleted ${key}\n`);
-      },
-      { write: true },
+  ).action(deleteUser);
+}
+
+async function addUser(signPub: string, opts: AddOptions): Promise<void> {
+  const key = parseSignPub(signPub, "sign-pub");
+  const role = roleOf(opts.role);
+  // `user add` may seed the first admin before the first `up`, so it creates a SQLite store.
+  await withStore(opts, (s) => s.addUser({ signPub: key, handle: opts.handle, role, kexPub: opts.kexPub ?? null }), {
+    create: true,
+    write: true,
+    report: opts.json ? process.stderr : process.stdout,
+    print: (added) => (opts.json ? printJson(added) : void process.stdout.write(`added ${describe(added)}\n`)),
+  });
+}
+
+async function listUsers(opts: StoreTargetOptions & { json?: boolean }): Promise<void> {
+  const users = await withStore(opts, (s) => s.listUsers());
+  if (opts.json) return printJson(users);
+  if (users.length === 0) {
+    process.stdout.write(
+      "no users yet; add the first admin with `unibus user add <sign-pub> --handle you --role admin`\n",
     );
+    return;
+  }
+  const rows = [["HANDLE", "ROLE", "STATUS", "SIGNING KEY", "CREATED"]];
+  for (const u of users) rows.push([u.handle, u.role, u.status, u.signPub, new Date(u.createdAt).toISOString()]);
+  process.stdout.write(`${table(rows)}\n`);
+}
+
+async function revokeUser(signPub: string, opts: StoreTargetOptions): Promise<void> {
+  const key = parseSignPub(signPub, "sign-pub");
+  await withStore(opts, (s) => s.revokeUser(key), {
+    write: true,
+    print: (revoked) => void process.stdout.write(`revoked ${describe(revoked)}\n`),
+  });
+}
+
+async function deleteUser(signPub: string, opts: StoreTargetOptions): Promise<void> {
+  const key = parseSignPub(signPub, "sign-pub");
+  await withStore(opts, (s) => s.deleteUser(key), {
+    write: true,
+    print: () => void process.stdout.write(`deleted ${key}\n`),
   });
 }
