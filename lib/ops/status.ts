@@ -193,13 +193,14 @@ function replicaOf(v: unknown): ReplicaStatus {
   };
 }
 
+/** One node as its monitoring endpoint reports it; an unreachable node is a result, never an error. */
 export async function nodeStatus(monitorUrl: string, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<NodeStatus> {
   const base = monitorUrl.replace(/\/+$/, "");
   const node: NodeStatus = { monitorUrl, reachable: false, healthy: false, health: "unknown", kv: [] };
   try {
     const h = await getJson(`${base}/healthz`, timeoutMs);
-    node.reachable = true;
     const body = obj(h.body);
+    node.reachable = true;
     node.healthy = h.status === 200;
     node.health = [str(body.status) ?? `HTTP ${h.status}`, str(body.error)].filter(Boolean).join(": ");
   } catch (err) {
@@ -211,64 +212,78 @@ export async function nodeStatus(monitorUrl: string, timeoutMs = DEFAULT_TIMEOUT
     getJson(`${base}/connz?limit=1`, timeoutMs).catch(() => undefined),
     getJson(`${base}/jsz?accounts=true&streams=true&config=true`, timeoutMs).catch(() => undefined),
   ]);
-  if (varz) {
-    const v = obj(varz.body);
-    node.name = str(v.server_name);
-    node.serverId = str(v.server_id);
-    node.version = str(v.version);
-    const cluster = num(obj(v.cluster).cluster_port) ?? num(obj(v.cluster).port);
-    // /varz echoes the configured http_port (-1 when random); the URL we reached is the truth.
-    const monitoring = Number(new URL(base).port) || num(v.http_port);
-    node.ports = {
-      ...(num(v.port) !== undefined ? { client: num(v.port) } : {}),
-      ...(monitoring !== undefined ? { monitoring } : {}),
-      ...(cluster ? { cluster } : {}),
-    };
-  }
+  if (varz) Object.assign(node, identityOf(obj(varz.body), base));
   if (connz) node.connections = num(obj(connz.body).total);
   if (jsz && jsz.status === 200) {
     const j = obj(jsz.body);
-    const disabled = j.disabled === true;
-    const metaRaw = obj(j.meta_cluster);
-    const clustered = Object.keys(metaRaw).length > 0 && (num(metaRaw.cluster_size) ?? 0) > 1;
-    node.jetstream = {
-      enabled: !disabled,
-      ...(num(j.streams) !== undefined ? { streams: num(j.streams) } : {}),
-      ...(clustered
-        ? {
-            meta: {
-              ...(str(metaRaw.name) ? { cluster: str(metaRaw.name) } : {}),
-              ...(str(metaRaw.leader) ? { leader: str(metaRaw.leader) } : {}),
-              ...(num(metaRaw.cluster_size) !== undefined ? { size: num(metaRaw.cluster_size) } : {}),
-              peers: arr(metaRaw.replicas).map(replicaOf),
-            },
-          }
-        : {}),
-    };
-    for (const account of arr(j.account_details)) {
-      for (const s of arr(obj(account).stream_detail)) {
-        const stream = obj(s);
-        const name = str(stream.name);
-        if (!name?.startsWith("KV_unibus_")) continue;
-        const cluster = obj(stream.cluster);
-        // Only the stream's leader knows its followers' lag; the others' views list peers
-        // they do not track as not current. Each bucket is reported by its leader.
-        const leader = str(cluster.leader);
-        if (leader && node.name && leader !== node.name) continue;
-        const config = obj(stream.config);
-        const messages = num(obj(stream.state).messages);
-        node.kv.push({
-          bucket: name.slice("KV_".length),
-          stream: name,
-          replicas: num(config.num_replicas) ?? 1,
-          ...(leader ? { leader } : {}),
-          followers: arr(cluster.replicas).map(replicaOf),
-          ...(messages !== undefined ? { messages } : {}),
-        });
-      }
-    }
+    node.jetstream = jetStreamOf(j);
+    node.kv = kvBucketsOf(j, node.name);
   }
   return node;
+}
+
+/** Name, id, version and ports from /varz. */
+function identityOf(v: Json, base: string): Pick<NodeStatus, "name" | "serverId" | "version" | "ports"> {
+  const cluster = num(obj(v.cluster).cluster_port) ?? num(obj(v.cluster).port);
+  // /varz echoes the configured http_port (-1 when random); the URL we reached is the truth.
+  const monitoring = Number(new URL(base).port) || num(v.http_port);
+  return {
+    name: str(v.server_name),
+    serverId: str(v.server_id),
+    version: str(v.version),
+    ports: {
+      ...(num(v.port) !== undefined ? { client: num(v.port) } : {}),
+      ...(monitoring !== undefined ? { monitoring } : {}),
+      ...(cluster ? { cluster } : {}),
+    },
+  };
+}
+
+/** JetStream from /jsz: on or off, its stream count and, when clustered, the meta group. */
+function jetStreamOf(j: Json): NonNullable<NodeStatus["jetstream"]> {
+  const meta = obj(j.meta_cluster);
+  const clustered = Object.keys(meta).length > 0 && (num(meta.cluster_size) ?? 0) > 1;
+  return {
+    enabled: j.disabled !== true,
+    ...(num(j.streams) !== undefined ? { streams: num(j.streams) } : {}),
+    ...(clustered
+      ? {
+          meta: {
+            ...(str(meta.name) ? { cluster: str(meta.name) } : {}),
+            ...(str(meta.leader) ? { leader: str(meta.leader) } : {}),
+            ...(num(meta.cluster_size) !== undefined ? { size: num(meta.cluster_size) } : {}),
+            peers: arr(meta.replicas).map(replicaOf),
+          },
+        }
+      : {}),
+  };
+}
+
+/** The bus' KV buckets this node leads (or all of them, unclustered), from /jsz's stream details. */
+function kvBucketsOf(j: Json, nodeName: string | undefined): KvBucketStatus[] {
+  const buckets: KvBucketStatus[] = [];
+  for (const account of arr(j.account_details)) {
+    for (const s of arr(obj(account).stream_detail)) {
+      const stream = obj(s);
+      const name = str(stream.name);
+      if (!name?.startsWith("KV_unibus_")) continue;
+      const cluster = obj(stream.cluster);
+      // Only the stream's leader knows its followers' lag; the others' views list peers
+      // they do not track as not current. Each bucket is reported by its leader.
+      const leader = str(cluster.leader);
+      if (leader && nodeName && leader !== nodeName) continue;
+      const messages = num(obj(stream.state).messages);
+      buckets.push({
+        bucket: name.slice("KV_".length),
+        stream: name,
+        replicas: num(obj(stream.config).num_replicas) ?? 1,
+        ...(leader ? { leader } : {}),
+        followers: arr(cluster.replicas).map(replicaOf),
+        ...(messages !== undefined ? { messages } : {}),
+      });
+    }
+  }
+  return buckets;
 }
 
 async function controlStatus(url: string, ca: string | undefined, timeoutMs: number): Promise<ControlStatus> {
