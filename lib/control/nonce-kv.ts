@@ -34,7 +34,9 @@ import { type KV, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { InvalidArgumentError, StoreUnavailableError, UnibusError } from "../errors.ts";
 import { type Logger, silentLogger } from "../log/index.ts";
-import { bounded, bucketPrefixOf, isCasFailure, Timeout } from "../store/kv-ops.ts";
+import { bounded, bucketPrefixOf, Timeout } from "../store/index.ts";
+// Not in the store's index: it loads the JetStream client, which that index must not.
+import { isCasFailure } from "../store/kv-cas.ts";
 import type { NonceStore, NonceVerdict } from "./nonce-cache.ts";
 
 export interface KvNonceStoreOptions {

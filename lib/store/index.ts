@@ -6,7 +6,9 @@ import { openSqliteStore } from "./sqlite.ts";
 import type { Snapshot, Store } from "./types.ts";
 
 export { type InviteRefusal, InviteRefusedError } from "./errors.ts";
+export { createStoreHolder, type StoreHolder } from "./holder.ts";
 export type { BucketReplication, KvStore, KvStoreOptions } from "./kv.ts";
+export { bounded, bucketPrefixOf, Timeout } from "./kv-ops.ts";
 export type { ImportProgress } from "./snapshot.ts";
 export { openSqliteStore, type SqliteStoreOptions } from "./sqlite.ts";
 export type {

@@ -1,9 +1,9 @@
 /**
- * What every user of JetStream KV here shares — the KV store (kv.ts) and the replicated
- * nonce store (lib/control/nonce-kv.ts): the deadline on each operation, the test for a
- * lost compare-and-swap, and the bucket prefix rule.
+ * What every user of JetStream KV here shares — the KV store (kv.ts), the replicated
+ * nonce store (lib/control/nonce-kv.ts) and the bus: the deadline on each operation
+ * and the bucket prefix rule. Free of NATS modules, so the store's index can export it
+ * without loading them (the lost-CAS test, which needs them, is in kv-cas.ts).
  */
-import { JetStreamApiError } from "@nats-io/jetstream";
 import { InvalidArgumentError } from "../errors.ts";
 import { DEFAULT_BUCKET_PREFIX } from "./kv-layout.ts";
 
@@ -23,11 +23,6 @@ export function bounded<T>(ms: number, fn: () => Promise<T>): Promise<T> {
       timer = setTimeout(() => reject(new Timeout(`no answer within ${ms} ms`)), ms);
     }),
   ]).finally(() => clearTimeout(timer));
-}
-
-/** A lost compare-and-swap (a create of a key that exists included): JetStream's "wrong last sequence". */
-export function isCasFailure(err: unknown): boolean {
-  return err instanceof JetStreamApiError && (err.code === 10071 || err.code === 10164);
 }
 
 const BUCKET_PREFIX = /^[A-Za-z0-9_-]{1,48}$/;

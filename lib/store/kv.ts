@@ -58,6 +58,7 @@ import {
 } from "../errors.ts";
 import { type Logger, silentLogger } from "../log/index.ts";
 import { InviteRefusedError } from "./errors.ts";
+import { isCasFailure } from "./kv-cas.ts";
 import {
   BUCKETS,
   type Buckets,
@@ -76,7 +77,7 @@ import {
   type SubjectClaim,
   type UserRec,
 } from "./kv-layout.ts";
-import { bounded, bucketPrefixOf, isCasFailure, Timeout } from "./kv-ops.ts";
+import { bounded, bucketPrefixOf, Timeout } from "./kv-ops.ts";
 import {
   type ConsumeDecision,
   checkAddMember,

@@ -2,7 +2,7 @@
  * TLS for unibus: a local certificate authority and the server / route
  * certificates it issues (ECDSA P-256, PEM files, keys 0600).
  */
-export { type CaOptions, type CertificateAuthority, loadOrCreateCa } from "./ca.ts";
+export { CA_CERT_FILE, type CaOptions, type CertificateAuthority, loadOrCreateCa } from "./ca.ts";
 export {
   type CertificateDescription,
   type CertificateUsage,
