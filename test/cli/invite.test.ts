@@ -5,7 +5,7 @@ import { connect } from "../../lib/client/connect.ts";
 import { createIdentity, loadIdentity, saveIdentity } from "../../lib/crypto/identity.ts";
 import { loadOrCreateCa } from "../../lib/tls/index.ts";
 import { testBus } from "../helpers/bus.ts";
-import { oneLineError, RANDOM_PORTS, runCli, upJson } from "../helpers/cli.ts";
+import { oneLineError, runCli, upOn } from "../helpers/cli.ts";
 import { tempDir } from "../helpers/fs.ts";
 import { freePort } from "../helpers/net.ts";
 
@@ -43,7 +43,7 @@ function argsOf(command: string): string[] {
 
 /** `unibus up --json` as a user runs it; it writes the run file `invite create` reads. */
 async function up(t: Test, dataDir: string) {
-  const { ready, child, exited } = await upJson(t, ["--data-dir", dataDir, ...RANDOM_PORTS]);
+  const { ready, child, exited } = await upOn(t, dataDir);
   const stop = async () => {
     child.kill("SIGTERM");
     return exited;

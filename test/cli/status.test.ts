@@ -2,17 +2,13 @@
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import t, { type Test } from "tap";
+import t from "tap";
 import { createIdentity } from "../../lib/crypto/identity.ts";
 import { isProcessAlive } from "../../lib/nats/process.ts";
 import { type BusStatus, collectStatus, formatStatus, runDoctor, statusExitCode } from "../../lib/ops/index.ts";
 import { newInviteToken, openStore } from "../../lib/store/index.ts";
 import { findNatsPid } from "../helpers/bus.ts";
-import { RANDOM_PORTS, runCli, upJson } from "../helpers/cli.ts";
-
-function up(t: Test, dataDir: string) {
-  return upJson(t, ["--data-dir", dataDir, ...RANDOM_PORTS]);
-}
+import { runCli, upOn as up } from "../helpers/cli.ts";
 
 t.test("a healthy bus: exit 0 with nodes, versions, ports, connections and counts", async (t) => {
   const dataDir = path.join(t.testdir(), "bus");

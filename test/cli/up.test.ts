@@ -1,15 +1,11 @@
 import fs from "node:fs";
 import path from "node:path";
-import t, { type Test } from "tap";
+import t from "tap";
 import { connect } from "../../lib/client/connect.ts";
 import { createIdentity } from "../../lib/crypto/identity.ts";
 import { isProcessAlive } from "../../lib/nats/process.ts";
 import { findNatsPid } from "../helpers/bus.ts";
-import { RANDOM_PORTS, runCli, upJson } from "../helpers/cli.ts";
-
-async function up(t: Test, dataDir: string, extra: string[] = []) {
-  return upJson(t, ["--data-dir", dataDir, ...RANDOM_PORTS, ...extra]);
-}
+import { RANDOM_PORTS, runCli, upOn as up } from "../helpers/cli.ts";
 
 t.test(
   "up --json prints exactly one ready line; SIGTERM stops every child; a second up reuses the data dir",

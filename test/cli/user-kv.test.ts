@@ -6,10 +6,10 @@ import path from "node:path";
 import t from "tap";
 import { connect } from "../../lib/client/connect.ts";
 import { createIdentity } from "../../lib/crypto/identity.ts";
-import { RANDOM_PORTS, runCli, upJson } from "../helpers/cli.ts";
+import { runCli, upOn } from "../helpers/cli.ts";
 
 const dataDir = path.join(t.testdir(), "bus");
-const { child, ready, exited } = await upJson(t, ["--data-dir", dataDir, "--store", "kv", ...RANDOM_PORTS]);
+const { child, ready, exited } = await upOn(t, dataDir, ["--store", "kv"]);
 t.teardown(async () => {
   child.kill("SIGTERM");
   await exited;

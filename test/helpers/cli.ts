@@ -72,6 +72,11 @@ export async function upJson(t: Test, args: string[]) {
   return { child, ready, lines, exited, stderr: () => stderr };
 }
 
+/** `unibus up --json` on `dataDir` with random ports (plus `extra` flags): see upJson. */
+export function upOn(t: Test, dataDir: string, extra: string[] = []) {
+  return upJson(t, ["--data-dir", dataDir, ...RANDOM_PORTS, ...extra]);
+}
+
 /** A refusal as the CLI must give it: non-zero exit, one `unibus: …` line on stderr saying what, nothing on stdout. */
 export function oneLineError(t: Test, r: CliResult, pattern: RegExp, what: string): void {
   t.not(r.code, 0, `${what}: non-zero exit`);
