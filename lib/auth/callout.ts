@@ -6,9 +6,7 @@
  * the server (issuer, audience, expiry). Anything it cannot decide in time is a denial.
  */
 import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
-import { decodeJwt, encodeJwt, JwtError } from "../crypto/jwt.ts";
-import { verifyNkeySignature } from "../crypto/nkeypair.ts";
-import { decodePublicKey } from "../crypto/nkeys.ts";
+import { decodeJwt, decodePublicKey, encodeJwt, JwtError, verifyNkeySignature } from "../crypto/index.ts";
 import type { Logger } from "../log/index.ts";
 import { silentLogger } from "../log/index.ts";
 import type { SubjectPermissions } from "./permissions.ts";

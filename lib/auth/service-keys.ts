@@ -7,8 +7,7 @@
  */
 import fs from "node:fs/promises";
 import path from "node:path";
-import { writeFileAtomic } from "../crypto/files.ts";
-import { NKeyPair } from "../crypto/nkeypair.ts";
+import { NKeyPair, writeFileAtomic } from "../crypto/index.ts";
 import { KeyFileError } from "../errors.ts";
 
 export const SERVICE_KEYS_FILE = "service-keys.json";

@@ -8,11 +8,8 @@
 import { randomBytes } from "node:crypto";
 import fs from "node:fs/promises";
 import { type NatsConnection, connect as natsConnect } from "@nats-io/transport-node";
-import { nkeySigner } from "../auth/authenticator.ts";
-import { inboxPrefix } from "../auth/permissions.ts";
-import type { Identity } from "../crypto/identity.ts";
-import { newRoomKey } from "../crypto/room-key.ts";
-import { sealRoomKey } from "../crypto/seal.ts";
+import { inboxPrefix, nkeySigner } from "../auth/index.ts";
+import { type Identity, newRoomKey, sealRoomKey } from "../crypto/index.ts";
 import { AuthDeniedError, InvalidArgumentError, UnibusError } from "../errors.ts";
 import { ControlClient } from "./control.ts";
 import { Room, type RoomInfo } from "./room.ts";

@@ -6,8 +6,7 @@
 import crypto from "node:crypto";
 import { pipeline, Readable, Transform, type TransformCallback } from "node:stream";
 import { Agent, request } from "undici";
-import { AUTH_HEADERS, signRequest } from "../crypto/canonical.ts";
-import type { Identity } from "../crypto/identity.ts";
+import { AUTH_HEADERS, type Identity, signRequest } from "../crypto/index.ts";
 import { ControlPlaneError, UnibusError } from "../errors.ts";
 
 export interface ControlClientOptions {

@@ -16,19 +16,21 @@ import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
-import { decryptBlob, encryptBlob } from "../crypto/blob.ts";
 import {
+  decryptBlob,
   encodeFrame,
+  encryptBlob,
   type FrameFailure,
   type FrameFailureReason,
+  type Identity,
+  newRoomKey,
   type OpenFrameResult,
   openFrame,
+  openRoomKey,
   type ParsedFrame,
   parseFrame,
-} from "../crypto/frame.ts";
-import type { Identity } from "../crypto/identity.ts";
-import { newRoomKey } from "../crypto/room-key.ts";
-import { openRoomKey, sealRoomKey } from "../crypto/seal.ts";
+  sealRoomKey,
+} from "../crypto/index.ts";
 import { ControlPlaneError, InvalidArgumentError } from "../errors.ts";
 import type { BlobInfo, ControlClient } from "./control.ts";
 

@@ -20,7 +20,7 @@ import {
   type SignedHeaders,
   SignedRequestError,
   verifySignedRequest,
-} from "../crypto/canonical.ts";
+} from "../crypto/index.ts";
 import { InvalidArgumentError } from "../errors.ts";
 import { type Logger, silentLogger } from "../log/index.ts";
 import type { Store } from "../store/index.ts";

@@ -14,7 +14,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { AUTH_HEADERS, sha256Hex } from "../crypto/canonical.ts";
+import { AUTH_HEADERS, sha256Hex } from "../crypto/index.ts";
 import type { Logger } from "../log/index.ts";
 import type { BusMetrics } from "../metrics/index.ts";
 import type { Store } from "../store/index.ts";

@@ -5,7 +5,7 @@
  */
 import type { IncomingMessage } from "node:http";
 import net from "node:net";
-import { ContentHashVerifier, sha256Hex } from "../crypto/canonical.ts";
+import { ContentHashVerifier, sha256Hex } from "../crypto/index.ts";
 import { StateError } from "../errors.ts";
 import { HttpError } from "./http-error.ts";
 

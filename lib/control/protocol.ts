@@ -2,7 +2,7 @@
  * Small pieces of the control-plane protocol that clients and the CLI share with
  * the server, kept apart from the routes so using them loads no server code.
  */
-import { sha256Hex } from "../crypto/canonical.ts";
+import { sha256Hex } from "../crypto/index.ts";
 import { InvalidArgumentError } from "../errors.ts";
 
 /** What a registrant signs with its new key to prove it holds it. */

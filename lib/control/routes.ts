@@ -6,7 +6,7 @@
 import crypto from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
-import { ed25519PublicKey, verify } from "../crypto/ed25519.ts";
+import { ed25519PublicKey, verify } from "../crypto/index.ts";
 import {
   ConflictError,
   InvalidArgumentError,
@@ -17,6 +17,7 @@ import {
 import type { Logger } from "../log/index.ts";
 import { InviteRefusedError, type Room, type Store, type User } from "../store/index.ts";
 import { HttpError } from "./http-error.ts";
+import { openApiDocument } from "./openapi.ts";
 import { parseTtl, registrationProofMessage } from "./protocol.ts";
 
 export { parseTtl, registrationProofMessage };
@@ -256,7 +257,8 @@ export const ROUTES: readonly Route[] = [
     auth: "signed",
     schema: obj(
       {
-        fromEpoch: EPOCH,
+        // The room moves to fromEpoch + 1, which must stay within 1..2^31 too.
+        fromEpoch: { ...EPOCH, maximum: 2 ** 31 - 1 },
         sealedKeys: {
           type: "array",
           maxItems: 10_000,
@@ -460,6 +462,14 @@ export const ROUTES: readonly Route[] = [
       const user = await ctx.deps.store.consumeInvite(b.token, { signPub: b.signPub, kexPub: b.kexPub });
       return { status: 201, body: user };
     },
+  },
+  {
+    method: "GET",
+    path: "/v1/openapi.json",
+    name: "openapi",
+    auth: "none",
+    // Built from this table (lib/control/openapi.ts), so it lists exactly these routes.
+    handler: async () => ({ status: 200, body: openApiDocument(ROUTES) }),
   },
 ];
 

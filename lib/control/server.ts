@@ -11,7 +11,7 @@ import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
-import { sha256Hex } from "../crypto/canonical.ts";
+import { sha256Hex } from "../crypto/index.ts";
 import type { Logger } from "../log/index.ts";
 import { silentLogger } from "../log/index.ts";
 import type { BusMetrics } from "../metrics/index.ts";

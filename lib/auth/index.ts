@@ -1,0 +1,16 @@
+/**
+ * Who may connect to the broker and with what: the auth-callout service, subject
+ * permissions, the bus' own service keys and connections, and live kicks.
+ */
+export { nkeySigner } from "./authenticator.ts";
+export {
+  type Admission,
+  type Admit,
+  type AdmittedConnection,
+  AuthCallout,
+  type AuthCalloutOptions,
+} from "./callout.ts";
+export { ConnectionRegistry, Kicker, type KickerOptions } from "./kick.ts";
+export { inboxPrefix, permissionsFor, type RoomGrant, roomStreamName, type SubjectPermissions } from "./permissions.ts";
+export { connectAsService } from "./service-connection.ts";
+export { loadOrCreateServiceKeys, loadServiceKeys, SERVICE_KEYS_FILE, type ServiceKeys } from "./service-keys.ts";
