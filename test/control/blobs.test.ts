@@ -5,7 +5,7 @@ import crypto from "node:crypto";
 import fs from "node:fs/promises";
 import http from "node:http";
 import path from "node:path";
-import type { Readable } from "node:stream";
+import { buffer as collect } from "node:stream/consumers";
 import v8 from "node:v8";
 import vm from "node:vm";
 import t from "tap";
@@ -41,12 +41,6 @@ async function addMember(owner: ControlClient, roomId: string, who: Identity): P
 
 async function* chunks(data: Buffer, size = 16 * KiB): AsyncGenerator<Uint8Array> {
   for (let i = 0; i < data.length; i += size) yield data.subarray(i, i + size);
-}
-
-async function collect(stream: Readable): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const c of stream) parts.push(c as Buffer);
-  return Buffer.concat(parts);
 }
 
 async function blobDirFiles(dir: string): Promise<string[]> {

@@ -1,16 +1,11 @@
 import crypto from "node:crypto";
+import { buffer as collect } from "node:stream/consumers";
 import fc from "fast-check";
 import t from "tap";
 import { BLOB_HEADER_BYTES, decryptBlob, encryptBlob } from "../../lib/crypto/blob.ts";
 import { newRoomKey } from "../../lib/crypto/room-key.ts";
 
 const ROOM = "0123456789abcdef01234567";
-
-async function collect(it: AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const p of it) parts.push(Buffer.from(p));
-  return Buffer.concat(parts);
-}
 
 async function* pieces(buf: Buffer, sizes: number[]): AsyncGenerator<Uint8Array> {
   let at = 0;
