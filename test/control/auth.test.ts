@@ -11,6 +11,7 @@ import { createIdentity, type Identity } from "../../lib/crypto/identity.ts";
 import { openStore, type Store } from "../../lib/store/index.ts";
 import { loadOrCreateCa, loadOrCreateServerCertificate } from "../../lib/tls/index.ts";
 import { tempDir } from "../helpers/fs.ts";
+import { replyJson as reply } from "../helpers/http.ts";
 import { captureLogger } from "../helpers/log.ts";
 import { listenLocal } from "../helpers/net.ts";
 
@@ -77,7 +78,7 @@ async function harness(t: Test): Promise<Harness> {
             stored += chunk.length;
           },
         });
-        return reply(res, 200, { ...auth, bytes: result.bytes, stored });
+        return reply(res, { ...auth, bytes: result.bytes, stored });
       }
       const body = await readBody(req, { limit: JSON_BODY_LIMIT });
       const auth = await authenticateRequest({
@@ -91,7 +92,7 @@ async function harness(t: Test): Promise<Harness> {
         now: state.now,
         logger,
       });
-      reply(res, 200, { signPub: auth.signPub ?? null });
+      reply(res, { signPub: auth.signPub ?? null });
     } catch (err) {
       sendHttpError(res, err, logger);
     }
@@ -132,12 +133,6 @@ async function harness(t: Test): Promise<Harness> {
       headers: signRequest(id, { method, uri: p, body, now }),
     }),
   };
-}
-
-function reply(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
-  res.end(text);
 }
 
 const NOT_AUTHORIZED = { error: "auth_not_authorized", message: "key is not authorized on this bus" };

@@ -18,6 +18,7 @@ import {
 import { sha256Hex } from "../../lib/crypto/canonical.ts";
 import { loadOrCreateCa, loadOrCreateServerCertificate } from "../../lib/tls/index.ts";
 import { tempDir } from "../helpers/fs.ts";
+import { replyJson as reply } from "../helpers/http.ts";
 import { listenLocal } from "../helpers/net.ts";
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
@@ -40,12 +41,6 @@ async function serve(
   );
   server.maxHeadersCount = MAX_HEADERS_COUNT;
   return { port: await listenLocal(t, server), ca: ca.certPem, server };
-}
-
-function reply(res: ServerResponse, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
-  res.end(text);
 }
 
 interface RawResult {
