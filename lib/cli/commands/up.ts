@@ -4,9 +4,15 @@
  */
 import path from "node:path";
 import type { Command } from "commander";
-import { type StartClusterOptions, startCluster, UnibusCluster } from "../../bus/cluster.ts";
-import type { BusHandle } from "../../bus/handle.ts";
-import { type StartUnibusOptions, startUnibus, Unibus } from "../../bus/unibus.ts";
+import {
+  type BusHandle,
+  type StartClusterOptions,
+  type StartUnibusOptions,
+  startCluster,
+  startUnibus,
+  Unibus,
+  UnibusCluster,
+} from "../../bus/index.ts";
 import { describeConfig, type ResolvedConfig, type UnibusConfig } from "../../config/index.ts";
 import { createLogger, type Logger } from "../../log/index.ts";
 import { removeRunInfo, runningPid, writeRunInfo } from "../../ops/run-file.ts";
