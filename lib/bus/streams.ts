@@ -10,9 +10,9 @@
  * member (or one runaway bot) publishes.
  */
 import { DiscardPolicy, type JetStreamManager, jetstreamManager, type StreamConfig } from "@nats-io/jetstream";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { nkeySigner } from "../auth/authenticator.ts";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { roomStreamName } from "../auth/permissions.ts";
+import { connectAsService } from "../auth/service-connection.ts";
 import type { ServiceKeys } from "../auth/service-keys.ts";
 import { InvalidArgumentError, StateError, UnibusError } from "../errors.ts";
 import { type Logger, silentLogger } from "../log/index.ts";
@@ -100,14 +100,7 @@ export class RoomStreams {
 
   async start(): Promise<void> {
     const { keys, servers, caPem } = this.#opts;
-    this.#nc = await connect({
-      servers,
-      name: "unibus-streams",
-      ...(caPem ? { tls: { ca: caPem } } : {}),
-      authenticator: nkeySigner(keys.app.publicKey, (d) => keys.app.sign(d)),
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 100,
-    });
+    this.#nc = await connectAsService({ servers, ...(caPem ? { caPem } : {}), key: keys.app, name: "unibus-streams" });
     // No API check at start: a cluster node comes up before JetStream has a meta leader
     // (its peers may not be up yet); ensure() meets JetStream when a room needs it.
     this.#jsm = await jetstreamManager(this.#nc, { checkAPI: false });

@@ -12,6 +12,7 @@ import { inboxPrefix, nkeySigner } from "../auth/index.ts";
 import { type Identity, newRoomKey, sealRoomKey } from "../crypto/index.ts";
 import { AuthDeniedError, InvalidArgumentError, UnibusError } from "../errors.ts";
 import { ControlClient } from "./control.ts";
+import { DenialWatch } from "./denials.ts";
 import { Room, type RoomInfo } from "./room.ts";
 
 export interface ConnectOptions {
@@ -47,9 +48,11 @@ export class UnibusClient {
   readonly inboxPrefix: string;
   readonly #control: ControlClient | undefined;
   readonly #rooms = new Set<Room>();
+  readonly #denials: DenialWatch;
 
   constructor(nc: NatsConnection, identity: Identity, controlUrl: string | undefined, control?: ControlClient) {
     this.nc = nc;
+    this.#denials = new DenialWatch(nc);
     this.identity = identity;
     this.controlUrl = controlUrl;
     this.inboxPrefix = inboxPrefix(identity.signPub);
@@ -122,6 +125,15 @@ export class UnibusClient {
     }
   }
 
+  /**
+   * Resolves when the connection has ended for good: with an AuthDeniedError when the bus
+   * kept refusing this identity (revoked, deleted), nats.js's error otherwise, undefined
+   * after close().
+   */
+  closed(): Promise<Error | undefined> {
+    return this.#denials.closed();
+  }
+
   async close(): Promise<void> {
     for (const room of this.#rooms) room.close();
     if (!this.nc.isClosed()) await this.nc.close();
@@ -162,8 +174,9 @@ export async function connect(opts: ConnectOptions): Promise<UnibusClient> {
       reconnectJitter: 50,
       reconnectJitterTLS: 50,
       // A kick or an expired user JWT forces a re-authentication; keep trying, the
-      // callout decides. A revoked identity is refused and the caller sees it closed.
-      ignoreAuthErrorAbort: false,
+      // callout decides. A refusal is not final at once (see DenialWatch): a revoked
+      // identity is refused for DENIAL_GRACE_MS and the caller sees it closed.
+      ignoreAuthErrorAbort: true,
     });
     const control = opts.controlUrl
       ? new ControlClient({ baseUrl: opts.controlUrl, ...(ca ? { ca } : {}), identity })

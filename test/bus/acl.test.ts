@@ -168,7 +168,7 @@ t.test("a revoked user's live connection is closed and every reconnect is denied
   const admin = await member(bus, "root", "admin");
   const mallory = await member(bus, "mallory");
   const m = await connect({ natsUrl: bus.natsUrl, ca: bus.caPem, identity: mallory });
-  const closed = m.nc.closed();
+  const closed = m.closed();
   await api(t, bus, admin).request("POST", `/v1/users/${mallory.signPub}/revoke`);
   const err = await closed;
   t.ok(m.nc.isClosed(), "the connection is closed for good");
@@ -182,7 +182,7 @@ t.test("revoking through the host-trusted store (the CLI path) also closes live 
   const bus = await testBus(t);
   const mallory = await member(bus, "mallory");
   const m = await connect({ natsUrl: bus.natsUrl, ca: bus.caPem, identity: mallory });
-  const closed = m.nc.closed();
+  const closed = m.closed();
   await bus.store.revokeUser(mallory.signPub);
   await closed;
   t.ok(m.nc.isClosed());

@@ -23,7 +23,7 @@ t.test("revoking through node 1 closes a connection on node 3 and denies its rec
     victims.push({ id, c: await connect({ natsUrl: n3!.natsUrl, ca: cluster.caPem, identity: id }) });
   }
   for (const v of victims) {
-    const closed = v.c.nc.closed();
+    const closed = v.c.closed();
     await api.request("POST", `/v1/users/${v.id.signPub}/revoke`);
     await closed;
     t.ok(v.c.nc.isClosed(), `${v.id.signPub.slice(0, 8)}: closed on node 3 after a revoke on node 1`);
