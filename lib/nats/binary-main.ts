@@ -1,10 +1,11 @@
 import { Writable } from "node:stream";
 import { createLogger } from "../log/index.ts";
-import { installNatsServer, type NatsInstallProgress } from "./binary.ts";
+import { FLOOR_NATS_VERSION, installNatsServer, type NatsInstallProgress, PINNED_NATS_VERSION } from "./binary.ts";
 
 const USAGE = `usage: install-nats [--json]
 
-Finds or downloads nats-server >= 2.10.0 into the unibus cache and prints where it is.
+Finds or downloads the default nats-server (${PINNED_NATS_VERSION}; the floor, ${FLOOR_NATS_VERSION}, as the last
+resort) into the unibus cache and prints where it is.
   --json   print one JSON line {"path","version","source"} instead of a sentence`;
 
 export interface InstallCommandIO {
