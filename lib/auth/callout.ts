@@ -44,6 +44,8 @@ export interface AuthCalloutOptions {
   userJwtTtlSeconds?: number;
   /** Target account of admitted users. */
   account?: string;
+  /** Limits written into every user JWT; the broker enforces them per connection. */
+  limits?: UserLimits;
   onDecision?: (d: { allowed: boolean; reason: string; latencyMs: number; connection?: AdmittedConnection }) => void;
 }
 
@@ -54,6 +56,19 @@ interface AuthRequestClaims {
   connect_opts?: { nkey?: string; sig?: string };
   type?: string;
 }
+
+/**
+ * Per-connection limits written into the user JWT (-1: none). nats-server 2.10 does not
+ * apply them to callout-issued users (tested), so the bus also sets them server-wide.
+ */
+export interface UserLimits {
+  /** Subscriptions one connection may hold. */
+  subs: number;
+  /** Largest message one connection may publish, in bytes. */
+  payload: number;
+}
+
+export const DEFAULT_USER_LIMITS: UserLimits = { subs: 1000, payload: 1024 * 1024 };
 
 /** A request that passed the checks: from the server it names, for a user nkey. */
 interface ParsedRequest {
@@ -77,6 +92,7 @@ export class AuthCallout {
       decisionTimeoutMs: 1500,
       userJwtTtlSeconds: 3600,
       account: "APP",
+      limits: DEFAULT_USER_LIMITS,
       ...opts,
     };
   }
@@ -160,9 +176,9 @@ export class AuthCallout {
           pub: decision.permissions.pub,
           sub: decision.permissions.sub,
           ...(decision.permissions.resp ? { resp: decision.permissions.resp } : {}),
-          subs: -1,
+          subs: this.#opts.limits.subs,
           data: -1,
-          payload: -1,
+          payload: this.#opts.limits.payload,
         },
       },
       this.#opts.keys.issuer,

@@ -9,6 +9,8 @@ export {
   type AdmittedConnection,
   AuthCallout,
   type AuthCalloutOptions,
+  DEFAULT_USER_LIMITS,
+  type UserLimits,
 } from "./callout.ts";
 export { ConnectionRegistry, Kicker, type KickerOptions } from "./kick.ts";
 export { inboxPrefix, permissionsFor, type RoomGrant, roomStreamName, type SubjectPermissions } from "./permissions.ts";

@@ -49,6 +49,21 @@ export class ConnectionRegistry {
     return [...this.#bySignPub.keys()];
   }
 
+  /** How many admitted connections an identity holds now (on the nodes this registry serves). */
+  count(signPub: string): number {
+    return this.#bySignPub.get(signPub)?.size ?? 0;
+  }
+
+  /**
+   * Forget every connection a server held: when it died, its clients went with it and no
+   * disconnect event will ever say so (a restarted server has a new id).
+   */
+  forgetServer(serverName: string): void {
+    for (const conns of this.#bySignPub.values()) {
+      for (const c of conns.values()) if (c.serverName === serverName) this.remove(c.serverId, c.clientId);
+    }
+  }
+
   get size(): number {
     return this.#byKey.size;
   }

@@ -37,6 +37,11 @@ export function natsConfigFor(node: {
   authTimeoutSeconds?: number;
   /** JetStream's file-store limit (`max_file_store`); the server's default when absent. */
   maxFileBytes?: number;
+  /**
+   * Per-connection limits for every client: nats-server (2.10 at least) does not apply a
+   * callout-issued user JWT's own limits, so the server-wide settings enforce them.
+   */
+  connectionLimits?: { maxPayload: number; maxSubscriptions: number };
 }): NatsConfigOptions {
   return {
     serverName: node.serverName,
@@ -59,5 +64,6 @@ export function natsConfigFor(node: {
     jetstream: { storeDir: node.layout.jetstreamDir, ...(node.maxFileBytes ? { maxFile: node.maxFileBytes } : {}) },
     ...(node.cluster ? { cluster: node.cluster } : {}),
     ...(node.authTimeoutSeconds ? { authTimeout: node.authTimeoutSeconds } : {}),
+    ...(node.connectionLimits ?? {}),
   };
 }

@@ -9,7 +9,7 @@ import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import type { Admission } from "../auth/callout.ts";
-import { AuthCallout } from "../auth/callout.ts";
+import { AuthCallout, DEFAULT_USER_LIMITS } from "../auth/callout.ts";
 import { ConnectionRegistry, Kicker } from "../auth/kick.ts";
 import { permissionsFor } from "../auth/permissions.ts";
 import { loadOrCreateServiceKeys, type ServiceKeys } from "../auth/service-keys.ts";
@@ -96,6 +96,12 @@ export interface StartUnibusOptions {
   roomStorageBytes?: number;
   /** nats-server's JetStream file-store limit for this node (`max_file_store`); default: the server's (75% of the disk). */
   jetstreamMaxFileBytes?: number;
+  /**
+   * Per-identity limits: connections at once (counted on the nodes that share this bus's
+   * connection registry: one node, or every node of an in-process cluster; on a cluster of
+   * machines each node counts its own), subscriptions per connection, largest message.
+   */
+  limits?: Partial<IdentityLimits>;
   /** Blob limits: size cap (default 256 MiB), max age (default 30 days), GC interval (default 10 min). */
   blobs?: { maxBytes?: number; maxAgeMs?: number; gcIntervalMs?: number };
   /** Run as one member of a NATS cluster (routes with mutual TLS from this bus' CA). See docs/clustering.md. */
@@ -105,6 +111,48 @@ export interface StartUnibusOptions {
   /** Admitted-connection registry; nodes of one in-process cluster share one, so any node can kick any connection. */
   connections?: ConnectionRegistry;
 }
+
+export interface IdentityLimits {
+  /** Default 100. */
+  connectionsPerIdentity: number;
+  /** Default 1000. */
+  subscriptionsPerConnection: number;
+  /** Default 1 MiB. */
+  maxPayloadBytes: number;
+}
+
+const DEFAULT_IDENTITY_LIMITS: IdentityLimits = {
+  connectionsPerIdentity: 100,
+  subscriptionsPerConnection: DEFAULT_USER_LIMITS.subs,
+  maxPayloadBytes: DEFAULT_USER_LIMITS.payload,
+};
+
+function checkLimits(given: Partial<IdentityLimits> = {}): IdentityLimits {
+  const limits = { ...DEFAULT_IDENTITY_LIMITS, ...given };
+  for (const [key, value] of Object.entries(limits)) {
+    if (!Number.isSafeInteger(value) || value < 1) {
+      throw new InvalidArgumentError(`limits.${key}`, `limits.${key}: a positive whole number; got ${value}`);
+    }
+  }
+  if (limits.subscriptionsPerConnection < MIN_SUBSCRIPTIONS) {
+    throw new InvalidArgumentError(
+      "limits.subscriptionsPerConnection",
+      `limits.subscriptionsPerConnection: at least ${MIN_SUBSCRIPTIONS} (the bus's own connections need a few); got ${limits.subscriptionsPerConnection}`,
+    );
+  }
+  // The bus's own messages (user JWTs, JetStream and KV requests) travel under the same limit.
+  if (limits.maxPayloadBytes < MIN_PAYLOAD_BYTES || limits.maxPayloadBytes > 64 * 1024 * 1024) {
+    throw new InvalidArgumentError(
+      "limits.maxPayloadBytes",
+      `limits.maxPayloadBytes: from ${MIN_PAYLOAD_BYTES} (the bus's own messages need that much) to 64 MiB; got ${limits.maxPayloadBytes}`,
+    );
+  }
+  return limits;
+}
+
+const MIN_PAYLOAD_BYTES = 256 * 1024;
+/** The bus's own service connections hold a few subscriptions each (callout, kicker, KV watches). */
+const MIN_SUBSCRIPTIONS = 32;
 
 export interface UnibusClusterOptions {
   /** Shared by every node of the cluster. */
@@ -173,6 +221,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
   #kv?: KvOpening;
   #keys?: ServiceKeys;
   readonly #links: Partial<Record<PartName, LinkWatch>> = {};
+  #limits: IdentityLimits = DEFAULT_IDENTITY_LIMITS;
   #blobs?: BlobStore;
   #natsUrl = "";
   #controlUrl = "";
@@ -273,6 +322,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       throw new InvalidArgumentError("store", `store: "sqlite" or "kv"; got ${JSON.stringify(backend)}`);
     }
     try {
+      this.#limits = checkLimits(this.#opts.limits);
       checkRoomStorage({
         ...(this.#opts.retention ? { retention: this.#opts.retention } : {}),
         ...(this.#opts.roomStorageBytes ? { budgetBytes: this.#opts.roomStorageBytes } : {}),
@@ -377,6 +427,10 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
         ...(cluster ? { cluster } : {}),
         ...(backend === "kv" ? { authTimeoutSeconds: KV_AUTH_TIMEOUT_S } : {}),
         ...(this.#opts.jetstreamMaxFileBytes ? { maxFileBytes: this.#opts.jetstreamMaxFileBytes } : {}),
+        connectionLimits: {
+          maxPayload: this.#limits.maxPayloadBytes,
+          maxSubscriptions: this.#limits.subscriptionsPerConnection,
+        },
       }),
     });
     this.#watchNats(this.#nats);
@@ -427,6 +481,8 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
   /** Supervision's news, passed on; a node out of restart budget fails, loudly but never as an uncaught error. */
   #watchNats(nats: NatsServerProcess): void {
     nats.on("restarting", (event) => {
+      // Its clients died with it; no disconnect event will say so.
+      this.connections.forgetServer(this.serverName);
       this.metrics.natsRestarts.inc({ node: this.serverName });
       this.emit("nats-restarting", event);
     });
@@ -494,6 +550,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
         this.metrics.calloutLatency.observe(d.latencyMs / 1000);
       },
       ...(this.#opts.userJwtTtlSeconds ? { userJwtTtlSeconds: this.#opts.userJwtTtlSeconds } : {}),
+      limits: { subs: this.#limits.subscriptionsPerConnection, payload: this.#limits.maxPayloadBytes },
     });
   }
 
@@ -597,6 +654,10 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       throw err;
     }
     if (user.status !== "active") return { allowed: false, reason: `user is ${user.status}` };
+    const max = this.#limits.connectionsPerIdentity;
+    if (this.connections.count(signPub) >= max) {
+      return { allowed: false, reason: `over the limit of ${max} connections per identity` };
+    }
     const rooms = await store.listRoomsFor(user.signPub);
     return { allowed: true, name: user.handle, permissions: permissionsFor(user.signPub, rooms) };
   }

@@ -84,6 +84,8 @@ export interface NatsConfigOptions {
   cluster?: NatsClusterOptions;
   /** Bytes; at most 64 MiB. */
   maxPayload?: number;
+  /** Subscriptions one client connection may hold (`max_subscriptions`); the server's default is none. */
+  maxSubscriptions?: number;
   /** Go duration, e.g. "2m". */
   pingInterval?: string;
   /** Seconds a client has to authenticate; must leave room for an auth callout round trip. */
@@ -392,6 +394,12 @@ function tuningKeys(options: NatsConfigOptions): Record<string, unknown> {
   if (maxPayload !== undefined) {
     if (maxPayload === 0) fail("maxPayload", "must be at least 1 byte");
     keys.max_payload = maxPayload;
+  }
+  if (options.maxSubscriptions !== undefined) {
+    if (!Number.isSafeInteger(options.maxSubscriptions) || options.maxSubscriptions < 1) {
+      fail("maxSubscriptions", `must be a positive whole number; got ${JSON.stringify(options.maxSubscriptions)}`);
+    }
+    keys.max_subscriptions = options.maxSubscriptions;
   }
   const ping = checkDuration(options.pingInterval, "pingInterval");
   if (ping !== undefined) keys.ping_interval = ping;
