@@ -717,6 +717,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
   }
 
   async #refreshLiveMetrics(): Promise<void> {
+    await this.health(); // sets the parts' up gauges
     if (!this.#monitorUrl) return;
     const res = await fetch(`${this.#monitorUrl}/connz?acc=APP&limit=1`, { signal: AbortSignal.timeout(1000) });
     const connz = (await res.json()) as { total?: number };

@@ -141,7 +141,10 @@ function problemsOf(nodes: NodeStatus[], control: ControlStatus[]): string[] {
     else if (!n.healthy) problems.push(`node ${label} is unhealthy (${n.health})`);
     const meta = n.jetstream?.meta;
     if (meta && !meta.leader) problems.push(`node ${label} sees no JetStream meta leader`);
-    for (const p of meta?.peers ?? []) {
+    // Only the meta leader tracks its peers; since nats-server 2.11 the followers list them
+    // too, each other as never current — judging from them would cry wolf.
+    const leads = meta?.leader !== undefined && meta.leader === n.name;
+    for (const p of leads ? meta.peers : []) {
       if (!p.current || p.offline) problems.push(`JetStream peer ${p.name} is not current (seen from ${label})`);
     }
     for (const kv of n.kv) {
@@ -371,7 +374,7 @@ export function formatStatus(s: BusStatus): string {
         lines.push(
           `  jetstream:   cluster ${js.meta.cluster ?? "?"}, size ${js.meta.size ?? "?"}, meta leader ${js.meta.leader ?? "NONE"}`,
         );
-        for (const p of js.meta.peers) {
+        for (const p of js.meta.leader === n.name ? js.meta.peers : []) {
           lines.push(`    peer ${p.name}: ${p.current && !p.offline ? "current" : "NOT CURRENT"}${lagText(p.lag)}`);
         }
       }
