@@ -75,7 +75,8 @@ export interface RoomMessage {
  * `not-a-member` for a valid signature by a key that is not a member of that epoch.
  */
 export interface DroppedFrame {
-  reason: FrameFailureReason | "not-a-member";
+  /** `slow-consumer`: a local decision, not the frame's fault — the reader fell `maxPending` frames behind. */
+  reason: FrameFailureReason | "not-a-member" | "slow-consumer";
   epoch?: number;
   sender?: string;
 }
@@ -83,9 +84,17 @@ export interface DroppedFrame {
 export interface SubscribeOptions {
   /** Callback form: called for each message instead of the async iterator. */
   callback?: (m: RoomMessage) => void;
-  /** Told about each frame that could not be verified or decrypted. */
+  /** Told about each frame that could not be verified or decrypted, or was dropped for a slow reader. */
   onDrop?: (d: DroppedFrame) => void;
+  /**
+   * Frames received but not yet taken by the reader (being opened, or waiting in the
+   * iterator) before newly arriving ones are dropped as `slow-consumer` — the reader's
+   * memory stays bounded however fast the room is. Default 10,000.
+   */
+  maxPending?: number;
 }
+
+export const DEFAULT_MAX_PENDING = 10_000;
 
 /** Who to add or remove: a signing key (hex or `U…`), or anything carrying `signPub`. */
 export type MemberRef = string | { signPub: string };
@@ -427,6 +436,12 @@ export class Room {
     const queue: RoomMessage[] = [];
     let wake: (() => void) | undefined;
     let done = false;
+    const maxPending = opts.maxPending ?? DEFAULT_MAX_PENDING;
+    if (!Number.isSafeInteger(maxPending) || maxPending < 1) {
+      throw new InvalidArgumentError("maxPending", `maxPending: a positive whole number; got ${maxPending}`);
+    }
+    // Frames being opened plus messages the reader has not taken: the bound of this subscription's memory.
+    let pending = 0;
     // Frames are opened in arrival order, even when one waits for a key fetch.
     let chain = Promise.resolve();
     const sub = this.#nc.subscribe(this.subject, {
@@ -436,14 +451,28 @@ export class Room {
           wake?.();
           return;
         }
+        if (pending >= maxPending) {
+          this.#drop({ reason: "slow-consumer" }, opts.onDrop);
+          return;
+        }
+        pending++;
         const data = msg.data;
         chain = chain.then(async () => {
-          const m = await this.#open(data, opts.onDrop, true);
+          const m = await this.#open(data, opts.onDrop, true).catch(() => undefined);
+          if (!m || opts.callback) pending--;
           if (!m) return;
-          if (opts.callback) opts.callback(m);
-          else {
+          if (!opts.callback) {
             queue.push(m);
             wake?.();
+            return;
+          }
+          try {
+            opts.callback(m);
+          } catch (err) {
+            // The caller's own bug: surface it as its own, and keep delivering the next frames.
+            queueMicrotask(() => {
+              throw err;
+            });
           }
         });
       },
@@ -466,6 +495,7 @@ export class Room {
           while (true) {
             const next = queue.shift();
             if (next) {
+              pending--;
               yield next;
               continue;
             }
