@@ -40,6 +40,18 @@ export interface CreateRoomOptions {
   signMsgs?: boolean;
 }
 
+/**
+ * Once admitted, a refusal is no longer final at the second one (nats.js's rule): a kick,
+ * an expired user JWT or a restart of nats-server forces a new login, and a client that
+ * comes back before the bus's callout is refused for a moment. DenialWatch ends the
+ * connection after DENIAL_GRACE_MS of refusals instead. nats.js reads this option from
+ * the connection's live options on every refusal; it offers no other way to change it.
+ */
+function tolerateRefusals(nc: NatsConnection): void {
+  const live = (nc as unknown as { options?: { ignoreAuthErrorAbort?: boolean } }).options;
+  if (live) live.ignoreAuthErrorAbort = true;
+}
+
 export class UnibusClient {
   readonly nc: NatsConnection;
   readonly identity: Identity;
@@ -173,11 +185,12 @@ export async function connect(opts: ConnectOptions): Promise<UnibusClient> {
       reconnectTimeWait: 100,
       reconnectJitter: 50,
       reconnectJitterTLS: 50,
-      // A kick or an expired user JWT forces a re-authentication; keep trying, the
-      // callout decides. A refusal is not final at once (see DenialWatch): a revoked
-      // identity is refused for DENIAL_GRACE_MS and the caller sees it closed.
-      ignoreAuthErrorAbort: true,
+      // The first login fails fast on a refusal (an unknown or revoked identity is told at
+      // once, even when the server's INFO lists a whole cluster to try); once admitted,
+      // see tolerateRefusals below.
+      ignoreAuthErrorAbort: false,
     });
+    tolerateRefusals(nc);
     const control = opts.controlUrl
       ? new ControlClient({ baseUrl: opts.controlUrl, ...(ca ? { ca } : {}), identity })
       : undefined;
