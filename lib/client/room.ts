@@ -96,6 +96,75 @@ export interface SubscribeOptions {
 
 export const DEFAULT_MAX_PENDING = 10_000;
 
+/**
+ * One subscription's delivery: frames admitted but not yet taken by the reader (being
+ * opened, or queued for the iterator) stay within `maxPending` — the bound of the
+ * subscription's memory; the caller drops the rest.
+ */
+class LiveFeed {
+  readonly #max: number;
+  readonly #callback: ((m: RoomMessage) => void) | undefined;
+  readonly #queue: RoomMessage[] = [];
+  #pending = 0;
+  #done = false;
+  #wake: (() => void) | undefined;
+
+  constructor(max: number, callback?: (m: RoomMessage) => void) {
+    if (!Number.isSafeInteger(max) || max < 1) {
+      throw new InvalidArgumentError("maxPending", `maxPending: a positive whole number; got ${max}`);
+    }
+    this.#max = max;
+    this.#callback = callback;
+  }
+
+  /** True (and counted) when one more frame fits; false when the reader is too far behind. */
+  admit(): boolean {
+    if (this.#pending >= this.#max) return false;
+    this.#pending++;
+    return true;
+  }
+
+  /** An admitted frame, opened (undefined when it was dropped). */
+  deliver(m: RoomMessage | undefined): void {
+    if (!m || this.#callback) this.#pending--;
+    if (!m) return;
+    if (!this.#callback) {
+      this.#queue.push(m);
+      this.#wake?.();
+      return;
+    }
+    try {
+      this.#callback(m);
+    } catch (err) {
+      // The caller's own bug: surface it as its own, and keep delivering the next frames.
+      queueMicrotask(() => {
+        throw err;
+      });
+    }
+  }
+
+  end(): void {
+    this.#done = true;
+    this.#wake?.();
+  }
+
+  async *messages(): AsyncGenerator<RoomMessage> {
+    while (true) {
+      const next = this.#queue.shift();
+      if (next) {
+        this.#pending--;
+        yield next;
+        continue;
+      }
+      if (this.#done) return;
+      await new Promise<void>((resolve) => {
+        this.#wake = resolve;
+      });
+      this.#wake = undefined;
+    }
+  }
+}
+
 /** Who to add or remove: a signing key (hex or `U…`), or anything carrying `signPub`. */
 export type MemberRef = string | { signPub: string };
 
@@ -430,81 +499,35 @@ export class Room {
 
   /**
    * Live messages, in order. `for await (const m of room.subscribe())`, or pass a
-   * callback. Frames that fail verification or decryption are dropped and counted.
+   * callback. Frames that fail verification or decryption are dropped and counted, as are
+   * frames past `maxPending` for a reader that falls behind.
    */
   subscribe(opts: SubscribeOptions = {}): AsyncIterable<RoomMessage> & { unsubscribe(): void } {
-    const queue: RoomMessage[] = [];
-    let wake: (() => void) | undefined;
-    let done = false;
-    const maxPending = opts.maxPending ?? DEFAULT_MAX_PENDING;
-    if (!Number.isSafeInteger(maxPending) || maxPending < 1) {
-      throw new InvalidArgumentError("maxPending", `maxPending: a positive whole number; got ${maxPending}`);
-    }
-    // Frames being opened plus messages the reader has not taken: the bound of this subscription's memory.
-    let pending = 0;
+    const feed = new LiveFeed(opts.maxPending ?? DEFAULT_MAX_PENDING, opts.callback);
     // Frames are opened in arrival order, even when one waits for a key fetch.
     let chain = Promise.resolve();
     const sub = this.#nc.subscribe(this.subject, {
       callback: (err: Error | null, msg: Msg) => {
-        if (err) {
-          done = true; // refused by the broker: no longer a member
-          wake?.();
-          return;
-        }
-        if (pending >= maxPending) {
-          this.#drop({ reason: "slow-consumer" }, opts.onDrop);
-          return;
-        }
-        pending++;
+        if (err) return feed.end(); // refused by the broker: no longer a member
+        if (!feed.admit()) return void this.#drop({ reason: "slow-consumer" }, opts.onDrop);
         const data = msg.data;
-        chain = chain.then(async () => {
-          const m = await this.#open(data, opts.onDrop, true).catch(() => undefined);
-          if (!m || opts.callback) pending--;
-          if (!m) return;
-          if (!opts.callback) {
-            queue.push(m);
-            wake?.();
-            return;
-          }
-          try {
-            opts.callback(m);
-          } catch (err) {
-            // The caller's own bug: surface it as its own, and keep delivering the next frames.
-            queueMicrotask(() => {
-              throw err;
-            });
-          }
-        });
+        chain = chain.then(async () => feed.deliver(await this.#open(data, opts.onDrop, true).catch(() => undefined)));
       },
     });
     this.#subs.add(sub);
     void sub.closed.then(() => {
-      done = true;
       this.#subs.delete(sub);
-      wake?.();
+      feed.end();
     });
     const unsubscribe = () => {
       if (!sub.isClosed()) sub.unsubscribe();
-      done = true;
-      wake?.();
+      feed.end();
     };
     return {
       unsubscribe,
       async *[Symbol.asyncIterator]() {
         try {
-          while (true) {
-            const next = queue.shift();
-            if (next) {
-              pending--;
-              yield next;
-              continue;
-            }
-            if (done) return;
-            await new Promise<void>((resolve) => {
-              wake = resolve;
-            });
-            wake = undefined;
-          }
+          yield* feed.messages();
         } finally {
           unsubscribe();
         }
