@@ -1,18 +1,10 @@
-// SIGKILL of a bus's nats-server, over rounds: time to /healthz 503, to /healthz 200
-// again, and to the first message delivered to an already-subscribed client. Baseline,
-// measured in the same run: a bare nats-server (same binary) from spawn to ready — the
-// least a restart can cost.
-import fs from "node:fs/promises";
-import os from "node:os";
-import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Agent, request } from "undici";
 import { startUnibus, type Unibus } from "../lib/bus/unibus.ts";
 import { connect } from "../lib/client/connect.ts";
 import { createIdentity } from "../lib/crypto/identity.ts";
 import { resolveNatsServer } from "../lib/nats/binary.ts";
-import { NatsServerProcess } from "../lib/nats/process.ts";
-import { fmt, summarize, writeResult } from "./stats.ts";
+import { fmt, summarize, timeBareNatsStart, writeResult } from "./stats.ts";
 
 async function healthStatus(bus: Unibus, agent: Agent): Promise<number> {
   try {
@@ -27,21 +19,6 @@ async function healthStatus(bus: Unibus, agent: Agent): Promise<number> {
 async function until(check: () => Promise<boolean>, started: number): Promise<number> {
   while (!(await check())) await sleep(5);
   return performance.now() - started;
-}
-
-async function bareStart(binary: string): Promise<number> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-bench-"));
-  const t0 = performance.now();
-  const p = new NatsServerProcess({
-    binary,
-    workDir: dir,
-    config: { serverName: "bare", host: "127.0.0.1", port: -1, http: { host: "127.0.0.1", port: -1 } },
-  });
-  await p.start();
-  const ms = performance.now() - t0;
-  await p.stop();
-  await fs.rm(dir, { recursive: true, force: true });
-  return ms;
 }
 
 export async function run(rounds = Number(process.env.BENCH_ROUNDS ?? 10)): Promise<void> {
@@ -67,7 +44,7 @@ export async function run(rounds = Number(process.env.BENCH_ROUNDS ?? 10)): Prom
   const bare: number[] = [];
   try {
     for (let i = 0; i < rounds; i++) {
-      bare.push(await bareStart(binary));
+      bare.push(await timeBareNatsStart(binary));
       const seen = delivered;
       const t0 = performance.now();
       process.kill(bus.natsPid!, "SIGKILL");

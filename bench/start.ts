@@ -4,8 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { startUnibus } from "../lib/bus/unibus.ts";
 import { resolveNatsServer } from "../lib/nats/binary.ts";
-import { NatsServerProcess } from "../lib/nats/process.ts";
-import { fmt, summarize, writeResult } from "./stats.ts";
+import { fmt, summarize, timeBareNatsStart, writeResult } from "./stats.ts";
 
 export async function run(rounds = Number(process.env.BENCH_ROUNDS ?? 15)): Promise<void> {
   const binary = (await resolveNatsServer()).path;
@@ -18,19 +17,9 @@ export async function run(rounds = Number(process.env.BENCH_ROUNDS ?? 15)): Prom
     await (await startUnibus({ natsServer: binary, dataDir: keptDir })).stop();
     for (let i = 0; i < rounds; i++) {
       // interleave so drift on a shared machine hits both sides alike
-      const dir = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-bench-"));
-      let t0 = performance.now();
-      const p = new NatsServerProcess({
-        binary,
-        workDir: dir,
-        config: { serverName: "bare", host: "127.0.0.1", port: -1, http: { host: "127.0.0.1", port: -1 } },
-      });
-      await p.start();
-      bare.push(performance.now() - t0);
-      await p.stop();
-      await fs.rm(dir, { recursive: true, force: true });
+      bare.push(await timeBareNatsStart(binary));
 
-      t0 = performance.now();
+      let t0 = performance.now();
       const b = await startUnibus({ natsServer: binary });
       bus.push(performance.now() - t0);
       await b.stop();

@@ -42,3 +42,21 @@ export async function writeResult(name: string, result: unknown): Promise<string
   );
   return file;
 }
+
+/** A bare nats-server (no TLS, no auth) from spawn to ready, in ms: the baseline of start and restart figures. */
+export async function timeBareNatsStart(binary: string): Promise<number> {
+  const { NatsServerProcess } = await import("../lib/nats/process.ts");
+  const os = await import("node:os");
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-bench-"));
+  const t0 = performance.now();
+  const p = new NatsServerProcess({
+    binary,
+    workDir: dir,
+    config: { serverName: "bare", host: "127.0.0.1", port: -1, http: { host: "127.0.0.1", port: -1 } },
+  });
+  await p.start();
+  const ms = performance.now() - t0;
+  await p.stop();
+  await fs.rm(dir, { recursive: true, force: true });
+  return ms;
+}

@@ -8,7 +8,6 @@
  */
 import { EventEmitter } from "node:events";
 import fs from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ConnectionRegistry } from "../auth/kick.ts";
@@ -30,7 +29,7 @@ import {
 } from "./cluster-plan.ts";
 import { ClusterNotReadyError, type MetaStatus, waitForMetaGroup, waitForPlacement } from "./cluster-ready.ts";
 import type { BusHandle, BusState, ClusterEvents } from "./handle.ts";
-import { busLayout } from "./layout.ts";
+import { busLayout, openDataDir } from "./layout.ts";
 import { Unibus } from "./unibus.ts";
 
 export type { StartClusterOptions } from "./cluster-plan.ts";
@@ -201,13 +200,9 @@ export class UnibusCluster extends EventEmitter<ClusterEvents> implements BusHan
 
   /** The root dir, then the files every node shares (binary, CA, keys, a SQLite store's schema). */
   async #prepare(): Promise<Shared> {
-    if (this.#opts.dataDir) {
-      this.#root = path.resolve(this.#opts.dataDir);
-      await fs.mkdir(this.#root, { recursive: true, mode: 0o700 });
-    } else {
-      this.#root = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-cluster-"));
-      this.#ownsDir = true;
-    }
+    const { dir, owned } = await openDataDir(this.#opts.dataDir, "unibus-cluster-");
+    this.#root = dir;
+    this.#ownsDir = owned;
     const layout = busLayout(this.#root, "shared");
     const [binary, ca, keys] = await Promise.all([
       this.#opts.natsServer ? { path: this.#opts.natsServer } : resolveNatsServer({ logger: this.#log }),
@@ -278,8 +273,9 @@ export class UnibusCluster extends EventEmitter<ClusterEvents> implements BusHan
     return node;
   }
 
+  /** Every node at once: nobody is left to take a leadership over, so none is handed over. */
   async #stopNodes(): Promise<void> {
-    await Promise.allSettled(this.#nodes.map((b) => b?.stop()));
+    await Promise.allSettled(this.#nodes.map((b) => b?.stop({ handOver: false })));
   }
 
   /**

@@ -1,7 +1,25 @@
+import fs from "node:fs/promises";
+import os from "node:os";
 import path from "node:path";
 import type { ServiceKeys } from "../auth/service-keys.ts";
 import type { NatsClusterOptions } from "../nats/config.ts";
 import type { NatsConfigOptions } from "../nats/index.ts";
+
+/**
+ * The data dir to use: the given one (created 0700, never removed by us), or a fresh
+ * temp dir that the caller owns and removes on stop.
+ */
+export async function openDataDir(
+  given: string | undefined,
+  tempPrefix: string,
+): Promise<{ dir: string; owned: boolean }> {
+  if (given) {
+    const dir = path.resolve(given);
+    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+    return { dir, owned: false };
+  }
+  return { dir: await fs.mkdtemp(path.join(os.tmpdir(), tempPrefix)), owned: true };
+}
 
 /** Where each part of a bus lives inside its data dir. */
 export function busLayout(dataDir: string, serverName: string) {

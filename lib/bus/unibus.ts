@@ -6,7 +6,6 @@
  */
 import { EventEmitter } from "node:events";
 import fs from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
 import type { Admission } from "../auth/callout.ts";
 import { AuthCallout, DEFAULT_USER_LIMITS } from "../auth/callout.ts";
@@ -49,7 +48,7 @@ import type { BusHandle, BusState, UnibusEvents } from "./handle.ts";
 import { handOverLeaderships } from "./handover.ts";
 import { type HealthReport, LinkWatch, natsAnswers, type PartName, reportOf } from "./health.ts";
 import { holdAdmission, KV_AUTH_TIMEOUT_S, KV_DECISION_TIMEOUT_MS, KvOpening } from "./kv-opening.ts";
-import { type BusLayout, busLayout, natsConfigFor } from "./layout.ts";
+import { type BusLayout, busLayout, natsConfigFor, openDataDir } from "./layout.ts";
 import { checkRoomStorage, type RoomRetention, RoomStreams, StorageBudgetError } from "./streams.ts";
 
 export type { BusState } from "./handle.ts";
@@ -346,13 +345,9 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
 
   /** Phase 1: the data dir, then the independent disk and process work at once (binary, CA, keys, store). */
   async #prepare(backend: StoreBackend): Promise<Prepared> {
-    if (this.#opts.dataDir) {
-      this.#dataDir = path.resolve(this.#opts.dataDir);
-      await fs.mkdir(this.#dataDir, { recursive: true, mode: 0o700 });
-    } else {
-      this.#dataDir = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-"));
-      this.#ownsDataDir = true;
-    }
+    const { dir, owned } = await openDataDir(this.#opts.dataDir, "unibus-");
+    this.#dataDir = dir;
+    this.#ownsDataDir = owned;
     const layout = busLayout(this.#dataDir, this.serverName);
     const log = this.#logger;
     // The binary lookup spawns `nats-server --version`; the CA, keys and store are disk work.
@@ -591,11 +586,16 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     });
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Stops every service, then nats-server; idempotent. A cluster member first hands its
+   * JetStream leaderships over (see handover.ts) unless `handOver: false` — pointless when
+   * the whole cluster is going down.
+   */
+  async stop(opts: { handOver?: boolean } = {}): Promise<void> {
     if (this.#state === "stopped") return;
     if (this.#state === "new") return this.#setState("stopped");
     this.#stopping ??= (async () => {
-      const handOver = this.#state === "running" && this.#opts.cluster !== undefined;
+      const handOver = opts.handOver !== false && this.#state === "running" && this.#opts.cluster !== undefined;
       this.#setState("stopping");
       if (handOver) await this.#handOver();
       await this.#teardown({ keepFiles: false });
