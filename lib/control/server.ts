@@ -375,7 +375,9 @@ const CLIENT_ERRORS: Record<number, { reason: string; code: string; message: str
 function answerClientError(err: NodeJS.ErrnoException, socket: import("node:stream").Duplex, logger: Logger): void {
   // A response still being written to this socket cannot be followed by another one.
   const busy = (socket as { _httpMessage?: unknown })._httpMessage;
-  if (err.code === "ECONNRESET" || !socket.writable || busy) {
+  // A failed or timed-out TLS handshake has no channel to answer on: writing plaintext
+  // into it would keep the socket open waiting for a flush that never comes.
+  if (err.code === "ECONNRESET" || /^ERR_(TLS|SSL)_/.test(err.code ?? "") || !socket.writable || busy) {
     socket.destroy();
     return;
   }
