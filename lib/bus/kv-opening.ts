@@ -64,9 +64,9 @@ export class KvOpening {
 
   /** Until the KV nonce bucket is open, every signed request is refused (503), never let through unremembered. */
   readonly nonces: NonceStore = {
-    checkAndRemember: (key, ttlMs) =>
+    checkAndRemember: (key, ttlMs, owner) =>
       this.#nonces
-        ? this.#nonces.checkAndRemember(key, ttlMs)
+        ? this.#nonces.checkAndRemember(key, ttlMs, owner)
         : Promise.reject(new StoreUnavailableError("the replay store is still opening")),
   };
 

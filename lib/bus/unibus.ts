@@ -15,7 +15,7 @@ import { loadOrCreateServiceKeys, type ServiceKeys } from "../auth/service-keys.
 import type { AuthMode } from "../control/auth.ts";
 import { BlobStore } from "../control/blobs.ts";
 import { HttpError } from "../control/http-error.ts";
-import type { RateLimiterOptions } from "../control/limits.ts";
+import type { ControlTimeouts, RateLimiterOptions } from "../control/limits.ts";
 import type { AccessChange } from "../control/routes.ts";
 import { ControlServer } from "../control/server.ts";
 import { parseSignPub } from "../crypto/identity.ts";
@@ -84,8 +84,10 @@ export interface StartUnibusOptions {
   userJwtTtlSeconds?: number;
   /** Control-plane request authentication: enforce (default), soft (log, let through) or off. */
   authMode?: AuthMode;
-  /** Control-plane per-IP rate limit. */
-  rateLimit?: RateLimiterOptions;
+  /** Control-plane rate limits: per client address, and per signing key under `perIdentity` (default 50/s, burst 100). */
+  rateLimit?: RateLimiterOptions & { perIdentity?: RateLimiterOptions };
+  /** Control-plane handshake, header, request and body-rate deadlines and per-IP connection cap. */
+  controlTimeouts?: ControlTimeouts;
   /** Limits of each persisted room's history (bytes, age, messages; the oldest go first). */
   retention?: RoomRetention;
   /**
@@ -570,7 +572,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
         reserveRoomStorage: () => this.#reserveRoomStorage(),
       },
       ...(this.#opts.authMode ? { authMode: this.#opts.authMode } : {}),
-      ...(this.#opts.rateLimit ? { rateLimit: this.#opts.rateLimit } : {}),
+      ...controlLimits(this.#opts),
       ...(backend === "kv" && this.#kv ? { nonces: this.#kv.nonces } : {}),
     });
   }
@@ -756,4 +758,14 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
 
 export async function startUnibus(opts: StartUnibusOptions = {}): Promise<Unibus> {
   return new Unibus(opts).start();
+}
+
+/** The control plane's operator limits, as `ControlServer` takes them. */
+function controlLimits(opts: StartUnibusOptions) {
+  const { perIdentity, ...perIp } = opts.rateLimit ?? {};
+  return {
+    rateLimit: perIp,
+    ...(perIdentity ? { identityRateLimit: perIdentity } : {}),
+    ...(opts.controlTimeouts ? { timeouts: opts.controlTimeouts } : {}),
+  };
 }

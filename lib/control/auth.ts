@@ -7,7 +7,9 @@
  *  3. the signature verifies over the canonical request, and the declared body hash
  *     equals the actual one;
  *  4. the key is on the allowlist (`store.isAuthorized`; a store error is a 503);
- *  5. the nonce is fresh (remembered for 2 × skew, so every request that passes the
+ *  5. the key is within its own rate limit (429), so one member's flood is refused
+ *     before it reaches the shared nonce store;
+ *  6. the nonce is fresh (remembered for 2 × skew, so every request that passes the
  *     skew check can be replayed only into a cache that still holds its nonce).
  * Only a registered key reaches the nonce cache, so an unregistered one can never
  * fill it: it always gets "not authorized", never "replayed".
@@ -25,6 +27,7 @@ import { InvalidArgumentError } from "../errors.ts";
 import { type Logger, silentLogger } from "../log/index.ts";
 import type { Store } from "../store/index.ts";
 import { HttpError } from "./http-error.ts";
+import type { RateLimiter } from "./limits.ts";
 import { type NonceStore, nonceKey } from "./nonce-cache.ts";
 
 /** off: no checks. soft: check and log at warn, but let every request through. enforce: refuse. */
@@ -49,6 +52,8 @@ export interface AuthenticateOptions {
   mode: AuthMode;
   store: Pick<Store, "isAuthorized">;
   nonces: NonceStore;
+  /** Per-identity token bucket, taken once the key is known to be authorized. */
+  identityLimit?: Pick<RateLimiter, "take">;
   /** Wall clock in ms; defaults to Date.now. */
   now?: () => number;
   skewMs?: number;
@@ -103,6 +108,12 @@ async function check(opts: AuthenticateOptions, onVerified: (signPub: string) =>
   // Authorization before the nonce store: a key that is not on the bus must not be
   // able to fill it.
   await requireAuthorized(opts.store, signed.signPub);
+  if (opts.identityLimit && !opts.identityLimit.take(signed.signPub)) {
+    throw new HttpError(429, "too many requests signed by this key; slow down and retry shortly", {
+      code: "RATE_LIMITED_IDENTITY",
+      headers: { "retry-after": "1" },
+    });
+  }
   await requireFreshNonce(opts.nonces, signed, skewMs);
   return signed.signPub;
 }
@@ -158,7 +169,7 @@ async function requireAuthorized(store: AuthenticateOptions["store"], signPub: s
 async function requireFreshNonce(nonces: NonceStore, signed: SignedHeaders, skewMs: number): Promise<void> {
   let verdict: string;
   try {
-    verdict = await nonces.checkAndRemember(nonceKey(signed.signPub, signed.nonce), 2 * skewMs);
+    verdict = await nonces.checkAndRemember(nonceKey(signed.signPub, signed.nonce), 2 * skewMs, signed.signPub);
   } catch (err) {
     throw new HttpError(503, "the control plane cannot check for replays right now; try again shortly", {
       code: "AUTH_UNAVAILABLE",
@@ -167,6 +178,17 @@ async function requireFreshNonce(nonces: NonceStore, signed: SignedHeaders, skew
     });
   }
   if (verdict === "replayed") throw unauthenticated("AUTH_REPLAYED", "nonce already used (replayed request)");
+  if (verdict === "quota") {
+    // This key's own share of the replay store is used up; other keys are unaffected.
+    throw new HttpError(
+      429,
+      "this key has sent too many requests within the replay window; slow down and retry shortly",
+      {
+        code: "AUTH_NONCE_QUOTA",
+        headers: { "retry-after": "5" },
+      },
+    );
+  }
   if (verdict !== "fresh") {
     throw new HttpError(503, "the control plane is too busy to accept new requests; try again shortly", {
       code: "AUTH_NONCE_CACHE_FULL",

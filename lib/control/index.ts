@@ -5,7 +5,7 @@
 export type { AuthMode } from "./auth.ts";
 export { BlobStore, type BlobStoreOptions } from "./blobs.ts";
 export { HttpError } from "./http-error.ts";
-export type { RateLimiterOptions } from "./limits.ts";
+export type { ControlTimeouts, RateLimiterOptions } from "./limits.ts";
 export { NonceCache, type NonceStore, type NonceVerdict } from "./nonce-cache.ts";
 export type { KvNonceStore, KvNonceStoreOptions } from "./nonce-kv.ts";
 export { parseTtl, registrationProofMessage } from "./protocol.ts";

@@ -6,21 +6,67 @@
 import type { IncomingMessage } from "node:http";
 import net from "node:net";
 import { ContentHashVerifier, sha256Hex } from "../crypto/index.ts";
-import { StateError } from "../errors.ts";
+import { InvalidArgumentError, StateError } from "../errors.ts";
 import { HttpError } from "./http-error.ts";
 
 /**
- * Options for `https.createServer`. `connectionsCheckingInterval` is how often Node
- * enforces the two timeouts (its default, 30 s, would let a slow sender hold a
- * socket for up to 40 s instead of 10).
+ * The control plane's deadlines and connection bounds, all operator settings
+ * (`ControlServerOptions.timeouts`). The defaults are far above what a person or a
+ * bot on a slow link needs and far below what lets idle peers pile up.
  */
-export const SERVER_LIMITS = {
-  maxHeaderSize: 16 * 1024,
-  headersTimeout: 10_000,
-  requestTimeout: 30_000,
-  keepAliveTimeout: 5_000,
-  connectionsCheckingInterval: 1_000,
-} as const;
+export interface ControlTimeouts {
+  /** The TLS handshake must finish within this, ms (default 5000; Node's own is 120 s). */
+  handshakeMs?: number;
+  /** A request's headers must arrive within this, ms (default 5000). */
+  headersMs?: number;
+  /** The whole request must arrive within this, ms (default 30000). */
+  requestMs?: number;
+  /** A JSON body must arrive at this many bytes/s or more over every `bodyGraceMs` window, else 408 (default 4096). */
+  minBodyBytesPerSec?: number;
+  /** The window over which that rate is measured, ms (default 5000): an idle body is cut after about this long. */
+  bodyGraceMs?: number;
+  /** Concurrent connections from one address (IPv6: one /64), counted before TLS (default 128). */
+  maxConnectionsPerIp?: number;
+}
+
+export const DEFAULT_TIMEOUTS: Required<ControlTimeouts> = {
+  handshakeMs: 5_000,
+  headersMs: 5_000,
+  requestMs: 30_000,
+  minBodyBytesPerSec: 4096,
+  bodyGraceMs: 5_000,
+  maxConnectionsPerIp: 128,
+};
+
+/** The defaults under `timeouts`, each checked: a typo must not disable a deadline. */
+export function resolveTimeouts(timeouts: ControlTimeouts = {}): Required<ControlTimeouts> {
+  const out = { ...DEFAULT_TIMEOUTS, ...timeouts };
+  for (const [name, value] of Object.entries(out)) {
+    if (!Number.isSafeInteger(value) || value < 1) {
+      throw new InvalidArgumentError(`timeouts.${name}`, `timeouts.${name} must be a positive whole number`);
+    }
+  }
+  return out;
+}
+
+/**
+ * Options for `https.createServer`. `connectionsCheckingInterval` is how often Node
+ * enforces the header and request timeouts (its default, 30 s, would let a slow
+ * sender hold a socket for far longer than they say).
+ */
+export function serverLimits(timeouts: Required<ControlTimeouts>) {
+  return {
+    maxHeaderSize: 16 * 1024,
+    handshakeTimeout: timeouts.handshakeMs,
+    headersTimeout: timeouts.headersMs,
+    requestTimeout: timeouts.requestMs,
+    keepAliveTimeout: 5_000,
+    connectionsCheckingInterval: Math.min(1_000, timeouts.headersMs),
+  } as const;
+}
+
+/** The server options under the default timeouts. */
+export const SERVER_LIMITS = serverLimits(DEFAULT_TIMEOUTS);
 
 /** `server.maxHeadersCount`: headers beyond it are dropped by Node. */
 export const MAX_HEADERS_COUNT = 64;
@@ -127,18 +173,59 @@ function consumeRequest<T>(req: IncomingMessage, make: (finish: Finish<T>) => Bo
 export interface ReadBodyOptions {
   /** Maximum body size in bytes. */
   limit: number;
-  /** When given, the body's size (declared, or `limit` when chunked) is reserved before reading; 503 when over. */
+  /** When given, each chunk is counted in flight as it arrives, until the body is read or refused; 503 when over. */
   inflight?: InflightBytes;
+  /** Whose share of `inflight` the chunks count against (the client address). */
+  owner?: string;
+  /** When given, a body slower than this on average after the grace period is cut with 408. */
+  minRate?: MinBodyRate;
+}
+
+export interface MinBodyRate {
+  bytesPerSec: number;
+  graceMs: number;
+}
+
+function tooSlow(): HttpError {
+  return new HttpError(408, "the request body arrived too slowly; send it at once, not in a trickle", {
+    code: "BODY_TOO_SLOW",
+    closeConnection: true,
+  });
+}
+
+/**
+ * Cuts a body that has not kept `rate` over any window of `graceMs`: an idle or
+ * trickling sender, or one that sends a burst and then stalls, keeps a socket and its
+ * bytes for about one window, not for the whole request timeout. Returns the function
+ * that stops the watch.
+ */
+function watchRate(rate: MinBodyRate, received: () => number, cut: () => void): () => void {
+  const needed = (rate.bytesPerSec * rate.graceMs) / 1000;
+  let windowStart = performance.now();
+  let windowBytes = received();
+  const timer = setInterval(
+    () => {
+      const now = performance.now();
+      if (now - windowStart < rate.graceMs) return;
+      if (received() - windowBytes < needed) return cut();
+      windowStart = now;
+      windowBytes = received();
+    },
+    Math.max(50, Math.min(500, rate.graceMs / 4)),
+  );
+  timer.unref();
+  return () => clearInterval(timer);
 }
 
 /**
  * Reads the whole body into memory, never holding more than `limit` bytes of it:
  * an over-declared Content-Length is refused before a byte is read, and a chunked or
  * lying sender is cut as soon as it passes the ceiling (413, connection to be
- * closed). Rejects with HttpError only.
+ * closed). Bytes count in flight as they arrive, so a sender that declares a length
+ * and then idles holds none of the budget. Rejects with HttpError only.
  */
 export function readBody(req: IncomingMessage, opts: ReadBodyOptions): Promise<Buffer> {
-  const { limit, inflight } = opts;
+  const { limit, inflight, owner, minRate } = opts;
   checkLimit(limit);
   let declared: number | undefined;
   try {
@@ -146,27 +233,38 @@ export function readBody(req: IncomingMessage, opts: ReadBodyOptions): Promise<B
   } catch (err) {
     return Promise.reject(err);
   }
-  const reserved = declared ?? limit;
-  if (inflight && !inflight.tryAcquire(reserved)) return Promise.reject(busy());
-
   const chunks: Buffer[] = [];
   let total = 0;
-  return consumeRequest<Buffer>(req, (finish) => ({
-    data: (chunk) => {
-      total += chunk.length;
-      if (total > limit) return finish(tooLarge(limit));
-      chunks.push(chunk);
-    },
-    end: () => {
-      if (declared !== undefined && total !== declared) return finish(incomplete());
-      finish(undefined, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total));
-    },
-    close: () => finish(incomplete()),
-    settle: (failed) => {
-      if (inflight) inflight.release(reserved);
-      if (failed) chunks.length = 0;
-    },
-  }));
+  let held = 0;
+  return consumeRequest<Buffer>(req, (finish) => {
+    const unwatch =
+      minRate && declared !== 0
+        ? watchRate(
+            minRate,
+            () => total,
+            () => finish(tooSlow()),
+          )
+        : () => {};
+    return {
+      data: (chunk) => {
+        total += chunk.length;
+        if (total > limit) return finish(tooLarge(limit));
+        if (inflight && !inflight.tryAcquire(chunk.length, owner)) return finish(busy());
+        held += chunk.length;
+        chunks.push(chunk);
+      },
+      end: () => {
+        if (declared !== undefined && total !== declared) return finish(incomplete());
+        finish(undefined, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total));
+      },
+      close: () => finish(incomplete()),
+      settle: (failed) => {
+        unwatch();
+        inflight?.release(held, owner);
+        if (failed) chunks.length = 0;
+      },
+    };
+  });
 }
 
 export interface StreamBodyOptions {
@@ -392,32 +490,96 @@ export function rateLimitKey(address: string | undefined): string {
     .join(":")}::/64`;
 }
 
-/** A global cap on request-body bytes being received at once. */
+/**
+ * A global cap on request-body bytes being received at once, taken as bytes arrive
+ * (a declared length reserves nothing: an idle sender that declares 1 MiB holds no
+ * budget). Each owner (client address) may hold at most `perOwnerMax` of it, so one
+ * address cannot take the whole budget from everyone else.
+ */
 export class InflightBytes {
   readonly max: number;
+  readonly perOwnerMax: number;
   #used = 0;
+  readonly #byOwner = new Map<string, number>();
 
-  constructor(opts: { max: number }) {
+  constructor(opts: { max: number; perOwnerMax?: number }) {
     if (!Number.isSafeInteger(opts?.max) || opts.max < 0) {
       throw new RangeError("InflightBytes: max must be a non-negative integer");
     }
     this.max = opts.max;
+    this.perOwnerMax = opts.perOwnerMax ?? Math.max(JSON_BODY_LIMIT, Math.floor(opts.max / 8));
+    if (!Number.isSafeInteger(this.perOwnerMax) || this.perOwnerMax < 0) {
+      throw new RangeError("InflightBytes: perOwnerMax must be a non-negative integer");
+    }
   }
 
   get used(): number {
     return this.#used;
   }
 
-  /** Reserves `n` bytes; false (reserve nothing) when that would pass `max`. */
-  tryAcquire(n: number): boolean {
+  /** Bytes `owner` holds now. */
+  usedBy(owner: string): number {
+    return this.#byOwner.get(owner) ?? 0;
+  }
+
+  /** Reserves `n` bytes (for `owner`, when given); false (reserve nothing) when that would pass a cap. */
+  tryAcquire(n: number, owner?: string): boolean {
     if (!Number.isSafeInteger(n) || n < 0) throw new RangeError("InflightBytes: n must be a non-negative integer");
     if (this.#used + n > this.max) return false;
+    if (owner !== undefined) {
+      const held = this.usedBy(owner);
+      if (held + n > this.perOwnerMax) return false;
+      this.#byOwner.set(owner, held + n);
+    }
     this.#used += n;
     return true;
   }
 
-  release(n: number): void {
+  release(n: number, owner?: string): void {
     if (!Number.isSafeInteger(n) || n < 0) throw new RangeError("InflightBytes: n must be a non-negative integer");
     this.#used = Math.max(0, this.#used - n);
+    if (owner === undefined) return;
+    const left = this.usedBy(owner) - n;
+    if (left > 0) this.#byOwner.set(owner, left);
+    else this.#byOwner.delete(owner);
+  }
+}
+
+/**
+ * Concurrent connections per client address (grouped like the rate limiter's keys),
+ * counted from TCP accept, before the TLS handshake: past `maxPerIp` a new socket is
+ * destroyed at once, so one address cannot hold every socket the process can open.
+ */
+export class ConnectionsPerIp {
+  readonly maxPerIp: number;
+  readonly #open = new Map<string, number>();
+
+  constructor(maxPerIp: number) {
+    if (!Number.isSafeInteger(maxPerIp) || maxPerIp < 1) {
+      throw new RangeError("ConnectionsPerIp: maxPerIp must be a positive integer");
+    }
+    this.maxPerIp = maxPerIp;
+  }
+
+  /** Counts `socket` until it closes; false (and the socket destroyed) when its address is at the cap. */
+  admit(socket: net.Socket): boolean {
+    const key = rateLimitKey(socket.remoteAddress);
+    const open = this.#open.get(key) ?? 0;
+    if (open >= this.maxPerIp) {
+      socket.destroy();
+      return false;
+    }
+    this.#open.set(key, open + 1);
+    socket.once("close", () => {
+      const left = (this.#open.get(key) ?? 1) - 1;
+      if (left > 0) this.#open.set(key, left);
+      else this.#open.delete(key);
+    });
+    return true;
+  }
+
+  /** Connections open now from `address`'s group. */
+  openFrom(address: string): number {
+    return this.#open.get(rateLimitKey(address)) ?? 0;
   }
 }

@@ -6,15 +6,82 @@
  */
 import { type Logger, silentLogger } from "../log/index.ts";
 
-export type NonceVerdict = "fresh" | "replayed" | "full";
+/**
+ * "quota": the owner (signing key) already has its share of remembered nonces; the
+ * request is refused (429) while every other owner is still served.
+ */
+export type NonceVerdict = "fresh" | "replayed" | "full" | "quota";
 
 export interface NonceStore {
   /**
    * Remembers `key` for at least `ttlMs` and says whether it was already remembered.
    * "full" means the store refuses to remember more right now: the request must be
    * refused (never admitted unremembered). Throwing is also a refusal (fail closed).
+   * `owner` (the signing key) is whose share of the store the nonce counts against.
    */
-  checkAndRemember(key: string, ttlMs: number): Promise<NonceVerdict>;
+  checkAndRemember(key: string, ttlMs: number, owner?: string): Promise<NonceVerdict>;
+}
+
+/** Default share of one owner: far above what the default per-identity rate limit admits within a TTL. */
+export const DEFAULT_NONCES_PER_OWNER = 5_000;
+
+/**
+ * How many nonces each owner has remembered and not yet expired, so one key's flood
+ * uses up its own share rather than the store. Entries share one TTL per owner stream
+ * in practice, so they expire in insertion order: a FIFO pruned from its head.
+ */
+export class OwnerQuota {
+  readonly maxPerOwner: number;
+  readonly #counts = new Map<string, number>();
+  #owners: string[] = [];
+  #expiry: number[] = [];
+  #head = 0;
+
+  constructor(maxPerOwner: number) {
+    if (!Number.isSafeInteger(maxPerOwner) || maxPerOwner < 1) {
+      throw new RangeError("maxPerOwner must be a positive integer");
+    }
+    this.maxPerOwner = maxPerOwner;
+  }
+
+  /** Nonces `owner` holds now (after the last prune). */
+  heldBy(owner: string): number {
+    return this.#counts.get(owner) ?? 0;
+  }
+
+  /** Whether `owner` may remember one more at `now`. */
+  hasRoom(owner: string, now: number): boolean {
+    this.#prune(now);
+    return this.heldBy(owner) < this.maxPerOwner;
+  }
+
+  /** Counts one nonce of `owner` until `expiry`. */
+  add(owner: string, expiry: number): void {
+    this.#counts.set(owner, this.heldBy(owner) + 1);
+    this.#owners.push(owner);
+    this.#expiry.push(expiry);
+  }
+
+  #prune(now: number): void {
+    let head = this.#head;
+    while (head < this.#owners.length && this.#expiry[head]! < now) {
+      const owner = this.#owners[head]!;
+      const left = this.heldBy(owner) - 1;
+      if (left > 0) this.#counts.set(owner, left);
+      else this.#counts.delete(owner);
+      head++;
+    }
+    if (head === this.#owners.length) {
+      this.#owners = [];
+      this.#expiry = [];
+      head = 0;
+    } else if (head >= 1024 && head * 2 >= this.#owners.length) {
+      this.#owners = this.#owners.slice(head);
+      this.#expiry = this.#expiry.slice(head);
+      head = 0;
+    }
+    this.#head = head;
+  }
 }
 
 /** The key a nonce is remembered under: nonces are scoped to the signing key. */
@@ -27,6 +94,8 @@ export interface NonceCacheOptions {
   ttlMs?: number;
   /** At most this many remembered nonces; beyond it new ones are refused ("full"). */
   max?: number;
+  /** At most this many per owner (signing key); beyond it that owner's new ones are refused ("quota"). Default 5000. */
+  maxPerOwner?: number;
   /** Wall clock in ms — the same clock the timestamp skew check uses. */
   now?: () => number;
   logger?: Logger;
@@ -50,6 +119,7 @@ export class NonceCache implements NonceStore {
   #queueExpiry: number[] = [];
   #head = 0;
   #fullLogged = false;
+  readonly #quota: OwnerQuota;
 
   constructor(opts: NonceCacheOptions = {}) {
     const ttlMs = opts.ttlMs ?? 60_000;
@@ -60,6 +130,7 @@ export class NonceCache implements NonceStore {
     this.max = max;
     this.#now = opts.now ?? Date.now;
     this.#logger = opts.logger ?? silentLogger;
+    this.#quota = new OwnerQuota(opts.maxPerOwner ?? Math.min(DEFAULT_NONCES_PER_OWNER, max));
   }
 
   /** Number of remembered nonces (after the last prune). */
@@ -67,12 +138,17 @@ export class NonceCache implements NonceStore {
     return this.#live.size;
   }
 
-  async checkAndRemember(key: string, ttlMs: number = this.ttlMs): Promise<NonceVerdict> {
-    return this.check(key, ttlMs);
+  async checkAndRemember(key: string, ttlMs: number = this.ttlMs, owner?: string): Promise<NonceVerdict> {
+    return this.check(key, ttlMs, owner);
+  }
+
+  /** Nonces `owner` holds now. */
+  heldBy(owner: string): number {
+    return this.#quota.heldBy(owner);
   }
 
   /** The synchronous form of `checkAndRemember`. */
-  check(key: string, ttlMs: number = this.ttlMs): NonceVerdict {
+  check(key: string, ttlMs: number = this.ttlMs, owner?: string): NonceVerdict {
     const now = this.#now();
     this.#prune(now);
     const expiry = this.#live.get(key);
@@ -81,6 +157,7 @@ export class NonceCache implements NonceStore {
       // Only reachable with mixed TTLs, where an older, longer-lived head blocks pruning.
       this.#live.delete(key);
     }
+    if (owner !== undefined && !this.#quota.hasRoom(owner, now)) return "quota";
     if (this.#live.size >= this.max) {
       if (!this.#fullLogged) {
         this.#fullLogged = true;
@@ -95,6 +172,7 @@ export class NonceCache implements NonceStore {
     this.#live.set(key, now + ttlMs);
     this.#queueKeys.push(key);
     this.#queueExpiry.push(now + ttlMs);
+    if (owner !== undefined) this.#quota.add(owner, now + ttlMs);
     return "fresh";
   }
 

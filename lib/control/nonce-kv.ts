@@ -37,7 +37,7 @@ import { type Logger, silentLogger } from "../log/index.ts";
 import { bounded, bucketPrefixOf, Timeout } from "../store/index.ts";
 // Not in the store's index: it loads the JetStream client, which that index must not.
 import { isCasFailure } from "../store/kv-cas.ts";
-import type { NonceStore, NonceVerdict } from "./nonce-cache.ts";
+import { DEFAULT_NONCES_PER_OWNER, type NonceStore, type NonceVerdict, OwnerQuota } from "./nonce-cache.ts";
 
 export interface KvNonceStoreOptions {
   /** An open connection; never closed by the store. */
@@ -54,6 +54,12 @@ export interface KvNonceStoreOptions {
   bucketPrefix?: string;
   /** "file" (default) or "memory"; only used when the bucket is created. */
   storage?: "file" | "memory";
+  /**
+   * Nonces one owner (signing key) may create through this node within a TTL
+   * (default 5000); beyond it that owner gets "quota" while others are still served.
+   * Counted per node: a cluster of N nodes bounds a key at N times this.
+   */
+  maxPerOwner?: number;
   logger?: Logger;
 }
 
@@ -92,7 +98,7 @@ export async function openKvNonceStore(opts: KvNonceStoreOptions): Promise<KvNon
       });
       const { maxAgeMs, replicas } = await ensureMaxAge(nc, kv, bucket, ttlMs, timeoutMs, logger);
       logger.info({ component: "control-nonces", bucket, replicas, maxAgeMs }, "replicated nonce store open");
-      return new KvNonceStore(kv, { bucket, maxAgeMs, replicas, timeoutMs, logger });
+      return new KvNonceStore(kv, { bucket, maxAgeMs, replicas, timeoutMs, logger, maxPerOwner: settings.maxPerOwner });
     });
   } catch (err) {
     if (err instanceof UnibusError) throw err;
@@ -141,7 +147,12 @@ function nonceStoreSettings(opts: KvNonceStoreOptions) {
   if (storage !== "file" && storage !== "memory") {
     throw new InvalidArgumentError("storage", 'storage must be "file" or "memory"');
   }
-  return { nc, replicas, ttlMs, timeoutMs, openTimeoutMs, bucket, storage, logger: opts.logger ?? silentLogger };
+  const maxPerOwner = opts.maxPerOwner ?? DEFAULT_NONCES_PER_OWNER;
+  if (!Number.isSafeInteger(maxPerOwner) || maxPerOwner < 1) {
+    throw new InvalidArgumentError("maxPerOwner", "maxPerOwner must be a positive whole number");
+  }
+  const logger = opts.logger ?? silentLogger;
+  return { nc, replicas, ttlMs, timeoutMs, openTimeoutMs, bucket, storage, maxPerOwner, logger };
 }
 
 function positiveMs(ms: number, field: string): number {
@@ -190,12 +201,20 @@ export class KvNonceStore implements NonceStore {
   readonly #kv: KV;
   readonly #timeoutMs: number;
   readonly #log: Logger;
+  readonly #quota: OwnerQuota;
   #closed = false;
 
   /** Use `openKvNonceStore`. */
   constructor(
     kv: KV,
-    options: { bucket: string; maxAgeMs: number; replicas: number; timeoutMs: number; logger: Logger },
+    options: {
+      bucket: string;
+      maxAgeMs: number;
+      replicas: number;
+      timeoutMs: number;
+      logger: Logger;
+      maxPerOwner?: number;
+    },
   ) {
     this.#kv = kv;
     this.bucket = options.bucket;
@@ -203,14 +222,17 @@ export class KvNonceStore implements NonceStore {
     this.replicas = options.replicas;
     this.#timeoutMs = options.timeoutMs;
     this.#log = options.logger;
+    this.#quota = new OwnerQuota(options.maxPerOwner ?? DEFAULT_NONCES_PER_OWNER);
   }
 
   /**
    * "fresh" if this call remembered `key` (cluster-wide), "replayed" if it was already
    * remembered. Rejects with `StoreUnavailableError` when it cannot tell, and with
-   * `NonceTtlError` when `ttlMs` exceeds the bucket's max_age. Never answers "full".
+   * `NonceTtlError` when `ttlMs` exceeds the bucket's max_age. Never answers "full";
+   * answers "quota", without touching the bucket, when `owner` has used its share on
+   * this node (only a create that landed counts against it).
    */
-  async checkAndRemember(key: string, ttlMs: number): Promise<NonceVerdict> {
+  async checkAndRemember(key: string, ttlMs: number, owner?: string): Promise<NonceVerdict> {
     if (typeof key !== "string" || key.length === 0) {
       throw new InvalidArgumentError("key", "the nonce key must be a non-empty string");
     }
@@ -222,8 +244,11 @@ export class KvNonceStore implements NonceStore {
 
     // KV keys allow only `[-/_=.a-zA-Z0-9]`; `<signPub>:<nonce>` does not fit, its hash does.
     const k = crypto.createHash("sha256").update(key, "utf8").digest("hex");
+    const now = Date.now();
+    if (owner !== undefined && !this.#quota.hasRoom(owner, now)) return "quota";
     try {
       await bounded(this.#timeoutMs, () => this.#kv.create(k, VALUE));
+      if (owner !== undefined) this.#quota.add(owner, now + ttlMs);
       return "fresh";
     } catch (err) {
       if (isCasFailure(err)) return "replayed"; // the key exists: a create lost to an earlier one

@@ -2,10 +2,12 @@
  * The control plane's HTTPS server. Every request goes through the same pipeline, in
  * an order that keeps unauthenticated peers cheap to refuse:
  *
- *   per-IP token bucket → route match → body ceiling and global in-flight bytes →
- *   body read → signature, skew, allowlist, then nonce → schema → handler.
+ *   connection: per-IP connection cap → TLS handshake deadline → header deadline;
+ *   request: per-IP token bucket → route match → body ceiling, in-flight bytes taken
+ *   as they arrive (global and per-IP) and a minimum transfer rate → signature, skew,
+ *   allowlist, per-identity token bucket, then nonce (per-key share) → schema → handler.
  *
- * Header size, header and request timeouts are set on the socket server itself.
+ * Header size, handshake, header and request timeouts are set on the socket server itself.
  */
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
@@ -20,15 +22,19 @@ import { type BlobRouteMatch, handleBlobRoute, matchBlobRoute, uploadOutlivesReq
 import type { BlobStore } from "./blobs.ts";
 import { HttpError, sendHttpError } from "./http-error.ts";
 import {
+  ConnectionsPerIp,
+  type ControlTimeouts,
   InflightBytes,
   JSON_BODY_LIMIT,
   MAX_HEADERS_COUNT,
+  type MinBodyRate,
   RateLimiter,
   type RateLimiterOptions,
   rateLimited,
   rateLimitKey,
   readBody,
-  SERVER_LIMITS,
+  resolveTimeouts,
+  serverLimits,
 } from "./limits.ts";
 import { NonceCache, type NonceStore } from "./nonce-cache.ts";
 import { type RouteMatch, Router } from "./router.ts";
@@ -45,9 +51,16 @@ export interface ControlServerOptions {
   deps?: Omit<ControlDeps, "logger">;
   /** Request authentication: `enforce` (default), `soft` (log and let through, for migrations) or `off`. */
   authMode?: AuthMode;
+  /** Per client address (IPv6: per /64), before anything is parsed. Default 200/s, burst 400. */
   rateLimit?: RateLimiterOptions;
+  /** Per signing key, once the signature verifies and the key is authorized. Default 50/s, burst 100. */
+  identityRateLimit?: RateLimiterOptions;
+  /** Handshake, header, request and body-rate deadlines, and the per-IP connection cap (see `ControlTimeouts`). */
+  timeouts?: ControlTimeouts;
   /** Global cap on request-body bytes being received at once. Default 64 MiB. */
   maxInflightBytes?: number;
+  /** The share of that cap one client address may hold. Default an eighth of it (8 MiB), at least 1 MiB. */
+  maxInflightBytesPerIp?: number;
   nonces?: NonceStore;
   metrics?: BusMetrics;
   /** Called before each scrape (e.g. to read live gauges from nats-server). */
@@ -65,19 +78,34 @@ export class ControlServer {
   readonly #opts: ControlServerOptions;
   readonly #logger: Logger;
   readonly #limiter: RateLimiter;
+  readonly #identityLimiter: RateLimiter;
   readonly #inflight: InflightBytes;
   readonly #nonces: NonceStore;
+  readonly #minBodyRate: MinBodyRate;
+  readonly #connections: ConnectionsPerIp;
 
   constructor(opts: ControlServerOptions) {
     this.#opts = opts;
     this.#logger = opts.logger ?? silentLogger;
+    const timeouts = resolveTimeouts(opts.timeouts);
     this.#limiter = new RateLimiter(opts.rateLimit);
-    this.#inflight = new InflightBytes({ max: opts.maxInflightBytes ?? 64 * 1024 * 1024 });
+    this.#identityLimiter = new RateLimiter({ ratePerSec: 50, burst: 100, ...opts.identityRateLimit });
+    this.#inflight = new InflightBytes({
+      max: opts.maxInflightBytes ?? 64 * 1024 * 1024,
+      ...(opts.maxInflightBytesPerIp !== undefined ? { perOwnerMax: opts.maxInflightBytesPerIp } : {}),
+    });
+    this.#minBodyRate = { bytesPerSec: timeouts.minBodyBytesPerSec, graceMs: timeouts.bodyGraceMs };
+    this.#connections = new ConnectionsPerIp(timeouts.maxConnectionsPerIp);
     this.#nonces = opts.nonces ?? new NonceCache({ logger: this.#logger });
-    this.#server = https.createServer({ cert: opts.certPem, key: opts.keyPem, ...SERVER_LIMITS }, (req, res) => {
+    const limits = serverLimits(timeouts);
+    this.#server = https.createServer({ cert: opts.certPem, key: opts.keyPem, ...limits }, (req, res) => {
       void this.#handle(req, res);
     });
     this.#server.maxHeadersCount = MAX_HEADERS_COUNT;
+    // Counted at TCP accept, before the TLS handshake costs us anything.
+    this.#server.on("connection", (socket: import("node:net").Socket) => {
+      if (!this.#connections.admit(socket)) this.#opts.metrics?.httpRejections.inc({ reason: "connection_limit" });
+    });
     // Requests the HTTP parser refuses are answered as JSON, like every other refusal,
     // except the request timeout of an authenticated blob upload, which keeps going on
     // its own clock (see uploadOutlivesRequestTimeout).
@@ -220,10 +248,14 @@ export class ControlServer {
 
   /** The body under the JSON ceiling and the global in-flight budget; refusals are counted. */
   async #readBody(req: IncomingMessage): Promise<Buffer> {
-    return readBody(req, { limit: JSON_BODY_LIMIT, inflight: this.#inflight }).catch((err: unknown) => {
-      if (err instanceof HttpError && (err.status === 413 || err.status === 503)) {
-        this.#opts.metrics?.httpRejections.inc({ reason: err.status === 413 ? "body_limit" : "inflight_limit" });
-      }
+    return readBody(req, {
+      limit: JSON_BODY_LIMIT,
+      inflight: this.#inflight,
+      owner: rateLimitKey(req.socket.remoteAddress),
+      minRate: this.#minBodyRate,
+    }).catch((err: unknown) => {
+      const reason = err instanceof HttpError ? BODY_REJECTIONS[err.status] : undefined;
+      if (reason) this.#opts.metrics?.httpRejections.inc({ reason });
       throw err;
     });
   }
@@ -237,6 +269,7 @@ export class ControlServer {
       mode: this.#opts.authMode ?? "enforce",
       store,
       nonces: this.#nonces,
+      identityLimit: this.#identityLimiter,
       logger: this.#logger,
     });
   }
@@ -252,6 +285,9 @@ export class ControlServer {
     res.end(body);
   }
 }
+
+/** The rejection metric's reason for each refusal of a body. */
+const BODY_REJECTIONS: Record<number, string> = { 408: "body_too_slow", 413: "body_limit", 503: "inflight_limit" };
 
 /** What the request's log line and metrics need once the response is finished. */
 interface Exchange {
@@ -339,7 +375,9 @@ const CLIENT_ERRORS: Record<number, { reason: string; code: string; message: str
 function answerClientError(err: NodeJS.ErrnoException, socket: import("node:stream").Duplex, logger: Logger): void {
   // A response still being written to this socket cannot be followed by another one.
   const busy = (socket as { _httpMessage?: unknown })._httpMessage;
-  if (err.code === "ECONNRESET" || !socket.writable || busy) {
+  // A failed or timed-out TLS handshake has no channel to answer on: writing plaintext
+  // into it would keep the socket open waiting for a flush that never comes.
+  if (err.code === "ECONNRESET" || /^ERR_(TLS|SSL)_/.test(err.code ?? "") || !socket.writable || busy) {
     socket.destroy();
     return;
   }

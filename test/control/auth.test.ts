@@ -4,7 +4,7 @@ import path from "node:path";
 import t, { type Test } from "tap";
 import { type AuthMode, authenticateRequest } from "../../lib/control/auth.ts";
 import { HttpError, sendHttpError } from "../../lib/control/http-error.ts";
-import { JSON_BODY_LIMIT, readBody, SERVER_LIMITS, streamBody } from "../../lib/control/limits.ts";
+import { JSON_BODY_LIMIT, RateLimiter, readBody, SERVER_LIMITS, streamBody } from "../../lib/control/limits.ts";
 import { NonceCache, type NonceStore } from "../../lib/control/nonce-cache.ts";
 import { AUTH_HEADERS, sha256Hex, signRequest } from "../../lib/crypto/canonical.ts";
 import { createIdentity, type Identity } from "../../lib/crypto/identity.ts";
@@ -24,7 +24,7 @@ interface Harness {
   ca: string;
   store: Store;
   nonces: NonceCache;
-  state: { mode: AuthMode; now: () => number; nonces: NonceStore };
+  state: { mode: AuthMode; now: () => number; nonces: NonceStore; identityLimit?: RateLimiter };
   logs: Record<string, unknown>[];
   admin: Identity;
   member: Identity;
@@ -89,6 +89,7 @@ async function harness(t: Test): Promise<Harness> {
         mode: state.mode,
         store,
         nonces: state.nonces,
+        ...(state.identityLimit ? { identityLimit: state.identityLimit } : {}),
         now: state.now,
         logger,
       });
@@ -348,15 +349,60 @@ t.test("a nonce store that fails or is full refuses (503), never admits", async 
   const down = await h.request(h.signed(h.member, { path: "/rooms" }));
   t.equal(down.status, 503);
   t.notMatch(String(down.json.message), /quorum/);
-  h.state.nonces = new NonceCache({ max: 2 });
+  h.state.nonces = new NonceCache({ max: 2, maxPerOwner: 1 });
   t.equal((await h.request(h.signed(h.member, { path: "/rooms" }))).status, 200);
-  t.equal((await h.request(h.signed(h.member, { path: "/rooms" }))).status, 200);
-  const full = await h.request(h.signed(h.member, { path: "/rooms" }));
+  t.equal((await h.request(h.signed(h.admin, { path: "/rooms" }))).status, 200);
+  const third = createIdentity();
+  await h.store.addUser({ signPub: third.signPub, handle: "third", role: "member" });
+  const full = await h.request(h.signed(third, { path: "/rooms" }));
   t.equal(full.status, 503);
   t.same(full.json, {
     error: "auth_nonce_cache_full",
     message: "the control plane is too busy to accept new requests; try again shortly",
   });
+});
+
+t.test("one key flooding the nonce cache gets 429 for itself; another key is still served", async (t) => {
+  const h = await harness(t);
+  h.state.nonces = new NonceCache({ max: 20, maxPerOwner: 5 });
+  const statuses: number[] = [];
+  for (let i = 0; i < 30; i++) statuses.push((await h.request(h.signed(h.member, { path: "/rooms" }))).status);
+  t.same(statuses.slice(0, 5), [200, 200, 200, 200, 200]);
+  t.same(new Set(statuses.slice(5)), new Set([429]), "the flooder is refused, not everyone");
+  const quota = await h.request(h.signed(h.member, { path: "/rooms" }));
+  t.equal(quota.json.error, "auth_nonce_quota");
+  t.equal(quota.headers["retry-after"], "5");
+  for (let i = 0; i < 5; i++) {
+    t.equal((await h.request(h.signed(h.admin, { path: "/rooms" }))).status, 200, "another key during the flood");
+  }
+  const stranger = createIdentity();
+  for (let i = 0; i < 10; i++) {
+    const res = await h.request(h.signed(stranger, { path: "/rooms" }));
+    t.equal(res.json.error, "auth_not_authorized", "an unregistered key never reaches the cache");
+  }
+  t.equal(h.nonces.size, 0, "the harness' own cache was untouched");
+});
+
+t.test("per-identity rate limit: a key past its bucket gets 429 before the nonce cache", async (t) => {
+  const h = await harness(t);
+  let now = 0;
+  h.state.identityLimit = new RateLimiter({ ratePerSec: 1, burst: 3, now: () => now });
+  const cache = new NonceCache();
+  h.state.nonces = cache;
+  for (let i = 0; i < 3; i++) t.equal((await h.request(h.signed(h.member, { path: "/rooms" }))).status, 200);
+  const limited = await h.request(h.signed(h.member, { path: "/rooms" }));
+  t.equal(limited.status, 429);
+  t.same(limited.json, {
+    error: "rate_limited_identity",
+    message: "too many requests signed by this key; slow down and retry shortly",
+  });
+  t.equal(cache.heldBy(h.member.signPub), 3, "a refused request took no nonce");
+  t.equal((await h.request(h.signed(h.admin, { path: "/rooms" }))).status, 200, "another key is served");
+  now += 1000;
+  t.equal((await h.request(h.signed(h.member, { path: "/rooms" }))).status, 200, "the bucket refills");
+  const stranger = createIdentity();
+  for (let i = 0; i < 5; i++) await h.request(h.signed(stranger, { path: "/rooms" }));
+  t.equal(h.state.identityLimit.size, 2, "an unregistered key never gets a bucket");
 });
 
 t.test("the checks run in order: headers, skew, signature, allowlist, nonce", async (t) => {

@@ -5,6 +5,8 @@ import tls from "node:tls";
 import t, { type Test } from "tap";
 import { HttpError, sendHttpError } from "../../lib/control/http-error.ts";
 import {
+  ConnectionsPerIp,
+  DEFAULT_TIMEOUTS,
   InflightBytes,
   JSON_BODY_LIMIT,
   MAX_HEADERS_COUNT,
@@ -12,6 +14,7 @@ import {
   rateLimited,
   rateLimitKey,
   readBody,
+  resolveTimeouts,
   SERVER_LIMITS,
   streamBody,
 } from "../../lib/control/limits.ts";
@@ -259,25 +262,35 @@ t.test("InflightBytes caps bytes being received; readBody answers 503 when over"
   t.throws(() => cap.tryAcquire(-1), RangeError);
   t.throws(() => new InflightBytes({ max: -1 }), RangeError);
 
-  const inflight = new InflightBytes({ max: 100 * 1024 });
+  const inflight = new InflightBytes({ max: 100 * 1024, perOwnerMax: 100 * 1024 });
   const seen: string[] = [];
   const { port, ca } = await serve(t, async (req, res) => {
     try {
-      await readBody(req, { limit: JSON_BODY_LIMIT, inflight });
+      await readBody(req, { limit: JSON_BODY_LIMIT, inflight, owner: rateLimitKey(req.socket.remoteAddress) });
     } catch (err) {
       seen.push(`${req.url} ${(err as HttpError).code}`);
       throw err;
     }
     reply(res, { ok: true });
   });
-  // A sender that declares 80 KiB, sends 1 KiB and stalls: its reservation is held.
+  // A sender that declares 80 KiB and sends nothing: it holds no budget.
+  const idler = tls.connect({ host: "127.0.0.1", port, ca }, () => {
+    idler.write(head({ path: "/idle", headers: { "content-length": 80 * 1024 } }));
+  });
+  idler.on("error", () => {});
+  const beside = await rawRequest(port, ca, head({ headers: { "content-length": 90 * 1024 } }), {
+    total: 90 * 1024,
+    chunked: false,
+  });
+  t.equal(beside.status, 200, "a declared length reserves nothing: 90 KiB fits beside an idle 80 KiB");
+  // A sender that sends 80 KiB of its 96 KiB and stalls: what arrived is held.
   const staller = tls.connect({ host: "127.0.0.1", port, ca }, () => {
-    staller.write(head({ path: "/stall", headers: { "content-length": 80 * 1024 } }));
-    staller.write(Buffer.alloc(1024));
+    staller.write(head({ path: "/stall", headers: { "content-length": 96 * 1024 } }));
+    staller.write(Buffer.alloc(80 * 1024));
   });
   staller.on("error", () => {});
-  while (inflight.used === 0) await new Promise((r) => setTimeout(r, 5));
-  t.equal(inflight.used, 80 * 1024, "the declared length is reserved before reading");
+  while (inflight.used < 80 * 1024) await new Promise((r) => setTimeout(r, 5));
+  t.equal(inflight.used, 80 * 1024, "bytes count as they arrive");
   const busy = await rawRequest(port, ca, head({ headers: { "content-length": 40 * 1024 } }), {
     total: 40 * 1024,
     chunked: false,
@@ -291,9 +304,83 @@ t.test("InflightBytes caps bytes being received; readBody answers 503 when over"
   });
   t.equal(small.status, 200, "1 KiB still fits");
   staller.destroy();
+  idler.destroy();
   while (inflight.used !== 0) await new Promise((r) => setTimeout(r, 5));
-  t.equal(inflight.used, 0, "a sender that went away releases its reservation");
-  t.same(seen, ["/ BUSY", "/stall BODY_INCOMPLETE"]);
+  t.equal(inflight.used, 0, "a sender that went away releases what it held");
+  t.same(seen.sort(), ["/ BUSY", "/idle BODY_INCOMPLETE", "/stall BODY_INCOMPLETE"].sort());
+});
+
+t.test("InflightBytes: one owner holds at most its share; others still fit", async (t) => {
+  const cap = new InflightBytes({ max: 100, perOwnerMax: 30 });
+  t.ok(cap.tryAcquire(30, "a"));
+  t.notOk(cap.tryAcquire(1, "a"), "a is at its share");
+  t.equal(cap.usedBy("a"), 30);
+  t.ok(cap.tryAcquire(30, "b"), "b is not affected");
+  t.ok(cap.tryAcquire(30, "c"));
+  t.notOk(cap.tryAcquire(11, "d"), "the global cap still holds");
+  cap.release(30, "a");
+  t.equal(cap.usedBy("a"), 0);
+  t.ok(cap.tryAcquire(10, "a"), "released share can be taken again");
+  t.equal(new InflightBytes({ max: 64 * MiB }).perOwnerMax, 8 * MiB, "default share: an eighth");
+  t.equal(new InflightBytes({ max: 100 }).perOwnerMax, MiB, "never below one JSON body");
+  t.throws(() => new InflightBytes({ max: 10, perOwnerMax: -1 }), RangeError);
+});
+
+t.test(
+  "readBody's minimum rate: idle, trickling and burst-then-stall bodies get 408; a steady one is read",
+  async (t) => {
+    const minRate = { bytesPerSec: 1024, graceMs: 300 };
+    const { port, ca } = await serve(t, async (req, res) => {
+      const body = await readBody(req, { limit: JSON_BODY_LIMIT, minRate });
+      reply(res, { bytes: body.length });
+    });
+    const paced = (declared: number, step: number, everyMs: number, upTo: number) =>
+      new Promise<string>((resolve) => {
+        let text = "";
+        let sent = 0;
+        let timer: NodeJS.Timeout | undefined;
+        const socket = tls.connect({ host: "127.0.0.1", port, ca }, () => {
+          socket.write(head({ headers: { "content-length": declared } }));
+          timer = setInterval(() => {
+            if (sent >= upTo) return;
+            const n = Math.min(step, upTo - sent);
+            socket.write(Buffer.alloc(n, 0x20));
+            sent += n;
+          }, everyMs);
+        });
+        socket.setEncoding("utf8");
+        socket.on("data", (d: string) => {
+          text += d;
+        });
+        socket.on("error", () => {});
+        socket.on("close", () => {
+          clearInterval(timer);
+          resolve(text);
+        });
+      });
+    const [idle, trickle, stall, steady] = await Promise.all([
+      paced(1000, 0, 50, 0),
+      paced(1000, 1, 50, 1000),
+      paced(4096, 4000, 10, 4000),
+      paced(2048, 256, 50, 2048),
+    ]);
+    t.match(idle, /^HTTP\/1\.1 408/, "idle: 408");
+    t.match(idle, /"error":"body_too_slow"/);
+    t.match(trickle, /^HTTP\/1\.1 408/, "20 bytes/s: 408");
+    t.match(stall, /^HTTP\/1\.1 408/, "a burst then a stall: 408");
+    t.match(steady, /^HTTP\/1\.1 200/, "5 KiB/s: read to the end");
+    t.match(steady, /"bytes":2048/);
+  },
+);
+
+t.test("resolveTimeouts: defaults, overrides, and refusal of bad values", async (t) => {
+  t.same(resolveTimeouts(), DEFAULT_TIMEOUTS);
+  t.equal(resolveTimeouts({ handshakeMs: 1000 }).handshakeMs, 1000);
+  t.equal(resolveTimeouts({ handshakeMs: 1000 }).headersMs, DEFAULT_TIMEOUTS.headersMs);
+  for (const bad of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY]) {
+    t.throws(() => resolveTimeouts({ bodyGraceMs: bad }), { code: "INVALID_ARGUMENT", field: "timeouts.bodyGraceMs" });
+  }
+  t.throws(() => new ConnectionsPerIp(0), RangeError);
 });
 
 t.test("RateLimiter: a burst, then refusal for one address while another is served", async (t) => {
@@ -379,7 +466,8 @@ t.test("a flood from one address gets 429 on a real server while another address
 t.test("socket-level limits: 431 for oversized headers, slow senders are cut", async (t) => {
   t.same(SERVER_LIMITS, {
     maxHeaderSize: 16 * 1024,
-    headersTimeout: 10_000,
+    handshakeTimeout: 5_000,
+    headersTimeout: 5_000,
     requestTimeout: 30_000,
     keepAliveTimeout: 5_000,
     connectionsCheckingInterval: 1_000,

@@ -116,3 +116,29 @@ t.test("the in-memory cache is a NonceStore; bad options are refused", async (t)
   t.throws(() => new NonceCache({ max: 0 }), RangeError);
   t.throws(() => new NonceCache({ max: 1.5 }), RangeError);
 });
+
+t.test("one key's flood uses up its own share: other keys are still fresh, never full", async (t) => {
+  const c = clock();
+  const cache = new NonceCache({ ttlMs: 1000, max: 10, maxPerOwner: 3, now: c.now });
+  for (let i = 0; i < 3; i++) t.equal(cache.check(`flood:${i}`, 1000, "flood"), "fresh");
+  for (let i = 3; i < 50; i++) t.equal(cache.check(`flood:${i}`, 1000, "flood"), "quota", "the flooder is refused");
+  t.equal(cache.size, 3, "a refused nonce is not remembered");
+  t.equal(cache.heldBy("flood"), 3);
+  t.equal(cache.check("other:1", 1000, "other"), "fresh", "another key is served during the flood");
+  t.equal(cache.check("flood:0", 1000, "flood"), "replayed", "a replay is still a replay, not quota");
+  c.advance(1001);
+  t.equal(cache.check("flood:99", 1000, "flood"), "fresh", "the share comes back as entries expire");
+  t.equal(cache.heldBy("flood"), 1);
+});
+
+t.test("many keys together still meet the global cap (full), and the default share is bounded", async (t) => {
+  const c = clock();
+  const cache = new NonceCache({ ttlMs: 1000, max: 4, maxPerOwner: 2, now: c.now });
+  t.equal(cache.check("a:1", 1000, "a"), "fresh");
+  t.equal(cache.check("a:2", 1000, "a"), "fresh");
+  t.equal(cache.check("b:1", 1000, "b"), "fresh");
+  t.equal(cache.check("b:2", 1000, "b"), "fresh");
+  t.equal(cache.check("c:1", 1000, "c"), "full", "the global cap still holds");
+  t.equal(new NonceCache().check("x:1", 1000, "x"), "fresh");
+  t.throws(() => new NonceCache({ maxPerOwner: 0 }), RangeError);
+});

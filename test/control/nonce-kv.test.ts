@@ -25,7 +25,7 @@ const aKey = () => nonceKey(crypto.randomBytes(32).toString("hex"), crypto.rando
 
 async function open(
   t: Test,
-  opts: { nc?: NatsConnection; bucketPrefix?: string; ttlMs?: number; timeoutMs?: number } = {},
+  opts: { nc?: NatsConnection; bucketPrefix?: string; ttlMs?: number; timeoutMs?: number; maxPerOwner?: number } = {},
 ): Promise<KvNonceStore> {
   const store = await openKvNonceStore({
     nc: opts.nc ?? nc1,
@@ -33,6 +33,7 @@ async function open(
     storage: "memory",
     ...(opts.ttlMs !== undefined ? { ttlMs: opts.ttlMs } : {}),
     ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
+    ...(opts.maxPerOwner !== undefined ? { maxPerOwner: opts.maxPerOwner } : {}),
   });
   t.teardown(() => store.close());
   return store;
@@ -47,6 +48,19 @@ t.test("a nonce is fresh once, then replayed", async (t) => {
   t.equal(await store.checkAndRemember(aKey(), 60_000), "fresh", "another nonce is independent");
   t.equal(store.maxAgeMs, 60_000, "the default max_age");
   t.equal(store.bucket.endsWith("nonces"), true);
+});
+
+t.test("one key's flood uses up its own share on this node; other keys are still fresh", async (t) => {
+  const store = await open(t, { maxPerOwner: 3 });
+  const flooder = crypto.randomBytes(32).toString("hex");
+  const other = crypto.randomBytes(32).toString("hex");
+  const mine = (i: number) => nonceKey(flooder, `n${i}`);
+  for (let i = 0; i < 3; i++) t.equal(await store.checkAndRemember(mine(i), 60_000, flooder), "fresh");
+  for (let i = 3; i < 20; i++) t.equal(await store.checkAndRemember(mine(i), 60_000, flooder), "quota");
+  t.equal(await store.checkAndRemember(nonceKey(other, "n0"), 60_000, other), "fresh", "another key is served");
+  t.equal(await store.checkAndRemember(mine(0), 60_000, other), "replayed", "a replay is still caught");
+  t.equal(await store.checkAndRemember(mine(3), 60_000), "fresh", "quota refusals never reached the bucket");
+  await t.rejects(openKvNonceStore({ nc: nc1, maxPerOwner: 0 }), InvalidArgumentError);
 });
 
 t.test("keys differing only in characters KV keys disallow are distinct", async (t) => {
