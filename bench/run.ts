@@ -10,6 +10,7 @@ const all: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   store: () => import("./store.ts"),
   failover: () => import("./failover.ts"),
   heal: () => import("./heal.ts"),
+  blobs: () => import("./blobs.ts"),
 };
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith("-"));
 for (const name of wanted.length ? wanted : Object.keys(all)) {

@@ -591,6 +591,27 @@ export async function roomVerdict(
   }
 }
 
+/**
+ * The committed blobs of a blob directory, for a migration: each one's metadata and the
+ * path of its bytes. Corrupt metadata, bytes without metadata and leftovers are skipped.
+ */
+export async function* committedBlobs(dir: string): AsyncGenerator<{ meta: BlobMeta; file: string }> {
+  let names: string[];
+  try {
+    names = (await fs.readdir(dir)).sort();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw err;
+  }
+  for (const name of names) {
+    const id = META_FILE.exec(name)?.[1];
+    if (!id) continue;
+    const meta = parseMeta(await fs.readFile(path.join(dir, name), "utf8"), id);
+    const file = path.join(dir, id);
+    if (meta && (await fs.stat(file).catch(() => undefined))?.size === meta.size) yield { meta, file };
+  }
+}
+
 async function writeAll(fh: FileHandle, chunk: Uint8Array): Promise<void> {
   let offset = 0;
   while (offset < chunk.length) {
