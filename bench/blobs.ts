@@ -7,6 +7,7 @@ import { startUnibus, type Unibus } from "../lib/bus/unibus.ts";
 import { ControlClient } from "../lib/client/control.ts";
 import { sha256Hex } from "../lib/crypto/canonical.ts";
 import { createIdentity } from "../lib/crypto/identity.ts";
+import { silentLogger } from "../lib/log/index.ts";
 import { fmt, summarize, writeResult } from "./stats.ts";
 
 const MiB = 1024 * 1024;
@@ -52,7 +53,7 @@ export async function run(): Promise<void> {
     const data = crypto.randomBytes(size);
     const rows: Record<string, { put: number; get: number }> = {};
     for (const store of ["sqlite", "kv"] as const) {
-      const bus = await startUnibus({ store, logger: (await import("../lib/log/index.ts")).silentLogger });
+      const bus = await startUnibus({ store, logger: silentLogger });
       try {
         const m = await measure(bus, data, reps);
         rows[store] = { put: summarize(m.put).p50, get: summarize(m.get).p50 };
