@@ -15,7 +15,7 @@ import { NATS_SERVER } from "../helpers/nats.ts";
 
 const KiB = 1024;
 const DAY = 86_400_000;
-const CAP = 600 * KiB;
+const CAP = 1200 * KiB;
 
 function refused(status: number, code?: string) {
   return { name: "ControlPlaneError", status, ...(code ? { code } : {}) };
@@ -46,7 +46,7 @@ const put = (data: Buffer, opts: { sha256?: string; size?: boolean; roomId?: str
   });
 
 t.test("a blob of several chunks round-trips; its metadata is the object's", async (t) => {
-  const data = crypto.randomBytes(300 * KiB + 7); // three 128 KiB chunks
+  const data = crypto.randomBytes(1100 * KiB + 7); // three 512 KiB chunks, more than one fetch
   const info = await put(data);
   t.match(info, { id: /^[0-9a-f]{32}$/, roomId: room, size: data.length, sha256: sha256Hex(data) });
   const got = await b.getBlob(`/v1/rooms/${room}/blobs/${info.id}`);
