@@ -145,3 +145,19 @@ t.test("deleteRoomBlobs drops one room's blobs only", async (t) => {
   t.notOk((await blobs.list()).some((m) => m.roomId === r2));
   t.equal((await blobs.stat(keep.id)).roomId, room);
 });
+
+t.test("while the bucket is not open every call is refused as unavailable, never served from nowhere", async (t) => {
+  const { ObjectBlobStore } = await import("../../lib/control/blob-objects.ts");
+  const { toHttpError } = await import("../../lib/control/routes.ts");
+  const opening = await new ObjectBlobStore({ bucket: () => undefined, store: bus.store }).start();
+  t.teardown(() => opening.close());
+  const unavailable = { code: "STORE_UNAVAILABLE" };
+  await t.rejects(opening.stat("0".repeat(32)), unavailable);
+  await t.rejects(opening.read("0".repeat(32)), unavailable);
+  await t.rejects(opening.beginUpload({ roomId: room, uploader: alice.signPub, mimetype: "text/plain" }), unavailable);
+  await t.rejects(opening.gc(), unavailable);
+  const err = await opening.stat("0".repeat(32)).catch((e: unknown) => e);
+  t.match(toHttpError(err), { status: 503 }, "the routes answer 503");
+  await opening.close();
+  await t.rejects(opening.stat("0".repeat(32)), { code: "BLOBS_CLOSED" }, "closed");
+});
