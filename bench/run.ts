@@ -11,6 +11,7 @@ const all: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   failover: () => import("./failover.ts"),
   heal: () => import("./heal.ts"),
   abuse: () => import("./abuse.ts"),
+  blobs: () => import("./blobs.ts"),
 };
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith("-"));
 for (const name of wanted.length ? wanted : Object.keys(all)) {

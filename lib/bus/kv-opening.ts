@@ -1,6 +1,7 @@
 /**
- * Opening a node's replicated control-plane store: the KV buckets and the replicated
- * nonce bucket, on one APP-account service connection. Until both are open the store
+ * Opening a node's replicated control-plane store: the KV buckets, the replicated
+ * nonce bucket and the blob bucket (a JetStream Object Store), on one APP-account
+ * service connection. Until both are open the store
  * holder refuses every call and the nonce store refuses every signed request, so a
  * node that is still waiting for its peers denies — never admits — and says so.
  */
@@ -11,6 +12,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { Admission } from "../auth/callout.ts";
 import { connectAsService } from "../auth/service-connection.ts";
 import type { ServiceKeys } from "../auth/service-keys.ts";
+import type { BlobBucket } from "../control/blob-objects.ts";
 import type { NonceStore } from "../control/nonce-cache.ts";
 import { StoreUnavailableError } from "../errors.ts";
 import type { Logger } from "../log/index.ts";
@@ -52,6 +54,7 @@ export class KvOpening {
   readonly #opts: KvOpeningOptions;
   #conn?: NatsConnection;
   #nonces?: NonceStore & { close(): Promise<void> };
+  #blobs?: BlobBucket;
 
   constructor(opts: KvOpeningOptions) {
     this.#opts = opts;
@@ -60,6 +63,11 @@ export class KvOpening {
   /** The store's service connection (for health), once connected. */
   get connection(): NatsConnection | undefined {
     return this.#conn;
+  }
+
+  /** The blob bucket once open (blob requests answer 503 until then). */
+  get blobBucket(): BlobBucket | undefined {
+    return this.#blobs;
   }
 
   /** Until the KV nonce bucket is open, every signed request is refused (503), never let through unremembered. */
@@ -95,19 +103,24 @@ export class KvOpening {
   async close(): Promise<void> {
     await this.#nonces?.close();
     this.#nonces = undefined;
+    this.#blobs = undefined;
     await this.#conn?.close();
   }
 
-  /** One try at both buckets; the error when either failed (whatever opened is closed again). */
+  /** One try at every bucket; the error when any failed (whatever opened is closed again). */
   async #attempt(nc: NatsConnection, attempt: number, retry: boolean): Promise<unknown> {
     const { replicas, bucketPrefix, logger } = this.#opts;
-    const { openKvNonceStore } = await import("../control/nonce-kv.ts"); // a SQLite bus never loads it
+    // A SQLite bus never loads these.
+    const [{ openKvNonceStore }, { openBlobBucket }] = await Promise.all([
+      import("../control/nonce-kv.ts"),
+      import("../control/blob-objects.ts"),
+    ]);
     // Even once JetStream answers, a replicated create is now and then left unanswered
     // (seen: 1 start in 3, racing the same create from the other nodes) while a retry at
     // once succeeds; so attempts start short (1 s) and lengthen only if they keep failing.
     const openTimeoutMs = retry ? Math.min(1000 * Math.ceil(attempt / 3), 5000) : 5000;
     const prefix = bucketPrefix ? { bucketPrefix } : {};
-    const [store, nonces] = await Promise.allSettled([
+    const [store, nonces, blobs] = await Promise.allSettled([
       openStore({
         backend: "kv",
         nc,
@@ -118,9 +131,12 @@ export class KvOpening {
         ...(this.#opts.timeoutMs ? { timeoutMs: this.#opts.timeoutMs } : {}),
       }),
       openKvNonceStore({ nc, replicas, logger, openTimeoutMs, ...prefix }),
+      openBlobBucket(nc, { replicas, openTimeoutMs, ...prefix }),
     ]);
-    if (store.status === "fulfilled" && nonces.status === "fulfilled" && this.#opts.isUp()) {
+    const ok = store.status === "fulfilled" && nonces.status === "fulfilled" && blobs.status === "fulfilled";
+    if (ok && this.#opts.isUp()) {
       this.#nonces = nonces.value;
+      this.#blobs = blobs.value;
       await this.#opts.holder.set(store.value);
       logger.info({ component: "bus", replicas, attempts: attempt }, "KV store open");
       void this.#warnIfUnmigrated(store.value);
@@ -129,7 +145,7 @@ export class KvOpening {
     if (store.status === "fulfilled") await store.value.close();
     if (nonces.status === "fulfilled") await nonces.value.close();
     this.#throwIfStopped();
-    return store.status === "rejected" ? store.reason : (nonces as PromiseRejectedResult).reason;
+    return [store, nonces, blobs].find((r) => r.status === "rejected")?.reason;
   }
 
   #throwIfStopped(): void {

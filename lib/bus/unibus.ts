@@ -13,7 +13,7 @@ import { ConnectionRegistry, Kicker } from "../auth/kick.ts";
 import { permissionsFor } from "../auth/permissions.ts";
 import { loadOrCreateServiceKeys, type ServiceKeys } from "../auth/service-keys.ts";
 import type { AuthMode } from "../control/auth.ts";
-import { BlobStore } from "../control/blobs.ts";
+import { BlobStore, type Blobs } from "../control/blobs.ts";
 import { HttpError } from "../control/http-error.ts";
 import type { ControlTimeouts, RateLimiterOptions } from "../control/limits.ts";
 import type { AccessChange } from "../control/routes.ts";
@@ -223,7 +223,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
   #keys?: ServiceKeys;
   readonly #links: Partial<Record<PartName, LinkWatch>> = {};
   #limits: IdentityLimits = DEFAULT_IDENTITY_LIMITS;
-  #blobs?: BlobStore;
+  #blobs?: Blobs;
   #natsUrl = "";
   #controlUrl = "";
   #caPem = "";
@@ -275,8 +275,11 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     if (!this.#store) throw new StateError(["running"], this.#state, "store");
     return this.#store;
   }
-  /** The blob store under `<dataDir>/blobs` (host-trusted access; `gc()` runs a collection now). */
-  get blobs(): BlobStore {
+  /**
+   * The blob store (host-trusted access; `gc()` runs a collection now): files under
+   * `<dataDir>/blobs` on SQLite, the replicated JetStream Object Store on KV.
+   */
+  get blobs(): Blobs {
     if (!this.#blobs) throw new StateError(["running"], this.#state, "blobs");
     return this.#blobs;
   }
@@ -448,12 +451,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     const clustered = this.#opts.cluster !== undefined;
     if (backend === "kv") this.#openKv(services, layout.storeFile, clustered);
     this.#callout = this.#makeCallout(services, backend);
-    this.#blobs = await new BlobStore({
-      dir: path.join(this.#dataDir, "blobs"),
-      store: this.store,
-      logger: this.#logger,
-      ...this.#opts.blobs,
-    }).start();
+    this.#blobs = await (await this.#makeBlobs(backend)).start();
     this.#control = this.#makeControlServer(server, backend);
     this.#kicker = new Kicker({ ...services, registry: this.connections, onKick: (n) => this.metrics.kicks.inc(n) });
     this.#streams = new RoomStreams({
@@ -533,6 +531,17 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       if (replay) this.#links.replay = new LinkWatch(replay);
     };
     this.#storeReady.then(watchReplay, watchReplay);
+  }
+
+  /**
+   * On KV, blobs live in the Object Store opened with the KV buckets, so any node serves
+   * any blob; on SQLite (one node) they stay files in the data dir.
+   */
+  async #makeBlobs(backend: StoreBackend): Promise<Blobs> {
+    const common = { store: this.store, logger: this.#logger, ...this.#opts.blobs };
+    if (backend !== "kv") return new BlobStore({ dir: path.join(this.#dataDir, "blobs"), ...common });
+    const { ObjectBlobStore } = await import("../control/blob-objects.ts"); // a SQLite bus never loads it
+    return new ObjectBlobStore({ bucket: () => this.#kv?.blobBucket, ...common });
   }
 
   #makeCallout(services: ServiceParts, backend: StoreBackend): AuthCallout {

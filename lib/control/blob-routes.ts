@@ -18,7 +18,7 @@ import { AUTH_HEADERS, sha256Hex } from "../crypto/index.ts";
 import type { Logger } from "../log/index.ts";
 import type { BusMetrics } from "../metrics/index.ts";
 import type { Store } from "../store/index.ts";
-import { type BlobMeta, type BlobStore, BlobStoreClosedError, isBlobId, parseMimetype } from "./blobs.ts";
+import { type BlobMeta, BlobStoreClosedError, type Blobs, isBlobId, parseMimetype } from "./blobs.ts";
 import { HttpError } from "./http-error.ts";
 import { type InflightBytes, readBody, streamBody } from "./limits.ts";
 import { Router } from "./router.ts";
@@ -64,7 +64,7 @@ export function matchBlobRoute(method: string, pathname: string): BlobRouteMatch
 export interface BlobRouteEnv {
   req: IncomingMessage;
   res: ServerResponse;
-  blobs: BlobStore;
+  blobs: Blobs;
   store: Pick<Store, "isMember" | "getRoom">;
   /**
    * Authenticates the request (the server's `authenticateRequest` with its mode and
@@ -162,9 +162,9 @@ async function getBlob(env: BlobRouteEnv, roomId: string, blobId: string): Promi
   const signer = await authenticateEmptyBody(env);
   await requireMember(env, roomId, signer);
   if (!isBlobId(blobId)) throw notFound();
-  const { meta, handle } = await env.blobs.open(blobId);
+  const { meta, body } = await env.blobs.read(blobId);
   if (meta.roomId !== roomId) {
-    await handle.close();
+    body.destroy();
     throw notFound();
   }
   const idleMs = env.idleTimeoutMs ?? BLOB_IDLE_TIMEOUT_MS;
@@ -187,11 +187,11 @@ async function getBlob(env: BlobRouteEnv, roomId: string, blobId: string): Promi
     "content-disposition": "attachment",
   });
   if (req.method === "HEAD") {
-    await handle.close();
+    body.destroy();
     return void res.end();
   }
   try {
-    await pipeline(handle.createReadStream({ highWaterMark: 64 * 1024 }), res);
+    await pipeline(body, res);
   } catch (err) {
     // The status line is gone: a cut connection is the only signal left.
     res.destroy();

@@ -1,5 +1,6 @@
 /**
- * Blobs on disk: opaque bytes (the client encrypts them) with a mimetype, received
+ * Blobs on disk (a SQLite bus; a KV bus keeps them in a replicated JetStream Object
+ * Store, blob-objects.ts): opaque bytes (the client encrypts them) with a mimetype, received
  * and served as streams, never held whole in memory.
  *
  * Layout of the blob directory (0700; files 0600):
@@ -12,12 +13,14 @@
  * Metadata lives in a sidecar rather than in the Store: a blob's record and its bytes
  * are created, read and deleted together, the garbage collector needs nothing but one
  * directory listing and `getRoom`, and the Store interface (shared with the coming KV
- * backend) does not grow a table whose truth is really on this disk.
+ * backend) does not grow a table whose truth is really on this disk. (The Object Store
+ * keeps it the same way: in each object's own metadata.)
  */
 import crypto from "node:crypto";
 import type { FileHandle } from "node:fs/promises";
 import fs from "node:fs/promises";
 import path from "node:path";
+import type { Readable } from "node:stream";
 import { InvalidArgumentError, NotFoundError, StateError, UnibusError } from "../errors.ts";
 import { type Logger, silentLogger } from "../log/index.ts";
 import type { Store } from "../store/index.ts";
@@ -123,6 +126,32 @@ export interface BlobUpload {
   abort(): Promise<void>;
 }
 
+/**
+ * What the blob routes and the bus need of a blob store. Two implementations: files in
+ * a directory (`BlobStore`, a SQLite bus) and a JetStream Object Store
+ * (`ObjectBlobStore`, a KV bus, replicated like its buckets).
+ */
+export interface Blobs {
+  readonly maxBytes: number;
+  readonly closed: boolean;
+  start(): Promise<this>;
+  /** Stops the collector and cuts every transfer in progress. */
+  close(): Promise<void>;
+  /** Registers a way to cut a transfer that `close()` calls; returns the function that unregisters it. */
+  trackTransfer(abort: () => void): () => void;
+  beginUpload(input: { roomId: string; uploader: string; mimetype: string }): Promise<BlobUpload>;
+  /** The metadata of a live blob. NotFoundError for an unknown, malformed, corrupt or expired id. */
+  stat(id: string): Promise<BlobMeta>;
+  /** A live blob and its bytes as a stream (destroy it to let go early). */
+  read(id: string): Promise<{ meta: BlobMeta; body: Readable }>;
+  /** NotFoundError when unknown. */
+  delete(id: string): Promise<void>;
+  /** Deletes every blob of a room; resolves with how many went. */
+  deleteRoomBlobs(roomId: string): Promise<number>;
+  /** One garbage collection pass (`now` overrides the clock). */
+  gc(opts?: { now?: number }): Promise<GcReport>;
+}
+
 /** The file an upload is written to until it is published or discarded. */
 interface TmpFile {
   name: string;
@@ -132,7 +161,7 @@ interface TmpFile {
   close: () => Promise<void>;
 }
 
-export class BlobStore {
+export class BlobStore implements Blobs {
   readonly dir: string;
   readonly maxBytes: number;
   readonly maxAgeMs: number;
@@ -364,6 +393,27 @@ export class BlobStore {
     return { meta, handle };
   }
 
+  /** A live blob and a stream of its file (the stream closes the file). */
+  async read(id: string): Promise<{ meta: BlobMeta; body: Readable }> {
+    const { meta, handle } = await this.open(id);
+    return { meta, body: handle.createReadStream({ highWaterMark: 64 * 1024 }) };
+  }
+
+  /** Deletes every blob of a room, expired ones too; resolves with how many went. */
+  async deleteRoomBlobs(roomId: string): Promise<number> {
+    if (this.#closed) throw new BlobStoreClosedError();
+    let n = 0;
+    for (const name of await fs.readdir(this.dir).catch(() => [] as string[])) {
+      const id = META_FILE.exec(name)?.[1];
+      if (!id) continue;
+      const text = await fs.readFile(this.#metaPath(id), "utf8").catch(() => undefined);
+      if (text === undefined || parseMeta(text, id)?.roomId !== roomId) continue;
+      await this.#remove(id, { mustExist: false });
+      n++;
+    }
+    return n;
+  }
+
   /** Deletes a blob: metadata first (it disappears at once), then its bytes. NotFoundError when unknown. */
   async delete(id: string): Promise<void> {
     if (this.#closed) throw new BlobStoreClosedError();
@@ -468,19 +518,8 @@ export class BlobStore {
     return undefined;
   }
 
-  /** true / false, or undefined when the store cannot tell right now (never delete on doubt). */
   async #roomExists(roomId: string): Promise<boolean | undefined> {
-    try {
-      await this.#store.getRoom(roomId);
-      return true;
-    } catch (err) {
-      if (err instanceof NotFoundError || err instanceof InvalidArgumentError) return false;
-      this.#logger.warn(
-        { component: "blobs", roomId, err: (err as Error).message },
-        "could not check a blob's room; keeping the blob",
-      );
-      return undefined;
-    }
+    return roomVerdict(this.#store, roomId, this.#logger);
   }
 
   #expired(meta: BlobMeta, now: number): boolean {
@@ -530,6 +569,46 @@ export class BlobStore {
 
   #metaPath(id: string): string {
     return path.join(this.dir, `${id}.json`);
+  }
+}
+
+/** Whether a blob's room exists: true / false, or undefined when the store cannot tell right now (never delete on doubt). */
+export async function roomVerdict(
+  store: Pick<Store, "getRoom">,
+  roomId: string,
+  logger: Logger,
+): Promise<boolean | undefined> {
+  try {
+    await store.getRoom(roomId);
+    return true;
+  } catch (err) {
+    if (err instanceof NotFoundError || err instanceof InvalidArgumentError) return false;
+    logger.warn(
+      { component: "blobs", roomId, err: (err as Error).message },
+      "could not check a blob's room; keeping the blob",
+    );
+    return undefined;
+  }
+}
+
+/**
+ * The committed blobs of a blob directory, for a migration: each one's metadata and the
+ * path of its bytes. Corrupt metadata, bytes without metadata and leftovers are skipped.
+ */
+export async function* committedBlobs(dir: string): AsyncGenerator<{ meta: BlobMeta; file: string }> {
+  let names: string[];
+  try {
+    names = (await fs.readdir(dir)).sort();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw err;
+  }
+  for (const name of names) {
+    const id = META_FILE.exec(name)?.[1];
+    if (!id) continue;
+    const meta = parseMeta(await fs.readFile(path.join(dir, name), "utf8"), id);
+    const file = path.join(dir, id);
+    if (meta && (await fs.stat(file).catch(() => undefined))?.size === meta.size) yield { meta, file };
   }
 }
 

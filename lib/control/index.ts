@@ -3,7 +3,8 @@
  * nonce stores that stop replays, and the wire rules a client shares with it.
  */
 export type { AuthMode } from "./auth.ts";
-export { BlobStore, type BlobStoreOptions } from "./blobs.ts";
+export type { BlobBucket, ObjectBlobStore, ObjectBlobStoreOptions } from "./blob-objects.ts";
+export { BlobStore, type BlobStoreOptions, type Blobs } from "./blobs.ts";
 export { HttpError } from "./http-error.ts";
 export type { ControlTimeouts, RateLimiterOptions } from "./limits.ts";
 export { NonceCache, type NonceStore, type NonceVerdict } from "./nonce-cache.ts";

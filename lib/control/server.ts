@@ -19,7 +19,7 @@ import { silentLogger } from "../log/index.ts";
 import type { BusMetrics } from "../metrics/index.ts";
 import { type AuthMode, type AuthResult, authenticateRequest } from "./auth.ts";
 import { type BlobRouteMatch, handleBlobRoute, matchBlobRoute, uploadOutlivesRequestTimeout } from "./blob-routes.ts";
-import type { BlobStore } from "./blobs.ts";
+import type { Blobs } from "./blobs.ts";
 import { HttpError, sendHttpError } from "./http-error.ts";
 import {
   ConnectionsPerIp,
@@ -68,7 +68,7 @@ export interface ControlServerOptions {
   /** Reports whether the bus behind this control plane is healthy. */
   health?: () => Promise<{ ok: boolean; detail?: Record<string, unknown> }>;
   /** Serves the blob routes (`/v1/rooms/:id/blobs…`) from this store; without it they are 404. */
-  blobs?: BlobStore;
+  blobs?: Blobs;
 }
 
 const router = new Router<Route>(ROUTES);
@@ -209,7 +209,7 @@ export class ControlServer {
     match: BlobRouteMatch,
     req: IncomingMessage,
     res: ServerResponse,
-    deps: { store: ControlDeps["store"]; blobs: BlobStore },
+    deps: { store: ControlDeps["store"]; blobs: Blobs },
   ): Promise<void> {
     await handleBlobRoute(match, {
       req,

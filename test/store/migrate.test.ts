@@ -1,11 +1,14 @@
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import { buffer as collect } from "node:stream/consumers";
 import { connect } from "@nats-io/transport-node";
 import t, { type Test } from "tap";
 import { loadOrCreateServiceKeys } from "../../lib/auth/service-keys.ts";
 import { busLayout } from "../../lib/bus/layout.ts";
 import { migrateToKv } from "../../lib/cli/commands/migrate.ts";
+import { ObjectBlobStore, openBlobBucket } from "../../lib/control/blob-objects.ts";
+import { BlobStore } from "../../lib/control/blobs.ts";
 import { type KvStore, newInviteToken, openKvStore, openStore, type Snapshot } from "../../lib/store/index.ts";
 import { runCli } from "../helpers/cli.ts";
 import { tempDir } from "../helpers/fs.ts";
@@ -154,6 +157,7 @@ t.test("CLI: migrate-to-kv with the APP service key, progress on stderr, parity 
   t.match(r.stderr, /^users 5\/5$/m);
   t.match(r.stderr, /^rooms 2\/2$/m);
   t.match(r.stdout, /parity: OK/);
+  t.match(r.stdout, /^blobs: 0 copied, 0 already there$/m, "blobs too");
   const again = await runCli(args);
   t.equal(again.code, 0, "idempotent re-run");
   t.match(again.stdout, /parity: OK/);
@@ -180,4 +184,56 @@ t.test("CLI: refuses a remote target without --ca, and bad --replicas", async (t
   t.equal(reps.code, 1);
   t.match(reps.stderr, /--replicas/);
   t.notOk(fs.existsSync(path.join(dataDir, "backups")), "nothing was done");
+});
+
+t.test("migration moves the blob directory into the blob Object Store; a re-run copies nothing twice", async (t) => {
+  const dataDir = await tempDir(t);
+  await representative(dataDir);
+  const kv = await kvFor(t);
+  const sqlite = await openStore({ backend: "sqlite", file: busLayout(dataDir, "").storeFile });
+  t.teardown(() => sqlite.close());
+  const files = await new BlobStore({ dir: path.join(dataDir, "blobs"), store: sqlite }).start();
+  t.teardown(() => files.close());
+  const put = async (roomId: string, data: Buffer) => {
+    const up = await files.beginUpload({ roomId, uploader: "ab".repeat(32), mimetype: "image/png" });
+    await up.write(data);
+    return up.commit({ size: data.length, sha256: crypto.createHash("sha256").update(data).digest("hex") });
+  };
+  const big = crypto.randomBytes(300 * 1024 + 1);
+  const small = Buffer.from("small");
+  const bigMeta = await put("secret", big);
+  const smallMeta = await put("lobby", small);
+  const bad = await put("lobby", Buffer.from("good bytes"));
+  fs.writeFileSync(path.join(dataDir, "blobs", bad.id), "evil bytes"); // same size, other bytes
+
+  const blobs = await openBlobBucket(nc, { replicas: 1, bucketPrefix: `b${crypto.randomBytes(5).toString("hex")}_` });
+  const lines: string[] = [];
+  const first = await migrateToKv({ dataDir, kv, blobs, onProgress: (l) => lines.push(l) });
+  t.same(first.blobs, { copied: 2, present: 0, corrupt: [bad.id] }, "two copied, the tampered one left out");
+  t.ok(lines.includes("blobs copied 2, already there 0, corrupt 1"), lines.join("\n"));
+
+  const store = new ObjectBlobStore({ bucket: () => blobs, store: kv });
+  t.teardown(() => store.close());
+  for (const [meta, data] of [
+    [bigMeta, big],
+    [smallMeta, small],
+  ] as const) {
+    const { meta: got, body } = await store.read(meta.id);
+    t.same(got, meta, "same id and metadata");
+    t.ok((await collect(body)).equals(data), "same bytes");
+  }
+  await t.rejects(store.stat(bad.id), { code: "NOT_FOUND" });
+  t.ok(fs.existsSync(path.join(dataDir, "blobs", `${bigMeta.id}.json`)), "the blob dir stays, as the rollback");
+
+  const second = await migrateToKv({ dataDir, kv, blobs });
+  t.same(second.blobs, { copied: 0, present: 2, corrupt: [bad.id] }, "a re-run finds them there");
+  t.equal((await store.list()).length, 2);
+});
+
+t.test("a data dir without blobs migrates with nothing to copy", async (t) => {
+  const dataDir = await tempDir(t);
+  await representative(dataDir);
+  const blobs = await openBlobBucket(nc, { replicas: 1, bucketPrefix: `b${crypto.randomBytes(5).toString("hex")}_` });
+  const r = await migrateToKv({ dataDir, kv: await kvFor(t), blobs });
+  t.same(r.blobs, { copied: 0, present: 0, corrupt: [] });
 });

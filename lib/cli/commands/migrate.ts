@@ -1,6 +1,6 @@
 /**
  * `unibus migrate-to-kv`: moves a single node's SQLite control plane into the JetStream
- * KV buckets a cluster runs on. Host-trusted: it reads the data dir directly and
+ * KV buckets a cluster runs on, and its blob directory into the blob Object Store. Host-trusted: it reads the data dir directly and
  * connects with the bus' own APP-account service key. Stop the bus first — writes made
  * after the snapshot are not carried over (the parity check would show them).
  */
@@ -12,6 +12,7 @@ import type { Command } from "commander";
 import { nkeySigner } from "../../auth/authenticator.ts";
 import { loadOrCreateServiceKeys, SERVICE_KEYS_FILE } from "../../auth/service-keys.ts";
 import { busLayout } from "../../bus/layout.ts";
+import type { BlobBucket, BlobImport } from "../../control/blob-objects.ts";
 import type { Logger } from "../../log/index.ts";
 import { type ImportProgress, importSnapshot, type KvStore, openKvStore, openStore } from "../../store/index.ts";
 import type { Snapshot } from "../../store/types.ts";
@@ -22,6 +23,8 @@ export interface MigrationOptions {
   dataDir: string;
   /** An open KV store to import into (tests); else one is opened from `natsUrl`. */
   kv: KvStore;
+  /** The blob bucket to copy `<dataDir>/blobs` into; without it blobs are not migrated. */
+  blobs?: BlobBucket;
   onProgress?: (line: string) => void;
 }
 
@@ -31,6 +34,8 @@ export interface MigrationResult {
   /** Which parts of the snapshots differ (empty on parity). */
   differs: Array<keyof Omit<Snapshot, "version">>;
   counts: Record<keyof Omit<Snapshot, "version">, number>;
+  /** What happened to the blob directory's blobs (when a bucket was given). */
+  blobs?: BlobImport;
 }
 
 const PARTS = ["users", "rooms", "members", "sealedKeys", "invites"] as const;
@@ -63,14 +68,27 @@ export async function migrateToKv(opts: MigrationOptions): Promise<MigrationResu
     },
   });
 
+  const blobs = opts.blobs ? await migrateBlobs(opts.dataDir, opts.blobs, say) : undefined;
+
   const after = await opts.kv.snapshot();
   const differs = PARTS.filter((p) => !isDeepStrictEqual(after[p], snap[p]));
   return {
+    ...(blobs ? { blobs } : {}),
     backupFile,
     parity: differs.length === 0 && after.version === snap.version,
     differs,
     counts: Object.fromEntries(PARTS.map((p) => [p, snap[p].length])) as MigrationResult["counts"],
   };
+}
+
+/** Copies `<dataDir>/blobs` into the bucket (the directory stays, as the rollback). */
+async function migrateBlobs(dataDir: string, bucket: BlobBucket, say: (line: string) => void): Promise<BlobImport> {
+  const { importBlobDir } = await import("../../control/blob-objects.ts");
+  const done = await importBlobDir(path.join(dataDir, "blobs"), bucket, (d) => {
+    if ((d.copied + d.present) % 100 === 0) say(`blobs ${d.copied + d.present}`);
+  });
+  say(`blobs copied ${done.copied}, already there ${done.present}, corrupt ${done.corrupt.length}`);
+  return done;
 }
 
 /** A consistent copy of the live database (even with the bus writing), 0600 in `<dataDir>/backups/`. */
@@ -140,25 +158,26 @@ export function migrateCommand(program: Command, logger?: Logger): void {
     if (!fs.existsSync(path.join(dataDir, SERVICE_KEYS_FILE))) {
       throw new CliError(`no ${SERVICE_KEYS_FILE} in ${dataDir}: run this on the bus' host with its data dir`);
     }
-    const kv = await openTargetKv(dataDir, servers, opts.ca, config.replicas ?? 1, logger);
+    const target = await openTarget(dataDir, servers, opts.ca, config.replicas ?? 1, logger);
     let result: MigrationResult;
     try {
-      result = await migrateToKv({ dataDir, kv, onProgress: (line) => process.stderr.write(`${line}\n`) });
+      const onProgress = (line: string) => process.stderr.write(`${line}\n`);
+      result = await migrateToKv({ dataDir, kv: target.kv, blobs: target.blobs, onProgress });
     } finally {
-      await kv.close();
+      await target.close();
     }
     reportParity(result);
   });
 }
 
-/** The bus' KV store, reached as the bus itself (its APP service key). */
-async function openTargetKv(
+/** The bus' KV store and blob bucket, reached as the bus itself (its APP service key) on one connection. */
+async function openTarget(
   dataDir: string,
   servers: string[],
   ca: string | undefined,
   replicas: number,
   logger: Logger | undefined,
-): Promise<KvStore> {
+): Promise<{ kv: KvStore; blobs: BlobBucket; close(): Promise<void> }> {
   let caPem: string | undefined;
   if (ca !== undefined) {
     try {
@@ -168,19 +187,41 @@ async function openTargetKv(
     }
   }
   const keys = await loadOrCreateServiceKeys(dataDir);
-  return openKvStore({
+  const { connect } = await import("@nats-io/transport-node");
+  const nc = await connect({
     servers,
-    caPem,
+    name: "unibus-migrate",
+    ...(caPem ? { tls: { ca: caPem } } : {}),
     authenticator: nkeySigner(keys.app.publicKey, (d) => keys.app.sign(d)),
-    replicas,
-    timeoutMs: 10_000,
-    logger,
+    timeout: 10_000,
   });
+  try {
+    const { openBlobBucket } = await import("../../control/blob-objects.ts");
+    const [kv, blobs] = await Promise.all([
+      openKvStore({ nc, replicas, timeoutMs: 10_000, logger }),
+      openBlobBucket(nc, { replicas, timeoutMs: 10_000, openTimeoutMs: 10_000 }),
+    ]);
+    const close = async () => {
+      await kv.close();
+      await nc.close();
+    };
+    return { kv, blobs, close };
+  } catch (err) {
+    await nc.close();
+    throw err;
+  }
 }
 
 function reportParity(result: MigrationResult): void {
   const counts = PARTS.map((p) => `${p} ${result.counts[p]}`).join(", ");
   process.stdout.write(`backup: ${result.backupFile}\n`);
+  if (result.blobs) {
+    const { copied, present, corrupt } = result.blobs;
+    process.stdout.write(`blobs: ${copied} copied, ${present} already there\n`);
+    if (corrupt.length) {
+      process.stdout.write(`blobs left out (their file does not match their hash): ${corrupt.join(", ")}\n`);
+    }
+  }
   if (result.parity) {
     process.stdout.write(`parity: OK — the KV snapshot equals the SQLite snapshot (${counts})\n`);
     return;
