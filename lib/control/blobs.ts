@@ -372,6 +372,26 @@ export class BlobStore {
   }
 
   /**
+   * Deletes every blob of a room (the room is being deleted): each one's metadata
+   * first, so it stops being served at once, then its bytes. Returns how many went.
+   * Safe to repeat; the collector would find the rest later as "room-gone".
+   */
+  async deleteRoom(roomId: string): Promise<number> {
+    if (this.#closed) throw new BlobStoreClosedError();
+    let removed = 0;
+    for (const name of await fs.readdir(this.dir).catch(() => [] as string[])) {
+      const id = META_FILE.exec(name)?.[1];
+      if (!id) continue;
+      const text = await fs.readFile(this.#metaPath(id), "utf8").catch(() => undefined);
+      if (text === undefined || parseMeta(text, id)?.roomId !== roomId) continue;
+      await this.#remove(id, { mustExist: false });
+      removed++;
+    }
+    if (removed) this.#logger.info({ component: "blobs", roomId, removed }, "room's blobs deleted");
+    return removed;
+  }
+
+  /**
    * One collection pass: removes blobs whose room no longer exists or that are older
    * than `maxAgeMs` (or past their `expiresAt`), leftovers of interrupted uploads
    * older than `tmpMaxAgeMs`, and corrupt metadata. A blob whose room cannot be
