@@ -154,6 +154,21 @@ export class RoomStreams {
     return true;
   }
 
+  /**
+   * Deletes the streams of rooms that no longer exist (deleted while the bus was down,
+   * or whose removal failed). `isRoom` answers true when it cannot tell: kept, never
+   * guessed away. Answers the ids whose streams went.
+   */
+  async prune(isRoom: (roomId: string) => Promise<boolean>): Promise<string[]> {
+    const jsm = this.#manager("RoomStreams.prune()");
+    const gone: string[] = [];
+    for await (const s of jsm.streams.list()) {
+      const id = s.config.name.startsWith("ROOM_") ? s.config.name.slice("ROOM_".length) : undefined;
+      if (id !== undefined && !(await isRoom(id)) && (await this.remove(id))) gone.push(id);
+    }
+    return gone;
+  }
+
   /** Bytes reserved by every room stream's cap, and bytes stored in them now. */
   async usage(): Promise<{ reservedBytes: number; storedBytes: number; rooms: number; budgetBytes: number }> {
     const jsm = this.#manager("RoomStreams.usage()");

@@ -473,6 +473,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       clustered ? undefined : this.#storeReady,
     ]);
     this.#watchLinks();
+    if (!clustered) void this.#pruneStreams();
     this.#sweep = setInterval(() => void this.#sweepRevoked(), 250);
     this.#sweep.unref();
     this.#controlUrl = `https://${urlHost(this.#host)}:${controlPort}`;
@@ -660,6 +661,21 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     }
     const rooms = await store.listRoomsFor(user.signPub);
     return { allowed: true, name: user.handle, permissions: permissionsFor(user.signPub, rooms) };
+  }
+
+  /** Rooms deleted while the bus was down (the CLI edits a stopped bus' store) leave streams: drop them. */
+  async #pruneStreams(): Promise<void> {
+    const isRoom = (id: string) =>
+      this.store.getRoom(id).then(
+        () => true,
+        (err: unknown) => !(err instanceof NotFoundError), // unsure: keep
+      );
+    try {
+      const gone = await this.#streams?.prune(isRoom);
+      if (gone?.length) this.#logger.info({ component: "streams", rooms: gone }, "streams of deleted rooms removed");
+    } catch (err) {
+      this.#logger.warn({ component: "streams", err: (err as Error).message }, "pruning room streams failed");
+    }
   }
 
   async #reserveRoomStorage(): Promise<void> {
