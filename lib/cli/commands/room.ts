@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { Command } from "commander";
-import { busLayout, finishRoomDeletion } from "../../bus/index.ts";
+import { busLayout } from "../../bus/layout.ts";
 import { parseSignPub } from "../../crypto/identity.ts";
 import { readRunInfo } from "../../ops/run-file.ts";
 import type { Room, Store } from "../../store/index.ts";
@@ -90,6 +90,8 @@ export async function deleteRooms(target: StoreTargetOptions, store: Store, ids:
   const servers = target.server?.length ? target.server : (run?.natsUrls ?? []);
   const caFile = target.ca ?? path.join(busLayout(dataDir, "").tlsDir, CA_CERT_FILE);
   const caPem = servers.length ? fs.readFileSync(caFile, "utf8") : undefined;
+  // Loaded only when a room goes: it pulls in NATS and the blob store, which `user` commands otherwise never need.
+  const { finishRoomDeletion } = await import("../../bus/room-cleanup.ts");
   const done = await finishRoomDeletion(gone, { dataDir, store, servers, ...(caPem ? { caPem } : {}) });
   return servers.length
     ? ` (${done.kicked} member(s) kicked, ${done.streams} history stream(s) and ${done.blobs} blob(s) removed)`
