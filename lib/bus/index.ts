@@ -8,6 +8,7 @@ export { learnFreeRoutePorts, MAX_NODES, type StartClusterOptions } from "./clus
 export { ClusterNotReadyError, jetStreamLeaders, type MetaStatus, metaStatus } from "./cluster-ready.ts";
 export type { BusHandle, BusHandleEvents, BusState, ClusterEvents, UnibusEvents } from "./handle.ts";
 export { type BusLayout, busLayout } from "./layout.ts";
+export { type DeletedRoom, finishRoomDeletion, type RoomCleanupOptions } from "./room-cleanup.ts";
 export {
   type AddUserOptions,
   type StartUnibusOptions,

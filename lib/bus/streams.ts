@@ -9,7 +9,13 @@
  * JetStream store stays for the control plane's KV and nonce buckets — whatever one
  * member (or one runaway bot) publishes.
  */
-import { DiscardPolicy, type JetStreamManager, jetstreamManager, type StreamConfig } from "@nats-io/jetstream";
+import {
+  DiscardPolicy,
+  JetStreamApiError,
+  type JetStreamManager,
+  jetstreamManager,
+  type StreamConfig,
+} from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { roomStreamName } from "../auth/permissions.ts";
 import { connectAsService } from "../auth/service-connection.ts";
@@ -128,6 +134,39 @@ export class RoomStreams {
       ...this.#caps(),
     });
     (this.#opts.logger ?? silentLogger).info({ component: "streams", stream: name }, "room stream created");
+  }
+
+  /**
+   * Deletes the room's stream with its history (a deleted room keeps nothing). True when
+   * a stream was deleted, false when the room had none (a cleartext or unpersisted room,
+   * or a second call): idempotent, so a retried room deletion finishes the job.
+   */
+  async remove(roomId: string): Promise<boolean> {
+    const jsm = this.#manager("RoomStreams.remove()");
+    const name = roomStreamName(roomId);
+    try {
+      await jsm.streams.delete(name);
+    } catch (err) {
+      if (err instanceof JetStreamApiError && err.code === 10059) return false; // stream not found
+      throw err;
+    }
+    (this.#opts.logger ?? silentLogger).info({ component: "streams", stream: name }, "room stream deleted");
+    return true;
+  }
+
+  /**
+   * Deletes the streams of rooms that no longer exist (deleted while the bus was down,
+   * or whose removal failed). `isRoom` answers true when it cannot tell: kept, never
+   * guessed away. Answers the ids whose streams went.
+   */
+  async prune(isRoom: (roomId: string) => Promise<boolean>): Promise<string[]> {
+    const jsm = this.#manager("RoomStreams.prune()");
+    const gone: string[] = [];
+    for await (const s of jsm.streams.list()) {
+      const id = s.config.name.startsWith("ROOM_") ? s.config.name.slice("ROOM_".length) : undefined;
+      if (id !== undefined && !(await isRoom(id)) && (await this.remove(id))) gone.push(id);
+    }
+    return gone;
   }
 
   /** Bytes reserved by every room stream's cap, and bytes stored in them now. */

@@ -468,6 +468,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       clustered ? undefined : this.#storeReady,
     ]);
     this.#watchLinks();
+    if (!clustered) void this.#pruneStreams();
     this.#sweep = setInterval(() => void this.#sweepRevoked(), 250);
     this.#sweep.unref();
     this.#controlUrl = `https://${urlHost(this.#host)}:${controlPort}`;
@@ -673,6 +674,21 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     return { allowed: true, name: user.handle, permissions: permissionsFor(user.signPub, rooms) };
   }
 
+  /** Rooms deleted while the bus was down (the CLI edits a stopped bus' store) leave streams: drop them. */
+  async #pruneStreams(): Promise<void> {
+    const isRoom = (id: string) =>
+      this.store.getRoom(id).then(
+        () => true,
+        (err: unknown) => !(err instanceof NotFoundError), // unsure: keep
+      );
+    try {
+      const gone = await this.#streams?.prune(isRoom);
+      if (gone?.length) this.#logger.info({ component: "streams", rooms: gone }, "streams of deleted rooms removed");
+    } catch (err) {
+      this.#logger.warn({ component: "streams", err: (err as Error).message }, "pruning room streams failed");
+    }
+  }
+
   async #reserveRoomStorage(): Promise<void> {
     try {
       await this.#streams?.checkBudget();
@@ -689,17 +705,42 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
    */
   async #onAccessChange(change: AccessChange): Promise<void> {
     this.emit("access-change", change);
+    if (change.type === "room-deleted") return this.#afterRoomDeleted(change.roomId, change.members);
     if (change.type === "room-created") {
       const room = await this.store.getRoom(change.roomId);
       // Before answering: a persisted room must keep its first message.
       if (room.persist) await this.#streams?.ensure(room);
     }
+    await this.#kick(change.signPub, change.type);
+  }
+
+  async #kick(signPub: string, reason: string): Promise<void> {
     try {
-      await this.#kicker?.kickIdentity(change.signPub, change.type);
+      await this.#kicker?.kickIdentity(signPub, reason);
     } catch (err) {
       // The change is committed; the user JWT's expiry bounds how long old rights last.
-      this.#logger.error({ component: "auth", err: (err as Error).message, user: change.signPub }, "kick failed");
+      this.#logger.error({ component: "auth", err: (err as Error).message, user: signPub }, "kick failed");
     }
+  }
+
+  /**
+   * A room left the store: every former member is kicked (it comes back without the
+   * subject), then its history and blobs go. Before the control plane answers, so a
+   * 204 means the room is gone on the wire too. A failed clean-up is logged: blobs are
+   * then found by the collector ("room-gone"); a stream left behind is capped like any
+   * room's and nobody can read it (no member holds the room's subject any more).
+   */
+  async #afterRoomDeleted(roomId: string, members: string[]): Promise<void> {
+    await Promise.all(members.map((m) => this.#kick(m, "room-deleted")));
+    const log = (what: string) => (err: unknown) =>
+      this.#logger.error(
+        { component: "bus", roomId, err: (err as Error).message },
+        `deleting the room's ${what} failed`,
+      );
+    await Promise.all([
+      this.#streams?.remove(roomId).catch(log("history")),
+      this.#blobs?.deleteRoomBlobs(roomId).catch(log("blobs")),
+    ]);
   }
 
   /**

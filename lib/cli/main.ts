@@ -17,6 +17,7 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   up: async () => (await import("./commands/up.ts")).upCommand,
   identity: async () => (await import("./commands/identity.ts")).identityCommand,
   user: async () => (await import("./commands/user.ts")).userCommand,
+  room: async () => (await import("./commands/room.ts")).roomCommand,
   invite: async () => (await import("./commands/invite.ts")).inviteCommand,
   register: async () => (await import("./commands/register.ts")).registerCommand,
   status: async () => (await import("./commands/status.ts")).statusCommand,

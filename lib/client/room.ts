@@ -205,7 +205,7 @@ export class Room {
   readonly encrypt: boolean;
   readonly persist: boolean;
   readonly signMsgs: boolean;
-  readonly ownerSignPub: string;
+  #owner: string;
   #epoch: number;
   readonly #nc: NatsConnection;
   readonly #control: ControlClient;
@@ -228,11 +228,16 @@ export class Room {
     this.encrypt = info.encrypt;
     this.persist = info.persist;
     this.signMsgs = info.signMsgs;
-    this.ownerSignPub = info.ownerSignPub;
+    this.#owner = info.ownerSignPub;
     this.#epoch = info.epoch;
     this.#nc = deps.nc;
     this.#control = deps.control;
     this.#identity = deps.identity;
+  }
+
+  /** The owner's signing key, as this client last saw it (a transfer moves it). */
+  get ownerSignPub(): string {
+    return this.#owner;
   }
 
   /** The newest epoch this client knows of. */
@@ -292,6 +297,7 @@ export class Room {
   async refresh(): Promise<RoomInfo> {
     const info = await this.#control.request<RoomInfo>("GET", `/v1/rooms/${this.id}`);
     if (info.epoch > this.#epoch) this.#epoch = info.epoch;
+    this.#owner = info.ownerSignPub;
     return info;
   }
 
@@ -322,9 +328,59 @@ export class Room {
 
   /** Removes a member and moves the room to a new epoch whose key the removed member never gets. */
   async removeMember(user: MemberRef): Promise<void> {
+    if (refKey(user) === this.#identity.signPub) return this.leave();
     await this.#control.request("DELETE", `/v1/rooms/${this.id}/members/${refKey(user)}`);
     this.#roster.remove(refKey(user), this.#epoch);
     if (this.encrypt && refKey(user) !== this.#identity.signPub) await this.rekey();
+  }
+
+  /**
+   * Leaves the room (the owner cannot: transfer it or delete it first). In an encrypted
+   * room the leaver itself makes the next epoch's key, seals it to every member that
+   * stays and hands it over with the leave, in one step: the room is never at an epoch
+   * whose key a non-member holds, and the leaver forgets the new key at once. Its
+   * connection is re-admitted without the room's subject.
+   */
+  async leave(): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      let body: Record<string, unknown> = {};
+      if (this.encrypt) {
+        await this.refresh();
+        const stay = (await this.members()).filter((m) => m.signPub !== this.#identity.signPub);
+        const key = newRoomKey();
+        const from = this.#epoch;
+        const sealedKeys = await Promise.all(
+          stay.map(async (m) => ({ signPub: m.signPub, sealed: await this.#sealTo(m.signPub, from + 1, key) })),
+        );
+        key.fill(0);
+        body = { fromEpoch: from, sealedKeys };
+      }
+      try {
+        await this.#control.request("POST", `/v1/rooms/${this.id}/leave`, body);
+        this.close();
+        return;
+      } catch (err) {
+        // a rekey or a membership change raced the leave: seal again once
+        if (this.encrypt && attempt === 0 && err instanceof ControlPlaneError && err.status === 409) continue;
+        throw err;
+      }
+    }
+  }
+
+  /** Hands the room to another current member (the owner or an admin); this client stays a member. */
+  async transferTo(user: MemberRef): Promise<RoomInfo> {
+    const info = await this.#control.request<RoomInfo>("POST", `/v1/rooms/${this.id}/transfer`, { to: refKey(user) });
+    this.#owner = info.ownerSignPub;
+    return info;
+  }
+
+  /**
+   * Deletes the room for everyone (the owner or an admin): its history, keys and blobs
+   * go, and every member's connection is re-admitted without its subject.
+   */
+  async delete(): Promise<void> {
+    await this.#control.request("DELETE", `/v1/rooms/${this.id}`);
+    this.close();
   }
 
   /** A fresh key for epoch + 1, sealed to every current member, committed atomically. */

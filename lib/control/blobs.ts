@@ -399,7 +399,11 @@ export class BlobStore implements Blobs {
     return { meta, body: handle.createReadStream({ highWaterMark: 64 * 1024 }) };
   }
 
-  /** Deletes every blob of a room, expired ones too; resolves with how many went. */
+  /**
+   * Deletes every blob of a room (the room is being deleted), expired ones too: each
+   * one's metadata first, so it stops being served at once, then its bytes. Returns how
+   * many went. Safe to repeat; the collector would find the rest later as "room-gone".
+   */
   async deleteRoomBlobs(roomId: string): Promise<number> {
     if (this.#closed) throw new BlobStoreClosedError();
     let n = 0;
@@ -411,6 +415,7 @@ export class BlobStore implements Blobs {
       await this.#remove(id, { mustExist: false });
       n++;
     }
+    if (n) this.#logger.info({ component: "blobs", roomId, removed: n }, "room's blobs deleted");
     return n;
   }
 

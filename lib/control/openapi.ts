@@ -133,6 +133,22 @@ export const ROUTE_DOCS: Readonly<Record<string, RouteDoc>> = {
     refusals: [400, 403, 404, 409],
   },
   "rooms.members.remove": { summary: "Remove a member, or leave", status: 204, refusals: [403, 404, 409] },
+  "rooms.delete": {
+    summary: "Delete a room with its history, keys and blobs (the owner or an admin)",
+    status: 204,
+    refusals: [403, 404],
+  },
+  "rooms.leave": {
+    summary: "Leave a room (an encrypted one moves to the next epoch without you)",
+    status: 204,
+    refusals: [400, 403, 409],
+  },
+  "rooms.transfer": {
+    summary: "Hand the room to another member (the owner or an admin)",
+    status: 200,
+    answer: ref("Room"),
+    refusals: [400, 403, 404, 409],
+  },
   "rooms.rekey": {
     summary: "Move the room to a new epoch",
     status: 200,
@@ -160,7 +176,11 @@ export const ROUTE_DOCS: Readonly<Record<string, RouteDoc>> = {
     answer: ref("User"),
     refusals: [403, 404, 409],
   },
-  "users.delete": { summary: "Delete a user (admins only)", status: 204, refusals: [403, 404, 409] },
+  "users.delete": {
+    summary: "Delete a user (admins only); ?rooms=delete or ?rooms=transfer&to=<key> settles the rooms it owns",
+    status: 204,
+    refusals: [400, 403, 404, 409],
+  },
   "invites.create": {
     summary: "Create an invite (admins only)",
     status: 201,

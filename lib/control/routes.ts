@@ -26,6 +26,8 @@ export { parseTtl, registrationProofMessage };
 export type AccessChange =
   | { type: "room-created"; roomId: string; signPub: string }
   | { type: "member-added" | "member-removed"; roomId: string; signPub: string }
+  /** The room is gone from the store: every former member loses its subject, its history and blobs go. */
+  | { type: "room-deleted"; roomId: string; members: string[] }
   | { type: "user-revoked" | "user-deleted"; signPub: string };
 
 export interface ControlDeps {
@@ -76,6 +78,16 @@ const obj = (properties: Record<string, unknown>, required: string[] = []) => ({
   required,
   additionalProperties: false,
 });
+
+const REKEY_FIELDS = {
+  // The room moves to fromEpoch + 1, which must stay within 1..2^31 too.
+  fromEpoch: { ...EPOCH, maximum: 2 ** 31 - 1 },
+  sealedKeys: {
+    type: "array",
+    maxItems: 10_000,
+    items: obj({ signPub: HEX64, sealed: SEALED }, ["signPub", "sealed"]),
+  },
+};
 
 const ajv = new Ajv({ allErrors: false, strict: true, allowUnionTypes: true });
 
@@ -129,6 +141,59 @@ async function requireOwner(ctx: RouteContext, roomId: string): Promise<Room> {
   const room = await requireMember(ctx, roomId);
   if (room.ownerSignPub !== ctx.signer) throw new HttpError(403, "only the room's owner can change its members");
   return room;
+}
+
+/** The owner, or an admin of the bus (who need not be a member); anyone else gets a 403. */
+async function requireOwnerOrAdmin(ctx: RouteContext, roomId: string, what: string): Promise<Room> {
+  const { store } = ctx.deps;
+  if (await store.isMember(roomId, ctx.signer)) {
+    const room = await store.getRoom(roomId);
+    if (room.ownerSignPub === ctx.signer) return room;
+  }
+  const caller = await store.getUser(ctx.signer);
+  if (caller.role === "admin" && caller.status === "active") return store.getRoom(roomId);
+  throw new HttpError(403, `only the room's owner or an admin can ${what}`);
+}
+
+/** Deletes a room from the store, then makes that true on the wire (kicks, history, blobs). */
+export async function deleteRoomFully(deps: ControlDeps, roomId: string): Promise<void> {
+  const members = (await deps.store.listMembers(roomId)).map((m) => m.signPub);
+  await deps.store.deleteRoom(roomId);
+  await deps.onAccessChange?.({ type: "room-deleted", roomId, members });
+}
+
+/** What to do with the rooms a user to be deleted owns: `?rooms=delete`, or `?rooms=transfer&to=<key>`. */
+async function settleOwnedRooms(ctx: RouteContext, signPub: string): Promise<void> {
+  const { store } = ctx.deps;
+  await store.getUser(signPub); // 404 before anything else
+  const owned = (await store.listRoomsFor(signPub)).filter((r) => r.role === "owner").map((r) => r.id);
+  if (owned.length === 0) return;
+  const choice = ctx.url.searchParams.get("rooms");
+  const to = ctx.url.searchParams.get("to")?.toLowerCase();
+  if (choice === "delete") {
+    for (const id of owned) await deleteRoomFully(ctx.deps, id);
+    return;
+  }
+  if (choice === "transfer" && to && /^[0-9a-f]{64}$/.test(to) && to !== signPub) {
+    const outside: string[] = [];
+    for (const id of owned) if (!(await store.isMember(id, to))) outside.push(id);
+    if (outside.length > 0) {
+      throw new HttpError(
+        409,
+        `${to} is not a member of room(s) ${outside.join(", ")}; add it there first, or delete the rooms with ?rooms=delete`,
+      );
+    }
+    for (const id of owned) await store.transferRoom(id, to);
+    return;
+  }
+  if (choice !== null && choice !== "delete" && choice !== "transfer") {
+    throw new HttpError(400, `rooms must be "delete" or "transfer" (with to=<member key>), not "${choice}"`);
+  }
+  throw new HttpError(
+    409,
+    `user ${signPub} owns room(s) ${owned.join(", ")}; delete again with ?rooms=delete, or ?rooms=transfer&to=<key of a member of each room, not the user itself>`,
+    { code: "OWNS_ROOMS" },
+  );
 }
 
 function sameKey(a: string, b: string): boolean {
@@ -242,12 +307,73 @@ export const ROUTES: readonly Route[] = [
     handler: async (ctx) => {
       const roomId = ctx.params.id!;
       const target = ctx.params.signPub!.toLowerCase();
-      // the owner removes anyone; a member may leave
-      if (target === ctx.signer) await requireMember(ctx, roomId);
-      else await requireOwner(ctx, roomId);
+      // the owner removes anyone; a member may leave a cleartext room here (an encrypted
+      // one is left through /leave, which moves the room past the leaver's key)
+      if (target === ctx.signer) {
+        const room = await requireMember(ctx, roomId);
+        if (room.encrypt) {
+          throw new HttpError(
+            409,
+            `leave an encrypted room with POST /v1/rooms/${roomId}/leave, giving the next epoch's key sealed to the members that stay`,
+          );
+        }
+      } else await requireOwner(ctx, roomId);
       await ctx.deps.store.removeMember(roomId, target);
       await ctx.deps.onAccessChange?.({ type: "member-removed", roomId, signPub: target });
       return { status: 204 };
+    },
+  },
+  {
+    method: "DELETE",
+    path: "/v1/rooms/:id",
+    name: "rooms.delete",
+    auth: "signed",
+    handler: async (ctx) => {
+      const room = await requireOwnerOrAdmin(ctx, ctx.params.id!, "delete it");
+      await deleteRoomFully(ctx.deps, room.id);
+      return { status: 204 };
+    },
+  },
+  {
+    method: "POST",
+    path: "/v1/rooms/:id/leave",
+    name: "rooms.leave",
+    auth: "signed",
+    schema: obj(REKEY_FIELDS),
+    handler: async (ctx) => {
+      const room = await requireMember(ctx, ctx.params.id!);
+      if (room.ownerSignPub === ctx.signer) {
+        throw new HttpError(
+          409,
+          `the owner cannot leave; hand the room over first (POST /v1/rooms/${room.id}/transfer) or delete it`,
+        );
+      }
+      const b = ctx.body as { fromEpoch?: number; sealedKeys?: { signPub: string; sealed: string }[] };
+      const rekey = b.fromEpoch !== undefined || b.sealedKeys !== undefined;
+      if (room.encrypt && !(b.fromEpoch !== undefined && b.sealedKeys !== undefined)) {
+        throw new HttpError(
+          400,
+          "leaving an encrypted room needs fromEpoch and sealedKeys: the next epoch's key sealed to every member that stays",
+        );
+      }
+      if (!room.encrypt && rekey)
+        throw new HttpError(400, "a cleartext room has no keys; drop fromEpoch and sealedKeys");
+      const next = room.encrypt ? { fromEpoch: b.fromEpoch!, sealedKeys: b.sealedKeys! } : undefined;
+      await ctx.deps.store.removeMember(room.id, ctx.signer, next);
+      await ctx.deps.onAccessChange?.({ type: "member-removed", roomId: room.id, signPub: ctx.signer });
+      return { status: 204 };
+    },
+  },
+  {
+    method: "POST",
+    path: "/v1/rooms/:id/transfer",
+    name: "rooms.transfer",
+    auth: "signed",
+    schema: obj({ to: HEX64 }, ["to"]),
+    handler: async (ctx) => {
+      const room = await requireOwnerOrAdmin(ctx, ctx.params.id!, "hand it over");
+      // Both stay members: nobody's rights on the wire change, so nobody is kicked.
+      return { status: 200, body: await ctx.deps.store.transferRoom(room.id, (ctx.body as { to: string }).to) };
     },
   },
   {
@@ -255,18 +381,7 @@ export const ROUTES: readonly Route[] = [
     path: "/v1/rooms/:id/rekey",
     name: "rooms.rekey",
     auth: "signed",
-    schema: obj(
-      {
-        // The room moves to fromEpoch + 1, which must stay within 1..2^31 too.
-        fromEpoch: { ...EPOCH, maximum: 2 ** 31 - 1 },
-        sealedKeys: {
-          type: "array",
-          maxItems: 10_000,
-          items: obj({ signPub: HEX64, sealed: SEALED }, ["signPub", "sealed"]),
-        },
-      },
-      ["fromEpoch", "sealedKeys"],
-    ),
+    schema: obj(REKEY_FIELDS, ["fromEpoch", "sealedKeys"]),
     handler: async (ctx) => {
       const room = await requireMember(ctx, ctx.params.id!);
       if (!room.encrypt) throw new HttpError(400, "a cleartext room has no keys to rotate");
@@ -376,6 +491,7 @@ export const ROUTES: readonly Route[] = [
     handler: async (ctx) => {
       await requireAdmin(ctx);
       const signPub = ctx.params.signPub!.toLowerCase();
+      await settleOwnedRooms(ctx, signPub);
       await ctx.deps.store.deleteUser(signPub);
       await ctx.deps.onAccessChange?.({ type: "user-deleted", signPub });
       return { status: 204 };

@@ -24,6 +24,8 @@
  *     short lock held in the record, so concurrent writers never overwrite each other's
  *     keys. Readers of the reverse index check membership in the room record; readers of
  *     keys ignore epochs above the room's epoch (left by an interrupted rekey).
+ *   - transferRoom: the owner and both roles live inside the room record: one CAS.
+ *     removeMember with a rekey writes the new epoch's keys first, like rekey, then one CAS.
  *   - deleteRoom: delete the room record (commit), then its keys, index entries and
  *     subject claim.
  *   - deleteUser: mark the user `deleting` (commit: it now reads as absent), remove it
@@ -87,6 +89,7 @@ import {
   checkDeleteUser,
   checkRekey,
   checkRemoveMember,
+  checkTransferRoom,
   decideConsume,
   inviteIsLive,
   memberId,
@@ -116,6 +119,7 @@ import {
   parseInviteRef,
   type ValidNewRoom,
   type ValidRegistration,
+  type ValidRekey,
   validateEpoch,
   validateInviteToken,
   validateNewInvite,
@@ -814,16 +818,38 @@ export class KvStore implements Store {
     });
   }
 
-  removeMember(roomId: string, signPub: string): Promise<void> {
+  removeMember(roomId: string, signPub: string, rekey?: Rekey): Promise<void> {
     return this.#run("removeMember", async (ctx) => {
       const id = validateRoomId(roomId);
       const k = lookupKey(signPub);
+      const v = rekey === undefined ? undefined : validateRekey(rekey);
       await this.#mutateRoom(id, ctx, async (cur) => {
         checkRemoveMember(id, k, { room: cur?.room, member: cur === undefined ? undefined : memberOf(cur, k) });
-        return { next: { ...cur!, members: cur!.members.filter((x) => x.signPub !== k) }, result: undefined };
+        const next = { ...cur!, members: cur!.members.filter((x) => x.signPub !== k) };
+        return v === undefined ? { next, result: undefined } : { ...this.#rekeyPlan(id, v, next), result: undefined };
       });
       // The index entry goes after the commit: a stale one is ignored by readers.
       await this.#b.memberof.delete(key.memberOf(k, id));
+    });
+  }
+
+  transferRoom(roomId: string, toSignPub: string): Promise<Room> {
+    return this.#run("transferRoom", async (ctx) => {
+      const id = validateRoomId(roomId);
+      const to = lookupKey(toSignPub);
+      return this.#mutateRoom(id, ctx, async (cur) => {
+        checkTransferRoom(id, to, {
+          room: cur?.room,
+          member: cur === undefined ? undefined : memberOf(cur, to),
+          user: await this.#user(to),
+        });
+        const room: Room = { ...cur!.room, ownerSignPub: to };
+        const members = cur!.members.map((m) => {
+          const role: RoomRole = m.signPub === to ? "owner" : "member";
+          return { ...m, role };
+        });
+        return { next: { ...cur!, room, members }, result: room };
+      });
     });
   }
 
@@ -831,21 +857,22 @@ export class KvStore implements Store {
     return this.#run("rekey", async (ctx) => {
       const id = validateRoomId(roomId);
       const v = validateRekey(r);
-      return this.#mutateRoom(id, ctx, async (cur) => {
-        checkRekey(id, v, { room: cur?.room, members: cur === undefined ? [] : cur.members.map((x) => x.signPub) });
-        const room: Room = { ...cur!.room, epoch: cur!.room.epoch + 1 };
-        return {
-          next: { ...cur!, room },
-          result: room,
-          // Keys of the new epoch are invisible until the commit raises the room's epoch.
-          before: async () => {
-            await Promise.all(
-              v.sealedKeys.map((s) => this.#b.keys.put(key.sealed(id, s.signPub, room.epoch), s.sealed)),
-            );
-          },
-        };
-      });
+      return this.#mutateRoom(id, ctx, async (cur) => this.#rekeyPlan(id, v, cur));
     });
+  }
+
+  /** `cur` (already changed by the caller, e.g. a member removed) moved to the next epoch. */
+  #rekeyPlan(id: string, v: ValidRekey, cur: RoomRec | undefined): RoomPlan<Room> {
+    checkRekey(id, v, { room: cur?.room, members: cur === undefined ? [] : cur.members.map((x) => x.signPub) });
+    const room: Room = { ...cur!.room, epoch: cur!.room.epoch + 1 };
+    return {
+      next: { ...cur!, room },
+      result: room,
+      // Keys of the new epoch are invisible until the commit raises the room's epoch.
+      before: async () => {
+        await Promise.all(v.sealedKeys.map((s) => this.#b.keys.put(key.sealed(id, s.signPub, room.epoch), s.sealed)));
+      },
+    };
   }
 
   getSealedKey(roomId: string, signPub: string, epoch?: number): Promise<SealedKey> {

@@ -77,6 +77,20 @@ export function checkRemoveMember(
   }
 }
 
+/** Refusals of `transferRoom`, checked against what the backend read. */
+export function checkTransferRoom(
+  roomId: string,
+  to: string,
+  s: { room: Room | undefined; member: Member | undefined; user: User | undefined },
+): void {
+  if (s.room === undefined) throw new NotFoundError("room", roomId);
+  if (s.member === undefined) throw new NotFoundError("member", memberId(roomId, to));
+  if (s.member.role === "owner") throw new ConflictError(`user ${to} already owns room ${roomId}`);
+  if (s.user === undefined || s.user.status !== "active") {
+    throw new ConflictError(`user ${to} is revoked and cannot own room ${roomId}; pick an active member`);
+  }
+}
+
 export function checkRekey(roomId: string, v: ValidRekey, s: { room: Room | undefined; members: string[] }): void {
   const room = s.room;
   if (room === undefined) throw new NotFoundError("room", roomId);
@@ -97,7 +111,7 @@ export function checkDeleteUser(signPub: string, s: { exists: boolean; ownedRoom
   if (!s.exists) throw new NotFoundError("user", signPub);
   if (s.ownedRooms.length > 0) {
     throw new ConflictError(
-      `user ${signPub} owns room(s) ${listSome(s.ownedRooms)}; delete those rooms before deleting the user`,
+      `user ${signPub} owns room(s) ${listSome(s.ownedRooms)}; transfer those rooms to another member or delete them before deleting the user`,
     );
   }
 }

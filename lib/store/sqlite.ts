@@ -19,6 +19,7 @@ import {
   checkDeleteUser,
   checkRekey,
   checkRemoveMember,
+  checkTransferRoom,
   decideConsume,
   inviteIsLive,
   memberId,
@@ -49,6 +50,7 @@ import {
   isRoomIdShape,
   lookupKey,
   parseInviteRef,
+  type ValidRekey,
   validateEpoch,
   validateInviteToken,
   validateNewInvite,
@@ -258,6 +260,8 @@ function prepare(db: DatabaseSync) {
     listMembers: p(`SELECT ${MEMBER_COLUMNS} FROM room_members WHERE room_id = ? ORDER BY added_at, sign_pub`),
     memberKeys: p("SELECT sign_pub FROM room_members WHERE room_id = ?"),
     deleteMember: p("DELETE FROM room_members WHERE room_id = ? AND sign_pub = ?"),
+    setMemberRole: p("UPDATE room_members SET role = ? WHERE room_id = ? AND sign_pub = ?"),
+    setOwner: p(`UPDATE rooms SET owner_sign_pub = ? WHERE id = ? RETURNING ${ROOM_COLUMNS}`),
 
     // A member removed and added back at the same epoch gets the key it is given now.
     putKey: p(
@@ -514,13 +518,30 @@ class SqliteStore implements Store {
     });
   }
 
-  removeMember(roomId: string, signPub: string): Promise<void> {
+  removeMember(roomId: string, signPub: string, rekey?: Rekey): Promise<void> {
     return this.#run("removeMember", () => {
       const id = validateRoomId(roomId);
       const key = lookupKey(signPub);
+      const v = rekey === undefined ? undefined : validateRekey(rekey);
       this.#tx(() => {
         checkRemoveMember(id, key, { room: this.#room(id), member: this.#member(id, key) });
         this.#stmt.deleteMember.run(id, key);
+        if (v !== undefined) this.#bumpEpoch(id, v);
+      });
+    });
+  }
+
+  transferRoom(roomId: string, toSignPub: string): Promise<Room> {
+    return this.#run("transferRoom", () => {
+      const id = validateRoomId(roomId);
+      const to = lookupKey(toSignPub);
+      return this.#tx(() => {
+        const room = this.#room(id);
+        checkTransferRoom(id, to, { room, member: this.#member(id, to), user: this.#user(to) });
+        // The old owner steps down first: the schema allows one owner per room.
+        this.#stmt.setMemberRole.run("member", id, room!.ownerSignPub);
+        this.#stmt.setMemberRole.run("owner", id, to);
+        return toRoom(this.#stmt.setOwner.get(to, id) as Row);
       });
     });
   }
@@ -529,19 +550,22 @@ class SqliteStore implements Store {
     return this.#run("rekey", () => {
       const id = validateRoomId(roomId);
       const v = validateRekey(r);
-      return this.#tx(() => {
-        checkRekey(id, v, {
-          room: this.#room(id),
-          members: (this.#stmt.memberKeys.all(id) as Row[]).map((row) => String(row.sign_pub)),
-        });
-        const row = this.#stmt.bumpEpoch.get(id, v.fromEpoch) as Row | undefined;
-        // Cannot happen inside the IMMEDIATE transaction after checkRekey; refuse rather than write half.
-        if (row === undefined) throw new ConflictError(`room ${id} was rekeyed meanwhile; fetch it and retry`);
-        const room = toRoom(row);
-        for (const k of v.sealedKeys) this.#stmt.putKey.run(id, k.signPub, room.epoch, k.sealed);
-        return room;
-      });
+      return this.#tx(() => this.#bumpEpoch(id, v));
     });
+  }
+
+  /** Inside a transaction: checks the rekey against the current members and moves the room on. */
+  #bumpEpoch(id: string, v: ValidRekey): Room {
+    checkRekey(id, v, {
+      room: this.#room(id),
+      members: (this.#stmt.memberKeys.all(id) as Row[]).map((row) => String(row.sign_pub)),
+    });
+    const row = this.#stmt.bumpEpoch.get(id, v.fromEpoch) as Row | undefined;
+    // Cannot happen inside the IMMEDIATE transaction after checkRekey; refuse rather than write half.
+    if (row === undefined) throw new ConflictError(`room ${id} was rekeyed meanwhile; fetch it and retry`);
+    const room = toRoom(row);
+    for (const k of v.sealedKeys) this.#stmt.putKey.run(id, k.signPub, room.epoch, k.sealed);
+    return room;
   }
 
   getSealedKey(roomId: string, signPub: string, epoch?: number): Promise<SealedKey> {

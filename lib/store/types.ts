@@ -284,10 +284,23 @@ export interface Store {
   /**
    * Removes a member. Its sealed keys for past epochs are kept: it legitimately held
    * them, the key route serves keys to members only, and the owner's rekey (the next
-   * call after a removal) makes sure it never gets the next one. `InvalidArgumentError`;
-   * `NotFoundError` for the room or the member; `ConflictError` for the owner.
+   * call after a removal) makes sure it never gets the next one. With `rekey`, the room
+   * also moves to epoch `fromEpoch + 1` in the same transaction, with keys for exactly
+   * the members that remain (how a member leaves an encrypted room: it never holds the
+   * next key, and the room is never at an epoch a non-member holds). `InvalidArgumentError`
+   * (also `fromEpoch`, `sealedKeys`); `NotFoundError` for the room or the member;
+   * `ConflictError` for the owner, and for a `rekey` refused as `rekey()` refuses it.
    */
-  removeMember(roomId: string, signPub: string): Promise<void>;
+  removeMember(roomId: string, signPub: string, rekey?: Rekey): Promise<void>;
+  /**
+   * Hands the room to another current member: `ownerSignPub` becomes `toSignPub`, whose
+   * role becomes "owner", and the previous owner stays on as a "member" — one
+   * transaction; keys and epoch are untouched (the new owner already holds them).
+   * `InvalidArgumentError` (`roomId`, `signPub`); `NotFoundError("room")`;
+   * `NotFoundError("member", "<roomId>/<signPub>")` when `toSignPub` is not a member;
+   * `ConflictError` when it already owns the room or is revoked.
+   */
+  transferRoom(roomId: string, toSignPub: string): Promise<Room>;
   /**
    * Moves an encrypted room to epoch `fromEpoch + 1` with a key for exactly every
    * current member — one transaction. `InvalidArgumentError` (`roomId`, `fromEpoch`,

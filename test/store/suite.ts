@@ -11,6 +11,7 @@ import { newInviteToken } from "../../lib/store/index.ts";
 import { roomInput, type SuiteContext, sealed, withRoom } from "./context.ts";
 import { kexPubHex, signPubHex } from "./keys.ts";
 import { inviteTests } from "./suite-invites.ts";
+import { lifecycleTests } from "./suite-lifecycle.ts";
 import { roomTests } from "./suite-rooms.ts";
 
 export interface SuiteOptions {
@@ -302,6 +303,7 @@ export function storeSuite(
     });
 
     await roomTests(t, ctx);
+    await lifecycleTests(t, ctx);
     await inviteTests(t, ctx);
 
     t.test("snapshot of an empty store", async (t) => {

@@ -3,6 +3,7 @@ import { parseSignPub } from "../../crypto/identity.ts";
 import type { User } from "../../store/index.ts";
 import { printJson, table } from "../output.ts";
 import { roleOf, type StoreTargetOptions, storeTargetOptions, withStore } from "../store.ts";
+import { settleOwnedRooms } from "./room.ts";
 
 interface AddOptions extends StoreTargetOptions {
   handle: string;
@@ -43,7 +44,11 @@ export function userCommand(program: Command): void {
     user
       .command("delete")
       .description("delete an identity from the allowlist for good")
-      .argument("<sign-pub>", "the identity's signing key"),
+      .argument("<sign-pub>", "the identity's signing key")
+      .option(
+        "--rooms <choice...>",
+        "what happens to the rooms it owns: delete, or transfer-to <sign-pub> (a member of each)",
+      ),
   ).action(deleteUser);
 }
 
@@ -81,10 +86,15 @@ async function revokeUser(signPub: string, opts: StoreTargetOptions): Promise<vo
   });
 }
 
-async function deleteUser(signPub: string, opts: StoreTargetOptions): Promise<void> {
+async function deleteUser(signPub: string, opts: StoreTargetOptions & { rooms?: string[] }): Promise<void> {
   const key = parseSignPub(signPub, "sign-pub");
-  await withStore(opts, (s) => s.deleteUser(key), {
-    write: true,
-    print: () => void process.stdout.write(`deleted ${key}\n`),
-  });
+  await withStore(
+    opts,
+    async (s) => {
+      const note = await settleOwnedRooms(opts, s, key, opts.rooms);
+      await s.deleteUser(key);
+      return note;
+    },
+    { write: true, print: (note) => void process.stdout.write(`deleted ${key}${note}\n`) },
+  );
 }
