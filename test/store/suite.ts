@@ -6,16 +6,19 @@ import {
   StoreUnavailableError,
   UserExistsError,
 } from "../../lib/errors.ts";
-import type { NewUser, Store } from "../../lib/store/index.ts";
+import type { Invite, NewUser, Store } from "../../lib/store/index.ts";
 import { newInviteToken } from "../../lib/store/index.ts";
 import { roomInput, type SuiteContext, sealed, withRoom } from "./context.ts";
 import { kexPubHex, signPubHex } from "./keys.ts";
+import { inviteSweepTests } from "./suite-invite-sweep.ts";
 import { inviteTests } from "./suite-invites.ts";
 import { roomTests } from "./suite-rooms.ts";
 
 export interface SuiteOptions {
   /** Opens another store on the same state as `store` (another process's view), if the backend can. */
   sibling?: (store: Store) => Promise<Store>;
+  /** Writes invite records as they are (bulk set-up for scale tests), if the backend can do it faster than createInvite. */
+  seedInvites?: (store: Store, invites: Invite[]) => Promise<void>;
 }
 
 /**
@@ -36,6 +39,7 @@ export function storeSuite(
   const sibling = opts.sibling;
   const ctx: SuiteContext = {
     fresh,
+    ...(opts.seedInvites ? { seedInvites: opts.seedInvites } : {}),
     sibling:
       sibling &&
       (async (tt, store) => {
@@ -303,6 +307,7 @@ export function storeSuite(
 
     await roomTests(t, ctx);
     await inviteTests(t, ctx);
+    await inviteSweepTests(t, ctx);
 
     t.test("snapshot of an empty store", async (t) => {
       const s = await fresh(t);
