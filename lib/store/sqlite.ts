@@ -694,7 +694,7 @@ class SqliteStore implements Store {
       last = now;
       onChange(null);
     }, SqliteStore.WATCH_POLL_MS);
-    timer.unref();
+    // Not unref'd: a watch holds the process like the KV backend's watch does, until stop() or close().
     this.#watches.add(timer);
     return {
       stop: () => {

@@ -13,6 +13,7 @@ import { kexPubHex, signPubHex } from "./keys.ts";
 import { inviteSweepTests } from "./suite-invite-sweep.ts";
 import { inviteTests } from "./suite-invites.ts";
 import { roomTests } from "./suite-rooms.ts";
+import { watchTests } from "./suite-watch.ts";
 
 export interface SuiteOptions {
   /** Opens another store on the same state as `store` (another process's view), if the backend can. */
@@ -308,6 +309,7 @@ export function storeSuite(
     await roomTests(t, ctx);
     await inviteTests(t, ctx);
     await inviteSweepTests(t, ctx);
+    await watchTests(t, ctx);
 
     t.test("snapshot of an empty store", async (t) => {
       const s = await fresh(t);
