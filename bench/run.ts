@@ -8,6 +8,7 @@ const all: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   acl: () => import("./acl.ts"),
   cluster: () => import("./cluster.ts"),
   store: () => import("./store.ts"),
+  kvscale: () => import("./kvscale.ts"),
   failover: () => import("./failover.ts"),
   heal: () => import("./heal.ts"),
   abuse: () => import("./abuse.ts"),

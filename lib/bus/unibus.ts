@@ -44,6 +44,7 @@ import {
   type ServerCertificate,
   urlHost,
 } from "../tls/index.ts";
+import { AccessWatch } from "./access-watch.ts";
 import type { BusHandle, BusState, UnibusEvents } from "./handle.ts";
 import { handOverLeaderships } from "./handover.ts";
 import { type HealthReport, LinkWatch, natsAnswers, type PartName, reportOf } from "./health.ts";
@@ -210,8 +211,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
   #callout?: AuthCallout;
   #kicker?: Kicker;
   #streams?: RoomStreams;
-  #sweep?: NodeJS.Timeout;
-  #sweeping = false;
+  #access?: AccessWatch;
   /** Admitted connections by identity, for live revocation. */
   readonly connections: ConnectionRegistry;
   #control?: ControlServer;
@@ -469,8 +469,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     ]);
     this.#watchLinks();
     if (!clustered) void this.#pruneStreams();
-    this.#sweep = setInterval(() => void this.#sweepRevoked(), 250);
-    this.#sweep.unref();
+    this.#watchAccess(services.logger);
     this.#controlUrl = `https://${urlHost(this.#host)}:${controlPort}`;
   }
 
@@ -743,29 +742,22 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     ]);
   }
 
-  /**
-   * Allowlist edits that bypass the control plane (the host-trusted CLI writes the
-   * store directly) are caught here: a connected identity that is no longer
-   * authorized is kicked, and the callout refuses it from then on.
-   */
-  async #sweepRevoked(): Promise<void> {
-    const store = this.#store;
-    // One sweep at a time: on KV without quorum a check waits for the store's timeout.
-    if (!store || this.#state !== "running" || this.#sweeping) return;
-    this.#sweeping = true;
-    try {
-      for (const signPub of this.connections.identities()) {
-        let ok: boolean;
-        try {
-          ok = await store.isAuthorized(signPub);
-        } catch {
-          return; // store trouble: new connections are denied by the callout; do not storm live ones
-        }
-        if (!ok) await this.#kicker?.kickIdentity(signPub, "no longer authorized").catch(() => {});
-      }
-    } finally {
-      this.#sweeping = false;
-    }
+  /** Live revocation from the store's users watch, once the store is open (a cluster member opens it in the background). */
+  #watchAccess(logger: Logger): void {
+    const kicker = this.#kicker;
+    this.#access = new AccessWatch({
+      connections: this.connections,
+      kick: (signPub, reason) => kicker?.kickIdentity(signPub, reason) ?? Promise.resolve(),
+      logger,
+    });
+    const access = this.#access;
+    this.#storeReady.then(
+      () => {
+        const store = this.#holder?.current;
+        if (store && this.#isUp() && this.#access === access) access.start(store);
+      },
+      () => {}, // a store that never opens is reported by health; there is nothing to watch
+    );
   }
 
   async #refreshLiveMetrics(): Promise<void> {
@@ -786,7 +778,8 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
         log.warn({ component: "bus", err: (err as Error).message }, `stopping ${what} failed`);
       }
     };
-    clearInterval(this.#sweep);
+    this.#access?.stop();
+    this.#access = undefined;
     // Transfers are cut first: their partial files are discarded, not left half-written.
     await step("blob store", () => this.#blobs?.close());
     await step("control plane", () => this.#control?.close());

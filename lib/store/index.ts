@@ -31,6 +31,7 @@ export type {
   StoreChoice,
   User,
   UserStatus,
+  UserWatch,
 } from "./types.ts";
 export { chooseStoreBackend } from "./types.ts";
 export {

@@ -38,7 +38,30 @@ export const key = {
   // id (12 hex) as its own token, so `cancelInvite(id)` finds the invite with a filter.
   invite: (tokenHash: string) => `${tokenHash.slice(0, 12)}.${tokenHash.slice(12)}`,
   inviteById: (id: string) => `${id}.*`,
+  // Invites are two tokens; the index entries three, so `invitesAll` never lists them.
+  invitesAll: "*.*",
+  inviteOfHandle: (handle: string) => `idx.handle.${hexOf(handle)}`,
+  inviteOfId: (id: string) => `idx.id.${id}`,
 };
+
+/**
+ * `invites` idx.id.<id>: the tokenHash holding an invite id, claimed with `kv.create`
+ * before the invite is written, so two tokens never share an id and `cancelInvite(id)`
+ * is one get. A claim whose invite is gone (swept, or its writer died) may be taken over.
+ */
+export interface InviteIdIndex {
+  tokenHash: string;
+}
+
+/**
+ * `invites` idx.handle.<hex(handle)>: the tokenHash of the handle's newest invite, so
+ * createInvite checks "an open invite for this handle" with one get instead of a scan.
+ * It is advanced by compare-and-swap after the invite is written, which also orders two
+ * racing creators: the one whose swap lands first keeps its invite, the other withdraws.
+ */
+export interface InviteHandleIndex {
+  tokenHash: string;
+}
 
 /** `users`: the User, plus a mark while `deleteUser` is cleaning up (then the user reads as absent). */
 export type UserRec = User & { deleting?: true };
@@ -111,11 +134,16 @@ export async function listKeys(kv: KV, filter?: string | string[]): Promise<stri
   return out;
 }
 
-/** Every live entry under `filter`, fetched in parallel. */
+/**
+ * Every live entry under `filter`, values included, from one ordered consumer (the
+ * bucket keeps one revision per key): a get per key would cost a round trip each,
+ * which at ten thousand keys no longer fits an operation's deadline.
+ */
 export async function listEntries(kv: KV, filter?: string | string[]): Promise<KvEntry[]> {
-  const keys = await listKeys(kv, filter);
-  const entries = await Promise.all(keys.map((k) => kv.get(k)));
-  return entries.map(live).filter((e): e is KvEntry => e !== null);
+  const last = new Map<string, KvEntry>();
+  const it = await kv.history(filter === undefined ? {} : { key: filter });
+  for await (const e of it) last.set(e.key, e); // in stream order: a later revision wins
+  return [...last.values()].filter((e) => e.operation === "PUT");
 }
 
 export const byString =

@@ -9,6 +9,8 @@
  *   memberof  <signPub>.<roomId>             → "1"   (reverse index for listRoomsFor / deleteUser)
  *   keys      <roomId>.<signPub>.<epoch>     → the sealed room key (every epoch kept)
  *   invites   <id12>.<rest of tokenHash>     → Invite
+ *             idx.id.<id12>                  → InviteIdIndex      (id uniqueness; cancel by id in one get)
+ *             idx.handle.<hex(handle)>       → InviteHandleIndex  (the handle's newest invite)
  *
  * There are no multi-key transactions in KV, so every multi-key write has ONE commit
  * point — a single compare-and-swap on one record — and everything else is either
@@ -34,6 +36,9 @@
  *   - createRoom / deleteUser / createInvite re-check after their write what they checked
  *     before it (owner still there; no room owned; no rival live invite for the handle) and
  *     back out if a racing write slipped in; of two racing writes at least one sees the other.
+ *   - createInvite: claim the id (create), write the invite, then advance the handle's index
+ *     by CAS (the commit): a racing creator whose swap landed first holds a live invite and
+ *     ours is withdrawn. No call scans the bucket, so its cost does not grow with the invites.
  *   - consumeInvite: CAS the invite open → spent (the single-use guarantee: exactly one
  *     caller wins), then create the user; a handle lost meanwhile re-opens the token.
  *
@@ -48,7 +53,7 @@
  */
 import crypto from "node:crypto";
 import { JetStreamApiError, jetstream } from "@nats-io/jetstream";
-import { type KV, Kvm } from "@nats-io/kv";
+import { type KV, Kvm, KvWatchInclude } from "@nats-io/kv";
 import { type Authenticator, connect, type NatsConnection } from "@nats-io/transport-node";
 import {
   ConflictError,
@@ -68,6 +73,8 @@ import {
   byString,
   encodeJson,
   type HandleClaim,
+  type InviteHandleIndex,
+  type InviteIdIndex,
   key,
   listEntries,
   listKeys,
@@ -92,6 +99,7 @@ import {
   checkTransferRoom,
   decideConsume,
   inviteIsLive,
+  inviteIsSweepable,
   memberId,
 } from "./rules.ts";
 import type {
@@ -109,6 +117,7 @@ import type {
   Snapshot,
   Store,
   User,
+  UserWatch,
 } from "./types.ts";
 import {
   hashInviteToken,
@@ -117,6 +126,7 @@ import {
   isRoomIdShape,
   lookupKey,
   parseInviteRef,
+  type ValidNewInvite,
   type ValidNewRoom,
   type ValidRegistration,
   type ValidRekey,
@@ -129,6 +139,7 @@ import {
   validateRegistration,
   validateRekey,
   validateRoomId,
+  validateSweepBefore,
 } from "./validate.ts";
 
 export interface KvStoreOptions {
@@ -280,6 +291,7 @@ export class KvStore implements Store {
   readonly replicas: number;
   readonly bucketPrefix: string;
   #closed = false;
+  readonly #watches = new Set<UserWatch>();
 
   constructor(
     nc: NatsConnection,
@@ -324,15 +336,15 @@ export class KvStore implements Store {
    * Every method runs through here: closed store, deadline and unexpected errors become
    * `StoreUnavailableError` (callers deny on it); our own typed errors pass through.
    */
-  #run<T>(op: string, fn: (ctx: Ctx) => Promise<T>): Promise<T> {
+  #run<T>(op: string, fn: (ctx: Ctx) => Promise<T>, timeoutMs = this.#timeoutMs): Promise<T> {
     if (this.#closed) return Promise.reject(new StoreUnavailableError("the store is closed"));
-    const ctx: Ctx = { deadline: Date.now() + this.#timeoutMs };
-    return bounded(this.#timeoutMs, () => fn(ctx)).catch((err: unknown) => {
+    const ctx: Ctx = { deadline: Date.now() + timeoutMs };
+    return bounded(timeoutMs, () => fn(ctx)).catch((err: unknown) => {
       if (err instanceof UnibusError) throw err;
       if (err instanceof Timeout) {
-        this.#log.warn({ op, timeoutMs: this.#timeoutMs }, "KV store operation timed out");
+        this.#log.warn({ op, timeoutMs }, "KV store operation timed out");
         throw new StoreUnavailableError(
-          `the store did not answer within ${this.#timeoutMs} ms (NATS/JetStream unreachable or without quorum); retry later`,
+          `the store did not answer within ${timeoutMs} ms (NATS/JetStream unreachable or without quorum); retry later`,
           { cause: err },
         );
       }
@@ -914,21 +926,33 @@ export class KvStore implements Store {
   // ---- invites ----
 
   async #allInvites(): Promise<Array<{ value: Invite; revision: number }>> {
-    return (await listEntries(this.#b.invites)).map((e) => ({ value: parse<Invite>(e.value), revision: e.revision }));
+    return (await listEntries(this.#b.invites, key.invitesAll)).map((e) => ({
+      value: parse<Invite>(e.value),
+      revision: e.revision,
+    }));
   }
 
   createInvite(i: NewInvite): Promise<Invite> {
-    return this.#run("createInvite", async () => {
+    return this.#run("createInvite", async (ctx) => {
       const v = validateNewInvite(i);
       const tokenHash = hashInviteToken(v.token);
       const now = Date.now();
-      const all = await this.#allInvites();
       const id = inviteIdOf(tokenHash);
+      // Gets by key and one filtered listing: the cost does not grow with the number of invites.
+      const [byHash, byId, owner, index] = await Promise.all([
+        this.#get<Invite>(this.#b.invites, key.invite(tokenHash)),
+        // No listing fallback here: a token is refused by its own key above, and an id shared
+        // with an older, unclaimed invite would take a 48-bit hash prefix collision.
+        this.#inviteByIdClaim(id),
+        this.#handleOwner(v.handle),
+        this.#handleIndex(v.handle, now),
+      ]);
       checkCreateInvite(v, {
-        tokenUsed: all.some((x) => x.value.tokenHash === tokenHash || x.value.id === id),
-        handleIsUser: (await this.#handleOwner(v.handle)).taken,
-        handleHasOpenInvite: all.some((x) => x.value.handle === v.handle && inviteIsLive(x.value, now)),
+        tokenUsed: byHash !== undefined || byId !== undefined,
+        handleIsUser: owner.taken,
+        handleHasOpenInvite: index.live,
       });
+      await this.#claimInviteId(id, tokenHash);
       const invite: Invite = {
         id,
         tokenHash,
@@ -947,17 +971,104 @@ export class KvStore implements Store {
         if (!isCasFailure(err)) throw err;
         throw new ConflictError("this invite token was used before; generate a new token");
       }
-      // Two racing invites for one handle: each looks again after writing. Of two writes, the
-      // later one's look sees the earlier, so at most one survives (both may withdraw).
-      const rival = (await this.#allInvites()).some(
-        (x) => x.value.tokenHash !== tokenHash && x.value.handle === v.handle && inviteIsLive(x.value, Date.now()),
-      );
-      if (rival) {
-        await this.#b.invites.delete(key.invite(tokenHash));
-        checkCreateInvite(v, { tokenUsed: false, handleIsUser: false, handleHasOpenInvite: true });
-      }
+      await this.#indexInvite(v, tokenHash, ctx);
       return invite;
     });
+  }
+
+  /** The handle's index entry and whether the invite it names can still be consumed. */
+  async #handleIndex(handle: string, now: number): Promise<{ live: boolean; revision?: number }> {
+    const idx = await this.#get<InviteHandleIndex>(this.#b.invites, key.inviteOfHandle(handle));
+    if (idx === undefined) return { live: false };
+    const named = await this.#get<Invite>(this.#b.invites, key.invite(idx.value.tokenHash));
+    const live = named !== undefined && named.value.handle === handle && inviteIsLive(named.value, now);
+    return { live, revision: idx.revision };
+  }
+
+  /**
+   * Points the handle's index at our fresh invite by compare-and-swap. A racing creator
+   * whose swap landed first holds a live invite: ours is withdrawn, so at most one survives.
+   */
+  async #indexInvite(v: ValidNewInvite, tokenHash: string, ctx: Ctx): Promise<void> {
+    const ik = key.invite(tokenHash);
+    const xk = key.inviteOfHandle(v.handle);
+    try {
+      for (;;) {
+        this.#checkDeadline(ctx);
+        const index = await this.#handleIndex(v.handle, Date.now());
+        if (index.live) {
+          await this.#b.invites.delete(ik);
+          checkCreateInvite(v, { tokenUsed: false, handleIsUser: false, handleHasOpenInvite: true });
+        }
+        const data = encodeJson({ tokenHash } satisfies InviteHandleIndex);
+        try {
+          if (index.revision === undefined) await this.#b.invites.create(xk, data);
+          else await this.#b.invites.update(xk, data, index.revision);
+          return;
+        } catch (err) {
+          if (!isCasFailure(err)) throw err;
+        }
+      }
+    } catch (err) {
+      // Unindexed, the invite would not block a second one for its handle: withdraw it.
+      if (!(err instanceof ConflictError)) await this.#b.invites.delete(ik).catch(() => {});
+      throw err;
+    }
+  }
+
+  /** How many deletes of a sweep run at once, each batch within its own deadline. */
+  static readonly SWEEP_BATCH = 200;
+  /** The sweep's one listing may take this many operation timeouts. */
+  static readonly SWEEP_LIST_FACTOR = 10;
+
+  async sweepInvites(before: number): Promise<number> {
+    // One listing of the whole bucket: invites and their index entries with revisions, no get per key.
+    const doomed = await this.#run(
+      "sweepInvites",
+      async () => {
+        const cut = validateSweepBefore(before);
+        const now = Date.now();
+        const all = await listEntries(this.#b.invites);
+        const at = new Map(all.map((e) => [e.key, e]));
+        const out: Array<{ key: string; revision: number }> = [];
+        for (const e of all) {
+          if (e.key.split(".").length !== 2) continue;
+          const inv = parse<Invite>(e.value);
+          if (!inviteIsSweepable(inv, cut, now)) continue;
+          out.push({ key: e.key, revision: e.revision });
+          // Index entries that still name this invite go with it.
+          for (const xk of [key.inviteOfId(inv.id), key.inviteOfHandle(inv.handle)]) {
+            const x = at.get(xk);
+            if (x !== undefined && parse<{ tokenHash: string }>(x.value).tokenHash === inv.tokenHash) {
+              out.push({ key: xk, revision: x.revision });
+            }
+          }
+        }
+        return out;
+        // A background sweep over the whole bucket: bounded, but not by one request's deadline.
+      },
+      KvStore.SWEEP_LIST_FACTOR * this.#timeoutMs,
+    );
+    let removed = 0;
+    for (let i = 0; i < doomed.length; i += KvStore.SWEEP_BATCH) {
+      const batch = doomed.slice(i, i + KvStore.SWEEP_BATCH);
+      removed += await this.#run("sweepInvites", async () => {
+        const done = await Promise.all(batch.map((d) => this.#deleteAt(d.key, d.revision)));
+        return batch.filter((d, j) => done[j] && d.key.split(".").length === 2).length;
+      });
+    }
+    return removed;
+  }
+
+  /** Deletes `k` if it is still at `revision` (an invite re-opened meanwhile is kept); whether it did. */
+  async #deleteAt(k: string, revision: number): Promise<boolean> {
+    try {
+      await this.#b.invites.delete(k, { previousSeq: revision });
+      return true;
+    } catch (err) {
+      if (isCasFailure(err)) return false;
+      throw err;
+    }
   }
 
   listInvites(): Promise<Invite[]> {
@@ -968,10 +1079,39 @@ export class KvStore implements Store {
     );
   }
 
+  /** The invite holding `id`, through its id claim (one get, no listing). */
+  async #inviteByIdClaim(id: string): Promise<{ value: Invite; revision: number } | undefined> {
+    const claim = await this.#get<InviteIdIndex>(this.#b.invites, key.inviteOfId(id));
+    return claim === undefined ? undefined : this.#get<Invite>(this.#b.invites, key.invite(claim.value.tokenHash));
+  }
+
+  /** As #inviteByIdClaim; an invite made before id claims existed is found by a filtered listing (rare: cancel by id). */
   async #inviteById(id: string): Promise<{ value: Invite; revision: number } | undefined> {
+    const claimed = await this.#inviteByIdClaim(id);
+    if (claimed !== undefined) return claimed;
     const entries = await listEntries(this.#b.invites, key.inviteById(id));
     const e = entries[0];
     return e === undefined ? undefined : { value: parse<Invite>(e.value), revision: e.revision };
+  }
+
+  /** Claims `id` for `tokenHash`, taking over a claim whose invite is gone; ConflictError when another invite holds it. */
+  async #claimInviteId(id: string, tokenHash: string): Promise<void> {
+    const xk = key.inviteOfId(id);
+    const data = encodeJson({ tokenHash } satisfies InviteIdIndex);
+    const used = () => new ConflictError("this invite token was used before; generate a new token");
+    try {
+      await this.#b.invites.create(xk, data);
+      return;
+    } catch (err) {
+      if (!isCasFailure(err)) throw err;
+    }
+    const claim = await this.#get<InviteIdIndex>(this.#b.invites, xk);
+    if (claim === undefined || (await this.#get<Invite>(this.#b.invites, key.invite(claim.value.tokenHash)))) {
+      throw used();
+    }
+    await this.#b.invites.update(xk, data, claim.revision).catch((err: unknown) => {
+      throw isCasFailure(err) ? used() : err;
+    });
   }
 
   cancelInvite(idOrToken: string): Promise<Invite> {
@@ -1121,9 +1261,42 @@ export class KvStore implements Store {
     });
   }
 
+  /** Pause before a broken watch is made again (the cluster may be electing a leader). */
+  static readonly REWATCH_MS = 250;
+
+  watchUsers(onChange: (signPub: string | null) => void): UserWatch {
+    let stopped = false;
+    let iter: { stop(): void } | undefined;
+    const watch: UserWatch = {
+      stop: () => {
+        stopped = true;
+        iter?.stop();
+        this.#watches.delete(watch);
+      },
+    };
+    this.#watches.add(watch);
+    void (async () => {
+      for (let first = true; !stopped && !this.#closed; first = false) {
+        // Changes while no watch ran may have been missed: say so once.
+        if (!first) onChange(null);
+        try {
+          const it = await this.#b.users.watch({ include: KvWatchInclude.UpdatesOnly, headers_only: true });
+          iter = it;
+          if (stopped) it.stop();
+          for await (const e of it) onChange(e.key);
+        } catch (err) {
+          this.#log.debug({ err: (err as Error).message }, "the users watch broke; watching again");
+        }
+        if (!stopped) await sleep(KvStore.REWATCH_MS);
+      }
+    })();
+    return watch;
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    for (const w of [...this.#watches]) w.stop();
     if (this.#owned && !this.#nc.isClosed()) {
       await this.#nc
         .close()

@@ -135,6 +135,18 @@ export function inviteIsLive(invite: Pick<Invite, "status" | "expiresAt">, now: 
   return inviteRefusal(invite, now) === null;
 }
 
+/**
+ * What `sweepInvites(before)` removes: an invite made before `before` that can no longer
+ * be consumed (spent, cancelled or expired at `now`).
+ */
+export function inviteIsSweepable(
+  invite: Pick<Invite, "status" | "expiresAt" | "createdAt">,
+  before: number,
+  now: number,
+): boolean {
+  return invite.createdAt < before && !inviteIsLive(invite, now);
+}
+
 export function checkCancelInvite(ref: string, invite: Invite | undefined): Invite {
   if (invite === undefined) throw new NotFoundError("invite", ref);
   if (invite.status !== "open") throw new ConflictError(`invite ${invite.id} is already ${invite.status}`);

@@ -1,7 +1,16 @@
 import { InvalidArgumentError, StoreUnavailableError, UnibusError } from "../errors.ts";
 import type { KvStore } from "./kv.ts";
-import { encodeJson, type HandleClaim, key, type MemberEntry, type RoomRec, type SubjectClaim } from "./kv-layout.ts";
-import type { Snapshot } from "./types.ts";
+import {
+  encodeJson,
+  type HandleClaim,
+  type InviteHandleIndex,
+  type InviteIdIndex,
+  key,
+  type MemberEntry,
+  type RoomRec,
+  type SubjectClaim,
+} from "./kv-layout.ts";
+import type { Invite, Snapshot } from "./types.ts";
 
 export interface ImportProgress {
   phase: "users" | "sealedKeys" | "index" | "rooms" | "invites";
@@ -65,7 +74,23 @@ export async function importSnapshot(
         encodeJson({ room, members: membersOf.get(room.id) ?? [], committed: true, lock: null } satisfies RoomRec),
       ),
     );
-    await phase("invites", snap.invites, (inv) => b.invites.put(key.invite(inv.tokenHash), encodeJson(inv)));
+    await phase("invites", snap.invites, async (inv) => {
+      await b.invites.put(key.inviteOfId(inv.id), encodeJson({ tokenHash: inv.tokenHash } satisfies InviteIdIndex));
+      await b.invites.put(key.invite(inv.tokenHash), encodeJson(inv));
+    });
+    // createInvite finds a handle's open invite through this index, not by a scan.
+    const newestOpen = new Map<string, Invite>();
+    for (const inv of snap.invites) {
+      const seen = newestOpen.get(inv.handle);
+      if (inv.status === "open" && (seen === undefined || seen.createdAt < inv.createdAt))
+        newestOpen.set(inv.handle, inv);
+    }
+    await phase("invites", [...newestOpen.values()], (inv) =>
+      b.invites.put(
+        key.inviteOfHandle(inv.handle),
+        encodeJson({ tokenHash: inv.tokenHash } satisfies InviteHandleIndex),
+      ),
+    );
   } catch (err) {
     if (err instanceof UnibusError) throw err;
     throw new StoreUnavailableError(

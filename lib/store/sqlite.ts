@@ -42,6 +42,7 @@ import type {
   Store,
   User,
   UserStatus,
+  UserWatch,
 } from "./types.ts";
 import {
   hashInviteToken,
@@ -60,6 +61,7 @@ import {
   validateRegistration,
   validateRekey,
   validateRoomId,
+  validateSweepBefore,
 } from "./validate.ts";
 
 export interface SqliteStoreOptions {
@@ -290,7 +292,11 @@ function prepare(db: DatabaseSync) {
     snapRooms: p(`SELECT ${ROOM_COLUMNS} FROM rooms ORDER BY id`),
     snapMembers: p(`SELECT ${MEMBER_COLUMNS} FROM room_members ORDER BY room_id, sign_pub`),
     snapKeys: p(`SELECT ${KEY_COLUMNS} FROM room_keys ORDER BY room_id, epoch, sign_pub`),
+    // Spent and cancelled ones whatever their expiry; open ones once expired (the caller's clock).
+    sweepInvites: p("DELETE FROM invites WHERE created_at < ? AND (status != 'open' OR expires_at <= ?)"),
     snapInvites: p(`SELECT ${INVITE_COLUMNS} FROM invites ORDER BY token_hash`),
+    // data_version moves on another connection's commit; total_changes() on this one's writes.
+    changeCounter: p("SELECT (SELECT data_version FROM pragma_data_version) AS v, total_changes() AS c"),
   };
 }
 
@@ -300,6 +306,7 @@ class SqliteStore implements Store {
   readonly #log: Logger;
   #closed = false;
   readonly #stmt: ReturnType<typeof prepare>;
+  readonly #watches = new Set<NodeJS.Timeout>();
 
   constructor(db: DatabaseSync, logger: Logger) {
     this.#db = db;
@@ -647,6 +654,13 @@ class SqliteStore implements Store {
     });
   }
 
+  sweepInvites(before: number): Promise<number> {
+    return this.#run("sweepInvites", () => {
+      const cut = validateSweepBefore(before);
+      return Number(this.#stmt.sweepInvites.run(cut, Date.now()).changes);
+    });
+  }
+
   consumeInvite(token: string, r: Registration): Promise<User> {
     return this.#run("consumeInvite", () => {
       const tokenHash = hashInviteToken(validateInviteToken(token));
@@ -692,9 +706,43 @@ class SqliteStore implements Store {
     );
   }
 
+  /** How often watchUsers looks at the change counters: one tiny query, no per-user reads. */
+  static readonly WATCH_POLL_MS = 250;
+
+  watchUsers(onChange: (signPub: string | null) => void): UserWatch {
+    let last = this.#changeCounter();
+    const timer = setInterval(() => {
+      if (this.#closed) return;
+      const now = this.#changeCounter();
+      if (now === last) return;
+      last = now;
+      onChange(null);
+    }, SqliteStore.WATCH_POLL_MS);
+    // Not unref'd: a watch holds the process like the KV backend's watch does, until stop() or close().
+    this.#watches.add(timer);
+    return {
+      stop: () => {
+        clearInterval(timer);
+        this.#watches.delete(timer);
+      },
+    };
+  }
+
+  /** Both counters as one value; an unreadable database reads as a change (the watcher then checks, and denies on error). */
+  #changeCounter(): string {
+    try {
+      const row = this.#stmt.changeCounter.get() as Row;
+      return `${String(row.v)}:${String(row.c)}`;
+    } catch {
+      return `error:${Date.now()}`;
+    }
+  }
+
   close(): Promise<void> {
     if (this.#closed) return Promise.resolve();
     this.#closed = true;
+    for (const timer of this.#watches) clearInterval(timer);
+    this.#watches.clear();
     try {
       this.#db.close();
     } catch (err) {

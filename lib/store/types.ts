@@ -123,6 +123,11 @@ export interface Rekey {
   sealedKeys: Array<{ signPub: string; sealed: string }>;
 }
 
+/** A running `watchUsers`; `stop()` ends it (closing the store ends it too). */
+export interface UserWatch {
+  stop(): void;
+}
+
 export type InviteStatus = "open" | "spent" | "cancelled";
 
 /**
@@ -239,6 +244,15 @@ export interface Store {
   isAuthorized(signPub: string): Promise<boolean>;
   /** True when at least one active admin exists. */
   hasAdmin(): Promise<boolean>;
+  /**
+   * Calls `onChange` soon after users change, whoever wrote (another process on the same
+   * state included): with the user's key when the backend knows it (KV: a watch on the
+   * users bucket), or with null for "users changed: check the ones you hold" (SQLite: a
+   * cheap poll of the database's change counter catches other processes' writes; this
+   * store's own writes name the key). After store trouble the watch resumes by itself
+   * and reports null once, since changes meanwhile may have been missed.
+   */
+  watchUsers(onChange: (signPub: string | null) => void): UserWatch;
 
   // ---- rooms ----
 
@@ -353,6 +367,12 @@ export interface Store {
    * and the token is spent, so it cannot be retried with another key.
    */
   consumeInvite(token: string, r: Registration): Promise<User>;
+  /**
+   * Removes the invites made before `before` (ms since the epoch) that can no longer be
+   * consumed — spent, cancelled or expired — and returns how many went. Their tokens then
+   * read as unknown. `InvalidArgumentError("before")` for anything but a whole, non-negative ms.
+   */
+  sweepInvites(before: number): Promise<number>;
 
   // ---- whole state ----
 

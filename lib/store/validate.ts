@@ -444,6 +444,14 @@ export function validateNewInvite(input: unknown): ValidNewInvite {
   };
 }
 
+/** The cut of `sweepInvites`: a time in ms since the epoch (invites made before it may go). */
+export function validateSweepBefore(before: unknown): number {
+  if (typeof before !== "number" || !Number.isSafeInteger(before) || before < 0) {
+    throw new InvalidArgumentError("before", "before must be a time in whole milliseconds since 1970");
+  }
+  return before;
+}
+
 /** How `cancelInvite` finds an invite: by its listed id, or by hashing the token. */
 export type InviteRef = { by: "id"; id: string } | { by: "tokenHash"; tokenHash: string };
 

@@ -1,6 +1,6 @@
 import crypto from "node:crypto";
 import type { Test } from "tap";
-import type { NewRoom, NewUser, Room, Store, User } from "../../lib/store/index.ts";
+import type { Invite, NewRoom, NewUser, Room, Store, User } from "../../lib/store/index.ts";
 import { kexPubHex, signPubHex } from "./keys.ts";
 
 /** What the parts of the shared suite get from the backend under test. */
@@ -12,6 +12,8 @@ export interface SuiteContext {
    * `tt` ends; undefined when the backend cannot have one.
    */
   sibling?: (tt: Test, store: Store) => Promise<Store>;
+  /** Writes invite records as they are, for scale tests; undefined: use createInvite. */
+  seedInvites?: (store: Store, invites: Invite[]) => Promise<void>;
 }
 
 export function newUser(handle: string, extra: Partial<NewUser> = {}): NewUser {

@@ -10,6 +10,7 @@ import {
   openStore,
   type Store,
 } from "../../lib/store/index.ts";
+import { encodeJson, key } from "../../lib/store/kv-layout.ts";
 import { startJetStream } from "../helpers/nats.ts";
 import { kexPubHex, signPubHex } from "./keys.ts";
 import { storeSuite } from "./suite.ts";
@@ -42,6 +43,21 @@ async function racers(t: Test): Promise<KvStore[]> {
 
 await storeSuite(t, "kv", () => open(), {
   sibling: (store) => open({ bucketPrefix: prefixes.get(store)! }),
+  // As the snapshot importer writes them: each record with its id claim and handle index entry.
+  seedInvites: async (store, invites) => {
+    const b = (store as KvStore).buckets.invites;
+    for (let i = 0; i < invites.length; i += 200) {
+      await Promise.all(
+        invites
+          .slice(i, i + 200)
+          .flatMap((inv) => [
+            b.put(key.invite(inv.tokenHash), encodeJson(inv)),
+            b.put(key.inviteOfId(inv.id), encodeJson({ tokenHash: inv.tokenHash })),
+            b.put(key.inviteOfHandle(inv.handle), encodeJson({ tokenHash: inv.tokenHash })),
+          ]),
+      );
+    }
+  },
 });
 
 t.test("openStore picks the kv backend and does not close a connection it was given", async (t) => {

@@ -80,7 +80,36 @@ await storeSuite(
     files.set(store, file);
     return store;
   },
-  { sibling: (store) => openSqliteStore(files.get(store)!) },
+  {
+    sibling: (store) => openSqliteStore(files.get(store)!),
+    // Rows as the store writes them, in one transaction of a second connection.
+    seedInvites: async (store, invites) => {
+      const db = new DatabaseSync(files.get(store)!);
+      try {
+        const ins = db.prepare(
+          "INSERT INTO invites (id, token_hash, handle, role, created_by, created_at, expires_at, status, spent_by, spent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        );
+        db.exec("BEGIN IMMEDIATE");
+        for (const i of invites) {
+          ins.run(
+            i.id,
+            i.tokenHash,
+            i.handle,
+            i.role,
+            i.createdBy,
+            i.createdAt,
+            i.expiresAt,
+            i.status,
+            i.spentBy,
+            i.spentAt,
+          );
+        }
+        db.exec("COMMIT");
+      } finally {
+        db.close();
+      }
+    },
+  },
 );
 
 t.test("openStore picks the sqlite backend", async (t) => {

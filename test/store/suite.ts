@@ -6,17 +6,21 @@ import {
   StoreUnavailableError,
   UserExistsError,
 } from "../../lib/errors.ts";
-import type { NewUser, Store } from "../../lib/store/index.ts";
+import type { Invite, NewUser, Store } from "../../lib/store/index.ts";
 import { newInviteToken } from "../../lib/store/index.ts";
 import { roomInput, type SuiteContext, sealed, withRoom } from "./context.ts";
 import { kexPubHex, signPubHex } from "./keys.ts";
+import { inviteSweepTests } from "./suite-invite-sweep.ts";
 import { inviteTests } from "./suite-invites.ts";
 import { lifecycleTests } from "./suite-lifecycle.ts";
 import { roomTests } from "./suite-rooms.ts";
+import { watchTests } from "./suite-watch.ts";
 
 export interface SuiteOptions {
   /** Opens another store on the same state as `store` (another process's view), if the backend can. */
   sibling?: (store: Store) => Promise<Store>;
+  /** Writes invite records as they are (bulk set-up for scale tests), if the backend can do it faster than createInvite. */
+  seedInvites?: (store: Store, invites: Invite[]) => Promise<void>;
 }
 
 /**
@@ -37,6 +41,7 @@ export function storeSuite(
   const sibling = opts.sibling;
   const ctx: SuiteContext = {
     fresh,
+    ...(opts.seedInvites ? { seedInvites: opts.seedInvites } : {}),
     sibling:
       sibling &&
       (async (tt, store) => {
@@ -305,6 +310,8 @@ export function storeSuite(
     await roomTests(t, ctx);
     await lifecycleTests(t, ctx);
     await inviteTests(t, ctx);
+    await inviteSweepTests(t, ctx);
+    await watchTests(t, ctx);
 
     t.test("snapshot of an empty store", async (t) => {
       const s = await fresh(t);
