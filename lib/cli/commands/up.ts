@@ -192,6 +192,6 @@ async function firstAdminHint(bus: Unibus): Promise<string[]> {
     "",
     "No admin yet. Create your identity and add it as the first admin:",
     "  npx unibus identity new --out me.json",
-    `  npx unibus user add <signing key printed above> --handle you --role admin --data-dir ${rel}${bus.storeBackend === "kv" ? " --store kv" : ""}`,
+    `  npx unibus user add --identity me.json --handle you --role admin --data-dir ${rel}${bus.storeBackend === "kv" ? " --store kv" : ""}`,
   ];
 }
