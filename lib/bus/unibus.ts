@@ -13,7 +13,6 @@ import { AuthCallout, DEFAULT_USER_LIMITS } from "../auth/callout.ts";
 import { ConnectionRegistry, Kicker } from "../auth/kick.ts";
 import { permissionsFor } from "../auth/permissions.ts";
 import { loadOrCreateServiceKeys, type ServiceKeys } from "../auth/service-keys.ts";
-import type { AuthMode } from "../control/auth.ts";
 import { BlobStore } from "../control/blobs.ts";
 import { HttpError } from "../control/http-error.ts";
 import type { RateLimiterOptions } from "../control/limits.ts";
@@ -83,8 +82,6 @@ export interface StartUnibusOptions {
   logger?: Logger;
   /** Lifetime of user JWTs issued by the callout (seconds). */
   userJwtTtlSeconds?: number;
-  /** Control-plane request authentication: enforce (default), soft (log, let through) or off. */
-  authMode?: AuthMode;
   /** Control-plane per-IP rate limit. */
   rateLimit?: RateLimiterOptions;
   /** Limits of each persisted room's history (bytes, age, messages; the oldest go first). */
@@ -574,7 +571,6 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
         onAccessChange: (change) => this.#onAccessChange(change),
         reserveRoomStorage: () => this.#reserveRoomStorage(),
       },
-      ...(this.#opts.authMode ? { authMode: this.#opts.authMode } : {}),
       ...(this.#opts.rateLimit ? { rateLimit: this.#opts.rateLimit } : {}),
       ...(backend === "kv" && this.#kv ? { nonces: this.#kv.nonces } : {}),
     });
