@@ -12,7 +12,6 @@ import { AuthCallout, DEFAULT_USER_LIMITS } from "../auth/callout.ts";
 import { ConnectionRegistry, Kicker } from "../auth/kick.ts";
 import { permissionsFor } from "../auth/permissions.ts";
 import { loadOrCreateServiceKeys, type ServiceKeys } from "../auth/service-keys.ts";
-import type { AuthMode } from "../control/auth.ts";
 import { BlobStore, type Blobs } from "../control/blobs.ts";
 import { HttpError } from "../control/http-error.ts";
 import type { ControlTimeouts, RateLimiterOptions } from "../control/limits.ts";
@@ -83,8 +82,6 @@ export interface StartUnibusOptions {
   logger?: Logger;
   /** Lifetime of user JWTs issued by the callout (seconds). */
   userJwtTtlSeconds?: number;
-  /** Control-plane request authentication: enforce (default), soft (log, let through) or off. */
-  authMode?: AuthMode;
   /** Control-plane rate limits: per client address, and per signing key under `perIdentity` (default 50/s, burst 100). */
   rateLimit?: RateLimiterOptions & { perIdentity?: RateLimiterOptions };
   /** Control-plane handshake, header, request and body-rate deadlines and per-IP connection cap. */
@@ -580,7 +577,6 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
         onAccessChange: (change) => this.#onAccessChange(change),
         reserveRoomStorage: () => this.#reserveRoomStorage(),
       },
-      ...(this.#opts.authMode ? { authMode: this.#opts.authMode } : {}),
       ...controlLimits(this.#opts),
       ...(backend === "kv" && this.#kv ? { nonces: this.#kv.nonces } : {}),
     });

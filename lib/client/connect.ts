@@ -103,6 +103,14 @@ export class UnibusClient {
     return room;
   }
 
+  /**
+   * Registers this identity's key-exchange key with the bus when it was added by its
+   * signing key alone (encrypted rooms need it). Set once: a 409 when one is already there.
+   */
+  async registerKexPub(): Promise<void> {
+    await this.control.request("PUT", `/v1/users/${this.identity.signPub}/kex`, { kexPub: this.identity.kexPub });
+  }
+
   /** Opens a room this identity is a member of. */
   async openRoom(id: string): Promise<Room> {
     const info = await this.control.request<RoomInfo>("GET", `/v1/rooms/${encodeURIComponent(id)}`);

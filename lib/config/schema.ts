@@ -145,6 +145,15 @@ export const SETTINGS = {
     arg: "n",
     description: "JetStream replicas of room streams (default: min(3, nodes))",
   },
+  // docs/security.md: revocation is bounded by this lifetime when a kick fails.
+  userJwtTtlSeconds: {
+    type: "integer",
+    default: 3600,
+    minimum: 60,
+    maximum: 86_400,
+    arg: "seconds",
+    description: "lifetime of the user JWTs the auth callout issues, 60-86400 (default 3600)",
+  },
 } as const satisfies Record<string, Setting>;
 
 export type SettingKey = keyof typeof SETTINGS;

@@ -23,17 +23,11 @@ import {
   SignedRequestError,
   verifySignedRequest,
 } from "../crypto/index.ts";
-import { InvalidArgumentError } from "../errors.ts";
 import { type Logger, silentLogger } from "../log/index.ts";
 import type { Store } from "../store/index.ts";
 import { HttpError } from "./http-error.ts";
 import type { RateLimiter } from "./limits.ts";
 import { type NonceStore, nonceKey } from "./nonce-cache.ts";
-
-/** off: no checks. soft: check and log at warn, but let every request through. enforce: refuse. */
-export type AuthMode = "off" | "soft" | "enforce";
-
-export const AUTH_MODES: readonly AuthMode[] = ["off", "soft", "enforce"];
 
 export const DEFAULT_SKEW_MS = 30_000;
 
@@ -49,7 +43,6 @@ export interface AuthenticateOptions {
    * `expectSha256`) and discard it on mismatch.
    */
   bodySha256: string | "declared";
-  mode: AuthMode;
   store: Pick<Store, "isAuthorized">;
   nonces: NonceStore;
   /** Per-identity token bucket, taken once the key is known to be authorized. */
@@ -60,7 +53,7 @@ export interface AuthenticateOptions {
   logger?: Logger;
 }
 
-export type AuthResult = { signPub: string } | { signPub: undefined };
+export type AuthResult = { signPub: string };
 
 const UNAUTHENTICATED_HEADERS = { "www-authenticate": SIGNATURE_SCHEME };
 
@@ -69,18 +62,12 @@ function unauthenticated(code: string, message: string): HttpError {
 }
 
 /**
- * Authenticates one request. Resolves with the verified signing key, or with
- * `signPub: undefined` when mode is "off" (or "soft" and the signature did not
- * verify). Throws HttpError (401, 400 or 503) in "enforce" mode.
+ * Authenticates one request: resolves with the verified signing key or throws
+ * HttpError (401, 400 or 503). There is no mode that lets an unsigned request through:
+ * every route acts as the identity that signed it, so without one there is nothing to
+ * serve (an "off"/"soft" mode was removed for that reason; see CHANGELOG).
  */
 export async function authenticateRequest(opts: AuthenticateOptions): Promise<AuthResult> {
-  const mode = opts.mode;
-  if (mode === "off") return { signPub: undefined };
-  if (mode !== "soft" && mode !== "enforce") {
-    // A typo in configuration must not silently disable authentication.
-    const cause = new InvalidArgumentError("authMode", `authMode must be enforce, soft or off, not ${String(mode)}`);
-    throw new HttpError(500, "internal error", { cause });
-  }
   const logger = opts.logger ?? silentLogger;
   let verified: string | undefined;
   try {
@@ -91,13 +78,9 @@ export async function authenticateRequest(opts: AuthenticateOptions): Promise<Au
   } catch (err) {
     if (!(err instanceof HttpError)) throw err;
     const fields = { component: "control-auth", method: opts.method, code: err.code, signPub: verified };
-    if (mode === "enforce") {
-      if (err.status >= 500) logger.error({ ...fields, cause: (err.cause as Error | undefined)?.message }, err.message);
-      else logger.info(fields, `refused request: ${err.publicMessage}`);
-      throw err;
-    }
-    logger.warn(fields, `auth mode is soft; letting through a request that enforce would refuse: ${err.publicMessage}`);
-    return { signPub: verified };
+    if (err.status >= 500) logger.error({ ...fields, cause: (err.cause as Error | undefined)?.message }, err.message);
+    else logger.info(fields, `refused request: ${err.publicMessage}`);
+    throw err;
   }
 }
 

@@ -2,7 +2,6 @@
  * The control plane: its HTTPS server, the blob store behind its blob routes, the
  * nonce stores that stop replays, and the wire rules a client shares with it.
  */
-export type { AuthMode } from "./auth.ts";
 export type { BlobBucket, ObjectBlobStore, ObjectBlobStoreOptions } from "./blob-objects.ts";
 export { BlobStore, type BlobStoreOptions, type Blobs } from "./blobs.ts";
 export { HttpError } from "./http-error.ts";

@@ -168,6 +168,12 @@ export const ROUTE_DOCS: Readonly<Record<string, RouteDoc>> = {
     refusals: [403],
   },
   "users.get": { summary: "A user's public keys", status: 200, answer: ref("UserKeys"), refusals: [400, 404] },
+  "users.kex.set": {
+    summary: "Register the caller's own key-exchange key, once",
+    status: 200,
+    answer: ref("UserKeys"),
+    refusals: [400, 403, 409],
+  },
   "users.list": { summary: "Every user (admins only)", status: 200, answer: list("User"), refusals: [403] },
   "users.add": { summary: "Add a user (admins only)", status: 201, answer: ref("User"), refusals: [400, 403, 409] },
   "users.revoke": {

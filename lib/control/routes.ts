@@ -439,6 +439,21 @@ export const ROUTES: readonly Route[] = [
     },
   },
   {
+    // An identity added by its signing key alone registers its own key-exchange key, once.
+    method: "PUT",
+    path: "/v1/users/:signPub/kex",
+    name: "users.kex.set",
+    auth: "signed",
+    schema: obj({ kexPub: HEX64 }, ["kexPub"]),
+    handler: async (ctx) => {
+      if (!sameKey(ctx.params.signPub!, ctx.signer))
+        throw new HttpError(403, "an identity registers only its own key-exchange key");
+      const b = ctx.body as { kexPub: string };
+      const u = await ctx.deps.store.setKexPub(ctx.signer, b.kexPub);
+      return { status: 200, body: { signPub: u.signPub, kexPub: u.kexPub, handle: u.handle, status: u.status } };
+    },
+  },
+  {
     method: "GET",
     path: "/v1/users",
     name: "users.list",

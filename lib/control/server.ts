@@ -17,7 +17,7 @@ import { sha256Hex } from "../crypto/index.ts";
 import type { Logger } from "../log/index.ts";
 import { silentLogger } from "../log/index.ts";
 import type { BusMetrics } from "../metrics/index.ts";
-import { type AuthMode, type AuthResult, authenticateRequest } from "./auth.ts";
+import { type AuthResult, authenticateRequest } from "./auth.ts";
 import { type BlobRouteMatch, handleBlobRoute, matchBlobRoute, uploadOutlivesRequestTimeout } from "./blob-routes.ts";
 import type { Blobs } from "./blobs.ts";
 import { HttpError, sendHttpError } from "./http-error.ts";
@@ -49,8 +49,6 @@ export interface ControlServerOptions {
   logger?: Logger;
   /** The API's state and hooks; without it only /healthz and /metrics answer. */
   deps?: Omit<ControlDeps, "logger">;
-  /** Request authentication: `enforce` (default), `soft` (log and let through, for migrations) or `off`. */
-  authMode?: AuthMode;
   /** Per client address (IPv6: per /64), before anything is parsed. Default 200/s, burst 400. */
   rateLimit?: RateLimiterOptions;
   /** Per signing key, once the signature verifies and the key is authorized. Default 50/s, burst 100. */
@@ -233,9 +231,7 @@ export class ControlServer {
     if (route.auth === "signed") {
       const auth = await this.#authenticate(req, sha256Hex(raw), deps!.store);
       if (this.#nonces instanceof NonceCache) this.#opts.metrics?.nonceCacheSize.set(this.#nonces.size);
-      // `off`/`soft` without a verified key: the route runs with no signer and its
-      // membership checks refuse, so those modes never widen access.
-      signer = auth.signPub ?? "";
+      signer = auth.signPub;
     }
     const body = parseJsonBody(req, raw, route);
     const result = await route.handler({ req, url, params, signer, body, deps: { ...deps!, logger: this.#logger } });
@@ -266,7 +262,6 @@ export class ControlServer {
       uri: req.url ?? "/",
       headers: req.headers,
       bodySha256,
-      mode: this.#opts.authMode ?? "enforce",
       store,
       nonces: this.#nonces,
       identityLimit: this.#identityLimiter,

@@ -124,6 +124,33 @@ export async function loadIdentity(file: string): Promise<Identity> {
   return parseIdentity(abs, text);
 }
 
+/**
+ * The public half of an identity file: its signing and key-exchange keys, read without
+ * decoding the secrets (`unibus user add --identity`: the admin's machine may hold
+ * someone else's file, and the seeds have no business in that process).
+ */
+export async function readPublicKeys(file: string): Promise<{ signPub: string; kexPub: string }> {
+  const abs = path.resolve(file);
+  let text: string;
+  try {
+    text = await fs.readFile(abs, "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? "error";
+    throw new KeyFileError(abs, `identity file ${abs} cannot be read (${code})`, { cause: err });
+  }
+  let data: Partial<IdentityFile>;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    throw new KeyFileError(abs, `identity file ${abs} is not JSON; pass a file made by \`unibus identity new\``);
+  }
+  const hex = /^[0-9a-f]{64}$/;
+  if (data?.type !== FILE_TYPE || !hex.test(String(data.signPub)) || !hex.test(String(data.kexPub))) {
+    throw new KeyFileError(abs, `${abs} is not a unibus identity file; pass a file made by \`unibus identity new\``);
+  }
+  return { signPub: data.signPub!, kexPub: data.kexPub! };
+}
+
 function parseIdentity(file: string, text: string): Identity {
   const corrupt = (why: string) =>
     new KeyFileError(

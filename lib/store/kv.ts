@@ -124,9 +124,11 @@ import {
   inviteIdOf,
   isKeyShape,
   isRoomIdShape,
+  kexConflict,
   lookupKey,
   parseInviteRef,
   type ValidNewInvite,
+  requiredKexPub,
   type ValidNewRoom,
   type ValidRegistration,
   type ValidRekey,
@@ -502,6 +504,27 @@ export class KvStore implements Store {
           status: "revoked",
           revokedAt: Math.max(Date.now(), cur.value.createdAt),
         };
+        try {
+          await this.#b.users.update(key.user(k), encodeJson(next), cur.revision);
+          return next;
+        } catch (err) {
+          if (!isCasFailure(err)) throw err;
+        }
+      }
+    });
+  }
+
+  setKexPub(signPub: string, kexPub: string): Promise<User> {
+    return this.#run("setKexPub", async (ctx) => {
+      const k = lookupKey(signPub);
+      const kex = requiredKexPub(kexPub);
+      for (;;) {
+        this.#checkDeadline(ctx);
+        const cur = await this.#userRec(k);
+        if (cur === undefined || cur.value.deleting) throw new NotFoundError("user", k);
+        const user = toUser(cur.value);
+        if (user.kexPub !== null || user.status !== "active") throw new ConflictError(kexConflict(user));
+        const next: User = { ...user, kexPub: kex };
         try {
           await this.#b.users.update(key.user(k), encodeJson(next), cur.revision);
           return next;

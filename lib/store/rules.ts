@@ -26,7 +26,7 @@ export function checkCreateRoom(
   }
   if (v.encrypt && s.owner.kexPub === null) {
     throw new ConflictError(
-      `user ${v.ownerSignPub} has no key-exchange key (kexPub) registered, so it cannot hold an encrypted room's key; re-add it with its kexPub`,
+      `user ${v.ownerSignPub} has no key-exchange key (kexPub) registered, so it cannot hold an encrypted room's key; register it once (client.registerKexPub(), or PUT /v1/users/${v.ownerSignPub}/kex signed by that identity)`,
     );
   }
   if (s.idTaken) throw new ConflictError(`a room with id ${v.id} already exists`);

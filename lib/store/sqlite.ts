@@ -49,9 +49,11 @@ import {
   inviteIdOf,
   isKeyShape,
   isRoomIdShape,
+  kexConflict,
   lookupKey,
   parseInviteRef,
   type ValidRekey,
+  requiredKexPub,
   validateEpoch,
   validateInviteToken,
   validateNewInvite,
@@ -239,6 +241,9 @@ function prepare(db: DatabaseSync) {
     revokeUser: p(
       `UPDATE users SET status = 'revoked', revoked_at = max(?, created_at) WHERE sign_pub = ? AND status = 'active' RETURNING ${USER_COLUMNS}`,
     ),
+    setKexPub: p(
+      `UPDATE users SET kex_pub = ? WHERE sign_pub = ? AND kex_pub IS NULL AND status = 'active' RETURNING ${USER_COLUMNS}`,
+    ),
     deleteUser: p("DELETE FROM users WHERE sign_pub = ?"),
     activeUser: p("SELECT 1 AS one FROM users WHERE sign_pub = ? AND status = 'active'"),
     activeAdmin: p("SELECT EXISTS (SELECT 1 FROM users WHERE role = 'admin' AND status = 'active') AS present"),
@@ -404,6 +409,18 @@ class SqliteStore implements Store {
       if (row !== undefined) return toUser(row);
       if (this.#stmt.userByKey.get(key) === undefined) throw new NotFoundError("user", key);
       throw new ConflictError(`user ${key} is already revoked`);
+    });
+  }
+
+  setKexPub(signPub: string, kexPub: string): Promise<User> {
+    return this.#run("setKexPub", () => {
+      const key = lookupKey(signPub);
+      const kex = requiredKexPub(kexPub);
+      const row = this.#stmt.setKexPub.get(kex, key) as Row | undefined;
+      if (row !== undefined) return toUser(row);
+      const cur = this.#stmt.userByKey.get(key) as Row | undefined;
+      if (cur === undefined) throw new NotFoundError("user", key);
+      throw new ConflictError(kexConflict(toUser(cur)));
     });
   }
 

@@ -234,6 +234,15 @@ export interface Store {
    */
   revokeUser(signPub: string): Promise<User>;
   /**
+   * Registers the key-exchange key of a user that has none yet (an identity added by
+   * its signing key alone), so encrypted rooms can seal keys to it. Set once: a key is
+   * never replaced here, since a swapped kexPub would let whoever swapped it read every
+   * key sealed from then on (rotation is a new identity; see docs/security.md).
+   * `InvalidArgumentError` (`signPub`, `kexPub`); `NotFoundError`; `ConflictError` when
+   * the user already has a kexPub or is revoked.
+   */
+  setKexPub(signPub: string, kexPub: string): Promise<User>;
+  /**
    * Removes the user entirely, in one transaction with all of its memberships and
    * sealed keys (every epoch). `NotFoundError` when absent; `ConflictError` naming the
    * rooms when the user owns any — a room is never left without its owner, so delete

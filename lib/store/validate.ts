@@ -62,6 +62,20 @@ export function validateKexPub(kexPub: unknown): string | null {
 }
 
 /** Accepts any case and stores lowercase, so "Alice" and "alice" are the same handle. */
+/** A kexPub that must be given (`setKexPub`), checked like one at `addUser`. */
+export function requiredKexPub(kexPub: unknown): string {
+  const key = validateKexPub(kexPub);
+  if (key === null) throw new InvalidArgumentError("kexPub", "kexPub is required");
+  return key;
+}
+
+/** Why `setKexPub` refused an existing user: set once, active users only. */
+export function kexConflict(u: { signPub: string; kexPub: string | null; status: string }): string {
+  return u.kexPub !== null
+    ? `user ${u.signPub} already has a key-exchange key; it is set once (rotate by registering a new identity)`
+    : `user ${u.signPub} is revoked`;
+}
+
 export function validateHandle(handle: unknown): string {
   const shown = typeof handle === "string" && handle.length <= 80 ? ` (got ${JSON.stringify(handle)})` : "";
   if (typeof handle !== "string" || handle.length < 1 || handle.length > HANDLE_MAX) {

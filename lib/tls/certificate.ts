@@ -94,6 +94,11 @@ export function fingerprintOf(der: Uint8Array): string {
   return createHash("sha256").update(der).digest("hex");
 }
 
+/** The SHA-256 fingerprint (hex) of a PEM certificate's first block: what an invite pins. */
+export function pemFingerprint(pem: string): string {
+  return fingerprintOf(parseCertificatePem(pem).der);
+}
+
 /** The certificate's SANs we issue (DNS and IP), canonicalised like requested hosts so they compare. */
 export function sanHostsOf(cert: X509.X509Certificate): HostName[] {
   const ext = cert.getExtension(x509.SubjectAlternativeNameExtension);

@@ -10,6 +10,7 @@ export {
   type IssuedCertificate,
   type IssueOptions,
   issueCertificate,
+  pemFingerprint,
   type SigningAuthority,
 } from "./certificate.ts";
 export { isLoopbackHost, isUnspecifiedHost, urlHost, validateHost } from "./hosts.ts";

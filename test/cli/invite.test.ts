@@ -3,7 +3,7 @@ import path from "node:path";
 import t, { type Test } from "tap";
 import { connect } from "../../lib/client/connect.ts";
 import { createIdentity, loadIdentity, saveIdentity } from "../../lib/crypto/identity.ts";
-import { loadOrCreateCa } from "../../lib/tls/index.ts";
+import { loadOrCreateCa, pemFingerprint } from "../../lib/tls/index.ts";
 import { testBus } from "../helpers/bus.ts";
 import { oneLineError, runCli, upOn } from "../helpers/cli.ts";
 import { tempDir } from "../helpers/fs.ts";
@@ -64,7 +64,7 @@ t.test("golden path: invite create on a running bus → the printed command regi
   const printed = /^ {2}(npx unibus register .*)$/m.exec(text.stdout)?.[1];
   t.equal(
     printed,
-    `npx unibus register ${token} --identity me.json --control-url ${bus.ready.controlUrls[0]} --ca ${bus.ready.caFile}`,
+    `npx unibus register ${token} --identity me.json --control-url ${bus.ready.controlUrls[0]} --ca ${bus.ready.caFile} --ca-fingerprint ${pemFingerprint(fs.readFileSync(bus.ready.caFile, "utf8"))}`,
     "the exact command, with the running bus' control URL and CA file",
   );
   t.match(text.stdout, /^created invite [0-9a-f]{12} for alice \(member\), valid until \d{4}-/m);
@@ -129,7 +129,7 @@ t.test("invite create without a running bus; list shows each status; cancel", as
   t.ok(fs.existsSync(caFile), "the CA file it names exists");
   t.equal(
     bob.command,
-    `npx unibus register ${bob.token} --identity me.json --control-url https://127.0.0.1:8470 --ca ${caFile}`,
+    `npx unibus register ${bob.token} --identity me.json --control-url https://127.0.0.1:8470 --ca ${caFile} --ca-fingerprint ${pemFingerprint(fs.readFileSync(caFile, "utf8"))}`,
   );
   t.match(bob.invite, { handle: "bob", role: "admin", status: "open", createdBy: "host" });
   t.ok(Math.abs(bob.invite.expiresAt - Date.now() - 12 * 3_600_000) < 60_000, "12h ttl");
@@ -257,6 +257,35 @@ t.test("register refusals: one line, non-zero, the identity file kept", async (t
   oneLineError(t, local[5]!, /--control-url must be an https:\/\/ URL/, "cleartext URL");
   oneLineError(t, local[6]!, /required option '--identity <file>'/, "no --identity");
   t.notOk(fs.existsSync(fresh), "no identity created for a refusal found locally");
+
+  // the invite pins its CA: another CA handed over on the way is refused, before any request
+  const swapped = (await loadOrCreateCa(await tempDir(t))).certFile;
+  const realFp = pemFingerprint(fs.readFileSync(ca, "utf8"));
+  const pinned = await Promise.all([
+    run([
+      ...["register", hank!.token, "--identity", fresh, "--control-url", url],
+      "--ca",
+      swapped,
+      "--ca-fingerprint",
+      realFp,
+    ]),
+    run([
+      ...["register", hank!.token, "--identity", fresh, "--control-url", url],
+      "--ca",
+      ca,
+      "--ca-fingerprint",
+      "abc",
+    ]),
+  ]);
+  oneLineError(
+    t,
+    pinned[0]!,
+    new RegExp(`has fingerprint [0-9a-f]{64}, not the invite's ${realFp}: refusing it`),
+    "swapped CA",
+  );
+  oneLineError(t, pinned[1]!, /--ca-fingerprint must be the 64 hex characters/, "bad fingerprint");
+  t.notOk(fs.existsSync(fresh), "no identity created for a swapped CA");
+  t.equal((await bus.store.listInvites()).find((i) => i.handle === "hank")?.status, "open", "the token is not spent");
 
   // unreachable: the identity is created and kept for the retry
   const unreachable = await reg(hank!.token, fresh, { url: `https://127.0.0.1:${await freePort()}` });

@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import https from "node:https";
 import path from "node:path";
 import t, { type Test } from "tap";
-import { type AuthMode, authenticateRequest } from "../../lib/control/auth.ts";
+import { authenticateRequest } from "../../lib/control/auth.ts";
 import { HttpError, sendHttpError } from "../../lib/control/http-error.ts";
 import { JSON_BODY_LIMIT, RateLimiter, readBody, SERVER_LIMITS, streamBody } from "../../lib/control/limits.ts";
 import { NonceCache, type NonceStore } from "../../lib/control/nonce-cache.ts";
@@ -24,7 +24,7 @@ interface Harness {
   ca: string;
   store: Store;
   nonces: NonceCache;
-  state: { mode: AuthMode; now: () => number; nonces: NonceStore; identityLimit?: RateLimiter };
+  state: { now: () => number; nonces: NonceStore; identityLimit?: RateLimiter };
   logs: Record<string, unknown>[];
   admin: Identity;
   member: Identity;
@@ -53,7 +53,7 @@ async function harness(t: Test): Promise<Harness> {
 
   const { logger, lines: logs } = captureLogger();
   const nonces = new NonceCache({ logger });
-  const state: Harness["state"] = { mode: "enforce", now: Date.now, nonces };
+  const state: Harness["state"] = { now: Date.now, nonces };
 
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     try {
@@ -64,7 +64,6 @@ async function harness(t: Test): Promise<Harness> {
           uri: req.url,
           headers: req.headers,
           bodySha256: "declared",
-          mode: state.mode,
           store,
           nonces: state.nonces,
           now: state.now,
@@ -86,14 +85,13 @@ async function harness(t: Test): Promise<Harness> {
         uri: req.url!,
         headers: req.headers,
         bodySha256: sha256Hex(body),
-        mode: state.mode,
         store,
         nonces: state.nonces,
         ...(state.identityLimit ? { identityLimit: state.identityLimit } : {}),
         now: state.now,
         logger,
       });
-      reply(res, { signPub: auth.signPub ?? null });
+      reply(res, { signPub: auth.signPub });
     } catch (err) {
       sendHttpError(res, err, logger);
     }
@@ -434,58 +432,11 @@ t.test("the checks run in order: headers, skew, signature, allowlist, nonce", as
   t.equal((await h.request(replay)).status, 503, "a store failure refuses before the nonce is consulted");
 });
 
-t.test("soft mode checks and logs, but lets requests through", async (t) => {
+t.test("there is no mode that lets an unsigned request through", async (t) => {
   const h = await harness(t);
-  h.state.mode = "soft";
-  const stranger = createIdentity();
-
-  const unregistered = await h.request(h.signed(stranger, { path: "/rooms" }));
-  t.equal(unregistered.status, 200);
-  t.same(unregistered.json, { signPub: stranger.signPub }, "the signature verified: the claimed key is returned");
-
   const unsigned = await h.request({ path: "/rooms" });
-  t.equal(unsigned.status, 200);
-  t.same(unsigned.json, { signPub: null }, "no signature: no key");
-
-  const tampered = await h.request({
-    ...h.signed(h.member, { method: "POST", path: "/rooms", body: "{}" }),
-    body: "[]",
-  });
-  t.same(tampered.json, { signPub: null }, "a body the signature does not cover: no key");
-
-  const req = h.signed(h.member, { path: "/rooms" });
-  t.same((await h.request(req)).json, { signPub: h.member.signPub });
-  t.same((await h.request(req)).json, { signPub: h.member.signPub }, "a replay too (logged)");
-
-  const warns = h.logs.filter((l) => l.level === "warn").map((l) => String(l.msg));
-  t.equal(warns.length, 4);
-  t.match(warns[0], /soft.*key is not authorized on this bus/);
-  t.match(warns[1], /missing x-unibus-key header/);
-  t.match(warns[2], /body does not match/);
-  t.match(warns[3], /nonce already used/);
-  t.notOk(
-    h.logs.some((l) => JSON.stringify(l).includes(req.headers[AUTH_HEADERS.signature]!)),
-    "no signature in the log",
-  );
-});
-
-t.test("off mode checks nothing", async (t) => {
-  const h = await harness(t);
-  h.state.mode = "off";
-  t.same((await h.request({ path: "/rooms" })).json, { signPub: null });
-  const req = h.signed(h.member, { path: "/rooms" });
-  t.same((await h.request(req)).json, { signPub: null }, "even a valid signature is not looked at");
-  t.equal((await h.request(req)).status, 200);
+  t.equal(unsigned.status, 401, "refused, never served anonymously");
   t.equal(h.nonces.size, 0, "the nonce cache is untouched");
-  t.equal(h.logs.length, 0, "nothing logged");
-});
-
-t.test("an unknown mode is a generic 500, never an open door", async (t) => {
-  const h = await harness(t);
-  h.state.mode = "enfroce" as AuthMode;
-  const res = await h.request(h.signed(h.member, { path: "/rooms" }));
-  t.equal(res.status, 500);
-  t.same(res.json, { error: "internal", message: "internal error" });
 });
 
 t.test("a streamed body is authenticated on its declared hash and checked while streaming", async (t) => {

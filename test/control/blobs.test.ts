@@ -375,11 +375,10 @@ t.test("an upload outlives the server's request timeout, a stalled one is cut", 
               uri: req.url ?? "/",
               headers: req.headers,
               bodySha256,
-              mode: "enforce",
               store: bus.store,
               nonces,
             })
-          ).signPub ?? "",
+          ).signPub,
       }).catch((err) => sendHttpError(res, err));
     },
   );

@@ -133,6 +133,34 @@ export function storeSuite(
       t.equal(await s.hasAdmin(), false, "the refused admin did not slip in");
     });
 
+    t.test("setKexPub registers a missing key-exchange key once", async (t) => {
+      const s = await fresh(t);
+      const u = await s.addUser({ signPub: signPubHex(), handle: "alice", role: "admin" });
+      t.equal(u.kexPub, null);
+      const kexPub = kexPubHex();
+      const set = await s.setKexPub(u.signPub.toUpperCase(), kexPub.toUpperCase());
+      t.equal(set.kexPub, kexPub, "stored lowercase");
+      t.same(await s.getUser(u.signPub), set);
+      const again = await s.setKexPub(u.signPub, kexPubHex()).catch((e: unknown) => e);
+      t.type(again, ConflictError, "never replaced");
+      t.match((again as Error).message, /already has a key-exchange key/);
+      t.equal((await s.getUser(u.signPub)).kexPub, kexPub, "the first key stays");
+    });
+
+    t.test("setKexPub refuses bad input, unknown and revoked users", async (t) => {
+      const s = await fresh(t);
+      const u = await s.addUser({ signPub: signPubHex(), handle: "alice", role: "member" });
+      for (const bad of ["", "zz", "00".repeat(32)]) {
+        const err = await s.setKexPub(u.signPub, bad).catch((e: unknown) => e);
+        t.type(err, InvalidArgumentError, `refused ${JSON.stringify(bad)}`);
+        t.equal((err as InvalidArgumentError).field, "kexPub");
+      }
+      await t.rejects(s.setKexPub(signPubHex(), kexPubHex()), NotFoundError);
+      await s.revokeUser(u.signPub);
+      await t.rejects(s.setKexPub(u.signPub, kexPubHex()), ConflictError);
+      t.equal((await s.getUser(u.signPub)).kexPub, null, "nothing written");
+    });
+
     t.test("a revoked user's key is still taken", async (t) => {
       const s = await fresh(t);
       const u = await s.addUser(member("alice"));

@@ -4,6 +4,11 @@ import type { Command } from "commander";
 import { createIdentity, loadIdentity, saveIdentity } from "../../crypto/identity.ts";
 import { CliError, printJson } from "../output.ts";
 
+/** The exact command that puts this identity on a bus, both keys included (encrypted rooms need the second). */
+function addCommand(signPub: string, kexPub: string): string {
+  return `npx unibus user add ${signPub} --kex-pub ${kexPub} --handle you --role admin`;
+}
+
 export function identityCommand(program: Command): void {
   const identity = program.command("identity").description("create and inspect identity files (Ed25519 + X25519 keys)");
   identity
@@ -19,7 +24,8 @@ export function identityCommand(program: Command): void {
       await saveIdentity(id, file);
       if (opts.json) return printJson({ file, ...id.toJSON() });
       process.stdout.write(
-        `created ${file} (mode 0600)\n  signing key (user id): ${id.signPub}\n  key-exchange key:      ${id.kexPub}\n  NATS user key:         ${id.nkey}\n`,
+        `created ${file} (mode 0600)\n  signing key (user id): ${id.signPub}\n  key-exchange key:      ${id.kexPub}\n  NATS user key:         ${id.nkey}\n` +
+          `\nAdd it to a bus (the first admin, here, with the bus' data dir):\n  ${addCommand(id.signPub, id.kexPub)}\n`,
       );
     });
   identity

@@ -1,11 +1,12 @@
+import fs from "node:fs";
 import path from "node:path";
 import type { Command } from "commander";
 import { busLayout } from "../../bus/layout.ts";
 import type { UnibusConfig } from "../../config/index.ts";
 import { parseTtl } from "../../control/protocol.ts";
 import { readRunInfo } from "../../ops/run-file.ts";
-import { type Invite, newInviteToken } from "../../store/index.ts";
-import { isLoopbackHost, isUnspecifiedHost, urlHost } from "../../tls/index.ts";
+import { type Invite, newInviteToken, type Store } from "../../store/index.ts";
+import { isLoopbackHost, isUnspecifiedHost, pemFingerprint, urlHost } from "../../tls/index.ts";
 import { CliError, printJson, table } from "../output.ts";
 import { roleOf, type StoreTargetOptions, storeTargetOptions, targetConfig, withStore } from "../store.ts";
 
@@ -44,6 +45,25 @@ async function inviteeEndpoint(config: UnibusConfig): Promise<{ controlUrl: stri
     controlUrl: `https://${urlHost(publicName ?? config.host)}:${port}`,
     caFile: path.join(busLayout(dataDir, "").tlsDir, "ca.pem"),
   };
+}
+
+/**
+ * The CA's fingerprint, which the printed command pins: the invitee's copy of the CA
+ * travels over whatever channel it was sent by, and `register` refuses one that differs.
+ */
+function caFingerprintOf(caFile: string): string {
+  let pem: string;
+  try {
+    pem = fs.readFileSync(caFile, "utf8");
+  } catch (err) {
+    const why = (err as NodeJS.ErrnoException).code ?? "error";
+    throw new CliError(`cannot read the bus CA ${caFile} (${why}); start the bus once (\`unibus up\`) so it has one`);
+  }
+  try {
+    return pemFingerprint(pem);
+  } catch {
+    throw new CliError(`the bus CA ${caFile} is not a PEM certificate; restore it from a backup`);
+  }
 }
 
 /** An open invite past its expiry is shown as what it is to the invitee: expired. */
@@ -91,24 +111,33 @@ async function createInvite(opts: CreateOptions): Promise<void> {
   const ttlMs = ttlMsOf(opts.ttl);
   const token = newInviteToken();
   const { controlUrl, caFile } = await inviteeEndpoint(targetConfig(opts));
-  const command = [
-    "npx unibus register",
-    token,
-    "--identity me.json",
-    `--control-url ${shellQuote(controlUrl)}`,
-    `--ca ${shellQuote(caFile)}`,
-  ].join(" ");
-  await withStore(opts, (s) => s.createInvite({ token, handle: opts.handle, role, createdBy: "host", ttlMs }), {
+  let caFingerprint = "";
+  let command = "";
+  // Inside the store's run: a wrong data dir is named as that, before its missing CA.
+  const create = async (s: Store) => {
+    caFingerprint = caFingerprintOf(caFile);
+    command = [
+      "npx unibus register",
+      token,
+      "--identity me.json",
+      `--control-url ${shellQuote(controlUrl)}`,
+      `--ca ${shellQuote(caFile)}`,
+      `--ca-fingerprint ${caFingerprint}`,
+    ].join(" ");
+    return s.createInvite({ token, handle: opts.handle, role, createdBy: "host", ttlMs });
+  };
+  await withStore(opts, create, {
     write: true,
     report: opts.json ? process.stderr : process.stdout,
     print: (created) => {
-      if (opts.json) return printJson({ invite: created, token, command, controlUrl, caFile });
+      if (opts.json) return printJson({ invite: created, token, command, controlUrl, caFile, caFingerprint });
       process.stdout.write(
         [
           `created invite ${created.id} for ${created.handle} (${created.role}), valid until ${new Date(created.expiresAt).toISOString()}`,
           `token: ${token}`,
           "",
-          "Send the invitee this command and a copy of the CA file, privately (the token works once):",
+          "Send the invitee this command and a copy of the CA file, privately (the token works once;",
+          "the fingerprint pins the CA, so a CA swapped on the way is refused):",
           `  ${command}`,
           "",
         ].join("\n"),

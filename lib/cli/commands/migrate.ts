@@ -16,7 +16,8 @@ import type { BlobBucket, BlobImport } from "../../control/blob-objects.ts";
 import type { Logger } from "../../log/index.ts";
 import { type ImportProgress, importSnapshot, type KvStore, openKvStore, openStore } from "../../store/index.ts";
 import type { Snapshot } from "../../store/types.ts";
-import { CliError } from "../output.ts";
+import { CA_CERT_FILE } from "../../tls/ca.ts";
+import { CliError, errorLine } from "../output.ts";
 import { configOption, resolveCommandConfig } from "../settings.ts";
 
 export interface MigrationOptions {
@@ -149,7 +150,10 @@ export function migrateCommand(program: Command, logger?: Logger): void {
       "the bus' data dir, holding store.db and service-keys.json (default: as `unibus up` resolves it)",
     )
     .requiredOption("--nats-url <url>", "the bus' NATS server(s), comma-separated, e.g. nats://127.0.0.1:4222")
-    .option("--ca <file>", "PEM of the bus' CA (required for a non-loopback target)")
+    .option(
+      "--ca <file>",
+      `PEM of the bus' CA (default on loopback: <data dir>/tls/${CA_CERT_FILE}; required for a remote target)`,
+    )
     .option("--replicas <n>", "replication of the KV buckets, 1-5 (default 1)");
   configOption(migrate).action(async (opts: MigrateCommandOptions, cmd: Command) => {
     const { config } = resolveCommandConfig(cmd);
@@ -170,6 +174,17 @@ export function migrateCommand(program: Command, logger?: Logger): void {
   });
 }
 
+/**
+ * The CA to verify the target with: --ca, else the data dir's own (a bus always speaks
+ * TLS with it, so on loopback it is the one). Only a loopback target (checkTarget) can
+ * get here without either; that is a bare nats-server, reached as before.
+ */
+function targetCa(dataDir: string, ca: string | undefined): string | undefined {
+  if (ca !== undefined) return ca;
+  const own = path.join(busLayout(dataDir, "").tlsDir, CA_CERT_FILE);
+  return fs.existsSync(own) ? own : undefined;
+}
+
 /** The bus' KV store and blob bucket, reached as the bus itself (its APP service key) on one connection. */
 async function openTarget(
   dataDir: string,
@@ -178,15 +193,21 @@ async function openTarget(
   replicas: number,
   logger: Logger | undefined,
 ): Promise<{ kv: KvStore; blobs: BlobBucket; close(): Promise<void> }> {
+  const caFile = targetCa(dataDir, ca);
   let caPem: string | undefined;
-  if (ca !== undefined) {
-    try {
-      caPem = fs.readFileSync(ca, "utf8");
-    } catch {
-      throw new CliError(`cannot read the CA file ${ca}`);
-    }
+  try {
+    caPem = caFile === undefined ? undefined : fs.readFileSync(caFile, "utf8");
+  } catch (err) {
+    const why = (err as NodeJS.ErrnoException).code ?? "error";
+    throw new CliError(`cannot read the bus CA ${caFile} (${why}); pass --ca <file> with the bus' CA certificate`);
   }
   const keys = await loadOrCreateServiceKeys(dataDir);
+  const unreachable = (err: unknown) => {
+    const cause = (err as Error).cause instanceof Error ? `: ${((err as Error).cause as Error).message}` : "";
+    return new CliError(
+      `cannot open the KV store on ${servers.join(", ")} (${caFile ? `TLS verified against ${caFile}` : "no CA"})${cause} — ${errorLine(err).replace(/^unibus: /, "")}`,
+    );
+  };
   const { connect } = await import("@nats-io/transport-node");
   const nc = await connect({
     servers,
@@ -194,6 +215,8 @@ async function openTarget(
     ...(caPem ? { tls: { ca: caPem } } : {}),
     authenticator: nkeySigner(keys.app.publicKey, (d) => keys.app.sign(d)),
     timeout: 10_000,
+  }).catch((err: unknown) => {
+    throw unreachable(err);
   });
   try {
     const { openBlobBucket } = await import("../../control/blob-objects.ts");
@@ -208,7 +231,7 @@ async function openTarget(
     return { kv, blobs, close };
   } catch (err) {
     await nc.close();
-    throw err;
+    throw unreachable(err);
   }
 }
 

@@ -6,12 +6,14 @@ import { registrationProofMessage } from "../../control/protocol.ts";
 import { loadOrCreateIdentity } from "../../crypto/identity.ts";
 import { ControlPlaneError } from "../../errors.ts";
 import type { User } from "../../store/index.ts";
+import { pemFingerprint } from "../../tls/index.ts";
 import { CliError, printJson } from "../output.ts";
 
 interface RegisterOptions {
   identity: string;
   controlUrl: string;
   ca: string;
+  caFingerprint?: string;
   json?: boolean;
 }
 
@@ -43,6 +45,34 @@ async function readCa(file: string): Promise<string> {
   return pem;
 }
 
+/**
+ * The CA must be the one the invite names: a CA file is easy to swap on its way to the
+ * invitee, and trusting a swapped one would hand the registration to whoever made it.
+ */
+function pinCa(pem: string, file: string, pinned: string | undefined): void {
+  if (pinned === undefined) return;
+  const want = pinned
+    .trim()
+    .toLowerCase()
+    .replace(/^sha256:/, "")
+    .replaceAll(":", "");
+  if (!/^[0-9a-f]{64}$/.test(want))
+    throw new CliError("--ca-fingerprint must be the 64 hex characters the invite printed");
+  let got: string;
+  try {
+    got = pemFingerprint(pem);
+  } catch {
+    throw new CliError(
+      `CA file ${path.resolve(file)} is not a valid PEM certificate; ask the bus admin for the bus' ca.pem`,
+    );
+  }
+  if (got !== want) {
+    throw new CliError(
+      `CA file ${path.resolve(file)} has fingerprint ${got}, not the invite's ${want}: refusing it; get the bus' ca.pem again from the admin`,
+    );
+  }
+}
+
 export function registerCommand(program: Command): void {
   program
     .command("register")
@@ -51,6 +81,7 @@ export function registerCommand(program: Command): void {
     .requiredOption("--identity <file>", "your identity file; created (mode 0600) if it does not exist")
     .requiredOption("--control-url <url>", "the bus' control plane, e.g. https://bus.example:8470")
     .requiredOption("--ca <file>", "the bus' CA certificate (ca.pem), to trust its TLS certificate")
+    .option("--ca-fingerprint <hex>", "the CA's SHA-256 fingerprint from the invite; a CA file that differs is refused")
     .option("--json", "print the new user as JSON")
     .action(async (rawToken: string, opts: RegisterOptions) => {
       // Everything that can be checked locally is, before an identity file is created.
@@ -59,6 +90,7 @@ export function registerCommand(program: Command): void {
         throw new CliError("an invite token is 64 hex characters; check that it was copied whole");
       const baseUrl = controlUrlOf(opts.controlUrl);
       const ca = await readCa(opts.ca);
+      pinCa(ca, opts.ca, opts.caFingerprint);
       const file = path.resolve(opts.identity);
       const identity = await loadOrCreateIdentity(file);
       // The proof is over the lowercase token: that is the form the server hashes.

@@ -121,6 +121,7 @@ function clusterOptions(cfg: UnibusConfig, nodes: number, dataDir: string, logge
     ...(cfg.clusterName !== undefined ? { name: cfg.clusterName } : {}),
     ...(cfg.replicas !== undefined ? { replicas: cfg.replicas } : {}),
     store: chooseStoreBackend(cfg.store, true),
+    node: { userJwtTtlSeconds: cfg.userJwtTtlSeconds },
     logger,
   };
 }
@@ -135,6 +136,7 @@ function nodeOptions(cfg: UnibusConfig, dataDir: string, logger: Logger): StartU
     host: cfg.host,
     hostnames: cfg.hostnames,
     ports: { nats: cfg.natsPort, control: cfg.controlPort, monitoring: cfg.monitorPort },
+    userJwtTtlSeconds: cfg.userJwtTtlSeconds,
     logger,
   };
 }
@@ -192,6 +194,6 @@ async function firstAdminHint(bus: Unibus): Promise<string[]> {
     "",
     "No admin yet. Create your identity and add it as the first admin:",
     "  npx unibus identity new --out me.json",
-    `  npx unibus user add <signing key printed above> --handle you --role admin --data-dir ${rel}${bus.storeBackend === "kv" ? " --store kv" : ""}`,
+    `  npx unibus user add --identity me.json --handle you --role admin --data-dir ${rel}${bus.storeBackend === "kv" ? " --store kv" : ""}`,
   ];
 }

@@ -1,7 +1,7 @@
 import type { Command } from "commander";
-import { parseSignPub } from "../../crypto/identity.ts";
+import { parseSignPub, readPublicKeys } from "../../crypto/identity.ts";
 import type { User } from "../../store/index.ts";
-import { printJson, table } from "../output.ts";
+import { CliError, printJson, table } from "../output.ts";
 import { roleOf, type StoreTargetOptions, storeTargetOptions, withStore } from "../store.ts";
 import { settleOwnedRooms } from "./room.ts";
 
@@ -9,6 +9,7 @@ interface AddOptions extends StoreTargetOptions {
   handle: string;
   role: string;
   kexPub?: string;
+  identity?: string;
   json?: boolean;
 }
 
@@ -24,10 +25,11 @@ export function userCommand(program: Command): void {
     user
       .command("add")
       .description("add an identity to the allowlist")
-      .argument("<sign-pub>", "the identity's Ed25519 public key (64 hex chars or a U… NATS key)")
+      .argument("[sign-pub]", "the identity's Ed25519 public key (64 hex chars or a U… NATS key); or --identity")
       .requiredOption("--handle <handle>", "a short unique name, e.g. alice")
       .option("--role <role>", "admin or member", "member")
-      .option("--kex-pub <hex>", "the identity's X25519 public key (needed for encrypted rooms)"),
+      .option("--kex-pub <hex>", "the identity's X25519 public key (needed for encrypted rooms)")
+      .option("--identity <file>", "take both public keys from an identity file (its secrets are not read)"),
   )
     .option("--json", "print the user as JSON")
     .action(addUser);
@@ -52,11 +54,33 @@ export function userCommand(program: Command): void {
   ).action(deleteUser);
 }
 
-async function addUser(signPub: string, opts: AddOptions): Promise<void> {
-  const key = parseSignPub(signPub, "sign-pub");
+/** The keys to add: the argument and --kex-pub, or an identity file's public half (agreeing with them if both are given). */
+async function keysToAdd(
+  signPub: string | undefined,
+  opts: AddOptions,
+): Promise<{ signPub: string; kexPub: string | null }> {
+  const given = signPub === undefined ? undefined : parseSignPub(signPub, "sign-pub");
+  const kexPub = opts.kexPub?.toLowerCase() ?? null;
+  if (opts.identity === undefined) {
+    if (given === undefined)
+      throw new CliError("give the identity's signing key, or --identity <file> (see `unibus user add --help`)");
+    return { signPub: given, kexPub };
+  }
+  const file = await readPublicKeys(opts.identity);
+  if (given !== undefined && given !== file.signPub) {
+    throw new CliError(`the signing key given differs from ${opts.identity}'s; pass one or the other`);
+  }
+  if (kexPub !== null && kexPub !== file.kexPub) {
+    throw new CliError(`--kex-pub differs from ${opts.identity}'s key-exchange key; pass one or the other`);
+  }
+  return file;
+}
+
+async function addUser(signPub: string | undefined, opts: AddOptions): Promise<void> {
+  const keys = await keysToAdd(signPub, opts);
   const role = roleOf(opts.role);
   // `user add` may seed the first admin before the first `up`, so it creates a SQLite store.
-  await withStore(opts, (s) => s.addUser({ signPub: key, handle: opts.handle, role, kexPub: opts.kexPub ?? null }), {
+  await withStore(opts, (s) => s.addUser({ ...keys, handle: opts.handle, role }), {
     create: true,
     write: true,
     report: opts.json ? process.stderr : process.stdout,
