@@ -21,6 +21,8 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   register: async () => (await import("./commands/register.ts")).registerCommand,
   status: async () => (await import("./commands/status.ts")).statusCommand,
   doctor: async () => (await import("./commands/doctor.ts")).doctorCommand,
+  backup: async () => (await import("./commands/backup.ts")).backupCommand,
+  restore: async () => (await import("./commands/backup.ts")).restoreCommand,
   "migrate-to-kv": async () => (await import("./commands/migrate.ts")).migrateCommand,
   install: async () => (await import("./commands/install.ts")).installCommand,
 };
