@@ -3,11 +3,15 @@
 // partial or altered backup is refused with one line naming what is wrong.
 import fs from "node:fs/promises";
 import path from "node:path";
+import { jetstreamManager } from "@nats-io/jetstream";
 import t, { type Test } from "tap";
+import { connectAsService } from "../../lib/auth/service-connection.ts";
+import { loadServiceKeys } from "../../lib/auth/service-keys.ts";
 import type { RoomMessage } from "../../lib/client/room.ts";
 import { createIdentity } from "../../lib/crypto/identity.ts";
 import { createBackup } from "../../lib/ops/backup.ts";
 import { BackupError, verifyBackup } from "../../lib/ops/backup-format.ts";
+import { collectStatus, runDoctor } from "../../lib/ops/index.ts";
 import { restoreBackup } from "../../lib/ops/restore.ts";
 import { writeRunInfo } from "../../lib/ops/run-file.ts";
 import { openStore, type Snapshot } from "../../lib/store/index.ts";
@@ -199,4 +203,37 @@ t.test("backup and restore refuse what they cannot do safely", async (t) => {
   t.ok(err instanceof BackupError);
   t.match((err as Error).message, /is not running.*start it \(`unibus up --data-dir/);
   t.notOk(await fs.stat(out).catch(() => undefined), "no partial backup left behind");
+});
+
+t.test("status and doctor notice a persisted room whose stream is missing", async (t) => {
+  const root = await tempDir(t, "nostream");
+  const dataDir = path.join(root, "bus");
+  const bus = await testBus(t, { dataDir, natsServer: NATS_SERVER });
+  await writeRunInfo(dataDir, bus);
+  const alice = await member(bus, "alice", "admin");
+  const c = await client(t, bus, alice);
+  const room = await c.createRoom({ encrypt: true, persist: true });
+  await c.createRoom({ encrypt: true, persist: false });
+  const history = (ds: Awaited<ReturnType<typeof runDoctor>>) => ds.filter((d) => d.check === "history");
+  t.same(
+    history(await runDoctor({ dataDir })).map((d) => d.level),
+    ["ok"],
+  );
+  t.notMatch((await collectStatus({ dataDir })).problems.join("\n"), /history stream/);
+
+  // What a data dir restored by hand looks like: the store knows the room, JetStream does not.
+  const keys = await loadServiceKeys(dataDir);
+  const nc = await connectAsService({ servers: [bus.natsUrl], caPem: bus.caPem, key: keys.app, name: "test" });
+  t.teardown(() => nc.close());
+  await (await jetstreamManager(nc)).streams.delete(`ROOM_${room.id}`);
+
+  const status = await collectStatus({ dataDir });
+  t.equal(status.state, "degraded");
+  t.match(
+    status.problems.join("\n"),
+    new RegExp(`1 persisted room\\(s\\) have no history stream \\(${room.id}\\).*unibus restore`),
+  );
+  const found = history(await runDoctor({ dataDir }));
+  t.equal(found[0]?.level, "error");
+  t.match(found[0]?.fix, /unibus restore/);
 });
