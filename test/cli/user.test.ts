@@ -67,7 +67,7 @@ t.test("every bad input to user add is one clear line and nothing is written", a
   oneLineError(
     t,
     await runCli(["user", "add", alice.signPub, "--handle", "alice2", ...d]),
-    /already exists/,
+    /already on the allowlist/,
     "duplicate key",
   );
   oneLineError(

@@ -227,6 +227,13 @@ t.test("status and doctor notice a persisted room whose stream is missing", asyn
   t.teardown(() => nc.close());
   await (await jetstreamManager(nc)).streams.delete(`ROOM_${room.id}`);
 
+  // The member reading history gets a typed error, not the broker's "no responders".
+  const read = async () => {
+    for await (const _ of room.history()) {
+    }
+  };
+  await t.rejects(read(), { code: "HISTORY_UNAVAILABLE", message: /unibus doctor/ });
+
   const status = await collectStatus({ dataDir });
   t.equal(status.state, "degraded");
   t.match(

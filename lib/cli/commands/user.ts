@@ -1,7 +1,8 @@
 import type { Command } from "commander";
 import { parseSignPub } from "../../crypto/identity.ts";
-import type { User } from "../../store/index.ts";
-import { printJson, table } from "../output.ts";
+import { UserExistsError } from "../../errors.ts";
+import type { Store, User } from "../../store/index.ts";
+import { CliError, printJson, table } from "../output.ts";
 import { roleOf, type StoreTargetOptions, storeTargetOptions, withStore } from "../store.ts";
 
 interface AddOptions extends StoreTargetOptions {
@@ -51,7 +52,14 @@ async function addUser(signPub: string, opts: AddOptions): Promise<void> {
   const key = parseSignPub(signPub, "sign-pub");
   const role = roleOf(opts.role);
   // `user add` may seed the first admin before the first `up`, so it creates a SQLite store.
-  await withStore(opts, (s) => s.addUser({ signPub: key, handle: opts.handle, role, kexPub: opts.kexPub ?? null }), {
+  const add = (s: Store) =>
+    s.addUser({ signPub: key, handle: opts.handle, role, kexPub: opts.kexPub ?? null }).catch((err: unknown) => {
+      if (!(err instanceof UserExistsError)) throw err;
+      throw new CliError(
+        `${key} is already on the allowlist; see its handle, role and status with \`unibus user list\`, or \`unibus user delete ${key}\` first to add it anew`,
+      );
+    });
+  await withStore(opts, add, {
     create: true,
     write: true,
     report: opts.json ? process.stderr : process.stdout,
