@@ -496,6 +496,25 @@ export class KvStore implements Store {
     });
   }
 
+  reinstateUser(signPub: string): Promise<User> {
+    return this.#run("reinstateUser", async (ctx) => {
+      const k = lookupKey(signPub);
+      for (;;) {
+        this.#checkDeadline(ctx);
+        const cur = await this.#userRec(k);
+        if (cur === undefined || cur.value.deleting) throw new NotFoundError("user", k);
+        if (cur.value.status === "active") throw new ConflictError(`user ${k} is already active`);
+        const next: User = { ...toUser(cur.value), status: "active", revokedAt: null };
+        try {
+          await this.#b.users.update(key.user(k), encodeJson(next), cur.revision);
+          return next;
+        } catch (err) {
+          if (!isCasFailure(err)) throw err;
+        }
+      }
+    });
+  }
+
   /** The committed rooms `signPub` is a member of, with its role. */
   async #roomsOf(signPub: string): Promise<Array<{ rec: RoomRec; role: RoomRole }>> {
     const keys = await listKeys(this.#b.memberof, key.memberOfAll(signPub));

@@ -235,6 +235,9 @@ function prepare(db: DatabaseSync) {
     revokeUser: p(
       `UPDATE users SET status = 'revoked', revoked_at = max(?, created_at) WHERE sign_pub = ? AND status = 'active' RETURNING ${USER_COLUMNS}`,
     ),
+    reinstateUser: p(
+      `UPDATE users SET status = 'active', revoked_at = NULL WHERE sign_pub = ? AND status = 'revoked' RETURNING ${USER_COLUMNS}`,
+    ),
     deleteUser: p("DELETE FROM users WHERE sign_pub = ?"),
     activeUser: p("SELECT 1 AS one FROM users WHERE sign_pub = ? AND status = 'active'"),
     activeAdmin: p("SELECT EXISTS (SELECT 1 FROM users WHERE role = 'admin' AND status = 'active') AS present"),
@@ -393,6 +396,16 @@ class SqliteStore implements Store {
       if (row !== undefined) return toUser(row);
       if (this.#stmt.userByKey.get(key) === undefined) throw new NotFoundError("user", key);
       throw new ConflictError(`user ${key} is already revoked`);
+    });
+  }
+
+  reinstateUser(signPub: string): Promise<User> {
+    return this.#run("reinstateUser", () => {
+      const key = lookupKey(signPub);
+      const row = this.#stmt.reinstateUser.get(key) as Row | undefined;
+      if (row !== undefined) return toUser(row);
+      if (this.#stmt.userByKey.get(key) === undefined) throw new NotFoundError("user", key);
+      throw new ConflictError(`user ${key} is already active`);
     });
   }
 

@@ -229,6 +229,11 @@ export interface Store {
    */
   revokeUser(signPub: string): Promise<User>;
   /**
+   * Makes a revoked user active again and clears `revokedAt`; nothing else changes.
+   * `NotFoundError`; `ConflictError` when the user is already active.
+   */
+  reinstateUser(signPub: string): Promise<User>;
+  /**
    * Removes the user entirely, in one transaction with all of its memberships and
    * sealed keys (every epoch). `NotFoundError` when absent; `ConflictError` naming the
    * rooms when the user owns any — a room is never left without its owner, so delete

@@ -72,3 +72,36 @@ t.test("user add of a key on the allowlist names the next command", async (t) =>
     "duplicate key",
   );
 });
+
+t.test("user reinstate: a revoked user comes back; every refusal names the next command", async (t) => {
+  const dataDir = path.join(await tempDir(t, "reinstate"), "bus");
+  const d = ["--data-dir", dataDir];
+  const bob = createIdentity();
+  t.equal((await runCli(["user", "add", bob.signPub, "--handle", "bob", ...d])).code, 0);
+  oneLineError(
+    t,
+    await runCli(["user", "reinstate", bob.signPub, ...d]),
+    /is already active; nothing to reinstate \(`unibus user list`/,
+    "an active user",
+  );
+  t.equal((await runCli(["user", "revoke", bob.signPub, ...d])).code, 0);
+  oneLineError(
+    t,
+    await runCli(["user", "revoke", bob.signPub, ...d]),
+    new RegExp(`already revoked; to let it in again: \`unibus user reinstate ${bob.signPub}\``),
+    "a second revoke",
+  );
+  const r = await runCli(["user", "reinstate", bob.signPub, ...d]);
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /^reinstated bob \(member, active\)/);
+  const list = JSON.parse((await runCli(["user", "list", "--json", ...d])).stdout);
+  t.equal(list[0].status, "active");
+  t.equal(list[0].revokedAt, null);
+  const stranger = createIdentity().signPub;
+  oneLineError(
+    t,
+    await runCli(["user", "reinstate", stranger, ...d]),
+    new RegExp(`is not on the allowlist; add it with \`unibus user add ${stranger} --handle <handle>\``),
+    "an unknown key",
+  );
+});

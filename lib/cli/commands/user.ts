@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { parseSignPub } from "../../crypto/identity.ts";
-import { UserExistsError } from "../../errors.ts";
+import { ConflictError, NotFoundError, UserExistsError } from "../../errors.ts";
 import type { Store, User } from "../../store/index.ts";
 import { CliError, printJson, table } from "../output.ts";
 import { roleOf, type StoreTargetOptions, storeTargetOptions, withStore } from "../store.ts";
@@ -40,6 +40,12 @@ export function userCommand(program: Command): void {
       .description("revoke an identity (kept on the list, its connections closed and refused from then on)")
       .argument("<sign-pub>", "the identity's signing key"),
   ).action(revokeUser);
+  storeTargetOptions(
+    user
+      .command("reinstate")
+      .description("make a revoked identity active again (it may connect from then on)")
+      .argument("<sign-pub>", "the identity's signing key"),
+  ).action(reinstateUser);
   storeTargetOptions(
     user
       .command("delete")
@@ -83,9 +89,33 @@ async function listUsers(opts: StoreTargetOptions & { json?: boolean }): Promise
 
 async function revokeUser(signPub: string, opts: StoreTargetOptions): Promise<void> {
   const key = parseSignPub(signPub, "sign-pub");
-  await withStore(opts, (s) => s.revokeUser(key), {
+  await withStore(opts, (s) => s.revokeUser(key).catch(nextStep(key)), {
     write: true,
     print: (revoked) => void process.stdout.write(`revoked ${describe(revoked)}\n`),
+  });
+}
+
+/** The store's refusals, with the command that comes next. */
+function nextStep(key: string): (err: unknown) => never {
+  return (err) => {
+    if (err instanceof NotFoundError) {
+      throw new CliError(`${key} is not on the allowlist; add it with \`unibus user add ${key} --handle <handle>\``);
+    }
+    if (err instanceof ConflictError && /already revoked/.test(err.message)) {
+      throw new CliError(`${key} is already revoked; to let it in again: \`unibus user reinstate ${key}\``);
+    }
+    if (err instanceof ConflictError && /already active/.test(err.message)) {
+      throw new CliError(`${key} is already active; nothing to reinstate (\`unibus user list\` shows every status)`);
+    }
+    throw err;
+  };
+}
+
+async function reinstateUser(signPub: string, opts: StoreTargetOptions): Promise<void> {
+  const key = parseSignPub(signPub, "sign-pub");
+  await withStore(opts, (s) => s.reinstateUser(key).catch(nextStep(key)), {
+    write: true,
+    print: (user) => void process.stdout.write(`reinstated ${describe(user)}\n`),
   });
 }
 
