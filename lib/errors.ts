@@ -157,10 +157,23 @@ export class AuthDeniedError extends UnibusError {
   constructor(reason: string, options?: ErrorOptions) {
     super(
       "AUTH_DENIED",
-      `the bus refused this identity (${reason}); ask an admin to add its signing key with \`unibus user add\``,
+      `the bus refused this identity (${reason}): its signing key is not on the allowlist, was revoked, or has reached its connection limit; an admin can tell which with \`unibus user list\``,
       options,
     );
     this.reason = reason;
+  }
+}
+
+/** A persisted room's history cannot be read: its stream is not on the bus. */
+export class HistoryUnavailableError extends UnibusError {
+  readonly roomId: string;
+  constructor(roomId: string, options?: ErrorOptions) {
+    super(
+      "HISTORY_UNAVAILABLE",
+      `room ${roomId}'s history is not on the bus (its stream is missing, e.g. after a restore without it); ask the operator to run \`unibus doctor\``,
+      options,
+    );
+    this.roomId = roomId;
   }
 }
 

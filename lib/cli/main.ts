@@ -3,7 +3,7 @@
  * on stderr and a non-zero exit.
  */
 import { Command, CommanderError } from "commander";
-import { CliError, errorLine } from "./output.ts";
+import { CliError, errorJson, errorLine, printJson } from "./output.ts";
 import { packageVersion } from "./version.ts";
 
 type Register = (program: Command) => void;
@@ -22,6 +22,8 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   register: async () => (await import("./commands/register.ts")).registerCommand,
   status: async () => (await import("./commands/status.ts")).statusCommand,
   doctor: async () => (await import("./commands/doctor.ts")).doctorCommand,
+  backup: async () => (await import("./commands/backup.ts")).backupCommand,
+  restore: async () => (await import("./commands/backup.ts")).restoreCommand,
   "migrate-to-kv": async () => (await import("./commands/migrate.ts")).migrateCommand,
   install: async () => (await import("./commands/install.ts")).installCommand,
 };
@@ -51,10 +53,15 @@ export async function main(argv: string[]): Promise<number> {
     await (await buildProgram(first)).parseAsync(argv, { from: "user" });
     return 0;
   } catch (err) {
+    // --json answers in JSON whatever happens: scripts parse stdout, people read stderr.
+    const json = argv.includes("--json");
     if (err instanceof CommanderError) {
       // Commander already printed its one line (or the help text).
-      return err.exitCode === 0 || err.code === "commander.helpDisplayed" || err.code === "commander.version" ? 0 : 2;
+      const ok = err.exitCode === 0 || err.code === "commander.helpDisplayed" || err.code === "commander.version";
+      if (!ok && json) printJson({ error: { code: "USAGE", message: err.message.replace(/^error: /, "") } });
+      return ok ? 0 : 2;
     }
+    if (json) printJson(errorJson(err));
     process.stderr.write(`${errorLine(err)}\n`);
     return err instanceof CliError ? err.exitCode : 1;
   }

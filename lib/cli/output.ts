@@ -9,10 +9,19 @@ export class CliError extends UnibusError {
   }
 }
 
-/** One line for humans: what went wrong (the first line of the message only). */
+/**
+ * What went wrong, for humans: the whole message — its later lines carry the fix (the
+ * places `install` looked, the other ways to get nats-server, a child's last output).
+ */
 export function errorLine(err: unknown): string {
   const message = err instanceof Error ? err.message : String(err);
-  return `unibus: ${message.split("\n")[0]}`;
+  return `unibus: ${message.trimEnd()}`;
+}
+
+/** The same failure for `--json`: `{"error":{"code","message"}}`, code from a UnibusError, else "ERROR". */
+export function errorJson(err: unknown): { error: { code: string; message: string } } {
+  const code = typeof (err as { code?: unknown })?.code === "string" ? (err as { code: string }).code : "ERROR";
+  return { error: { code, message: err instanceof Error ? err.message : String(err) } };
 }
 
 export function printJson(value: unknown): void {

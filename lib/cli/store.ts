@@ -131,14 +131,40 @@ async function openKv(target: StoreTargetOptions, dataDir: string, running: stri
     );
   }
   const keys = await loadServiceKeys(dataDir);
-  return openStore({
-    backend: "kv",
-    servers: servers.map((s) => (s.includes("://") ? s : `tls://${s}`)),
-    caPem,
-    authenticator: nkeySigner(keys.app.publicKey, (d) => keys.app.sign(d)),
-    bind: true,
-    openTimeoutMs: 10_000,
-  });
+  try {
+    return await openStore({
+      backend: "kv",
+      servers: servers.map((s) => (s.includes("://") ? s : `tls://${s}`)),
+      caPem,
+      authenticator: nkeySigner(keys.app.publicKey, (d) => keys.app.sign(d)),
+      bind: true,
+      openTimeoutMs: 10_000,
+    });
+  } catch (err) {
+    if (!untrustedCertificate(err)) throw err;
+    throw new CliError(
+      `the TLS certificate of ${servers.join(", ")} was not trusted: it is not signed by the CA in ${caFile}; pass --ca <file> with the bus CA (tls/${CA_CERT_FILE} of a node's data dir)`,
+    );
+  }
+}
+
+/** A TLS verification failure anywhere in the cause chain (Node's codes for an unknown or wrong CA). */
+function untrustedCertificate(err: unknown): boolean {
+  for (
+    let e = err as { code?: unknown; cause?: unknown } | undefined, i = 0;
+    e && i < 8;
+    e = e.cause as typeof e, i++
+  ) {
+    const code = typeof e.code === "string" ? e.code : "";
+    if (/CERT|SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER/.test(code)) return true;
+    if (
+      /self[- ]signed certificate|unable to verify|certificate signature failure|unable to get (local )?issuer/i.test(
+        String((e as Error).message),
+      )
+    )
+      return true;
+  }
+  return false;
 }
 
 async function reportReplication(store: Store, out: NodeJS.WritableStream): Promise<void> {

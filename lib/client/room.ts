@@ -31,7 +31,7 @@ import {
   parseFrame,
   sealRoomKey,
 } from "../crypto/index.ts";
-import { ControlPlaneError, InvalidArgumentError } from "../errors.ts";
+import { ControlPlaneError, HistoryUnavailableError, InvalidArgumentError } from "../errors.ts";
 import type { BlobInfo, ControlClient } from "./control.ts";
 
 async function* plainChunks(input: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
@@ -601,7 +601,14 @@ export class Room {
     const api = `$JS.API.DIRECT.GET.ROOM_${this.id}`;
     let seq = opts.fromSeq ?? 1;
     while (true) {
-      const reply = await this.#nc.request(api, JSON.stringify({ seq, next_by_subj: this.subject }), { timeout: 5000 });
+      const reply = await this.#nc
+        .request(api, JSON.stringify({ seq, next_by_subj: this.subject }), { timeout: 5000 })
+        .catch((err: Error) => {
+          // No one answers the room's direct-get subject: its stream does not exist.
+          throw /no responders/i.test(`${err.message} ${(err.cause as Error | undefined)?.message ?? ""}`)
+            ? new HistoryUnavailableError(this.id, { cause: err })
+            : err;
+        });
       const status = reply.headers?.code ?? 0;
       if (status === 404 || status === 408) return; // no more messages
       if (status >= 400)

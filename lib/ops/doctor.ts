@@ -9,6 +9,7 @@ import path from "node:path";
 import { Agent, request } from "undici";
 import { compareVersions, MIN_NATS_VERSION, resolveNatsServer } from "../nats/binary.ts";
 import { describeCertificate } from "../tls/index.ts";
+import { MISSING_STREAMS_FIX, missingStreamsText, roomsWithoutStream } from "./room-streams.ts";
 import { type RunInfo, readRunInfo } from "./run-file.ts";
 import { describeFetchError } from "./status.ts";
 
@@ -57,8 +58,18 @@ export async function runDoctor(opts: DoctorOptions): Promise<Finding[]> {
     checkCertificates(dataDir, now()),
     checkPorts(opts, run),
     checkClock(run, now, opts.timeoutMs ?? 3000),
+    checkHistory(dataDir, run, opts.timeoutMs ?? 3000),
   ]);
   return groups.flat();
+}
+
+/** Persisted rooms whose stream is missing (a running SQLite bus only). */
+async function checkHistory(dataDir: string, run: RunInfo | undefined, timeoutMs: number): Promise<Finding[]> {
+  const missing = await roomsWithoutStream(dataDir, run, timeoutMs).catch(() => undefined);
+  if (missing === undefined) return [];
+  if (missing.length === 0)
+    return [{ level: "ok", check: "history", message: "every persisted room has its stream", fix: "" }];
+  return [{ level: "error", check: "history", message: missingStreamsText(missing), fix: MISSING_STREAMS_FIX }];
 }
 
 /** 1 when any finding is an error. */

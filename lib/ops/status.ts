@@ -8,6 +8,7 @@ import path from "node:path";
 import { Agent, request } from "undici";
 import { busLayout } from "../bus/layout.ts";
 import { openStore, type StoreBackend } from "../store/index.ts";
+import { MISSING_STREAMS_FIX, missingStreamsText, roomsWithoutStream } from "./room-streams.ts";
 import { readRunInfo } from "./run-file.ts";
 
 const DEFAULT_TIMEOUT_MS = 3000;
@@ -114,6 +115,8 @@ export async function collectStatus(opts: StatusOptions): Promise<BusStatus> {
     run.store === "sqlite" ? storeCounts(dataDir).catch(() => undefined) : undefined,
   ]);
   const problems = problemsOf(nodes, control);
+  const missing = await roomsWithoutStream(dataDir, run, timeoutMs).catch(() => undefined);
+  if (missing?.length) problems.push(`${missingStreamsText(missing)}; ${MISSING_STREAMS_FIX}`);
   if (run.monitorUrls.length === 0) problems.push("the run file lists no monitoring endpoint");
   return {
     state: problems.length ? "degraded" : "healthy",

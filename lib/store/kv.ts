@@ -127,8 +127,8 @@ import {
   kexConflict,
   lookupKey,
   parseInviteRef,
-  type ValidNewInvite,
   requiredKexPub,
+  type ValidNewInvite,
   type ValidNewRoom,
   type ValidRegistration,
   type ValidRekey,
@@ -525,6 +525,25 @@ export class KvStore implements Store {
         const user = toUser(cur.value);
         if (user.kexPub !== null || user.status !== "active") throw new ConflictError(kexConflict(user));
         const next: User = { ...user, kexPub: kex };
+        try {
+          await this.#b.users.update(key.user(k), encodeJson(next), cur.revision);
+          return next;
+        } catch (err) {
+          if (!isCasFailure(err)) throw err;
+        }
+      }
+    });
+  }
+
+  reinstateUser(signPub: string): Promise<User> {
+    return this.#run("reinstateUser", async (ctx) => {
+      const k = lookupKey(signPub);
+      for (;;) {
+        this.#checkDeadline(ctx);
+        const cur = await this.#userRec(k);
+        if (cur === undefined || cur.value.deleting) throw new NotFoundError("user", k);
+        if (cur.value.status === "active") throw new ConflictError(`user ${k} is already active`);
+        const next: User = { ...toUser(cur.value), status: "active", revokedAt: null };
         try {
           await this.#b.users.update(key.user(k), encodeJson(next), cur.revision);
           return next;

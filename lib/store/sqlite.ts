@@ -52,8 +52,8 @@ import {
   kexConflict,
   lookupKey,
   parseInviteRef,
-  type ValidRekey,
   requiredKexPub,
+  type ValidRekey,
   validateEpoch,
   validateInviteToken,
   validateNewInvite,
@@ -244,6 +244,9 @@ function prepare(db: DatabaseSync) {
     setKexPub: p(
       `UPDATE users SET kex_pub = ? WHERE sign_pub = ? AND kex_pub IS NULL AND status = 'active' RETURNING ${USER_COLUMNS}`,
     ),
+    reinstateUser: p(
+      `UPDATE users SET status = 'active', revoked_at = NULL WHERE sign_pub = ? AND status = 'revoked' RETURNING ${USER_COLUMNS}`,
+    ),
     deleteUser: p("DELETE FROM users WHERE sign_pub = ?"),
     activeUser: p("SELECT 1 AS one FROM users WHERE sign_pub = ? AND status = 'active'"),
     activeAdmin: p("SELECT EXISTS (SELECT 1 FROM users WHERE role = 'admin' AND status = 'active') AS present"),
@@ -421,6 +424,16 @@ class SqliteStore implements Store {
       const cur = this.#stmt.userByKey.get(key) as Row | undefined;
       if (cur === undefined) throw new NotFoundError("user", key);
       throw new ConflictError(kexConflict(toUser(cur)));
+    });
+  }
+
+  reinstateUser(signPub: string): Promise<User> {
+    return this.#run("reinstateUser", () => {
+      const key = lookupKey(signPub);
+      const row = this.#stmt.reinstateUser.get(key) as Row | undefined;
+      if (row !== undefined) return toUser(row);
+      if (this.#stmt.userByKey.get(key) === undefined) throw new NotFoundError("user", key);
+      throw new ConflictError(`user ${key} is already active`);
     });
   }
 

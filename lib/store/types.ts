@@ -242,6 +242,12 @@ export interface Store {
    * the user already has a kexPub or is revoked.
    */
   setKexPub(signPub: string, kexPub: string): Promise<User>;
+
+  /**
+   * Makes a revoked user active again and clears `revokedAt`; nothing else changes.
+   * `NotFoundError`; `ConflictError` when the user is already active.
+   */
+  reinstateUser(signPub: string): Promise<User>;
   /**
    * Removes the user entirely, in one transaction with all of its memberships and
    * sealed keys (every epoch). `NotFoundError` when absent; `ConflictError` naming the

@@ -56,7 +56,12 @@ t.test("user add/list/revoke/delete edit the data dir's allowlist", async (t) =>
   const del = await runCli(["user", "delete", bob.signPub, ...d]);
   t.equal(del.code, 0, del.stderr);
   oneLineError(t, await runCli(["user", "delete", bob.signPub, ...d]), /not found/, "delete unknown");
-  oneLineError(t, await runCli(["user", "revoke", createIdentity().signPub, ...d]), /not found/, "revoke unknown");
+  oneLineError(
+    t,
+    await runCli(["user", "revoke", createIdentity().signPub, ...d]),
+    /not on the allowlist; add it with `unibus user add/,
+    "revoke unknown",
+  );
 });
 
 t.test("every bad input to user add is one clear line and nothing is written", async (t) => {
@@ -67,7 +72,7 @@ t.test("every bad input to user add is one clear line and nothing is written", a
   oneLineError(
     t,
     await runCli(["user", "add", alice.signPub, "--handle", "alice2", ...d]),
-    /already exists/,
+    /already on the allowlist/,
     "duplicate key",
   );
   oneLineError(

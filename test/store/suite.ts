@@ -251,6 +251,25 @@ export function storeSuite(
       t.same(await s.getUser(u.signPub), revoked, "and changes nothing");
     });
 
+    t.test("reinstate makes a revoked user active again, changing nothing else", async (t) => {
+      const s = await fresh(t);
+      const u = await s.addUser(member("alice"));
+      await s.revokeUser(u.signPub);
+      const back = await s.reinstateUser(u.signPub);
+      t.same(back, u, "as it was before the revocation");
+      t.same(await s.getUser(u.signPub), back, "stored");
+      t.equal(await s.isAuthorized(u.signPub), true);
+      // Edge: revoked again after a reinstatement.
+      t.equal((await s.revokeUser(u.signPub)).status, "revoked");
+      t.equal((await s.reinstateUser(u.signPub)).status, "active");
+
+      const err = await s.reinstateUser(u.signPub).catch((e: unknown) => e);
+      t.type(err, ConflictError, "reinstating an active user is a conflict");
+      t.match((err as Error).message, /already active/);
+      const missing = await s.reinstateUser("ab".repeat(32)).catch((e: unknown) => e);
+      t.type(missing, NotFoundError, "an unknown user is NotFoundError");
+    });
+
     t.test("unknown users are NotFoundError", async (t) => {
       const s = await fresh(t);
       await s.addUser(member("alice"));

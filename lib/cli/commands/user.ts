@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { parseSignPub, readPublicKeys } from "../../crypto/identity.ts";
-import type { User } from "../../store/index.ts";
+import { ConflictError, NotFoundError, UserExistsError } from "../../errors.ts";
+import type { Store, User } from "../../store/index.ts";
 import { CliError, printJson, table } from "../output.ts";
 import { roleOf, type StoreTargetOptions, storeTargetOptions, withStore } from "../store.ts";
 import { settleOwnedRooms } from "./room.ts";
@@ -44,6 +45,12 @@ export function userCommand(program: Command): void {
   ).action(revokeUser);
   storeTargetOptions(
     user
+      .command("reinstate")
+      .description("make a revoked identity active again (it may connect from then on)")
+      .argument("<sign-pub>", "the identity's signing key"),
+  ).action(reinstateUser);
+  storeTargetOptions(
+    user
       .command("delete")
       .description("delete an identity from the allowlist for good")
       .argument("<sign-pub>", "the identity's signing key")
@@ -80,7 +87,14 @@ async function addUser(signPub: string | undefined, opts: AddOptions): Promise<v
   const keys = await keysToAdd(signPub, opts);
   const role = roleOf(opts.role);
   // `user add` may seed the first admin before the first `up`, so it creates a SQLite store.
-  await withStore(opts, (s) => s.addUser({ ...keys, handle: opts.handle, role }), {
+  const add = (s: Store) =>
+    s.addUser({ ...keys, handle: opts.handle, role }).catch((err: unknown) => {
+      if (!(err instanceof UserExistsError)) throw err;
+      throw new CliError(
+        `${keys.signPub} is already on the allowlist; see its handle, role and status with \`unibus user list\`, or \`unibus user delete ${keys.signPub}\` first to add it anew`,
+      );
+    });
+  await withStore(opts, add, {
     create: true,
     write: true,
     report: opts.json ? process.stderr : process.stdout,
@@ -104,9 +118,33 @@ async function listUsers(opts: StoreTargetOptions & { json?: boolean }): Promise
 
 async function revokeUser(signPub: string, opts: StoreTargetOptions): Promise<void> {
   const key = parseSignPub(signPub, "sign-pub");
-  await withStore(opts, (s) => s.revokeUser(key), {
+  await withStore(opts, (s) => s.revokeUser(key).catch(nextStep(key)), {
     write: true,
     print: (revoked) => void process.stdout.write(`revoked ${describe(revoked)}\n`),
+  });
+}
+
+/** The store's refusals, with the command that comes next. */
+function nextStep(key: string): (err: unknown) => never {
+  return (err) => {
+    if (err instanceof NotFoundError) {
+      throw new CliError(`${key} is not on the allowlist; add it with \`unibus user add ${key} --handle <handle>\``);
+    }
+    if (err instanceof ConflictError && /already revoked/.test(err.message)) {
+      throw new CliError(`${key} is already revoked; to let it in again: \`unibus user reinstate ${key}\``);
+    }
+    if (err instanceof ConflictError && /already active/.test(err.message)) {
+      throw new CliError(`${key} is already active; nothing to reinstate (\`unibus user list\` shows every status)`);
+    }
+    throw err;
+  };
+}
+
+async function reinstateUser(signPub: string, opts: StoreTargetOptions): Promise<void> {
+  const key = parseSignPub(signPub, "sign-pub");
+  await withStore(opts, (s) => s.reinstateUser(key).catch(nextStep(key)), {
+    write: true,
+    print: (user) => void process.stdout.write(`reinstated ${describe(user)}\n`),
   });
 }
 
