@@ -661,11 +661,17 @@ export class NatsServerProcess extends EventEmitter<NatsProcessEvents> {
     return this.#stopping;
   }
 
-  /** Ends the child (watchdog first) and removes its ports file. Safe to call more than once. */
+  /**
+   * Ends the child and removes its ports file. Safe to call more than once. The watchdog
+   * stays armed until the child is gone: should this process die hard while a graceful
+   * stop is still waiting (seen: a test runner's timeout killing it mid-stop), the
+   * watchdog still ends the server. It is disarmed at once after the exit, so it cannot
+   * signal a reused pid unless this process dies in that same instant.
+   */
   async #terminate(child: Child, mode: StopMode): Promise<void> {
     child.expected = true;
-    await child.watchdog?.disarm();
     if (!child.exitInfo) await this.#signalUntilGone(child, mode);
+    await child.watchdog?.disarm();
     await settlesWithin(child.closed, 1000);
     await fsp.rm(child.portsFile, { force: true });
   }
