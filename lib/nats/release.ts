@@ -5,7 +5,7 @@ import path from "node:path";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { ReadableStream as NodeReadableStream } from "node:stream/web";
-import { ChecksumMismatchError } from "../errors.ts";
+import { ChecksumMismatchError, NatsBinaryError } from "../errors.ts";
 import { createStaging, discardStaging, promoteIntoCache } from "./binary-cache.ts";
 import { type FetchContext, findOnPath, lastLine, probeNatsServer, run, SourceUnavailable } from "./binary-exec.ts";
 
@@ -133,7 +133,10 @@ async function download(
   let timer: NodeJS.Timeout | undefined;
   const arm = () => {
     clearTimeout(timer);
-    timer = setTimeout(() => ac.abort(new Error(`no data for ${IDLE_TIMEOUT_MS / 1000} s`)), IDLE_TIMEOUT_MS);
+    timer = setTimeout(
+      () => ac.abort(new NatsBinaryError(`the download stalled: no data for ${IDLE_TIMEOUT_MS / 1000} s`)),
+      IDLE_TIMEOUT_MS,
+    );
   };
   arm();
   try {
