@@ -12,7 +12,7 @@ export {
   DEFAULT_USER_LIMITS,
   type UserLimits,
 } from "./callout.ts";
-export { ConnectionRegistry, Kicker, type KickerOptions } from "./kick.ts";
+export { ConnectionRegistry, KICK_SUBJECT, Kicker, type KickerOptions } from "./kick.ts";
 export { inboxPrefix, permissionsFor, type RoomGrant, roomStreamName, type SubjectPermissions } from "./permissions.ts";
 export { connectAsService } from "./service-connection.ts";
 export { loadOrCreateServiceKeys, loadServiceKeys, SERVICE_KEYS_FILE, type ServiceKeys } from "./service-keys.ts";

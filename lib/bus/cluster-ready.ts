@@ -9,8 +9,8 @@ import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { jetstreamManager, StorageType } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
-import { nkeySigner } from "../auth/authenticator.ts";
-import type { ServiceKeys } from "../auth/service-keys.ts";
+import type { ServiceKeys } from "../auth/index.ts";
+import { nkeySigner } from "../auth/index.ts";
 import { UnibusError } from "../errors.ts";
 
 export interface MetaPeer {

@@ -3,7 +3,7 @@
  * tests treat one node and many alike: where to connect, what to trust, where the
  * files are, which store backend, one lifecycle and one stop.
  */
-import type { AccessChange } from "../control/routes.ts";
+import type { AccessChange } from "../control/index.ts";
 import type { NatsPorts, NatsRestartedEvent, NatsRestartingEvent } from "../nats/index.ts";
 import type { StoreBackend } from "../store/index.ts";
 import type { HandoverResult } from "./handover.ts";

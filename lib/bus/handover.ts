@@ -7,8 +7,8 @@
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { connectAsService } from "../auth/service-connection.ts";
-import type { ServiceKeys } from "../auth/service-keys.ts";
+import type { ServiceKeys } from "../auth/index.ts";
+import { connectAsService } from "../auth/index.ts";
 import type { Logger } from "../log/index.ts";
 import { jetStreamLeaders } from "./cluster-ready.ts";
 

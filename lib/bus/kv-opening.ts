@@ -9,14 +9,12 @@ import fs from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import type { Admission } from "../auth/callout.ts";
-import { connectAsService } from "../auth/service-connection.ts";
-import type { ServiceKeys } from "../auth/service-keys.ts";
-import type { BlobBucket } from "../control/blob-objects.ts";
-import type { NonceStore } from "../control/nonce-cache.ts";
+import type { Admission, ServiceKeys } from "../auth/index.ts";
+import { connectAsService } from "../auth/index.ts";
+import type { BlobBucket, NonceStore } from "../control/index.ts";
 import { StoreUnavailableError } from "../errors.ts";
 import type { Logger } from "../log/index.ts";
-import type { StoreHolder } from "../store/holder.ts";
+import type { StoreHolder } from "../store/index.ts";
 import { openStore, type Store } from "../store/index.ts";
 
 /**

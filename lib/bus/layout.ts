@@ -1,9 +1,8 @@
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import type { ServiceKeys } from "../auth/service-keys.ts";
-import type { NatsClusterOptions } from "../nats/config.ts";
-import type { NatsConfigOptions } from "../nats/index.ts";
+import type { ServiceKeys } from "../auth/index.ts";
+import type { NatsClusterOptions, NatsConfigOptions } from "../nats/index.ts";
 
 /**
  * The data dir to use: the given one (created 0700, never removed by us), or a fresh

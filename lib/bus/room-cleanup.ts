@@ -5,9 +5,7 @@
  * plane's own DELETE does the same inside the bus (`Unibus` on "room-deleted").
  */
 import path from "node:path";
-import { KICK_SUBJECT } from "../auth/kick.ts";
-import { connectAsService } from "../auth/service-connection.ts";
-import { loadServiceKeys } from "../auth/service-keys.ts";
+import { connectAsService, KICK_SUBJECT, loadServiceKeys } from "../auth/index.ts";
 import { BlobStore } from "../control/index.ts";
 import type { Store } from "../store/index.ts";
 import { RoomStreams } from "./streams.ts";

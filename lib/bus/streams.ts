@@ -17,9 +17,8 @@ import {
   type StreamConfig,
 } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { roomStreamName } from "../auth/permissions.ts";
-import { connectAsService } from "../auth/service-connection.ts";
-import type { ServiceKeys } from "../auth/service-keys.ts";
+import type { ServiceKeys } from "../auth/index.ts";
+import { connectAsService, roomStreamName } from "../auth/index.ts";
 import { InvalidArgumentError, StateError, UnibusError } from "../errors.ts";
 import { type Logger, silentLogger } from "../log/index.ts";
 import type { Room } from "../store/index.ts";

@@ -7,31 +7,34 @@
 import { EventEmitter } from "node:events";
 import fs from "node:fs/promises";
 import path from "node:path";
-import type { Admission } from "../auth/callout.ts";
-import { AuthCallout, DEFAULT_USER_LIMITS } from "../auth/callout.ts";
-import { ConnectionRegistry, Kicker } from "../auth/kick.ts";
-import { permissionsFor } from "../auth/permissions.ts";
-import { loadOrCreateServiceKeys, type ServiceKeys } from "../auth/service-keys.ts";
-import { BlobStore, type Blobs } from "../control/blobs.ts";
-import { HttpError } from "../control/http-error.ts";
-import type { ControlTimeouts, RateLimiterOptions } from "../control/limits.ts";
-import type { AccessChange } from "../control/routes.ts";
-import { ControlServer } from "../control/server.ts";
-import { parseSignPub } from "../crypto/identity.ts";
+import type { Admission } from "../auth/index.ts";
+import {
+  AuthCallout,
+  ConnectionRegistry,
+  DEFAULT_USER_LIMITS,
+  Kicker,
+  loadOrCreateServiceKeys,
+  permissionsFor,
+  type ServiceKeys,
+} from "../auth/index.ts";
+import type { AccessChange, ControlTimeouts, RateLimiterOptions } from "../control/index.ts";
+import { BlobStore, type Blobs, ControlServer, HttpError } from "../control/index.ts";
+import { parseSignPub } from "../crypto/index.ts";
 import { InvalidArgumentError, NotFoundError, StateError } from "../errors.ts";
 import { createLogger, type Logger } from "../log/index.ts";
 import { BusMetrics, instrumentStore } from "../metrics/index.ts";
-import type { NatsClusterOptions } from "../nats/config.ts";
+import type { NatsClusterOptions } from "../nats/index.ts";
 import { type NatsPorts, NatsServerProcess, type NatsSuperviseOptions, resolveNatsServer } from "../nats/index.ts";
-import { createStoreHolder, type StoreHolder } from "../store/holder.ts";
 import {
   type BucketReplication,
   chooseStoreBackend,
+  createStoreHolder,
   type KvStore,
   openStore,
   type Role,
   type Store,
   type StoreBackend,
+  type StoreHolder,
   type User,
 } from "../store/index.ts";
 import {

@@ -9,7 +9,7 @@ export {
   parseNatsVersion,
   resolveNatsServer,
 } from "./binary.ts";
-export type { NatsConfigOptions } from "./config.ts";
+export type { NatsClusterOptions, NatsConfigOptions } from "./config.ts";
 export { buildNatsConfig, renderNatsConfig } from "./config.ts";
 export { NatsCrashedError } from "./errors.ts";
 export type {
