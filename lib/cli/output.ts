@@ -15,8 +15,11 @@ export class CliError extends UnibusError {
  */
 export function errorLine(err: unknown): string {
   const message = err instanceof Error ? err.message : String(err);
-  return `unibus: ${message.trimEnd()}`;
+  // A server's own output (NatsStartError) goes to the log, not into the one error line.
+  return `unibus: ${message.split(SERVER_OUTPUT)[0]!.trimEnd()}`;
 }
+
+const SERVER_OUTPUT = "\n--- last nats-server output ---";
 
 /** The same failure for `--json`: `{"error":{"code","message"}}`, code from a UnibusError, else "ERROR". */
 export function errorJson(err: unknown): { error: { code: string; message: string } } {

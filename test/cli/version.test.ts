@@ -25,7 +25,7 @@ t.test("a command's own --version stays the command's", async (t) => {
 
 t.test("an installed package finds its own package.json beside dist/cli/", async (t) => {
   const root = t.testdir({
-    "package.json": JSON.stringify({ name: "unibus", version: "7.7.7-installed" }),
+    "package.json": JSON.stringify({ name: "unibus", version: "7.7.7-installed", type: "module" }),
     dist: { cli: {} },
   });
   const copy = path.join(root, "dist", "cli", "version.ts");

@@ -52,10 +52,29 @@ async function runUp(opts: UpOptions, cmd: Command): Promise<void> {
   stopOnSignals(running, dataDir, json);
   const bus = await startBus(cfg, dataDir, logger);
   running.bus = bus;
+  exitWhenFailed(bus, dataDir);
   await writeRunInfo(dataDir, bus);
   logger.level = readyLevel;
   if (json) printJson(readyLine(bus));
   else process.stdout.write(`${await readyText(bus)}\n`);
+}
+
+/**
+ * A node whose nats-server is out of its restart budget cannot heal: `up` says why, with
+ * the server's last output, stops what is left and exits non-zero so a process manager
+ * (systemd's Restart=on-failure) takes over.
+ */
+function exitWhenFailed(bus: BusHandle, dataDir: string): void {
+  const nodes = bus instanceof Unibus ? [bus] : ((bus as { nodes?: readonly Unibus[] }).nodes ?? []);
+  for (const node of nodes) {
+    node.once("failed", (err) => {
+      process.stderr.write(`unibus: ${err.message}\n`);
+      void bus
+        .stop()
+        .finally(() => removeRunInfo(dataDir).catch(() => {}))
+        .finally(() => process.exit(1));
+    });
+  }
 }
 
 function printConfig(resolved: ResolvedConfig): void {
