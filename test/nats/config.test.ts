@@ -212,7 +212,11 @@ t.test("invalid options are refused with InvalidArgumentError naming the field",
     ["tls.timeout", { tls: { certFile: "/c.pem", keyFile: "/k.pem", timeout: 0 } }],
     ["accounts.bad name", { accounts: { "bad name": {} } }],
     ["accounts.APP.users[0].nkey", { accounts: { APP: { users: [{ nkey: account }] } } }],
-    ["accounts.APP.users[0].nkey", { accounts: { APP: { users: [{ nkey: `${user.slice(0, -1)}A` }] } } }],
+    // A broken checksum: the last character changed (to "A", or "B" when it already was "A").
+    [
+      "accounts.APP.users[0].nkey",
+      { accounts: { APP: { users: [{ nkey: `${user.slice(0, -1)}${user.endsWith("A") ? "B" : "A"}` }] } } },
+    ],
     ["systemAccount", { systemAccount: "SYS" }],
     [
       "authCallout.issuer",
