@@ -7,13 +7,12 @@
  * mutual TLS from that CA. See docs/clustering.md.
  */
 import { EventEmitter } from "node:events";
-import fs from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ConnectionRegistry, loadOrCreateServiceKeys, type ServiceKeys } from "../auth/index.ts";
 import { InvalidArgumentError, StateError } from "../errors.ts";
 import { type Logger, silentLogger } from "../log/index.ts";
-import { resolveNatsServer } from "../nats/index.ts";
+import { resolveNatsServer, type Watchdog } from "../nats/index.ts";
 import { openStore, type StoreBackend } from "../store/index.ts";
 import { type CertificateAuthority, loadOrCreateCa, urlHost } from "../tls/index.ts";
 import {
@@ -28,7 +27,7 @@ import {
 } from "./cluster-plan.ts";
 import { ClusterNotReadyError, type MetaStatus, waitForMetaGroup, waitForPlacement } from "./cluster-ready.ts";
 import type { BusHandle, BusState, ClusterEvents } from "./handle.ts";
-import { busLayout, openDataDir } from "./layout.ts";
+import { busLayout, openDataDir, removeOwnedDir } from "./layout.ts";
 import { Unibus } from "./unibus.ts";
 
 export type { StartClusterOptions } from "./cluster-plan.ts";
@@ -55,6 +54,8 @@ export class UnibusCluster extends EventEmitter<ClusterEvents> implements BusHan
   #shared?: Shared;
   #root = "";
   #ownsDir = false;
+  /** Removes our temp root should this process die hard (stop() removes it otherwise). */
+  #dirGuard?: Watchdog;
   #stopping?: Promise<void>;
 
   /** Throws InvalidArgumentError for bad options. */
@@ -117,7 +118,7 @@ export class UnibusCluster extends EventEmitter<ClusterEvents> implements BusHan
     } catch (err) {
       this.#setState("failed");
       await this.#stopNodes();
-      if (this.#ownsDir) await fs.rm(this.#root, { recursive: true, force: true });
+      if (this.#ownsDir) await removeOwnedDir(this.#root, this.#dirGuard);
       throw err;
     }
     this.#setState("running");
@@ -180,7 +181,7 @@ export class UnibusCluster extends EventEmitter<ClusterEvents> implements BusHan
     this.#stopping ??= (async () => {
       this.#setState("stopping");
       await this.#stopNodes();
-      if (this.#ownsDir) await fs.rm(this.#root, { recursive: true, force: true });
+      if (this.#ownsDir) await removeOwnedDir(this.#root, this.#dirGuard);
       this.#setState("stopped");
       this.#log.info({ component: "cluster", name: this.name }, "cluster stopped");
     })();
@@ -199,9 +200,10 @@ export class UnibusCluster extends EventEmitter<ClusterEvents> implements BusHan
 
   /** The root dir, then the files every node shares (binary, CA, keys, a SQLite store's schema). */
   async #prepare(): Promise<Shared> {
-    const { dir, owned } = await openDataDir(this.#opts.dataDir, "unibus-cluster-");
+    const { dir, owned, guard } = await openDataDir(this.#opts.dataDir, "unibus-cluster-", this.#log);
     this.#root = dir;
     this.#ownsDir = owned;
+    this.#dirGuard = guard;
     const layout = busLayout(this.#root, "shared");
     const [binary, ca, keys] = await Promise.all([
       this.#opts.natsServer ? { path: this.#opts.natsServer } : resolveNatsServer({ logger: this.#log }),

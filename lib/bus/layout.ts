@@ -2,22 +2,32 @@ import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import type { ServiceKeys } from "../auth/index.ts";
-import type { NatsClusterOptions, NatsConfigOptions } from "../nats/index.ts";
+import type { Logger } from "../log/index.ts";
+import { armDirRemoval, type NatsClusterOptions, type NatsConfigOptions, type Watchdog } from "../nats/index.ts";
 
 /**
  * The data dir to use: the given one (created 0700, never removed by us), or a fresh
- * temp dir that the caller owns and removes on stop.
+ * temp dir that the caller owns and removes on stop — and that a guard removes should
+ * this process die hard before it can (see armDirRemoval).
  */
 export async function openDataDir(
   given: string | undefined,
   tempPrefix: string,
-): Promise<{ dir: string; owned: boolean }> {
+  logger?: Logger,
+): Promise<{ dir: string; owned: boolean; guard?: Watchdog }> {
   if (given) {
     const dir = path.resolve(given);
     await fs.mkdir(dir, { recursive: true, mode: 0o700 });
     return { dir, owned: false };
   }
-  return { dir: await fs.mkdtemp(path.join(os.tmpdir(), tempPrefix)), owned: true };
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), tempPrefix));
+  return { dir, owned: true, guard: armDirRemoval(dir, logger ? { logger } : {}) };
+}
+
+/** Removes a temp dir of ours, its guard first (so the guard cannot outlive it). */
+export async function removeOwnedDir(dir: string, guard: Watchdog | undefined): Promise<void> {
+  await guard?.disarm();
+  await fs.rm(dir, { recursive: true, force: true });
 }
 
 /** Where each part of a bus lives inside its data dir. */

@@ -5,7 +5,6 @@
  * idempotent and `await using` works.
  */
 import { EventEmitter } from "node:events";
-import fs from "node:fs/promises";
 import path from "node:path";
 import type { Admission } from "../auth/index.ts";
 import {
@@ -23,8 +22,14 @@ import { parseSignPub } from "../crypto/index.ts";
 import { InvalidArgumentError, NotFoundError, StateError } from "../errors.ts";
 import { createLogger, type Logger } from "../log/index.ts";
 import { BusMetrics, instrumentStore } from "../metrics/index.ts";
-import type { NatsClusterOptions } from "../nats/index.ts";
-import { type NatsPorts, NatsServerProcess, type NatsSuperviseOptions, resolveNatsServer } from "../nats/index.ts";
+import {
+  type NatsClusterOptions,
+  type NatsPorts,
+  NatsServerProcess,
+  type NatsSuperviseOptions,
+  resolveNatsServer,
+  type Watchdog,
+} from "../nats/index.ts";
 import {
   type BucketReplication,
   chooseStoreBackend,
@@ -51,7 +56,7 @@ import type { BusHandle, BusState, UnibusEvents } from "./handle.ts";
 import { handOverLeaderships } from "./handover.ts";
 import { type HealthReport, LinkWatch, natsAnswers, type PartName, reportOf } from "./health.ts";
 import { holdAdmission, KV_AUTH_TIMEOUT_S, KV_DECISION_TIMEOUT_MS, KvOpening } from "./kv-opening.ts";
-import { type BusLayout, busLayout, natsConfigFor, openDataDir } from "./layout.ts";
+import { type BusLayout, busLayout, natsConfigFor, openDataDir, removeOwnedDir } from "./layout.ts";
 import { checkRoomStorage, type RoomRetention, RoomStreams, StorageBudgetError } from "./streams.ts";
 
 export type { BusState } from "./handle.ts";
@@ -206,6 +211,8 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
   readonly #opts: StartUnibusOptions;
   readonly #logger: Logger;
   #ownsDataDir = false;
+  /** Removes our temp dir should this process die hard (stop() removes it otherwise). */
+  #dirGuard?: Watchdog;
   #dataDir = "";
   #nats?: NatsServerProcess;
   #callout?: AuthCallout;
@@ -343,16 +350,17 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       return this;
     } catch (err) {
       this.#setState("failed");
-      await this.#teardown({ keepFiles: true });
+      await this.#teardown();
       throw err;
     }
   }
 
   /** Phase 1: the data dir, then the independent disk and process work at once (binary, CA, keys, store). */
   async #prepare(backend: StoreBackend): Promise<Prepared> {
-    const { dir, owned } = await openDataDir(this.#opts.dataDir, "unibus-");
+    const { dir, owned, guard } = await openDataDir(this.#opts.dataDir, "unibus-", this.#logger);
     this.#dataDir = dir;
     this.#ownsDataDir = owned;
+    this.#dirGuard = guard;
     const layout = busLayout(this.#dataDir, this.serverName);
     const log = this.#logger;
     // The binary lookup spawns `nats-server --version`; the CA, keys and store are disk work.
@@ -608,7 +616,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       const handOver = opts.handOver !== false && this.#state === "running" && this.#opts.cluster !== undefined;
       this.#setState("stopping");
       if (handOver) await this.#handOver();
-      await this.#teardown({ keepFiles: false });
+      await this.#teardown();
       this.#setState("stopped");
     })();
     return this.#stopping;
@@ -768,7 +776,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     if (typeof connz.total === "number") this.metrics.connections.set(Math.max(0, connz.total - 1));
   }
 
-  async #teardown({ keepFiles }: { keepFiles: boolean }): Promise<void> {
+  async #teardown(): Promise<void> {
     const log = this.#logger;
     const step = async (what: string, fn: () => Promise<void> | undefined) => {
       try {
@@ -790,11 +798,8 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     this.#store = undefined;
     this.#kv = undefined;
     await step("nats-server", () => this.#nats?.stop());
-    if (this.#ownsDataDir && !keepFiles) {
-      await step("temp dir", () => fs.rm(this.#dataDir, { recursive: true, force: true }));
-    } else if (this.#ownsDataDir) {
-      log.warn({ component: "bus", dataDir: this.#dataDir }, "start failed; its files are kept for investigation");
-    }
+    // A temp dir of ours goes after a failed start too: the error carries the server's output.
+    if (this.#ownsDataDir) await step("temp dir", () => removeOwnedDir(this.#dataDir, this.#dirGuard));
   }
 }
 

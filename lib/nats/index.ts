@@ -24,3 +24,4 @@ export type {
 } from "./process.ts";
 export { isProcessAlive, NatsServerProcess } from "./process.ts";
 export type { NatsExitRecord, NatsSuperviseOptions } from "./supervisor.ts";
+export { armDirRemoval, type Watchdog } from "./watchdog.ts";

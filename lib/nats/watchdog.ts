@@ -45,26 +45,40 @@ export interface Watchdog {
 /** Arms a watchdog for `targetPid`: SIGTERM when this process dies, SIGKILL `graceMs` later. */
 export function armWatchdog(targetPid: number, opts: { graceMs?: number; logger?: Logger } = {}): Watchdog {
   const ticks = Math.max(1, Math.ceil((opts.graceMs ?? 5000) / 100));
+  return armGuard(SCRIPT, [WATCHDOG_NAME, String(targetPid), String(ticks)], opts.logger, "nats-server");
+}
+
+/**
+ * Removes `dir` when this process dies hard, `delayMs` later (time for the servers'
+ * own watchdogs to end them first). For temp dirs we created: `stop()` removes them,
+ * but a process that is killed never reaches it. Disarm before removing it yourself.
+ */
+export function armDirRemoval(dir: string, opts: { delayMs?: number; logger?: Logger } = {}): Watchdog {
+  const seconds = Math.max(0, Math.ceil((opts.delayMs ?? 6000) / 1000));
+  return armGuard(DIR_SCRIPT, [DIR_GUARD_NAME, dir, String(seconds)], opts.logger, "temp dir");
+}
+
+/** argv[0] of a temp dir's guard, recognisable in `ps`. */
+export const DIR_GUARD_NAME = "unibus-tempdir-guard";
+
+const DIR_SCRIPT = ["read -r _ || :", 'sleep "$2"', 'rm -rf -- "$1"', "exit 0"].join("\n");
+
+/**
+ * A `/bin/sh` in its own session whose stdin is a pipe from us that we never write to:
+ * when we die, `read` returns at EOF and the script runs (see the top of this file).
+ */
+function armGuard(script: string, args: string[], logger: Logger | undefined, what: string): Watchdog {
   let child: ChildProcess;
   try {
-    child = spawn("/bin/sh", ["-c", SCRIPT, WATCHDOG_NAME, String(targetPid), String(ticks)], {
-      detached: true,
-      stdio: ["pipe", "ignore", "ignore"],
-    });
+    child = spawn("/bin/sh", ["-c", script, ...args], { detached: true, stdio: ["pipe", "ignore", "ignore"] });
   } catch (err) {
-    opts.logger?.warn(
-      { err },
-      "could not start the nats-server watchdog; a hard crash of this process may leave nats-server running",
-    );
+    logger?.warn({ err }, `could not start the ${what} watchdog; a hard crash of this process may leave it behind`);
     return { pid: undefined, disarm: async () => {} };
   }
   const exited = new Promise<void>((resolve) => {
     child.once("exit", () => resolve());
     child.once("error", (err) => {
-      opts.logger?.warn(
-        { err },
-        "the nats-server watchdog failed; a hard crash of this process may leave nats-server running",
-      );
+      logger?.warn({ err }, `the ${what} watchdog failed; a hard crash of this process may leave it behind`);
       resolve();
     });
   });

@@ -5,7 +5,7 @@ import path from "node:path";
 import { pathToFileURL } from "node:url";
 import t from "tap";
 import { request } from "undici";
-import { startUnibus } from "../../lib/bus/unibus.ts";
+import { startUnibus, Unibus } from "../../lib/bus/unibus.ts";
 import { connect } from "../../lib/client/connect.ts";
 import { createIdentity } from "../../lib/crypto/identity.ts";
 import { isProcessAlive } from "../../lib/nats/process.ts";
@@ -118,4 +118,36 @@ t.test("a SIGKILLed parent leaves no nats-server behind", async (t) => {
   child.kill("SIGKILL");
   await waitFor("nats-server to die with its parent", () => !isProcessAlive(pid), 10_000);
   t.notOk(isProcessAlive(pid), "no orphan");
+});
+
+t.test("a SIGKILLed parent leaves no temp dir behind either", async (t) => {
+  const dir = t.testdir();
+  const script = path.join(dir, "parent.ts");
+  const lib = pathToFileURL(path.resolve("lib/bus/unibus.ts")).href;
+  fs.writeFileSync(
+    script,
+    `import { startUnibus } from ${JSON.stringify(lib)};\nconst bus = await startUnibus();\nconsole.log(JSON.stringify({ pid: bus.natsPid, dataDir: bus.dataDir }));\nsetInterval(() => {}, 1000);\n`,
+  );
+  const child = spawn(process.execPath, ["--disable-warning=ExperimentalWarning", script], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  t.teardown(() => child.kill("SIGKILL"));
+  const line = await new Promise<string>((resolve, reject) => {
+    child.stdout.once("data", (d) => resolve(String(d)));
+    child.once("exit", (code) => reject(new Error(`parent exited early (${code})`)));
+  });
+  const { pid, dataDir } = JSON.parse(line) as { pid: number; dataDir: string };
+  t.ok(fs.existsSync(dataDir), "the bus made its own temp dir");
+  child.kill("SIGKILL");
+  await waitFor("the temp dir to be removed after its owner died", () => !fs.existsSync(dataDir), 20_000);
+  t.notOk(fs.existsSync(dataDir), "the temp dir is gone");
+  t.notOk(isProcessAlive(pid), "and so is nats-server");
+});
+
+t.test("a failed start removes the temp dir it made", async (t) => {
+  const first = await testBus(t);
+  const bus = new Unibus({ ports: { nats: Number(new URL(first.natsUrl).port) } });
+  await t.rejects(bus.start(), { code: "NATS_START" });
+  t.ok(bus.dataDir.length > 0, "it had made a temp dir");
+  t.notOk(fs.existsSync(bus.dataDir), "its temp dir is gone");
 });

@@ -1,6 +1,8 @@
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { removeOwnedDir } from "../../lib/bus/layout.ts";
+import { armDirRemoval } from "../../lib/nats/index.ts";
 
 /** Anything that runs cleanup when its test ends: a tap `Test`, or a narrower view of one. */
 export interface Teardown {
@@ -15,6 +17,8 @@ export interface Teardown {
 export async function tempDir(t: Teardown, label?: string): Promise<string> {
   const prefix = label ? `unibus-test-${label}-` : "unibus-test-";
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), prefix));
-  t.teardown(() => fs.rm(dir, { recursive: true, force: true }));
+  // A test the runner kills (a timeout) never reaches its teardown: the guard removes the dir then.
+  const guard = armDirRemoval(dir);
+  t.teardown(() => removeOwnedDir(dir, guard));
   return dir;
 }
