@@ -1,6 +1,6 @@
 import { chmodSync, closeSync, mkdirSync, openSync, statSync } from "node:fs";
 import path from "node:path";
-import { DatabaseSync, type SQLOutputValue } from "node:sqlite";
+import { DatabaseSync, type SQLOutputValue, type StatementSync } from "node:sqlite";
 import {
   ConflictError,
   InvalidArgumentError,
@@ -223,14 +223,25 @@ function toInvite(row: Row): Invite {
 
 const bit = (b: boolean): number => (b ? 1 : 0);
 
-/** The statements a store uses, prepared once per connection. */
+type Prepare = (sql: string) => StatementSync;
+
+/** The statements a store uses, prepared once per connection, one group per section of the store. */
 function prepare(db: DatabaseSync) {
-  const p = (sql: string) => db.prepare(sql);
+  const p: Prepare = (sql) => db.prepare(sql);
   return {
     begin: p("BEGIN IMMEDIATE"),
     beginRead: p("BEGIN"),
     commit: p("COMMIT"),
+    ...userStatements(p),
+    ...roomStatements(p),
+    ...inviteStatements(p),
+    ...stateStatements(p),
+  };
+}
 
+/** Users and the allowlist checks. */
+function userStatements(p: Prepare) {
+  return {
     insertUser: p(
       `INSERT INTO users (${USER_COLUMNS}) VALUES (?, ?, ?, ?, 'active', ?, NULL) RETURNING ${USER_COLUMNS}`,
     ),
@@ -251,7 +262,12 @@ function prepare(db: DatabaseSync) {
     activeUser: p("SELECT 1 AS one FROM users WHERE sign_pub = ? AND status = 'active'"),
     activeAdmin: p("SELECT EXISTS (SELECT 1 FROM users WHERE role = 'admin' AND status = 'active') AS present"),
     roomsOwnedBy: p("SELECT id FROM rooms WHERE owner_sign_pub = ? ORDER BY id"),
+  };
+}
 
+/** Rooms, members and sealed keys. */
+function roomStatements(p: Prepare) {
+  return {
     insertRoom: p(`INSERT INTO rooms (${ROOM_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 1, ?) RETURNING ${ROOM_COLUMNS}`),
     roomById: p(`SELECT ${ROOM_COLUMNS} FROM rooms WHERE id = ?`),
     roomBySubject: p("SELECT 1 AS one FROM rooms WHERE subject = ?"),
@@ -279,7 +295,12 @@ function prepare(db: DatabaseSync) {
     ),
     keyAt: p(`SELECT ${KEY_COLUMNS} FROM room_keys WHERE room_id = ? AND sign_pub = ? AND epoch = ?`),
     latestKey: p(`SELECT ${KEY_COLUMNS} FROM room_keys WHERE room_id = ? AND sign_pub = ? ORDER BY epoch DESC LIMIT 1`),
+  };
+}
 
+/** Invites: single use, listing, sweeping. */
+function inviteStatements(p: Prepare) {
+  return {
     insertInvite: p(
       `INSERT INTO invites (${INVITE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 'open', NULL, NULL) RETURNING ${INVITE_COLUMNS}`,
     ),
@@ -295,13 +316,18 @@ function prepare(db: DatabaseSync) {
     spendInvite: p(
       "UPDATE invites SET status = 'spent', spent_by = ?, spent_at = ? WHERE token_hash = ? AND status = 'open'",
     ),
+    // Spent and cancelled ones whatever their expiry; open ones once expired (the caller's clock).
+    sweepInvites: p("DELETE FROM invites WHERE created_at < ? AND (status != 'open' OR expires_at <= ?)"),
+  };
+}
 
+/** The whole state at once (snapshots) and change detection for watches. */
+function stateStatements(p: Prepare) {
+  return {
     snapUsers: p(`SELECT ${USER_COLUMNS} FROM users ORDER BY sign_pub`),
     snapRooms: p(`SELECT ${ROOM_COLUMNS} FROM rooms ORDER BY id`),
     snapMembers: p(`SELECT ${MEMBER_COLUMNS} FROM room_members ORDER BY room_id, sign_pub`),
     snapKeys: p(`SELECT ${KEY_COLUMNS} FROM room_keys ORDER BY room_id, epoch, sign_pub`),
-    // Spent and cancelled ones whatever their expiry; open ones once expired (the caller's clock).
-    sweepInvites: p("DELETE FROM invites WHERE created_at < ? AND (status != 'open' OR expires_at <= ?)"),
     snapInvites: p(`SELECT ${INVITE_COLUMNS} FROM invites ORDER BY token_hash`),
     // data_version moves on another connection's commit; total_changes() on this one's writes.
     changeCounter: p("SELECT (SELECT data_version FROM pragma_data_version) AS v, total_changes() AS c"),
