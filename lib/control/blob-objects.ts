@@ -22,8 +22,8 @@ import { InvalidArgumentError, NotFoundError, StateError, StoreUnavailableError,
 import { type Logger, silentLogger } from "../log/index.ts";
 import type { Store } from "../store/index.ts";
 import {
+  BlobHousekeeping,
   type BlobMeta,
-  BlobStoreClosedError,
   type Blobs,
   type BlobUpload,
   committedBlobs,
@@ -100,10 +100,7 @@ export class ObjectBlobStore implements Blobs {
   readonly #store: Pick<Store, "getRoom">;
   readonly #now: () => number;
   readonly #logger: Logger;
-  readonly #transfers = new Set<() => void>();
-  #timer: NodeJS.Timeout | undefined;
-  #gcChain: Promise<unknown> = Promise.resolve();
-  #closed = false;
+  readonly #chores: BlobHousekeeping;
 
   constructor(opts: ObjectBlobStoreOptions) {
     this.maxBytes = positiveInt(opts.maxBytes ?? DEFAULT_MAX_BLOB_BYTES, "maxBytes");
@@ -113,49 +110,30 @@ export class ObjectBlobStore implements Blobs {
     this.#store = opts.store;
     this.#now = opts.now ?? Date.now;
     this.#logger = opts.logger ?? silentLogger;
+    this.#chores = new BlobHousekeeping(this.gcIntervalMs, this.#logger);
   }
 
   get closed(): boolean {
-    return this.#closed;
+    return this.#chores.closed;
   }
 
   /** Collects garbage every `gcIntervalMs` (a pass while the bucket is not open yet does nothing). */
   async start(): Promise<this> {
-    if (this.#closed) throw new BlobStoreClosedError();
-    if (!this.#timer) {
-      this.#timer = setInterval(() => {
-        if (!this.#bucket()) return;
-        this.gc().catch((err: Error) => {
-          this.#logger.warn({ component: "blobs", err: err.message }, "blob garbage collection failed");
-        });
-      }, this.gcIntervalMs);
-      this.#timer.unref();
-    }
+    this.#chores.startCollector(() => (this.#bucket() ? this.gc() : undefined), { now: false });
     return this;
   }
 
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    clearInterval(this.#timer);
-    this.#timer = undefined;
-    for (const abort of [...this.#transfers]) abort();
-    this.#transfers.clear();
-    await this.#gcChain.catch(() => {});
+  close(): Promise<void> {
+    return this.#chores.close();
   }
 
   trackTransfer(abort: () => void): () => void {
-    if (this.#closed) {
-      abort();
-      return () => {};
-    }
-    this.#transfers.add(abort);
-    return () => this.#transfers.delete(abort);
+    return this.#chores.trackTransfer(abort);
   }
 
   /** Starts an upload: chunks go to JetStream as they arrive; the object appears at commit. */
   async beginUpload(input: { roomId: string; uploader: string; mimetype: string }): Promise<BlobUpload> {
-    if (this.#closed) throw new BlobStoreClosedError();
+    this.#chores.throwIfClosed();
     const mimetype = parseMimetype(input.mimetype);
     const bucket = this.#open();
     const now = this.#now();
@@ -238,7 +216,7 @@ export class ObjectBlobStore implements Blobs {
 
   /** Every blob in the bucket whose metadata reads, expired ones too (for operators and migrations). */
   async list(): Promise<BlobMeta[]> {
-    if (this.#closed) throw new BlobStoreClosedError();
+    this.#chores.throwIfClosed();
     const bucket = this.#open();
     const infos = await call(() => bucket.os.list());
     return infos.flatMap((info) => (info.deleted ? [] : (fromObjectInfo(info) ?? [])));
@@ -252,7 +230,7 @@ export class ObjectBlobStore implements Blobs {
 
   /** Deletes every blob of a room (expired ones too); returns how many went. */
   async deleteRoomBlobs(roomId: string): Promise<number> {
-    if (this.#closed) throw new BlobStoreClosedError();
+    this.#chores.throwIfClosed();
     const bucket = this.#open();
     const infos = await call(() => bucket.os.list());
     let n = 0;
@@ -266,10 +244,7 @@ export class ObjectBlobStore implements Blobs {
 
   /** One pass over the bucket: expired blobs, blobs of rooms that are gone, and corrupt metadata go. */
   gc(opts: { now?: number } = {}): Promise<GcReport> {
-    const pass = () => this.#gc(opts.now ?? this.#now());
-    const run = this.#gcChain.then(pass, pass);
-    this.#gcChain = run.catch(() => {});
-    return run;
+    return this.#chores.serialise(() => this.#gc(opts.now ?? this.#now()));
   }
 
   async #gc(now: number): Promise<GcReport> {
@@ -306,7 +281,7 @@ export class ObjectBlobStore implements Blobs {
 
   /** The live blob's metadata and object info. NotFoundError for an unknown, corrupt or expired id. */
   async #live(id: string): Promise<{ meta: BlobMeta; info: ObjectInfo; bucket: BlobBucket }> {
-    if (this.#closed) throw new BlobStoreClosedError();
+    this.#chores.throwIfClosed();
     if (!isBlobId(id)) throw new NotFoundError("blob", String(id).slice(0, 64));
     const bucket = this.#open();
     const info = await call(() => bucket.os.info(id));

@@ -161,6 +161,74 @@ interface TmpFile {
   close: () => Promise<void>;
 }
 
+/**
+ * What both blob stores share: the periodic collector, passes that never overlap, and the
+ * transfers `close()` cuts. Each store keeps only what differs (where bytes live).
+ */
+export class BlobHousekeeping {
+  readonly #intervalMs: number;
+  readonly #logger: Logger;
+  readonly #transfers = new Set<() => void>();
+  #timer: NodeJS.Timeout | undefined;
+  #chain: Promise<unknown> = Promise.resolve();
+  #closed = false;
+
+  constructor(intervalMs: number, logger: Logger) {
+    this.#intervalMs = intervalMs;
+    this.#logger = logger;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  throwIfClosed(): void {
+    if (this.#closed) throw new BlobStoreClosedError();
+  }
+
+  /** Runs `collect` every interval (and at once with `now`); a failed pass is logged. */
+  startCollector(collect: () => Promise<unknown> | undefined, { now }: { now: boolean }): void {
+    this.throwIfClosed();
+    if (this.#timer) return;
+    const run = () => {
+      collect()?.catch((err: Error) => {
+        this.#logger.warn({ component: "blobs", err: err.message }, "blob garbage collection failed");
+      });
+    };
+    if (now) run();
+    this.#timer = setInterval(run, this.#intervalMs);
+    this.#timer.unref();
+  }
+
+  /** Runs `pass` after every earlier one, whatever became of it. */
+  serialise<T>(pass: () => Promise<T>): Promise<T> {
+    const run = this.#chain.then(pass, pass);
+    this.#chain = run.catch(() => {});
+    return run;
+  }
+
+  /** Registers a way to cut a transfer (e.g. destroy its socket); returns what unregisters it. */
+  trackTransfer(abort: () => void): () => void {
+    if (this.#closed) {
+      abort();
+      return () => {};
+    }
+    this.#transfers.add(abort);
+    return () => this.#transfers.delete(abort);
+  }
+
+  /** Stops the collector, cuts every transfer, waits for a running pass. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+    for (const abort of [...this.#transfers]) abort();
+    this.#transfers.clear();
+    await this.#chain.catch(() => {});
+  }
+}
+
 export class BlobStore implements Blobs {
   readonly dir: string;
   readonly maxBytes: number;
@@ -172,10 +240,7 @@ export class BlobStore implements Blobs {
   readonly #logger: Logger;
   /** tmp- files of uploads in progress: never collected, whatever their age. */
   readonly #activeTmp = new Set<string>();
-  readonly #transfers = new Set<() => void>();
-  #timer: NodeJS.Timeout | undefined;
-  #gcChain: Promise<unknown> = Promise.resolve();
-  #closed = false;
+  readonly #chores: BlobHousekeeping;
 
   constructor(opts: BlobStoreOptions) {
     this.dir = path.resolve(opts.dir);
@@ -186,38 +251,24 @@ export class BlobStore implements Blobs {
     this.#store = opts.store;
     this.#now = opts.now ?? Date.now;
     this.#logger = opts.logger ?? silentLogger;
+    this.#chores = new BlobHousekeeping(this.gcIntervalMs, this.#logger);
   }
 
   get closed(): boolean {
-    return this.#closed;
+    return this.#chores.closed;
   }
 
   /** Creates the directory, then collects garbage now (in the background) and every `gcIntervalMs`. */
   async start(): Promise<this> {
-    if (this.#closed) throw new BlobStoreClosedError();
+    this.#chores.throwIfClosed();
     await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
-    if (!this.#timer) {
-      const run = () => {
-        this.gc().catch((err: Error) => {
-          this.#logger.warn({ component: "blobs", err: err.message }, "blob garbage collection failed");
-        });
-      };
-      run();
-      this.#timer = setInterval(run, this.gcIntervalMs);
-      this.#timer.unref();
-    }
+    this.#chores.startCollector(() => this.gc(), { now: true });
     return this;
   }
 
   /** Stops the collector and cuts every transfer in progress (their partial files are discarded). */
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    clearInterval(this.#timer);
-    this.#timer = undefined;
-    for (const abort of [...this.#transfers]) abort();
-    this.#transfers.clear();
-    await this.#gcChain.catch(() => {});
+  close(): Promise<void> {
+    return this.#chores.close();
   }
 
   /**
@@ -225,17 +276,12 @@ export class BlobStore implements Blobs {
    * Returns the function that unregisters it.
    */
   trackTransfer(abort: () => void): () => void {
-    if (this.#closed) {
-      abort();
-      return () => {};
-    }
-    this.#transfers.add(abort);
-    return () => this.#transfers.delete(abort);
+    return this.#chores.trackTransfer(abort);
   }
 
   /** Starts an upload into a fresh tmp- file. */
   async beginUpload(input: { roomId: string; uploader: string; mimetype: string }): Promise<BlobUpload> {
-    if (this.#closed) throw new BlobStoreClosedError();
+    this.#chores.throwIfClosed();
     const mimetype = parseMimetype(input.mimetype);
     const tmp = await this.#openTmp();
     let state: "open" | "committing" | "done" = "open";
@@ -318,7 +364,7 @@ export class BlobStore implements Blobs {
     tmp: TmpFile,
     blob: { roomId: string; uploader: string; mimetype: string; size: number; sha256: string },
   ): Promise<BlobMeta> {
-    if (this.#closed) throw new BlobStoreClosedError();
+    this.#chores.throwIfClosed();
     await tmp.handle.sync();
     await tmp.close();
     const now = this.#now();
@@ -346,7 +392,7 @@ export class BlobStore implements Blobs {
 
   /** The metadata of a live blob. NotFoundError for an unknown, malformed, corrupt or expired id. */
   async stat(id: string): Promise<BlobMeta> {
-    if (this.#closed) throw new BlobStoreClosedError();
+    this.#chores.throwIfClosed();
     if (!isBlobId(id)) throw new NotFoundError("blob", String(id).slice(0, 64));
     let text: string;
     try {
@@ -405,7 +451,7 @@ export class BlobStore implements Blobs {
    * many went. Safe to repeat; the collector would find the rest later as "room-gone".
    */
   async deleteRoomBlobs(roomId: string): Promise<number> {
-    if (this.#closed) throw new BlobStoreClosedError();
+    this.#chores.throwIfClosed();
     let n = 0;
     for (const name of await fs.readdir(this.dir).catch(() => [] as string[])) {
       const id = META_FILE.exec(name)?.[1];
@@ -421,7 +467,7 @@ export class BlobStore implements Blobs {
 
   /** Deletes a blob: metadata first (it disappears at once), then its bytes. NotFoundError when unknown. */
   async delete(id: string): Promise<void> {
-    if (this.#closed) throw new BlobStoreClosedError();
+    this.#chores.throwIfClosed();
     if (!isBlobId(id)) throw new NotFoundError("blob", String(id).slice(0, 64));
     await this.#remove(id, { mustExist: true });
   }
@@ -433,12 +479,7 @@ export class BlobStore implements Blobs {
    * checked right now is kept. Passes never overlap; `now` overrides the clock.
    */
   gc(opts: { now?: number } = {}): Promise<GcReport> {
-    const run = this.#gcChain.then(
-      () => this.#gc(opts.now ?? this.#now()),
-      () => this.#gc(opts.now ?? this.#now()),
-    );
-    this.#gcChain = run.catch(() => {});
-    return run;
+    return this.#chores.serialise(() => this.#gc(opts.now ?? this.#now()));
   }
 
   async #gc(now: number): Promise<GcReport> {
