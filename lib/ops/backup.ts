@@ -11,18 +11,16 @@
  * restore.
  */
 import crypto from "node:crypto";
-import fsSync from "node:fs";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { DatabaseSync } from "node:sqlite";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { roomStreamName } from "../auth/permissions.ts";
 import { connectAsService } from "../auth/service-connection.ts";
 import { loadServiceKeys, SERVICE_KEYS_FILE } from "../auth/service-keys.ts";
 import { busLayout } from "../bus/layout.ts";
-import { openStore, type Room, type Snapshot } from "../store/index.ts";
+import { copySqliteFile, openStore, type Room, type Snapshot } from "../store/index.ts";
 import {
   BACKUP_FORMAT,
   BackupError,
@@ -70,7 +68,7 @@ export async function createBackup(opts: BackupOptions): Promise<BackupManifest>
   await makeOutDir(out);
   try {
     progress(`store: copying ${layout.storeFile}`);
-    vacuumInto(layout.storeFile, path.join(out, "store.db"));
+    copySqliteFile(layout.storeFile, path.join(out, "store.db"));
     const snap = await snapshotOf(path.join(out, "store.db"));
     progress(
       `store: ${snap.users.length} users, ${snap.rooms.length} rooms, ${snap.members.length} members, ${snap.sealedKeys.length} sealed keys, ${snap.invites.length} invites`,
@@ -122,19 +120,6 @@ async function makeOutDir(out: string): Promise<void> {
   if (entries?.length) throw new BackupError(`${out} is not empty; give a new directory's path for the backup`);
   await fs.mkdir(out, { recursive: true, mode: 0o700 });
   await fs.chmod(out, 0o700);
-}
-
-/** A consistent copy of the live database (WAL lets the bus keep writing), 0600. */
-function vacuumInto(file: string, target: string): void {
-  // VACUUM INTO accepts an existing empty file: creating it first fixes its mode.
-  fsSync.closeSync(fsSync.openSync(target, "wx", 0o600));
-  const db = new DatabaseSync(file);
-  try {
-    db.exec("PRAGMA busy_timeout = 5000");
-    db.prepare("VACUUM INTO ?").run(target);
-  } finally {
-    db.close();
-  }
 }
 
 /** The store's snapshot, read from a scratch copy so the backup's file stays as VACUUM wrote it. */

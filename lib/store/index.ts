@@ -10,7 +10,7 @@ export { createStoreHolder, type StoreHolder } from "./holder.ts";
 export type { BucketReplication, KvStore, KvStoreOptions } from "./kv.ts";
 export { bounded, bucketPrefixOf, Timeout } from "./kv-ops.ts";
 export type { ImportProgress } from "./snapshot.ts";
-export { openSqliteStore, type SqliteStoreOptions } from "./sqlite.ts";
+export { copySqliteFile, openSqliteStore, type SqliteStoreOptions } from "./sqlite.ts";
 export type {
   Invite,
   InviteStatus,

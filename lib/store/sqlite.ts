@@ -66,6 +66,22 @@ import {
   validateSweepBefore,
 } from "./validate.ts";
 
+/**
+ * A consistent copy of a live SQLite store (WAL lets its bus keep writing meanwhile),
+ * written 0600 to `target`, which must not exist: backups and migrations take it.
+ */
+export function copySqliteFile(file: string, target: string): void {
+  // VACUUM INTO accepts an existing empty file: creating it first fixes its mode.
+  closeSync(openSync(target, "wx", 0o600));
+  const db = new DatabaseSync(file);
+  try {
+    db.exec("PRAGMA busy_timeout = 5000");
+    db.prepare("VACUUM INTO ?").run(target);
+  } finally {
+    db.close();
+  }
+}
+
 export interface SqliteStoreOptions {
   logger?: Logger;
 }

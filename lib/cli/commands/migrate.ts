@@ -6,7 +6,6 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { DatabaseSync } from "node:sqlite";
 import { isDeepStrictEqual } from "node:util";
 import type { Command } from "commander";
 import { nkeySigner } from "../../auth/authenticator.ts";
@@ -14,7 +13,14 @@ import { loadOrCreateServiceKeys, SERVICE_KEYS_FILE } from "../../auth/service-k
 import { busLayout } from "../../bus/layout.ts";
 import type { BlobBucket, BlobImport } from "../../control/blob-objects.ts";
 import type { Logger } from "../../log/index.ts";
-import { type ImportProgress, importSnapshot, type KvStore, openKvStore, openStore } from "../../store/index.ts";
+import {
+  copySqliteFile,
+  type ImportProgress,
+  importSnapshot,
+  type KvStore,
+  openKvStore,
+  openStore,
+} from "../../store/index.ts";
 import type { Snapshot } from "../../store/types.ts";
 import { CA_CERT_FILE } from "../../tls/ca.ts";
 import { CliError, errorLine } from "../output.ts";
@@ -99,15 +105,7 @@ function backup(file: string, dataDir: string): string {
   const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(".", "-");
   let target = path.join(dir, `store-${stamp}.db`);
   for (let i = 1; fs.existsSync(target); i++) target = path.join(dir, `store-${stamp}-${i}.db`);
-  // VACUUM INTO accepts an existing empty file: creating it first fixes its mode.
-  fs.closeSync(fs.openSync(target, "wx", 0o600));
-  const db = new DatabaseSync(file);
-  try {
-    db.exec("PRAGMA busy_timeout = 5000");
-    db.prepare("VACUUM INTO ?").run(target);
-  } finally {
-    db.close();
-  }
+  copySqliteFile(file, target);
   return target;
 }
 
