@@ -4,12 +4,11 @@
 import crypto from "node:crypto";
 import t, { type Test } from "tap";
 import type { Unibus } from "../../lib/bus/unibus.ts";
-import type { UnibusClient } from "../../lib/client/connect.ts";
 import type { DroppedFrame, Room, RoomMessage } from "../../lib/client/room.ts";
 import { encodeFrame, type FrameSender } from "../../lib/crypto/frame.ts";
-import { createIdentity, type Identity } from "../../lib/crypto/identity.ts";
+import { createIdentity } from "../../lib/crypto/identity.ts";
 import { newRoomKey } from "../../lib/crypto/room-key.ts";
-import { client, member, reconnected, testBus } from "../helpers/bus.ts";
+import { member, reconnected, testBus, user } from "../helpers/bus.ts";
 import { waitFor } from "../helpers/wait.ts";
 
 /** The control-plane requests a received frame can cause. */
@@ -20,11 +19,6 @@ async function requestsSoFar(bus: Unibus, status?: string): Promise<number> {
   return values
     .filter((v) => FRAME_ROUTES.includes(String(v.labels.route)) && (!status || String(v.labels.status) === status))
     .reduce((n, v) => n + v.value, 0);
-}
-
-async function user(t: Test, bus: Unibus, handle: string): Promise<{ id: Identity; c: UnibusClient }> {
-  const id = await member(bus, handle);
-  return { id, c: await client(t, bus, id) };
 }
 
 /**

@@ -2,27 +2,13 @@
 // user who owns rooms — as owner, member, admin and stranger.
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import t, { type Test } from "tap";
+import t from "tap";
 import { connectAsService } from "../../lib/auth/service-connection.ts";
 import { loadOrCreateServiceKeys } from "../../lib/auth/service-keys.ts";
 import type { Unibus } from "../../lib/bus/unibus.ts";
-import { connect, type UnibusClient } from "../../lib/client/connect.ts";
-import type { Identity } from "../../lib/crypto/identity.ts";
 import { ControlPlaneError, NotFoundError } from "../../lib/errors.ts";
-import { api, member, reconnected, testBus } from "../helpers/bus.ts";
+import { api, member, reconnected, testBus, user } from "../helpers/bus.ts";
 import { collector } from "../helpers/room.ts";
-
-async function user(
-  t: Test,
-  bus: Unibus,
-  handle: string,
-  role: "admin" | "member" = "member",
-): Promise<{ id: Identity; c: UnibusClient }> {
-  const id = await member(bus, handle, role);
-  const c = await connect({ natsUrl: bus.natsUrl, controlUrl: bus.controlUrl, ca: bus.caPem, identity: id });
-  t.teardown(() => c.close());
-  return { id, c };
-}
 
 /** Does the room's stream still exist? Asked with the bus's own service key. */
 async function hasStream(bus: Unibus, roomId: string): Promise<boolean> {

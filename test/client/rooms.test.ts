@@ -1,21 +1,11 @@
 // The client library end to end on a real bus: encrypted rooms, membership changes
 // with rekeying, signatures, tampering, history, discovery.
-import t, { type Test } from "tap";
-import type { Unibus } from "../../lib/bus/unibus.ts";
-import { connect, type UnibusClient } from "../../lib/client/connect.ts";
+import t from "tap";
 import type { RoomMessage } from "../../lib/client/room.ts";
 import { encodeFrame } from "../../lib/crypto/frame.ts";
-import type { Identity } from "../../lib/crypto/identity.ts";
 import { newRoomKey } from "../../lib/crypto/room-key.ts";
-import { member, reconnected, testBus } from "../helpers/bus.ts";
+import { reconnected, testBus, user } from "../helpers/bus.ts";
 import { collector } from "../helpers/room.ts";
-
-async function user(t: Test, bus: Unibus, handle: string): Promise<{ id: Identity; c: UnibusClient }> {
-  const id = await member(bus, handle);
-  const c = await connect({ natsUrl: bus.natsUrl, controlUrl: bus.controlUrl, ca: bus.caPem, identity: id });
-  t.teardown(() => c.close());
-  return { id, c };
-}
 
 /** The member's client re-authenticates after being added; wait until its connection is back. */
 t.test("two members exchange messages in an encrypted room", async (t) => {

@@ -49,6 +49,19 @@ export function api(t: Test, bus: Unibus, identity: Identity): ControlClient {
   return c;
 }
 
+/** A new member on the allowlist and its connected client (connect's own time limit), closed in teardown. */
+export async function user(
+  t: Test,
+  bus: Unibus,
+  handle: string,
+  role: "admin" | "member" = "member",
+): Promise<{ id: Identity; c: UnibusClient }> {
+  const id = await member(bus, handle, role);
+  const c = await connect({ natsUrl: bus.natsUrl, controlUrl: bus.controlUrl, ca: bus.caPem, identity: id });
+  t.teardown(() => c.close());
+  return { id, c };
+}
+
 /** Connects once without reconnecting: for asserting a denial. */
 export function connectOnce(
   bus: Unibus,
