@@ -57,7 +57,13 @@ import { handOverLeaderships } from "./handover.ts";
 import { type HealthReport, LinkWatch, natsAnswers, type PartName, reportOf } from "./health.ts";
 import { holdAdmission, KV_AUTH_TIMEOUT_S, KV_DECISION_TIMEOUT_MS, KvOpening } from "./kv-opening.ts";
 import { type BusLayout, busLayout, natsConfigFor, openDataDir, removeOwnedDir } from "./layout.ts";
-import { checkRoomStorage, type RoomRetention, RoomStreams, StorageBudgetError } from "./streams.ts";
+import {
+  checkRoomStorage,
+  type RoomRetention,
+  type RoomStorageOptions,
+  RoomStreams,
+  StorageBudgetError,
+} from "./streams.ts";
 
 export type { BusState } from "./handle.ts";
 
@@ -228,6 +234,8 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
   #storeReady: Promise<void> = Promise.resolve();
   #kv?: KvOpening;
   #keys?: ServiceKeys;
+  /** The room-storage options, checked once at start. */
+  #roomStorage: RoomStorageOptions = {};
   readonly #links: Partial<Record<PartName, LinkWatch>> = {};
   #limits: IdentityLimits = DEFAULT_IDENTITY_LIMITS;
   #blobs?: Blobs;
@@ -334,7 +342,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     }
     try {
       this.#limits = checkLimits(this.#opts.limits);
-      checkRoomStorage({
+      this.#roomStorage = checkRoomStorage({
         ...(this.#opts.retention ? { retention: this.#opts.retention } : {}),
         ...(this.#opts.roomStorageBytes ? { budgetBytes: this.#opts.roomStorageBytes } : {}),
       });
@@ -465,8 +473,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     this.#streams = new RoomStreams({
       ...services,
       ...(this.#opts.replicas ? { replicas: this.#opts.replicas } : {}),
-      ...(this.#opts.retention ? { retention: this.#opts.retention } : {}),
-      ...(this.#opts.roomStorageBytes ? { budgetBytes: this.#opts.roomStorageBytes } : {}),
+      ...this.#roomStorage,
     });
     const [, , , controlPort] = await Promise.all([
       this.#callout.start(),
