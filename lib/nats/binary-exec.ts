@@ -142,10 +142,37 @@ export async function probeNatsServer(file: string, env: NodeJS.ProcessEnv, logg
   return { ok: true, version };
 }
 
-/** Calls a progress callback without letting a faulty one break the install. */
+/**
+ * Turns the stream of progress events into the lines worth showing a person: every
+ * phase, and a download in 10 % steps (a fetch on a slow link sends thousands of
+ * chunks). Returns undefined for an event that adds nothing to the last line.
+ */
+export function progressLines(): (event: NatsInstallProgress) => string | undefined {
+  let lastDecile = -1;
+  return (e) => {
+    if (e.phase === "download" && e.received !== undefined) {
+      if (!e.total) return undefined;
+      const decile = Math.floor((e.received / e.total) * 10);
+      if (decile === lastDecile) return undefined;
+      lastDecile = decile;
+      return `downloaded ${decile * 10}% of ${(e.total / 1048576).toFixed(1)} MiB`;
+    }
+    lastDecile = -1;
+    return e.message;
+  };
+}
+
+/**
+ * Calls a progress callback without letting a faulty one break the install, and logs
+ * the steps at info: a first `startUnibus()` on a machine without nats-server fetches
+ * it for several seconds, and a test or CI log should say what it is waiting for.
+ */
 export function safeProgress(fn: ProgressFn | undefined, logger: Logger): ProgressFn {
+  const line = progressLines();
   return (event) => {
-    logger.debug({ phase: event.phase, received: event.received, total: event.total }, event.message);
+    const shown = line(event);
+    if (shown)
+      logger.info({ phase: event.phase, received: event.received, total: event.total }, `nats-server: ${shown}`);
     if (!fn) return;
     try {
       fn(event);

@@ -1,6 +1,6 @@
 import { Writable } from "node:stream";
 import { createLogger } from "../log/index.ts";
-import { FLOOR_NATS_VERSION, installNatsServer, type NatsInstallProgress, PINNED_NATS_VERSION } from "./binary.ts";
+import { FLOOR_NATS_VERSION, installNatsServer, PINNED_NATS_VERSION } from "./binary.ts";
 
 const USAGE = `usage: install-nats [--json]
 
@@ -37,7 +37,7 @@ export async function runInstallCommand(
 
   const logger = createLogger({ level: io.env.UNIBUS_LOG_LEVEL ?? "info", destination: humanLines(io.stderr) });
   try {
-    const result = await installNatsServer({ logger, env: io.env, onProgress: progressPrinter(io.stderr) });
+    const result = await installNatsServer({ logger, env: io.env });
     io.stdout.write(
       json ? `${JSON.stringify(result)}\n` : `nats-server ${result.version} (from ${result.source}): ${result.path}\n`,
     );
@@ -69,21 +69,4 @@ function humanLines(out: NodeJS.WritableStream): Writable {
       cb();
     },
   });
-}
-
-/** One line per phase change, and download progress in 10 % steps. */
-function progressPrinter(out: NodeJS.WritableStream): (e: NatsInstallProgress) => void {
-  let lastDecile = -1;
-  return (e) => {
-    if (e.phase === "download" && e.received !== undefined) {
-      if (!e.total) return;
-      const decile = Math.floor((e.received / e.total) * 10);
-      if (decile === lastDecile) return;
-      lastDecile = decile;
-      out.write(`unibus: downloaded ${decile * 10}% of ${(e.total / 1048576).toFixed(1)} MiB\n`);
-      return;
-    }
-    lastDecile = -1;
-    out.write(`unibus: ${e.message}\n`);
-  };
 }

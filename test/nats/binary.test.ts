@@ -409,10 +409,12 @@ t.test("release archive: downloaded, checksum-verified, installed into the cache
   await utimes(stale, twoHoursAgo, twoHoursAgo);
   const server = await releaseServer(t, releaseFiles(goodSums));
   const events: NatsInstallProgress[] = [];
+  const log = captureLogger<{ level: string; msg: string; phase?: string }>("info");
   const got = await installNatsServer({
     cacheDir: cache,
     env: { PATH: systemPathWithoutNats(), UNIBUS_NATS_DOWNLOAD_URL: server.url },
     onProgress: (e) => events.push(e),
+    logger: log.logger,
   });
   // The archive is named for the default release and holds the test binary.
   const installed = path.join(cache, "nats-server", realVersion, "nats-server");
@@ -430,6 +432,21 @@ t.test("release archive: downloaded, checksum-verified, installed into the cache
   const last = events.filter((e) => e.received !== undefined).at(-1);
   t.equal(last?.received, archive.length, "download progress reaches the full size");
   t.equal(last?.total, archive.length);
+  // What a test's or CI's log shows while it waits: each phase, the download in 10 % steps.
+  const progress = log.lines.filter((l) => l.msg.startsWith("nats-server: "));
+  const shown = progress.map((l) => l.msg);
+  t.ok(
+    shown.some((m) => /downloaded 100% of/.test(m)),
+    "the download is logged up to 100 %",
+  );
+  t.ok(shown.some((m) => /checking sha256/.test(m)) && shown.some((m) => /unpacking/.test(m)), "phases are logged");
+  const steps = shown.filter((m) => /downloaded \d+%/.test(m));
+  t.ok(steps.length >= 1 && steps.length <= 11, `download progress in at most 11 lines (${steps.length})`);
+  t.same(
+    progress.filter((l) => l.level !== "info"),
+    [],
+    "at info level",
+  );
 
   // The next resolve finds it in the cache without asking the host again.
   const again = await resolveNatsServer({ cacheDir: cache, env: { PATH: "", UNIBUS_NATS_DOWNLOAD_URL: server.url } });
