@@ -3,8 +3,8 @@
  * on stderr and a non-zero exit.
  */
 import { Command, CommanderError } from "commander";
+import { packageVersion } from "../version.ts";
 import { CliError, errorJson, errorLine, printJson } from "./output.ts";
-import { packageVersion } from "./version.ts";
 
 type Register = (program: Command) => void;
 

@@ -9,6 +9,7 @@ import type { BusHandle } from "../bus/handle.ts";
 import { isProcessAlive } from "../nats/index.ts";
 import type { StoreBackend } from "../store/index.ts";
 import { CA_CERT_FILE } from "../tls/ca.ts";
+import { packageVersion } from "../version.ts";
 
 export const RUN_FILE = "run.json";
 
@@ -22,6 +23,8 @@ export interface RunInfo {
   dataDir: string;
   /** The store backend the bus runs on ("sqlite" when the run file predates the field). */
   store: StoreBackend;
+  /** The unibus release running the bus (absent in run files written before 0.1.0 recorded it). */
+  unibusVersion?: string;
 }
 
 function runInfoOf(handle: BusHandle): RunInfo {
@@ -33,6 +36,7 @@ function runInfoOf(handle: BusHandle): RunInfo {
     caFile: handle.caFile,
     dataDir: handle.dataDir,
     store: handle.storeBackend,
+    unibusVersion: packageVersion(),
   };
 }
 
@@ -77,6 +81,7 @@ export async function readRunInfo(dataDir: string): Promise<RunInfo | undefined>
     caFile: typeof r.caFile === "string" ? r.caFile : path.join(dataDir, "tls", CA_CERT_FILE),
     dataDir: typeof r.dataDir === "string" ? r.dataDir : dataDir,
     store: r.store === "kv" ? "kv" : "sqlite",
+    ...(typeof r.unibusVersion === "string" && r.unibusVersion ? { unibusVersion: r.unibusVersion } : {}),
   };
 }
 

@@ -75,6 +75,8 @@ export interface BusStatus {
   state: BusState;
   dataDir: string;
   pid?: number;
+  /** The unibus release the running bus reported in its run file (each node's nats-server version is under `nodes`). */
+  unibusVersion?: string;
   natsUrls: string[];
   nodes: NodeStatus[];
   control: ControlStatus[];
@@ -122,6 +124,7 @@ export async function collectStatus(opts: StatusOptions): Promise<BusStatus> {
     state: problems.length ? "degraded" : "healthy",
     dataDir,
     pid: run.pid,
+    ...(run.unibusVersion ? { unibusVersion: run.unibusVersion } : {}),
     natsUrls: run.natsUrls,
     store: run.store,
     nodes,
@@ -348,6 +351,7 @@ export function formatStatus(s: BusStatus): string {
   if (s.state === "not-running") return `unibus: not running (${s.dataDir})`;
   const lines = [
     `unibus: ${s.state.toUpperCase()}  (pid ${s.pid}, data dir ${s.dataDir})`,
+    ...(s.unibusVersion ? [`  version:       unibus ${s.unibusVersion}`] : []),
     ...s.natsUrls.map((u) => `  NATS:          ${u}`),
     ...s.control.map((c) => `  control plane: ${c.url}  ${c.healthy ? "ok" : `UNHEALTHY (${c.health})`}`),
     ...(s.store ? [`  store:         ${s.store === "kv" ? "replicated JetStream KV" : "SQLite"}`] : []),

@@ -7,6 +7,7 @@ import { createIdentity } from "../../lib/crypto/identity.ts";
 import { isProcessAlive } from "../../lib/nats/process.ts";
 import { type BusStatus, collectStatus, formatStatus, runDoctor, statusExitCode } from "../../lib/ops/index.ts";
 import { newInviteToken, openStore } from "../../lib/store/index.ts";
+import { packageVersion } from "../../lib/version.ts";
 import { findNatsPid } from "../helpers/bus.ts";
 import { runCli, upOn as up } from "../helpers/cli.ts";
 
@@ -26,6 +27,7 @@ t.test("a healthy bus: exit 0 with nodes, versions, ports, connections and count
   t.match(s, {
     state: "healthy",
     dataDir,
+    unibusVersion: packageVersion(),
     natsUrls: ready.natsUrls,
     control: [{ url: ready.controlUrls[0], healthy: true, health: "ok" }],
     counts: { users: 1, activeUsers: 1, admins: 1, rooms: 0, invites: 1, openInvites: 1 },
@@ -48,6 +50,7 @@ t.test("a healthy bus: exit 0 with nodes, versions, ports, connections and count
 
   const text = formatStatus(await collectStatus({ dataDir }));
   t.match(text, /^unibus: HEALTHY/);
+  t.match(text, new RegExp(`version: +unibus ${packageVersion().replaceAll(".", "\\.")}\n`));
   t.match(text, /node unibus-1 {2}ok/);
   t.match(text, /version: +nats-server 2\./);
   t.match(text, new RegExp(`ports: +client ${natsPort}, monitor \\d+`));

@@ -23,14 +23,14 @@ t.test("a command's own --version stays the command's", async (t) => {
   oneLineError(t, await runCli(["user", "list", "--version"]), /unknown option '--version'/, "user list --version");
 });
 
-t.test("an installed package finds its own package.json beside dist/cli/", async (t) => {
+t.test("an installed package finds its own package.json beside dist/", async (t) => {
   const root = t.testdir({
     "package.json": JSON.stringify({ name: "unibus", version: "7.7.7-installed", type: "module" }),
-    dist: { cli: {} },
+    dist: {},
   });
-  const copy = path.join(root, "dist", "cli", "version.ts");
-  fs.copyFileSync("lib/cli/version.ts", copy);
-  const { packageVersion } = (await import(pathToFileURL(copy).href)) as typeof import("../../lib/cli/version.ts");
+  const copy = path.join(root, "dist", "version.ts");
+  fs.copyFileSync("lib/version.ts", copy);
+  const { packageVersion } = (await import(pathToFileURL(copy).href)) as typeof import("../../lib/version.ts");
   t.equal(packageVersion(), "7.7.7-installed");
   fs.rmSync(path.join(root, "package.json"));
   t.equal(packageVersion(), "unknown", "a package without its package.json still runs");

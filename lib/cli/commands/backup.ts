@@ -2,9 +2,9 @@ import path from "node:path";
 import type { Command } from "commander";
 import { createBackup } from "../../ops/backup.ts";
 import { restoreBackup } from "../../ops/restore.ts";
+import { packageVersion } from "../../version.ts";
 import { printJson } from "../output.ts";
 import { configOption, resolveCommandConfig } from "../settings.ts";
-import { packageVersion } from "../version.ts";
 
 const progress = (line: string) => void process.stderr.write(`${line}\n`);
 
