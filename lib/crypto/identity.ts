@@ -185,6 +185,14 @@ function decodeSecret(value: unknown): Buffer | undefined {
   return raw.length === 32 ? raw : undefined;
 }
 
+/**
+ * An identity from its file form held in memory (`identity.toFile()` handed across a
+ * process boundary, as a test runner's global setup does). Checked like a file on disk.
+ */
+export function identityFromFile(data: IdentityFile, label = "(in memory)"): Identity {
+  return parseIdentity(label, JSON.stringify(data));
+}
+
 /** Loads `file`, or creates it (0600) when it does not exist. Never overwrites. */
 export async function loadOrCreateIdentity(file: string): Promise<Identity> {
   try {
