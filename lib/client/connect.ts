@@ -128,21 +128,8 @@ export class UnibusClient {
   }
 
   /** Runs `action`, which makes the server kick this connection, and resolves once it is back. */
-  async #afterReauth<T>(action: () => Promise<T>, timeoutMs = 5000): Promise<T> {
-    const status = this.nc.status();
-    const back = (async () => {
-      for await (const s of status) if (s.type === "reconnect") return;
-    })();
-    try {
-      const result = await action();
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([back, new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
-      clearTimeout(timer);
-      return result;
-    } finally {
-      // stop listening
-      (status as unknown as { stop?: () => void }).stop?.();
-    }
+  #afterReauth<T>(action: () => Promise<T>): Promise<T> {
+    return afterReauth(this.nc, action);
   }
 
   /**
@@ -162,6 +149,28 @@ export class UnibusClient {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
+  }
+}
+
+/**
+ * Runs `action`, which makes the server kick `nc` to re-authenticate (a membership
+ * change), and resolves once `nc` is back with its new permissions, or after
+ * `timeoutMs` when no kick came (the connection had nothing to change).
+ */
+export async function afterReauth<T>(nc: NatsConnection, action: () => Promise<T>, timeoutMs = 5000): Promise<T> {
+  const status = nc.status();
+  const back = (async () => {
+    for await (const s of status) if (s.type === "reconnect") return;
+  })();
+  try {
+    const result = await action();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([back, new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
+    clearTimeout(timer);
+    return result;
+  } finally {
+    // stop listening
+    (status as unknown as { stop?: () => void }).stop?.();
   }
 }
 

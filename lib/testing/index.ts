@@ -13,7 +13,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { type StartUnibusOptions, startUnibus, type Unibus } from "../bus/index.ts";
-import { type CreateRoomOptions, connect, type UnibusClient } from "../client/connect.ts";
+import { afterReauth, type CreateRoomOptions, connect, type UnibusClient } from "../client/connect.ts";
 import { ControlClient } from "../client/control.ts";
 import type { Room } from "../client/room.ts";
 import { createIdentity, type IdentityFile, identityFromFile } from "../crypto/identity.ts";
@@ -111,8 +111,11 @@ export async function testRoom(info: TestBusInfo, handles: string[], opts: Creat
     const created = await members[owner]!.createRoom(opts);
     const rooms: Record<string, Room> = { [owner]: created };
     for (const handle of others) {
-      await created.addMember(members[handle]!.identity.signPub);
-      rooms[handle] = await members[handle]!.openRoom(created.id);
+      const member = members[handle]!;
+      // Adding makes the bus re-authenticate the member's connection: wait until it is
+      // back with the room's permissions, so the test can subscribe at once.
+      await afterReauth(member.nc, () => created.addMember(member.identity.signPub));
+      rooms[handle] = await member.openRoom(created.id);
     }
     return { members, rooms, close, [Symbol.asyncDispose]: close };
   } catch (err) {

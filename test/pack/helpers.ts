@@ -1,6 +1,6 @@
 // Running installed packages and their processes from the outside, as a user or a
 // process manager would. Shared by the pack-and-install test and the launcher test.
-import { execFile, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { createInterface } from "node:readline";
@@ -18,13 +18,22 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Runs a command to its end; never rejects, so a test can show the output of a failure. */
+/**
+ * Runs a command to its end; never rejects, so a test can show the output of a failure.
+ * stdin is /dev/null, as under CI or a process manager (and unlike execFile's open pipe,
+ * which a runner such as `node --test` may wait on).
+ */
 export function run(cmd: string, args: string[], opts: { cwd: string; env: NodeJS.ProcessEnv }): Promise<RunResult> {
   return new Promise((resolve) => {
-    execFile(cmd, args, { ...opts, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === "number" ? err.code : null) : 0;
-      resolve({ code, stdout, stderr: stderr || (err && code === null ? err.message : "") });
-    });
+    const child = spawn(cmd, args, { ...opts, stdio: ["ignore", "pipe", "pipe"] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on("data", (c: Buffer) => out.push(c));
+    child.stderr.on("data", (c: Buffer) => err.push(c));
+    child.on("error", (e) => resolve({ code: null, stdout: "", stderr: e.message }));
+    child.on("close", (code) =>
+      resolve({ code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
+    );
   });
 }
 

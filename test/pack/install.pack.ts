@@ -72,6 +72,8 @@ t.test("npm pack builds dist/ and ships what an installed package runs, nothing 
     "bin/unibus.js",
     "dist/index.js",
     "dist/index.d.ts",
+    "dist/testing/index.js",
+    "dist/testing/index.d.ts",
     "dist/cli/main.js",
     "dist/nats/binary-main.js",
     "migrations/0001_users.sql",

@@ -20,6 +20,7 @@ t.test("startTestBus: members and a shared encrypted room, from info that crosse
   const seeded = await testRoom(info, ["alice", "bob"], { encrypt: true });
   t.teardown(() => seeded.close());
   const got = seeded.rooms.bob!.subscribe()[Symbol.asyncIterator]();
+  await seeded.members.bob!.nc.flush(); // the subscription is on the server before alice publishes
   await seeded.rooms.alice!.publish("hello bob");
   const { value } = await got.next();
   t.equal(new TextDecoder().decode(value?.data), "hello bob", "bob reads alice's encrypted message");
