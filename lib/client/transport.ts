@@ -3,11 +3,11 @@
  * side — the TLS records that arrive in one socket read reach the protocol parser as one
  * buffer instead of one call per record.
  *
- * Why (measured, see docs/performance-tls.md): over TLS nats-server writes what it has
- * pending as soon as its write loop wakes, which under a pipelined stream is a TLS record
- * of ~2 messages (~540 B at 256 B payloads). Over plain TCP the kernel merges those small
- * writes and Node reads ~57 KB at a time; over TLS every record stays a record, Node's
- * TLSSocket emits one 'data' per record, and nats.js runs its parser once per record. Most
+ * Why (measured, see docs/performance-tls.md): over TLS nats-server writes each of its
+ * outbound buffers as its own TLS record — 512 B, ~2 messages, at 256 B payloads. Over
+ * plain TCP the kernel merges those writes and Node reads ~57 KB at a time; over TLS every
+ * record stays a record, Node's TLSSocket emits one 'data' per record, and nats.js runs
+ * its parser once per record. Most
  * records end inside a message, so the parser takes its split-message path (a copied
  * argument, a growing buffer) about once per record. Handing the parser every record of
  * one event-loop turn at once removes those splits.
