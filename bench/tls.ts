@@ -19,7 +19,7 @@ import { resolveNatsServer } from "../lib/nats/binary.ts";
 import { NatsServerProcess } from "../lib/nats/process.ts";
 import { loadOrCreateCa, loadOrCreateServerCertificate } from "../lib/tls/index.ts";
 import type { BenchRow, BenchSection } from "./report.ts";
-import { fmt, writeResult } from "./stats.ts";
+import { fmt, summarize, writeResult } from "./stats.ts";
 
 const N = Number(process.env.BENCH_TLS_MESSAGES ?? 100_000);
 const SIZE = 256;
@@ -284,47 +284,105 @@ async function echoStream(socket: net.Socket): Promise<number> {
   return N / ((performance.now() - t0) / 1000);
 }
 
-export async function run(): Promise<BenchSection> {
-  const binary = (await resolveNatsServer({ network: false })).path;
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-bench-tls-"));
+async function throughputSection(binary: string, dir: string, certs: Certs): Promise<BenchSection> {
+  const measured: Array<[string, () => Promise<Measure>]> = [
+    ["bare nats-server, plain TCP (nats.js)", () => bareRow(binary, dir, certs, false, natsConnect)],
+    ["bare nats-server, TLS (nats.js transport as shipped)", () => bareRow(binary, dir, certs, true, natsConnect)],
+    ["bare nats-server, TLS (CoalescingTransport)", () => bareRow(binary, dir, certs, true, connectCoalescing)],
+    ["bare nats-server, TLS, raw socket subscriber (no NATS client)", () => rawSubscriberRow(binary, dir, certs)],
+    ["unibus client, TLS + callout user, before (coalesceReads: false)", () => unibusRow(false)],
+    ["unibus client, TLS + callout user, after (default)", () => unibusRow(true)],
+    ["Node TCP socket floor (echo child, 32 KB writes)", () => nodeFloorRow(certs, false)],
+    ["Node TLS socket floor (echo child, 32 KB writes)", () => nodeFloorRow(certs, true)],
+  ];
   const rows: BenchRow[] = [];
-  try {
-    const certs = await makeCerts(dir);
-    const measured: Array<[string, () => Promise<Measure>]> = [
-      ["bare nats-server, plain TCP (nats.js)", () => bareRow(binary, dir, certs, false, natsConnect)],
-      ["bare nats-server, TLS (nats.js transport as shipped)", () => bareRow(binary, dir, certs, true, natsConnect)],
-      ["bare nats-server, TLS (CoalescingTransport)", () => bareRow(binary, dir, certs, true, connectCoalescing)],
-      ["bare nats-server, TLS, raw socket subscriber (no NATS client)", () => rawSubscriberRow(binary, dir, certs)],
-      ["unibus client, TLS + callout user, before (coalesceReads: false)", () => unibusRow(false)],
-      ["unibus client, TLS + callout user, after (default)", () => unibusRow(true)],
-      ["Node TCP socket floor (echo child, 32 KB writes)", () => nodeFloorRow(certs, false)],
-      ["Node TLS socket floor (echo child, 32 KB writes)", () => nodeFloorRow(certs, true)],
-    ];
-    for (const [name, measure] of measured) {
-      const m = await measure();
-      const note = `CPU per message: client ${fmt(m.clientUs, 1)} µs + server ${fmt(m.serverUs, 1)} µs`;
-      rows.push({ name, value: m.rate, unit: "msg/s", note });
-    }
-  } finally {
-    await fs.rm(dir, { recursive: true, force: true });
+  for (const [name, measure] of measured) {
+    const m = await measure();
+    const note = `CPU per message: client ${fmt(m.clientUs, 1)} µs + server ${fmt(m.serverUs, 1)} µs`;
+    rows.push({ name, value: m.rate, unit: "msg/s", note });
   }
   const plain = rows[0]!;
   for (const r of rows) {
     r.baseline = plain.name;
     r.ratio = r.value / plain.value;
   }
-  const section: BenchSection = {
+  return {
     title: `TLS cost, pipelined publish → subscribe, ${SIZE} B, ${N} messages, median of ${ROUNDS}`,
     rows,
     notes: ["target: unibus client over TLS >= 50 % of bare plain TCP", "figures and cause: docs/performance-tls.md"],
   };
+}
+
+/** What waiting one event-loop turn before parsing costs a request/reply: p50 and p99 over TLS, both transports. */
+async function latencySection(binary: string, dir: string, certs: Certs): Promise<BenchSection> {
+  const bare = await startBare(binary, dir, certs, true);
+  const rows: BenchRow[] = [];
+  try {
+    for (const [name, dial] of [
+      ["nats.js transport as shipped", natsConnect],
+      ["CoalescingTransport", connectCoalescing],
+    ] as const) {
+      const { p50, p99 } = await requestLatency(await dial(bare.opts), await dial(bare.opts));
+      rows.push({ name: `request/reply p50, ${name}`, value: p50, unit: "ms" });
+      rows.push({ name: `request/reply p99, ${name}`, value: p99, unit: "ms" });
+    }
+  } finally {
+    await bare.stop();
+  }
+  for (const [i, r] of rows.entries()) {
+    const base = rows[i % 2]!;
+    r.baseline = base.name;
+    r.ratio = r.value / base.value;
+  }
+  return { title: "TLS request/reply latency, 64 B, 2,000 sequential requests, bare nats-server", rows };
+}
+
+async function requestLatency(a: NatsConnection, b: NatsConnection): Promise<{ p50: number; p99: number }> {
+  try {
+    b.subscribe("bench.echo", {
+      callback: (_err, m) => {
+        m.respond(m.data);
+      },
+    });
+    await b.flush();
+    const samples: number[] = [];
+    for (let i = 0; i < 2000; i++) {
+      const t0 = performance.now();
+      await a.request("bench.echo", new Uint8Array(64));
+      samples.push(performance.now() - t0);
+    }
+    const s = summarize(samples.slice(200)); // the first 200 warm up
+    return { p50: s.p50, p99: s.p99 };
+  } finally {
+    await a.close();
+    await b.close();
+  }
+}
+
+function print(section: BenchSection): void {
   console.log(`\n${section.title}`);
-  for (const r of rows)
+  for (const r of section.rows) {
+    const ratio = `${fmt(100 * r.ratio!, 0).padStart(4)} % of ${r.unit === "msg/s" ? "plain" : "nats.js"}`;
     console.log(
-      `  ${r.name.padEnd(66)} ${fmt(r.value, 0).padStart(8)} msg/s  ${fmt(100 * r.ratio!, 0).padStart(4)} % of plain  ${r.note}`,
+      `  ${r.name.padEnd(66)} ${fmt(r.value, r.unit === "ms" ? 3 : 0).padStart(8)} ${r.unit}  ${ratio}  ${r.note ?? ""}`,
     );
-  console.log(`  -> ${await writeResult("tls", { n: N, size: SIZE, rows })}`);
-  return section;
+  }
+}
+
+export async function run(): Promise<BenchSection[]> {
+  const binary = (await resolveNatsServer({ network: false })).path;
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-bench-tls-"));
+  const sections: BenchSection[] = [];
+  try {
+    const certs = await makeCerts(dir);
+    sections.push(await throughputSection(binary, dir, certs));
+    sections.push(await latencySection(binary, dir, certs));
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+  for (const s of sections) print(s);
+  console.log(`  -> ${await writeResult("tls", { n: N, size: SIZE, sections })}`);
+  return sections;
 }
 
 if (process.argv.includes("--echo")) echoServer();
