@@ -22,6 +22,7 @@ import {
   setTransportFactory,
 } from "@nats-io/transport-node";
 import { NodeTransport, nodeResolveHost } from "@nats-io/transport-node/lib/node_transport.js";
+import { InvalidArgumentError } from "../errors.ts";
 
 /** Resolves after the I/O callbacks already due in this turn of the event loop have run. */
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
@@ -54,7 +55,8 @@ export class CoalescingTransport extends NodeTransport {
  * the two was installed last — both speak the same protocol, only the read batching differs.
  */
 export function connectCoalescing(opts: NodeConnectionOptions): Promise<NatsConnection> {
-  if (hasWsProtocol(opts)) return Promise.reject(new Error("websocket URLs need nats.js's wsconnect()"));
+  if (hasWsProtocol(opts))
+    return Promise.reject(new InvalidArgumentError("servers", "websocket URLs are not supported; use tls://host:port"));
   setTransportFactory({ factory: () => new CoalescingTransport(), dnsResolveFn: nodeResolveHost });
   return NatsConnectionImpl.connect(opts);
 }
