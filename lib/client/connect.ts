@@ -14,6 +14,7 @@ import { AuthDeniedError, InvalidArgumentError, UnibusError } from "../errors.ts
 import { ControlClient } from "./control.ts";
 import { DenialWatch } from "./denials.ts";
 import { Room, type RoomInfo } from "./room.ts";
+import { connectCoalescing } from "./transport.ts";
 
 export interface ConnectOptions {
   /** `tls://host:port`, or several for a cluster. */
@@ -29,6 +30,12 @@ export interface ConnectOptions {
   name?: string;
   /** Give up after this long when the bus is unreachable. */
   timeoutMs?: number;
+  /**
+   * Hand the TLS records of one socket read to nats.js's parser as one buffer (default
+   * true; see lib/client/transport.ts). false keeps nats.js's transport as it ships, which
+   * is the baseline `npm run bench -- tls` compares against.
+   */
+  coalesceReads?: boolean;
 }
 
 export interface CreateRoomOptions {
@@ -189,7 +196,8 @@ export async function connect(opts: ConnectOptions): Promise<UnibusClient> {
         : undefined;
   const { identity } = opts;
   try {
-    const nc = await natsConnect({
+    const dial = opts.coalesceReads === false ? natsConnect : connectCoalescing;
+    const nc = await dial({
       servers,
       name: opts.name ?? `unibus:${identity.signPub.slice(0, 12)}`,
       ...(ca ? { tls: { ca } } : {}),
