@@ -24,7 +24,8 @@ export { parseTtl, registrationProofMessage };
 
 /** A change that affects who may read or write what (the ACL issue kicks on these). */
 export type AccessChange =
-  | { type: "room-created"; roomId: string; signPub: string }
+  /** `persist`: whether the room keeps history (its stream must exist before the answer). */
+  | { type: "room-created"; roomId: string; signPub: string; persist: boolean }
   | { type: "member-added" | "member-removed"; roomId: string; signPub: string }
   /** The room is gone from the store: every former member loses its subject, its history and blobs go. */
   | { type: "room-deleted"; roomId: string; members: string[] }
@@ -254,7 +255,7 @@ export const ROUTES: readonly Route[] = [
         signMsgs: b.signMsgs ?? false,
         ownerSealedKey: b.ownerSealedKey ?? null,
       });
-      await ctx.deps.onAccessChange?.({ type: "room-created", roomId: id, signPub: ctx.signer });
+      await ctx.deps.onAccessChange?.({ type: "room-created", roomId: id, signPub: ctx.signer, persist: room.persist });
       return { status: 201, body: room };
     },
   },
