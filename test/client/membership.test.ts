@@ -4,7 +4,9 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import t, { type Test } from "tap";
 import { nkeySigner } from "../../lib/auth/authenticator.ts";
-import type { UnibusClient } from "../../lib/client/connect.ts";
+import { startCluster } from "../../lib/bus/cluster.ts";
+import type { Unibus } from "../../lib/bus/unibus.ts";
+import { connect, type UnibusClient } from "../../lib/client/connect.ts";
 import type { Room } from "../../lib/client/room.ts";
 import { createIdentity } from "../../lib/crypto/identity.ts";
 import { connectOnce, reconnected, testBus, user } from "../helpers/bus.ts";
@@ -94,4 +96,30 @@ t.test("a connection that was never a member is still refused after a change it 
   // bob's connection still holds the room after those refusals
   const atBob = await bob.c.openRoom(room.id);
   await usableAtOnce(t, bob.c, atBob, "bob after carol");
+});
+
+t.test("in a cluster: a room created on one node and a member on another hold at once", async (t) => {
+  const cluster = await startCluster({ nodes: 3 });
+  t.teardown(() => cluster.stop());
+  const [n1, , n3] = cluster.nodes;
+  const join = async (node: Unibus, handle: string) => {
+    const id = createIdentity();
+    await n1!.addUser(id.signPub, { handle, kexPub: id.kexPub });
+    const c = await connect({ natsUrl: node.natsUrl, controlUrl: node.controlUrl, ca: cluster.caPem, identity: id });
+    t.teardown(() => c.close());
+    return { id, c };
+  };
+  const alice = await join(n1!, "alice");
+  const bob = await join(n3!, "bob");
+  const mallory = await join(n3!, "mallory");
+  const errors = permissionErrors(bob.c.nc);
+  for (let i = 1; i <= 2; i++) {
+    const room = await alice.c.createRoom({ encrypt: false });
+    await usableAtOnce(t, alice.c, room, `alice on node 1, room ${i}`);
+    // bob's connection lives on node 3; the kick crosses the cluster
+    await reconnected(bob.c, () => room.addMember(bob.id));
+    await usableAtOnce(t, bob.c, await bob.c.openRoom(room.id), `bob on node 3, room ${i}`);
+    await refusedSubscribe(t, mallory.c.nc, room.subject);
+  }
+  t.same(errors, [], "no publish or subscription of bob was refused");
 });
