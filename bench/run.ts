@@ -14,6 +14,7 @@ const all: Record<string, () => Promise<{ run: () => Promise<unknown> }>> = {
   abuse: () => import("./abuse.ts"),
   blobs: () => import("./blobs.ts"),
   tls: () => import("./tls.ts"),
+  membership: () => import("./membership.ts"),
 };
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith("-"));
 for (const name of wanted.length ? wanted : Object.keys(all)) {

@@ -719,10 +719,10 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
   async #onAccessChange(change: AccessChange): Promise<void> {
     this.emit("access-change", change);
     if (change.type === "room-deleted") return this.#afterRoomDeleted(change.roomId, change.members);
-    if (change.type === "room-created") {
-      const room = await this.store.getRoom(change.roomId);
-      // Before answering: a persisted room must keep its first message.
-      if (room.persist) await this.#streams?.ensure(room);
+    // Before answering: a persisted room must keep its first message. Only then is the
+    // room read back (a store read on the path of every createRoom otherwise).
+    if (change.type === "room-created" && change.persist && this.#streams) {
+      await this.#streams.ensure(await this.store.getRoom(change.roomId));
     }
     await this.#kick(change.signPub, change.type);
   }

@@ -13,6 +13,7 @@ import { type Identity, newRoomKey, sealRoomKey } from "../crypto/index.ts";
 import { AuthDeniedError, InvalidArgumentError, UnibusError } from "../errors.ts";
 import { ControlClient } from "./control.ts";
 import { DenialWatch } from "./denials.ts";
+import { ReconnectPacing } from "./reconnect.ts";
 import { Room, type RoomInfo } from "./room.ts";
 import { connectCoalescing } from "./transport.ts";
 
@@ -195,6 +196,10 @@ export async function connect(opts: ConnectOptions): Promise<UnibusClient> {
         ? await fs.readFile(opts.caFile, "utf8")
         : undefined;
   const { identity } = opts;
+  // A kick (membership change) forces a reconnect: come back at once (see ReconnectPacing),
+  // then, if that fails, every 100-150 ms. nats.js' defaults (2 s, up to 1 s of TLS jitter)
+  // would stall a room's traffic for that long.
+  const pacing = new ReconnectPacing({ waitMs: 100, jitterMs: 50 });
   try {
     const dial = opts.coalesceReads === false ? natsConnect : connectCoalescing;
     const nc = await dial({
@@ -205,17 +210,14 @@ export async function connect(opts: ConnectOptions): Promise<UnibusClient> {
       inboxPrefix: inboxPrefix(identity.signPub),
       timeout: opts.timeoutMs ?? 10_000,
       maxReconnectAttempts: -1,
-      // A kick (membership change) forces a reconnect: come back quickly. The defaults
-      // (up to 1 s of TLS jitter) would stall a room's traffic for that long.
-      reconnectTimeWait: 100,
-      reconnectJitter: 50,
-      reconnectJitterTLS: 50,
+      reconnectDelayHandler: pacing.delay,
       // The first login fails fast on a refusal (an unknown or revoked identity is told at
       // once, even when the server's INFO lists a whole cluster to try); once admitted,
       // see tolerateRefusals below.
       ignoreAuthErrorAbort: false,
     });
     tolerateRefusals(nc);
+    pacing.follow(nc);
     const control = opts.controlUrl
       ? new ControlClient({ baseUrl: opts.controlUrl, ...(ca ? { ca } : {}), identity })
       : undefined;

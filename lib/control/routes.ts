@@ -24,7 +24,8 @@ export { parseTtl, registrationProofMessage };
 
 /** A change that affects who may read or write what (the ACL issue kicks on these). */
 export type AccessChange =
-  | { type: "room-created"; roomId: string; signPub: string }
+  /** `persist`: whether the room keeps history (its stream must exist before the answer). */
+  | { type: "room-created"; roomId: string; signPub: string; persist: boolean }
   | { type: "member-added" | "member-removed"; roomId: string; signPub: string }
   /** The room is gone from the store: every former member loses its subject, its history and blobs go. */
   | { type: "room-deleted"; roomId: string; members: string[] }
@@ -132,9 +133,9 @@ async function requireAdmin(ctx: RouteContext): Promise<User> {
 
 /** Members see a room; everyone else gets the same 403 whether it exists or not. */
 async function requireMember(ctx: RouteContext, roomId: string): Promise<Room> {
-  if (!(await ctx.deps.store.isMember(roomId, ctx.signer)))
-    throw new HttpError(403, "you are not a member of this room");
-  return ctx.deps.store.getRoom(roomId);
+  const room = await ctx.deps.store.roomIfMember(roomId, ctx.signer);
+  if (room === undefined) throw new HttpError(403, "you are not a member of this room");
+  return room;
 }
 
 async function requireOwner(ctx: RouteContext, roomId: string): Promise<Room> {
@@ -146,10 +147,8 @@ async function requireOwner(ctx: RouteContext, roomId: string): Promise<Room> {
 /** The owner, or an admin of the bus (who need not be a member); anyone else gets a 403. */
 async function requireOwnerOrAdmin(ctx: RouteContext, roomId: string, what: string): Promise<Room> {
   const { store } = ctx.deps;
-  if (await store.isMember(roomId, ctx.signer)) {
-    const room = await store.getRoom(roomId);
-    if (room.ownerSignPub === ctx.signer) return room;
-  }
+  const room = await store.roomIfMember(roomId, ctx.signer);
+  if (room?.ownerSignPub === ctx.signer) return room;
   const caller = await store.getUser(ctx.signer);
   if (caller.role === "admin" && caller.status === "active") return store.getRoom(roomId);
   throw new HttpError(403, `only the room's owner or an admin can ${what}`);
@@ -256,7 +255,7 @@ export const ROUTES: readonly Route[] = [
         signMsgs: b.signMsgs ?? false,
         ownerSealedKey: b.ownerSealedKey ?? null,
       });
-      await ctx.deps.onAccessChange?.({ type: "room-created", roomId: id, signPub: ctx.signer });
+      await ctx.deps.onAccessChange?.({ type: "room-created", roomId: id, signPub: ctx.signer, persist: room.persist });
       return { status: 201, body: room };
     },
   },

@@ -22,9 +22,9 @@
  * streamed upload can be authenticated before its body is read; the server then
  * checks the body against the declared hash as it streams (`ContentHashVerifier`).
  */
-import crypto, { type KeyObject } from "node:crypto";
+import crypto from "node:crypto";
 import { InvalidArgumentError, StateError, UnibusError } from "../errors.ts";
-import { ed25519PublicKey, verify } from "./ed25519.ts";
+import { ed25519PublicKeyCached, verify } from "./ed25519.ts";
 
 export const SIGNATURE_SCHEME = "UNIBUS-ED25519-V1";
 
@@ -242,25 +242,6 @@ export function parseSignedHeaders(headers: HeaderBag): SignedHeaders {
   };
 }
 
-// Building a KeyObject costs more than verifying a signature; keep recent ones.
-const KEY_CACHE_MAX = 1024;
-const keyCache = new Map<string, KeyObject>();
-
-function publicKeyFor(signPubHex: string): KeyObject | undefined {
-  const hit = keyCache.get(signPubHex);
-  if (hit) return hit;
-  let key: KeyObject;
-  try {
-    key = ed25519PublicKey(Buffer.from(signPubHex, "hex"));
-  } catch {
-    return undefined;
-  }
-  // Dropping everything keeps eviction O(1); the cost is one rebuild per active key.
-  if (keyCache.size >= KEY_CACHE_MAX) keyCache.clear();
-  keyCache.set(signPubHex, key);
-  return key;
-}
-
 /**
  * True when `signed.signature` is `signed.signPub`'s signature over the canonical
  * request for `method`, `uri` and the signed headers. Never throws: anything that
@@ -283,7 +264,7 @@ export function verifySignedRequest(req: { method: string; uri: string; signed: 
   }
   if (typeof signed.signPub !== "string" || !KEY_HEX.test(signed.signPub)) return false;
   if (typeof signed.signature !== "string" || !SIGNATURE_B64URL.test(signed.signature)) return false;
-  const key = publicKeyFor(signed.signPub.toLowerCase());
+  const key = ed25519PublicKeyCached(Buffer.from(signed.signPub, "hex"));
   if (!key) return false;
   return verify(key, Buffer.from(canonical, "utf8"), Buffer.from(signed.signature, "base64url"));
 }

@@ -21,6 +21,33 @@ export function ed25519PublicKey(raw: Uint8Array): KeyObject {
   return crypto.createPublicKey({ key: Buffer.concat([ED25519_SPKI, raw]), format: "der", type: "spki" });
 }
 
+// Parsing costs about a sixth of a verification (seen: 34 µs vs 227 µs on a loaded
+// 2-core machine) and every signed request and every connect parses one or two keys.
+// Parsing is pure — a cached KeyObject says nothing about whether its holder is still
+// allowed anything; callers check that on every request — so keep recent ones.
+const KEY_CACHE_MAX = 1024;
+const keyCache = new Map<string, KeyObject>();
+
+/**
+ * `ed25519PublicKey`, remembered for the last ~1,024 keys; undefined (never a throw)
+ * for bytes that are not an Ed25519 public key.
+ */
+export function ed25519PublicKeyCached(raw: Uint8Array): KeyObject | undefined {
+  const id = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString("hex");
+  const hit = keyCache.get(id);
+  if (hit) return hit;
+  let key: KeyObject;
+  try {
+    key = ed25519PublicKey(raw);
+  } catch {
+    return undefined;
+  }
+  // Dropping everything keeps eviction O(1); the cost is one rebuild per active key.
+  if (keyCache.size >= KEY_CACHE_MAX) keyCache.clear();
+  keyCache.set(id, key);
+  return key;
+}
+
 export function x25519PrivateKey(secret: Uint8Array): KeyObject {
   return crypto.createPrivateKey({ key: Buffer.concat([X25519_PKCS8, secret]), format: "der", type: "pkcs8" });
 }

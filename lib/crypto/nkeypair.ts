@@ -1,6 +1,6 @@
 import crypto, { type KeyObject } from "node:crypto";
 import { InvalidArgumentError } from "../errors.ts";
-import { ed25519PrivateKey, ed25519PublicKey, sign, verify } from "./ed25519.ts";
+import { ed25519PrivateKey, ed25519PublicKeyCached, sign, verify } from "./ed25519.ts";
 import { decodePublicKey, decodeSeed, encodePublicKey, encodeSeed, type KeyKind } from "./nkeys.ts";
 
 /**
@@ -58,10 +58,6 @@ export function verifyNkeySignature(
   signature: Uint8Array,
 ): boolean {
   const raw = decodePublicKey(kind, publicKey);
-  if (!raw) return false;
-  try {
-    return verify(ed25519PublicKey(raw), data, signature);
-  } catch {
-    return false;
-  }
+  const key = raw && ed25519PublicKeyCached(raw);
+  return key ? verify(key, data, signature) : false;
 }

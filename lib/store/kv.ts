@@ -839,6 +839,15 @@ export class KvStore implements Store {
     });
   }
 
+  roomIfMember(roomId: string, signPub: string): Promise<Room | undefined> {
+    return this.#run("roomIfMember", async () => {
+      if (!isRoomIdShape(roomId) || !isKeyShape(signPub)) return undefined;
+      // The room's record holds its members: one read answers both questions.
+      const rec = await this.#room(roomId);
+      return rec !== undefined && memberOf(rec, signPub.toLowerCase()) !== undefined ? rec.room : undefined;
+    });
+  }
+
   addMember(roomId: string, m: NewMember): Promise<Member> {
     return this.#run("addMember", async (ctx) => {
       const id = validateRoomId(roomId);

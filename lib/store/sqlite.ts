@@ -297,6 +297,13 @@ function roomStatements(p: Prepare) {
        WHERE m.sign_pub = ? ORDER BY r.created_at, r.id`,
     ),
 
+    roomIfMember: p(
+      `SELECT ${ROOM_COLUMNS.split(", ")
+        .map((c) => `r.${c}`)
+        .join(", ")}
+       FROM room_members m JOIN rooms r ON r.id = m.room_id
+       WHERE m.room_id = ? AND m.sign_pub = ?`,
+    ),
     insertMember: p(`INSERT INTO room_members (${MEMBER_COLUMNS}) VALUES (?, ?, ?, ?) RETURNING ${MEMBER_COLUMNS}`),
     member: p(`SELECT ${MEMBER_COLUMNS} FROM room_members WHERE room_id = ? AND sign_pub = ?`),
     listMembers: p(`SELECT ${MEMBER_COLUMNS} FROM room_members WHERE room_id = ? ORDER BY added_at, sign_pub`),
@@ -576,6 +583,14 @@ class SqliteStore implements Store {
     return this.#run("isMember", () => {
       if (!isRoomIdShape(roomId) || !isKeyShape(signPub)) return false;
       return this.#stmt.member.get(roomId, signPub.toLowerCase()) !== undefined;
+    });
+  }
+
+  roomIfMember(roomId: string, signPub: string): Promise<Room | undefined> {
+    return this.#run("roomIfMember", () => {
+      if (!isRoomIdShape(roomId) || !isKeyShape(signPub)) return undefined;
+      const row = this.#stmt.roomIfMember.get(roomId, signPub.toLowerCase()) as Row | undefined;
+      return row === undefined ? undefined : toRoom(row);
     });
   }
 

@@ -301,6 +301,14 @@ export interface Store {
    */
   isMember(roomId: string, signPub: string): Promise<boolean>;
   /**
+   * The room when `signPub` is a member of it, else undefined — `isMember` and
+   * `getRoom` in one read (a member's every request to a room needs both). Undefined,
+   * never a throw, for a malformed id or key, an unknown room or a non-member, so the
+   * caller answers all of them alike; a store that cannot answer throws
+   * `StoreUnavailableError`.
+   */
+  roomIfMember(roomId: string, signPub: string): Promise<Room | undefined>;
+  /**
    * Adds a member and, for an encrypted room, its key for the current epoch — one
    * transaction. `InvalidArgumentError` (`roomId`, `signPub`, `role` — "owner" is refused,
    * a room has one owner —, `member`, `epoch`, and `sealedKey` when it is malformed,

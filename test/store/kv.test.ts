@@ -204,6 +204,7 @@ t.test("a stopped server: operations fail within the timeout, predicates fail cl
     ["isAuthorized", () => store.isAuthorized(admin.signPub)],
     ["hasAdmin", () => store.hasAdmin()],
     ["isMember", () => store.isMember("r1", admin.signPub)],
+    ["roomIfMember", () => store.roomIfMember("0".repeat(24), admin.signPub)],
     ["getUser", () => store.getUser(admin.signPub)],
     ["addUser", () => store.addUser({ signPub: signPubHex(), handle: "x", role: "member" })],
     ["listUsers", () => store.listUsers()],

@@ -259,6 +259,35 @@ export async function roomTests(t: Test, ctx: SuiteContext): Promise<void> {
     t.same(await s.listRoomsFor(bob.signPub), [{ ...room, role: "member" }]);
   });
 
+  t.test("roomIfMember: the room for a member, undefined for everyone and everything else", async (t) => {
+    const s = await fresh(t);
+    const { alice, bob, carol, room } = await withRoom(s);
+    const other = await s.createRoom(roomInput(carol));
+    t.same(await s.roomIfMember(room.id, alice.signPub), room, "the owner");
+    t.same(await s.roomIfMember(room.id, alice.signPub.toUpperCase()), room, "any case of the key");
+    t.equal(await s.roomIfMember(room.id, bob.signPub), undefined, "a registered non-member");
+    t.equal(await s.roomIfMember(other.id, alice.signPub), undefined, "a member of another room");
+    await s.addMember(room.id, { signPub: bob.signPub, sealedKey: sealed(), epoch: 1 });
+    t.same(await s.roomIfMember(room.id, bob.signPub), room, "a member once added");
+    await s.removeMember(room.id, bob.signPub);
+    t.equal(await s.roomIfMember(room.id, bob.signPub), undefined, "and not once removed");
+    const rekeyed = await s.rekey(room.id, {
+      fromEpoch: 1,
+      sealedKeys: [{ signPub: alice.signPub, sealed: sealed() }],
+    });
+    t.equal((await s.roomIfMember(room.id, alice.signPub))?.epoch, rekeyed.epoch, "the room as it is now");
+    for (const [id, key] of [
+      ["nope", alice.signPub],
+      ["0".repeat(24), alice.signPub],
+      [room.id, "not-a-key"],
+      [room.id, signPubHex()],
+    ] as const) {
+      t.equal(await s.roomIfMember(id, key), undefined, `undefined for ${id.slice(0, 8)} / ${key.slice(0, 8)}`);
+    }
+    await s.deleteRoom(room.id);
+    t.equal(await s.roomIfMember(room.id, alice.signPub), undefined, "a deleted room");
+  });
+
   t.test("addMember: every refusal is typed and writes nothing", async (t) => {
     const s = await fresh(t);
     const { alice, bob, carol, room } = await withRoom(s);
