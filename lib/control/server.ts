@@ -215,6 +215,7 @@ export class ControlServer {
       blobs: deps.blobs,
       store: deps.store,
       inflight: this.#inflight,
+      minRate: this.#minBodyRate,
       logger: this.#logger,
       metrics: this.#opts.metrics,
       authenticate: async (bodySha256) => (await this.#authenticate(req, bodySha256, deps.store)).signPub ?? "",
