@@ -11,6 +11,7 @@ export { type BusLayout, busLayout } from "./layout.ts";
 export { type DeletedRoom, finishRoomDeletion, type RoomCleanupOptions } from "./room-cleanup.ts";
 export {
   type AddUserOptions,
+  type OperatorOptions,
   type StartUnibusOptions,
   startUnibus,
   Unibus,

@@ -125,6 +125,22 @@ export interface StartUnibusOptions {
   connections?: ConnectionRegistry;
 }
 
+/**
+ * The operator's limits: what `unibus up` takes from the config chain and gives to one
+ * bus or to every node of a cluster alike.
+ */
+export type OperatorOptions = Pick<
+  StartUnibusOptions,
+  | "userJwtTtlSeconds"
+  | "rateLimit"
+  | "controlTimeouts"
+  | "limits"
+  | "retention"
+  | "roomStorageBytes"
+  | "blobs"
+  | "jetstreamMaxFileBytes"
+>;
+
 export interface IdentityLimits {
   /** Default 100. */
   connectionsPerIdentity: number;
@@ -134,7 +150,7 @@ export interface IdentityLimits {
   maxPayloadBytes: number;
 }
 
-const DEFAULT_IDENTITY_LIMITS: IdentityLimits = {
+export const DEFAULT_IDENTITY_LIMITS: IdentityLimits = {
   connectionsPerIdentity: 100,
   subscriptionsPerConnection: DEFAULT_USER_LIMITS.subs,
   maxPayloadBytes: DEFAULT_USER_LIMITS.payload,

@@ -415,6 +415,9 @@ export interface RateLimiterOptions {
   now?: () => number;
 }
 
+/** The per-signing-key bucket's defaults (`rateLimit.perIdentity`): far above what a person or a bot needs. */
+export const DEFAULT_IDENTITY_RATE_LIMIT = { ratePerSec: 50, burst: 100 } as const;
+
 interface Bucket {
   tokens: number;
   at: number;
