@@ -59,9 +59,12 @@ import { holdAdmission, KV_AUTH_TIMEOUT_S, KV_DECISION_TIMEOUT_MS, KvOpening } f
 import { type BusLayout, busLayout, natsConfigFor, openDataDir, removeOwnedDir } from "./layout.ts";
 import {
   checkRoomStorage,
+  RetentionCeilingError,
   type RoomRetention,
-  type RoomStorageOptions,
+  type RoomStorageLimits,
   RoomStreams,
+  roomRetention,
+  roomStorageOf,
   StorageBudgetError,
 } from "./streams.ts";
 
@@ -251,7 +254,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
   #kv?: KvOpening;
   #keys?: ServiceKeys;
   /** The room-storage options, checked once at start. */
-  #roomStorage: RoomStorageOptions = {};
+  #roomStorage: RoomStorageLimits = checkRoomStorage();
   readonly #links: Partial<Record<PartName, LinkWatch>> = {};
   #limits: IdentityLimits = DEFAULT_IDENTITY_LIMITS;
   #blobs?: Blobs;
@@ -328,6 +331,10 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
   get storeBackend(): StoreBackend {
     return chooseStoreBackend(this.#opts.store, this.#opts.cluster !== undefined);
   }
+  /** Each persisted room's retention ceiling and the budget of them all, as checked at start. */
+  get roomStorage(): RoomStorageLimits {
+    return this.#roomStorage;
+  }
   /** Resolves once the store answers (the KV buckets exist); rejects if the bus stops first. */
   whenStoreReady(): Promise<void> {
     return this.#storeReady;
@@ -358,10 +365,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     }
     try {
       this.#limits = checkLimits(this.#opts.limits);
-      this.#roomStorage = checkRoomStorage({
-        ...(this.#opts.retention ? { retention: this.#opts.retention } : {}),
-        ...(this.#opts.roomStorageBytes ? { budgetBytes: this.#opts.roomStorageBytes } : {}),
-      });
+      this.#roomStorage = roomStorageOf(this.#opts);
       const prepared = await this.#prepare(backend);
       const certs = await this.#certificates(prepared);
       await this.#startNats(prepared, certs);
@@ -609,7 +613,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
         store: this.store,
         publicBind: !isLoopbackHost(this.#host),
         onAccessChange: (change) => this.#onAccessChange(change),
-        reserveRoomStorage: () => this.#reserveRoomStorage(),
+        reserveRoomStorage: (asked) => this.#reserveRoomStorage(asked),
       },
       ...controlLimits(this.#opts),
       ...(backend === "kv" && this.#kv ? { nonces: this.#kv.nonces } : {}),
@@ -718,11 +722,17 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     }
   }
 
-  async #reserveRoomStorage(): Promise<void> {
+  /** The retention a new persisted room gets, within the ceiling and the budget; refusals as the control plane answers them. */
+  async #reserveRoomStorage(asked?: RoomRetention): Promise<RoomRetention | undefined> {
     try {
-      await this.#streams?.checkBudget();
+      const retention = roomRetention(asked, this.roomStorage.retention);
+      await this.#streams?.checkBudget(retention.maxBytes);
+      return retention;
     } catch (err) {
       if (err instanceof StorageBudgetError) throw new HttpError(507, err.message, { code: "STORAGE_BUDGET" });
+      if (err instanceof RetentionCeilingError) {
+        throw new HttpError(400, err.message, { code: "RETENTION_ABOVE_CEILING" });
+      }
       throw err;
     }
   }
@@ -738,7 +748,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     if (change.type === "room-created") {
       const room = await this.store.getRoom(change.roomId);
       // Before answering: a persisted room must keep its first message.
-      if (room.persist) await this.#streams?.ensure(room);
+      if (room.persist) await this.#streams?.ensure(room, change.retention);
     }
     await this.#kick(change.signPub, change.type);
   }

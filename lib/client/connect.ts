@@ -13,7 +13,7 @@ import { type Identity, newRoomKey, sealRoomKey } from "../crypto/index.ts";
 import { AuthDeniedError, InvalidArgumentError, UnibusError } from "../errors.ts";
 import { ControlClient } from "./control.ts";
 import { DenialWatch } from "./denials.ts";
-import { Room, type RoomInfo } from "./room.ts";
+import { Room, type RoomInfo, type RoomRetention } from "./room.ts";
 
 export interface ConnectOptions {
   /** `tls://host:port`, or several for a cluster. */
@@ -38,6 +38,12 @@ export interface CreateRoomOptions {
   persist?: boolean;
   /** Every frame must carry a valid Ed25519 signature; others are dropped. */
   signMsgs?: boolean;
+  /**
+   * A persisted room's history limits, each at most the bus's ceiling (a limit above it
+   * is refused: ControlPlaneError, code RETENTION_ABOVE_CEILING); what is left out gets
+   * the ceiling. Past any of them the oldest messages go.
+   */
+  retention?: RoomRetention;
 }
 
 /**
@@ -94,6 +100,7 @@ export class UnibusClient {
       encrypt,
       persist: opts.persist ?? false,
       signMsgs: opts.signMsgs ?? false,
+      ...(opts.retention ? { retention: opts.retention } : {}),
     };
     if (key)
       body.ownerSealedKey = sealRoomKey({ roomKey: key, recipientKexPub: this.identity.kexPub, roomId: id, epoch: 1 });

@@ -6,6 +6,7 @@
 import fs from "node:fs/promises";
 import path from "node:path";
 import type { BusHandle } from "../bus/handle.ts";
+import type { RoomStorageLimits } from "../bus/index.ts";
 import { isProcessAlive } from "../nats/index.ts";
 import type { StoreBackend } from "../store/index.ts";
 import { CA_CERT_FILE } from "../tls/ca.ts";
@@ -22,6 +23,8 @@ export interface RunInfo {
   dataDir: string;
   /** The store backend the bus runs on ("sqlite" when the run file predates the field). */
   store: StoreBackend;
+  /** Persisted rooms' retention ceiling and storage budget (absent when the run file predates the field). */
+  roomStorage?: RoomStorageLimits;
 }
 
 function runInfoOf(handle: BusHandle): RunInfo {
@@ -33,6 +36,7 @@ function runInfoOf(handle: BusHandle): RunInfo {
     caFile: handle.caFile,
     dataDir: handle.dataDir,
     store: handle.storeBackend,
+    roomStorage: handle.roomStorage,
   };
 }
 
@@ -77,6 +81,7 @@ export async function readRunInfo(dataDir: string): Promise<RunInfo | undefined>
     caFile: typeof r.caFile === "string" ? r.caFile : path.join(dataDir, "tls", CA_CERT_FILE),
     dataDir: typeof r.dataDir === "string" ? r.dataDir : dataDir,
     store: r.store === "kv" ? "kv" : "sqlite",
+    ...(isRoomStorage(r.roomStorage) ? { roomStorage: r.roomStorage } : {}),
   };
 }
 
@@ -88,4 +93,12 @@ export async function readRunInfo(dataDir: string): Promise<RunInfo | undefined>
 export async function runningPid(dataDir: string): Promise<number | undefined> {
   const run = await readRunInfo(dataDir);
   return run && run.pid !== process.pid ? run.pid : undefined;
+}
+
+/** A run file is read back, never trusted blindly: the limits are whole numbers or left out. */
+function isRoomStorage(v: unknown): v is RoomStorageLimits {
+  const whole = (n: unknown) => Number.isSafeInteger(n) && (n as number) > 0;
+  const r = v as Partial<RoomStorageLimits> | undefined;
+  const ret = r?.retention;
+  return whole(r?.budgetBytes) && whole(ret?.maxBytes) && whole(ret?.maxAgeMs) && whole(ret?.maxMsgs);
 }
