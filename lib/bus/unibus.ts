@@ -600,7 +600,9 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       blobs: this.blobs,
       host: this.#host,
       port: this.#opts.ports?.control ?? 0,
-      certPem: cert.certPem,
+      // The chain ends in the bus CA: an invitee holding only its fingerprint reads it from
+      // the handshake (lib/tls/pin.ts) and checks it before sending anything.
+      certPem: `${cert.certPem.trimEnd()}\n${this.#caPem}`,
       keyPem: cert.keyPem,
       logger: this.#logger,
       health: async () => {
