@@ -110,3 +110,93 @@ t.test("the quick start and the first admin, as the README writes them, end in a
   const persisted = await client.createRoom({ persist: true, signMsgs: true });
   t.ok(persisted.persist, "and a persisted, signed one");
 });
+
+/** The ```ts block of the README section headed `heading` that imports from "unibus". */
+function libraryBlock(heading: string): string {
+  const start = README.indexOf(`\n## ${heading}\n`);
+  const end = README.indexOf("\n## ", start + 1);
+  const block = [...README.slice(start, end).matchAll(/```ts\n([\s\S]*?)```/g)].find((m) =>
+    m[1]!.includes('from "unibus"'),
+  );
+  if (!block) throw new Error(`README's "${heading}" has no ts block importing unibus`);
+  return block[1]!;
+}
+
+/** The process ids under `pid` (children, their children…) whose command is `name`. */
+function descendantsNamed(pid: number, name: string): number[] {
+  const procs: { pid: number; ppid: number; comm: string }[] = [];
+  for (const entry of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const [, comm, rest] = /^\d+ \((.*)\) (.*)$/.exec(fs.readFileSync(`/proc/${entry}/stat`, "utf8").trim())!;
+      procs.push({ pid: Number(entry), ppid: Number(rest!.split(" ")[1]), comm: comm! });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const under = new Set([pid]);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const p of procs) {
+      if (!under.has(p.pid) && under.has(p.ppid)) {
+        under.add(p.pid);
+        grew = true;
+      }
+    }
+  }
+  return procs.filter((p) => p.pid !== pid && under.has(p.pid) && p.comm === name).map((p) => p.pid);
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+t.test(
+  "the library usage block, verbatim, as a project that installed unibus runs it",
+  { skip: process.platform !== "linux" && "reads /proc" },
+  async (t) => {
+    const dir = t.testdir();
+    // The installed package as Node resolves it: `unibus` → this checkout's sources (a built
+    // package would be dist/; a checkout has none, and Node strips no types under node_modules).
+    const pkg = path.join(dir, "node_modules", "unibus");
+    fs.mkdirSync(pkg, { recursive: true });
+    fs.writeFileSync(
+      path.join(pkg, "package.json"),
+      JSON.stringify({ name: "unibus", type: "module", exports: "./index.js" }),
+    );
+    fs.writeFileSync(path.join(pkg, "index.js"), `export * from ${JSON.stringify(path.resolve("lib/index.ts"))};\n`);
+    fs.writeFileSync(path.join(dir, "package.json"), JSON.stringify({ type: "module" }));
+    fs.writeFileSync(path.join(dir, "example.ts"), libraryBlock("Library usage"));
+    const env: NodeJS.ProcessEnv = { ...process.env, UNIBUS_NATS_SERVER: NATS_SERVER };
+    const child = spawn(process.execPath, ["--disable-warning=ExperimentalWarning", "example.ts"], {
+      cwd: dir,
+      env,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+    t.teardown(() => {
+      if (child.exitCode === null) child.kill("SIGKILL");
+    });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d) => (out += d));
+    child.stderr.on("data", (d) => (err += d));
+    // The bot reads the room's history, then waits on the live subscription for good.
+    await Promise.race([
+      waitFor("the bot to read the owner's message", () => out.includes("hello"), 120_000),
+      exited.then((code) => Promise.reject(new Error(`the example exited (${code}): ${err}`))),
+    ]);
+    t.equal(out.trim(), "hello", "the bot read the encrypted, signed message from the history");
+    const servers = descendantsNamed(child.pid!, "nats-server");
+    t.equal(servers.length, 1, "the example's bus runs its nats-server");
+    // The example never ends on its own (its subscribe loop); stopped as a user stops it.
+    child.kill("SIGTERM");
+    await exited;
+    await waitFor("the example's nats-server to go with it", () => servers.every((p) => !alive(p)), 30_000);
+  },
+);
