@@ -5,6 +5,8 @@ import net from "node:net";
 import path from "node:path";
 import tls from "node:tls";
 import t from "tap";
+import { connect } from "../../lib/client/connect.ts";
+import { createIdentity } from "../../lib/crypto/identity.ts";
 import { readRunInfo } from "../../lib/ops/run-file.ts";
 import { runCli, upOn } from "../helpers/cli.ts";
 import { waitFor } from "../helpers/wait.ts";
@@ -73,4 +75,45 @@ t.test("a bus started by up runs under the limits it was given", async (t) => {
     held.every((s) => !s.destroyed),
     "the first two are still open",
   );
+});
+
+t.test("up --cluster 2 gives every node the limits, and status counts each room once", async (t) => {
+  const dir = t.testdir();
+  const dataDir = path.join(dir, "bus");
+  const bus = await upOn(t, dataDir, [
+    ...["--cluster", "2", "--cluster-port", "-1"],
+    ...["--max-payload-bytes", "300000", "--room-max-bytes", "1048576", "--room-storage-bytes", "8388608"],
+  ]);
+  const run = await readRunInfo(dataDir);
+  t.equal(run!.monitorUrls.length, 2);
+  for (const url of run!.monitorUrls) {
+    const varz = (await (await fetch(`${url}/varz`)).json()) as { max_payload: number; server_name: string };
+    t.equal(varz.max_payload, 300_000, `${varz.server_name} has the flag's max_payload`);
+  }
+  const alice = createIdentity();
+  const add = await runCli([
+    ...["user", "add", alice.signPub, "--kex-pub", alice.kexPub, "--handle", "alice"],
+    ...["--store", "kv", "-d", dataDir],
+  ]);
+  t.equal(add.code, 0, add.stderr);
+  const c = await connect({
+    natsUrl: bus.ready.natsUrls,
+    controlUrl: bus.ready.controlUrls[1]!,
+    caFile: bus.ready.caFile,
+    identity: alice,
+  });
+  t.teardown(() => c.close());
+  const room = await c.createRoom({ persist: true, retention: { maxBytes: 512 * 1024 } });
+  t.same(room.retention?.maxBytes, 512 * 1024, "the second node grants a room within the flag's ceiling");
+  await t.rejects(c.createRoom({ persist: true, retention: { maxBytes: 2 * 1048576 } }), {
+    code: "RETENTION_ABOVE_CEILING",
+  });
+  const status = await runCli(["status", "--json", "-d", dataDir]);
+  const { roomStorage } = JSON.parse(status.stdout);
+  t.match(roomStorage, {
+    rooms: 1,
+    reservedBytes: 512 * 1024,
+    budgetBytes: 8_388_608,
+    ceiling: { maxBytes: 1_048_576 },
+  });
 });
