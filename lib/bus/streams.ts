@@ -54,6 +54,19 @@ export class StorageBudgetError extends UnibusError {
   }
 }
 
+/**
+ * What one room takes from the budget: its byte cap, but never less than 1 MiB (or the
+ * ceiling, when that is smaller). Every stream costs JetStream more than its bytes (its
+ * state, in a cluster a raft group), so rooms asking for a few bytes each must not buy
+ * an unbounded number of streams: the budget also bounds how many there are.
+ */
+export function reservedBytes(maxBytes: number | undefined, ceiling: Required<RoomRetention>): number {
+  const cap = maxBytes !== undefined && maxBytes > 0 ? maxBytes : ceiling.maxBytes;
+  return Math.max(cap, Math.min(MIN_RESERVED_BYTES, ceiling.maxBytes));
+}
+
+export const MIN_RESERVED_BYTES = 1024 * 1024;
+
 /** A room asked for more history than the bus allows: `field` is above its `ceiling`. */
 export class RetentionCeilingError extends UnibusError {
   readonly field: keyof RoomRetention;
@@ -223,16 +236,16 @@ export class RoomStreams {
   /** Bytes reserved by every room stream's cap, and bytes stored in them now. */
   async usage(): Promise<{ reservedBytes: number; storedBytes: number; rooms: number; budgetBytes: number }> {
     const jsm = this.#manager("RoomStreams.usage()");
-    let reservedBytes = 0;
+    let reserved = 0;
     let storedBytes = 0;
     let rooms = 0;
     for await (const s of jsm.streams.list()) {
       if (!s.config.name.startsWith("ROOM_")) continue;
       rooms++;
-      reservedBytes += s.config.max_bytes > 0 ? s.config.max_bytes : this.#limits.retention.maxBytes;
+      reserved += reservedBytes(s.config.max_bytes, this.#limits.retention);
       storedBytes += s.state.bytes;
     }
-    return { reservedBytes, storedBytes, rooms, budgetBytes: this.#limits.budgetBytes };
+    return { reservedBytes: reserved, storedBytes, rooms, budgetBytes: this.#limits.budgetBytes };
   }
 
   async stop(): Promise<void> {
@@ -241,12 +254,13 @@ export class RoomStreams {
     if (nc && !nc.isClosed()) await nc.close();
   }
 
-  /** Throws StorageBudgetError unless the budget can take one more room capped at `cap` bytes (default: the ceiling). */
-  async checkBudget(cap = this.#limits.retention.maxBytes): Promise<void> {
-    const { reservedBytes, rooms, budgetBytes } = await this.usage();
-    if (reservedBytes + cap > budgetBytes) {
+  /** Throws StorageBudgetError unless the budget can take one more room capped at `maxBytes` (default: the ceiling). */
+  async checkBudget(maxBytes = this.#limits.retention.maxBytes): Promise<void> {
+    const { reservedBytes: reserved, rooms, budgetBytes } = await this.usage();
+    const cap = reservedBytes(maxBytes, this.#limits.retention);
+    if (reserved + cap > budgetBytes) {
       throw new StorageBudgetError(
-        `the persisted rooms' storage budget is spent (${rooms} rooms reserve ${reservedBytes} of ${budgetBytes} bytes; this room needs ${cap}); delete a persisted room, ask for a smaller retention.maxBytes, create this one without persistence, or raise the budget (roomStorageBytes)`,
+        `the persisted rooms' storage budget is spent (${rooms} rooms reserve ${reserved} of ${budgetBytes} bytes; this room needs ${cap}); delete a persisted room, ask for a smaller retention.maxBytes, create this one without persistence, or raise the budget (roomStorageBytes)`,
       );
     }
   }

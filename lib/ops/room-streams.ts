@@ -5,6 +5,7 @@
  * look for it.
  */
 import fs from "node:fs/promises";
+import { reservedBytes } from "../bus/index.ts";
 import { busLayout } from "../bus/layout.ts";
 import { openStore } from "../store/index.ts";
 import type { RunInfo } from "./run-file.ts";
@@ -101,7 +102,7 @@ export interface RoomStorageStatus {
   rooms: number;
   storedBytes: number;
   storedMessages: number;
-  /** What the rooms' byte caps add up to: the share of the budget they hold. */
+  /** What the rooms take from the budget: each its byte cap, at least 1 MiB (see `reservedBytes` in lib/bus). */
   reservedBytes: number;
   /** The budget and each room's ceiling, when the run file has them. */
   budgetBytes?: number;
@@ -118,8 +119,10 @@ export async function roomStorageStatus(run: RunInfo, timeoutMs: number): Promis
     out.rooms++;
     out.storedBytes += s.bytes;
     out.storedMessages += s.messages;
-    // An uncapped stream (from before caps) is counted at the ceiling, as the bus counts it.
-    out.reservedBytes += s.retention.maxBytes > 0 ? s.retention.maxBytes : (limits?.retention.maxBytes ?? 0);
+    // Counted as the bus counts it (reservedBytes); without the limits, at its own cap.
+    out.reservedBytes += limits
+      ? reservedBytes(s.retention.maxBytes, limits.retention)
+      : Math.max(0, s.retention.maxBytes);
   }
   if (limits) Object.assign(out, { budgetBytes: limits.budgetBytes, ceiling: { ...limits.retention } });
   return out;

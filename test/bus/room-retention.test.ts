@@ -100,15 +100,19 @@ t.test("per-room retention at createRoom", async (t) => {
   });
 });
 
-t.test("a smaller room takes a smaller share of the budget", async (t) => {
-  const bus = await testBus(t, { retention: { maxBytes: MiB }, roomStorageBytes: 2 * MiB });
+t.test("a smaller room takes a smaller share of the budget, but rooms of a few bytes cannot multiply", async (t) => {
+  const bus = await testBus(t, { retention: { maxBytes: 4 * MiB }, roomStorageBytes: 8 * MiB });
   const alice = await member(bus, "alice");
   const c = await client(t, bus, alice);
-  for (let i = 0; i < 4; i++) await c.createRoom({ persist: true, retention: { maxBytes: 512 * KiB } });
+  for (let i = 0; i < 2; i++) await c.createRoom({ persist: true, retention: { maxBytes: 2 * MiB } });
+  // As an attacker would: rooms asking for one byte each, to make streams without end.
+  for (let i = 0; i < 4; i++) await c.createRoom({ persist: true, retention: { maxBytes: 1 } });
   await t.rejects(
-    c.createRoom({ persist: true, retention: { maxBytes: 512 * KiB } }),
-    { status: 507, code: "STORAGE_BUDGET", message: /this room needs 524288/ },
-    "four half-size rooms fill a two-room budget",
+    c.createRoom({ persist: true, retention: { maxBytes: 1 } }),
+    { status: 507, code: "STORAGE_BUDGET", message: /rooms reserve 8388608 of 8388608 bytes; this room needs 1048576/ },
+    "two half-ceiling rooms and four one-byte rooms (each reserving 1 MiB) fill an 8 MiB budget",
   );
-  t.equal((await c.listMyRooms()).length, 4);
+  t.equal((await c.listMyRooms()).length, 6);
+  const config = await streamConfig(bus, (await c.listMyRooms())[5]!.id);
+  t.equal(config.max_bytes, 1, "the one-byte room keeps what it asked for; only its share of the budget is 1 MiB");
 });

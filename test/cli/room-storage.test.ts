@@ -21,7 +21,12 @@ async function addUser(t: Test, dataDir: string, handle: string): Promise<Identi
 t.test("status and room show report room storage against the limits up was given", async (t) => {
   const dataDir = path.join(t.testdir(), "bus");
   const alice = await addUser(t, dataDir, "alice");
-  const { ready } = await upOn(t, dataDir, ["--room-max-bytes", String(MiB), "--room-storage-bytes", String(3 * MiB)]);
+  const { ready } = await upOn(t, dataDir, [
+    "--room-max-bytes",
+    String(4 * MiB),
+    "--room-storage-bytes",
+    String(12 * MiB),
+  ]);
   const d = ["-d", dataDir];
   const status = async () => {
     const r = await runCli(["status", "--json", ...d]);
@@ -34,8 +39,8 @@ t.test("status and room show report room storage against the limits up was given
     storedBytes: 0,
     storedMessages: 0,
     reservedBytes: 0,
-    budgetBytes: 3 * MiB,
-    ceiling: { maxBytes: MiB, maxAgeMs: 90 * 86_400_000, maxMsgs: 1_000_000 },
+    budgetBytes: 12 * MiB,
+    ceiling: { maxBytes: 4 * MiB, maxAgeMs: 90 * 86_400_000, maxMsgs: 1_000_000 },
   });
 
   const a = await connect({
@@ -45,36 +50,36 @@ t.test("status and room show report room storage against the limits up was given
     identity: alice,
   });
   t.teardown(() => a.close());
-  const small = await a.createRoom({ persist: true, retention: { maxBytes: 512 * KiB, maxMsgs: 100 } });
+  const small = await a.createRoom({ persist: true, retention: { maxBytes: 2 * MiB, maxMsgs: 100 } });
   const full = await a.createRoom({ persist: true });
   for (let i = 0; i < 5; i++) await small.publish(`hello ${i}`);
   await a.nc.flush();
   await waitFor("the five messages to be stored", async () => (await status()).roomStorage.storedMessages === 5);
   const s = (await status()).roomStorage;
-  t.match(s, { rooms: 2, reservedBytes: MiB + 512 * KiB, budgetBytes: 3 * MiB, storedMessages: 5 });
+  t.match(s, { rooms: 2, reservedBytes: 6 * MiB, budgetBytes: 12 * MiB, storedMessages: 5 });
   t.ok(s.storedBytes > 0, "stored bytes are counted");
 
   const text = await runCli(["status", ...d]);
   t.match(text.stdout, "room storage: 2 persisted room(s)");
-  t.match(text.stdout, "their caps reserve 1.5 MiB of the 3 MiB budget");
-  t.match(text.stdout, "each room at most 1 MiB, 90 day(s), 1000000 messages");
+  t.match(text.stdout, "their caps reserve 6 MiB of the 12 MiB budget");
+  t.match(text.stdout, "each room at most 4 MiB, 90 day(s), 1000000 messages");
   t.notMatch(text.stdout, "the budget has", "another room at the ceiling still fits");
 
   // A third room at the ceiling leaves less than one more: status says what the next one must do.
   await a.createRoom({ persist: true });
   const tight = await runCli(["status", ...d]);
-  t.match(tight.stdout, "the budget has 512 KiB left: a new persisted room must ask for a smaller retention.maxBytes");
-  await a.createRoom({ persist: true, retention: { maxBytes: 512 * KiB } });
-  t.equal((await status()).roomStorage.reservedBytes, 3 * MiB, "a room within what is left still fits");
+  t.match(tight.stdout, "the budget has 2 MiB left: a new persisted room must ask for a smaller retention.maxBytes");
+  await a.createRoom({ persist: true, retention: { maxBytes: 2 * MiB } });
+  t.equal((await status()).roomStorage.reservedBytes, 12 * MiB, "a room within what is left still fits");
 
   const show = await runCli(["room", "show", small.id, "--json", ...d]);
   ok(t, show, "room show");
   t.match(JSON.parse(show.stdout).history, {
-    retention: { maxBytes: 512 * KiB, maxAgeMs: 90 * 86_400_000, maxMsgs: 100 },
+    retention: { maxBytes: 2 * MiB, maxAgeMs: 90 * 86_400_000, maxMsgs: 100 },
     messages: 5,
   });
   const showText = await runCli(["room", "show", full.id, ...d]);
-  t.match(showText.stdout, "history: keeps at most 1 MiB, 90 day(s), 1000000 messages; holds 0 message(s), 0 bytes");
+  t.match(showText.stdout, "history: keeps at most 4 MiB, 90 day(s), 1000000 messages; holds 0 message(s), 0 bytes");
 });
 
 t.test("room show on a stopped bus: the room, and the history limits said to be unknown", async (t) => {
