@@ -113,7 +113,8 @@ export function registerCommand(program: Command): void {
     )
     .option("--json", "print the new user as JSON")
     .action(async (rawToken: string, opts: RegisterOptions) => {
-      // Everything that can be checked locally is, before an identity file is created.
+      // Everything that can be checked before the registration is sent is, before an identity
+      // file is created: the token, the URL and the CA (with only a fingerprint: fetched and pinned).
       const token = rawToken.trim();
       if (!/^[0-9a-fA-F]{64}$/.test(token))
         throw new CliError("an invite token is 64 hex characters; check that it was copied whole");
