@@ -1,12 +1,14 @@
 // A legitimate member's signed request (POST /v1/rooms, with a body) while strangers
 // and another member attack the control plane, in one run: idle bodies from one
 // address and from 64 loopback addresses, trickling bodies, a TLS-handshake flood,
-// and a member flooding signed requests (per-identity limit, nonce share). Each
+// a member trickling blob uploads, and a member flooding signed requests (per-identity
+// limit, nonce share). Each
 // phase's p50/p99 is printed as a ratio of the idle baseline measured first.
 import net from "node:net";
 import tls from "node:tls";
 import { startUnibus, type Unibus } from "../lib/bus/unibus.ts";
 import { ControlClient } from "../lib/client/control.ts";
+import { sha256Hex, signRequest } from "../lib/crypto/canonical.ts";
 import { createIdentity } from "../lib/crypto/identity.ts";
 import { resolveNatsServer } from "../lib/nats/binary.ts";
 import { fmt, type Summary, summarize, writeResult } from "./stats.ts";
@@ -87,6 +89,42 @@ const ATTACKS: Attack[] = [
         sockets.push(s.on("error", () => {}));
       }
       return () => {
+        for (const s of sockets) s.destroy();
+      };
+    },
+  },
+  {
+    name: "a member's 32 trickling blob uploads",
+    start: async (bus) => {
+      const mallory = createIdentity();
+      await bus.addUser(mallory.signPub, { handle: `uploader${Date.now()}`, kexPub: mallory.kexPub });
+      const api = new ControlClient({ baseUrl: bus.controlUrl, ca: bus.caPem, identity: mallory });
+      const room = await api.request<{ id: string }>("POST", "/v1/rooms", { encrypt: false });
+      await api.close();
+      const uri = `/v1/rooms/${room.id}/blobs`;
+      const sockets = await Promise.all(
+        range(32, () => uri).map(
+          (path) =>
+            new Promise<tls.TLSSocket>((resolve) => {
+              // Signed for a 1 MiB body of zeros, then sent a byte at a time.
+              const headers = signRequest(mallory, {
+                method: "PUT",
+                uri: path,
+                bodySha256: sha256Hex(Buffer.alloc(MiB)),
+              });
+              const head = Object.entries({ ...headers, "content-type": "application/octet-stream" })
+                .map(([k, v]) => `${k}: ${v}\r\n`)
+                .join("");
+              const s = tls.connect({ host: "127.0.0.1", port: port(bus), ca: bus.caPem }, () => {
+                s.write(`PUT ${path} HTTP/1.1\r\nhost: x\r\ncontent-length: ${MiB}\r\n${head}\r\n`, () => resolve(s));
+              });
+              s.on("error", () => {});
+            }),
+        ),
+      );
+      const timer = setInterval(() => sockets.forEach((s) => void s.write(Buffer.alloc(1))), 100);
+      return () => {
+        clearInterval(timer);
         for (const s of sockets) s.destroy();
       };
     },

@@ -19,7 +19,15 @@ export type { ConnectOptions, CreateRoomOptions } from "./client/connect.ts";
 export { connect, UnibusClient } from "./client/connect.ts";
 export type { BlobDownload, BlobInfo } from "./client/control.ts";
 export { ControlClient } from "./client/control.ts";
-export type { DroppedFrame, MemberRef, RoomInfo, RoomMember, RoomMessage, SubscribeOptions } from "./client/room.ts";
+export type {
+  DroppedFrame,
+  MemberRef,
+  RoomInfo,
+  RoomMember,
+  RoomMessage,
+  RoomRetention,
+  SubscribeOptions,
+} from "./client/room.ts";
 export { Room } from "./client/room.ts";
 export {
   createIdentity,

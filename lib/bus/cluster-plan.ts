@@ -10,7 +10,7 @@ import type { Logger } from "../log/index.ts";
 import { NatsServerProcess } from "../nats/index.ts";
 import type { StoreBackend } from "../store/index.ts";
 import { urlHost } from "../tls/index.ts";
-import type { StartUnibusOptions } from "./unibus.ts";
+import type { OperatorOptions, StartUnibusOptions } from "./unibus.ts";
 
 export interface StartClusterOptions {
   /** How many nodes; 2-9, default 3. */
@@ -41,7 +41,7 @@ export interface StartClusterOptions {
   /** How long to wait for the meta group to form; default 20000 ms. */
   readyTimeoutMs?: number;
   /** Passed to every node as is. */
-  node?: Pick<StartUnibusOptions, "userJwtTtlSeconds" | "rateLimit" | "controlTimeouts" | "blobs" | "kv">;
+  node?: OperatorOptions & Pick<StartUnibusOptions, "kv">;
 }
 
 export interface NodePorts {

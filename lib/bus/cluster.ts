@@ -28,6 +28,7 @@ import {
 import { ClusterNotReadyError, type MetaStatus, waitForMetaGroup, waitForPlacement } from "./cluster-ready.ts";
 import type { BusHandle, BusState, ClusterEvents } from "./handle.ts";
 import { busLayout, openDataDir, removeOwnedDir } from "./layout.ts";
+import { type RoomStorageLimits, roomStorageOf } from "./streams.ts";
 import { Unibus } from "./unibus.ts";
 
 export type { StartClusterOptions } from "./cluster-plan.ts";
@@ -97,6 +98,10 @@ export class UnibusCluster extends EventEmitter<ClusterEvents> implements BusHan
   }
   get storeBackend(): StoreBackend {
     return this.#plan.store;
+  }
+  /** The nodes share their room-storage settings (`node`). */
+  get roomStorage(): RoomStorageLimits {
+    return roomStorageOf(this.#opts.node ?? {});
   }
   /** The store backend (kept beside `storeBackend` for callers of the first release). */
   get store(): StoreBackend {

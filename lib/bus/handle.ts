@@ -7,6 +7,7 @@ import type { AccessChange } from "../control/index.ts";
 import type { NatsPorts, NatsRestartedEvent, NatsRestartingEvent } from "../nats/index.ts";
 import type { StoreBackend } from "../store/index.ts";
 import type { HandoverResult } from "./handover.ts";
+import type { RoomStorageLimits } from "./streams.ts";
 
 /**
  * `new` → `starting` → `running` → `stopping` → `stopped`; `failed` when a start
@@ -28,6 +29,8 @@ export interface BusHandle extends AsyncDisposable {
   readonly dataDir: string;
   /** The control-plane store backend in use. (`Unibus.store` is the store itself.) */
   readonly storeBackend: StoreBackend;
+  /** Each persisted room's retention ceiling and the budget of them all. */
+  readonly roomStorage: RoomStorageLimits;
   /** Stops every child and service; idempotent. */
   stop(): Promise<void>;
 }

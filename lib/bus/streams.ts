@@ -34,7 +34,7 @@ export interface RoomRetention {
 }
 
 export interface RoomStorageOptions {
-  /** Every persisted room's limits (until rooms can choose their own within them). */
+  /** Every persisted room's limits: the ceiling a room may choose under at `createRoom`, and what it gets otherwise. */
   retention?: RoomRetention;
   /** The sum of all room streams' byte caps may not exceed this. Default 4 GiB. */
   budgetBytes?: number;
@@ -54,11 +54,60 @@ export class StorageBudgetError extends UnibusError {
   }
 }
 
+/**
+ * What one room takes from the budget: its byte cap, but never less than 1 MiB (or the
+ * ceiling, when that is smaller). Every stream costs JetStream more than its bytes (its
+ * state, in a cluster a raft group), so rooms asking for a few bytes each must not buy
+ * an unbounded number of streams: the budget also bounds how many there are.
+ */
+export function reservedBytes(maxBytes: number | undefined, ceiling: Required<RoomRetention>): number {
+  const cap = maxBytes !== undefined && maxBytes > 0 ? maxBytes : ceiling.maxBytes;
+  return Math.max(cap, Math.min(MIN_RESERVED_BYTES, ceiling.maxBytes));
+}
+
+export const MIN_RESERVED_BYTES = 1024 * 1024;
+
+/** A room asked for more history than the bus allows: `field` is above its `ceiling`. */
+export class RetentionCeilingError extends UnibusError {
+  readonly field: keyof RoomRetention;
+  readonly asked: number;
+  readonly ceiling: number;
+  constructor(field: keyof RoomRetention, asked: number, ceiling: number) {
+    super(
+      "RETENTION_ABOVE_CEILING",
+      `retention.${field} ${asked} is above this bus's ceiling of ${ceiling}; ask for at most ${ceiling}, or leave it out to get the ceiling`,
+    );
+    this.field = field;
+    this.asked = asked;
+    this.ceiling = ceiling;
+  }
+}
+
+/**
+ * The retention a room gets: what it asked for, each limit at most the bus's ceiling,
+ * the ceiling for what it left out. Throws RetentionCeilingError for a limit above the
+ * ceiling (never silently lowered: the room's owner must know what it keeps) and
+ * InvalidArgumentError for one that is not a positive whole number.
+ */
+export function roomRetention(
+  asked: RoomRetention | undefined,
+  ceiling: Required<RoomRetention>,
+): Required<RoomRetention> {
+  const out = { ...ceiling };
+  for (const field of Object.keys(ceiling) as (keyof RoomRetention)[]) {
+    const value = asked?.[field];
+    if (value === undefined) continue;
+    if (!Number.isSafeInteger(value) || value < 1) {
+      throw new InvalidArgumentError(`retention.${field}`, `retention.${field}: a positive whole number; got ${value}`);
+    }
+    if (value > ceiling[field]) throw new RetentionCeilingError(field, value, ceiling[field]);
+    out[field] = value;
+  }
+  return out;
+}
+
 /** Checks the options; InvalidArgumentError names the bad one. */
-export function checkRoomStorage(opts: RoomStorageOptions = {}): {
-  retention: Required<RoomRetention>;
-  budgetBytes: number;
-} {
+export function checkRoomStorage(opts: RoomStorageOptions = {}): RoomStorageLimits {
   const retention = { ...DEFAULT_RETENTION, ...opts.retention };
   for (const [key, value] of Object.entries(retention)) {
     if (!Number.isSafeInteger(value) || value < 1) {
@@ -73,6 +122,20 @@ export function checkRoomStorage(opts: RoomStorageOptions = {}): {
     );
   }
   return { retention, budgetBytes };
+}
+
+/** The checked limits of persisted rooms: each room's ceiling and the budget of them all. */
+export interface RoomStorageLimits {
+  retention: Required<RoomRetention>;
+  budgetBytes: number;
+}
+
+/** `startUnibus`'s `retention` and `roomStorageBytes`, checked (see checkRoomStorage). */
+export function roomStorageOf(opts: { retention?: RoomRetention; roomStorageBytes?: number }): RoomStorageLimits {
+  return checkRoomStorage({
+    ...(opts.retention ? { retention: opts.retention } : {}),
+    ...(opts.roomStorageBytes ? { budgetBytes: opts.roomStorageBytes } : {}),
+  });
 }
 
 export interface RoomStreamsOptions extends RoomStorageOptions {
@@ -99,7 +162,7 @@ export class RoomStreams {
     return this.#nc;
   }
 
-  get limits(): { retention: Required<RoomRetention>; budgetBytes: number } {
+  get limits(): RoomStorageLimits {
     return this.#limits;
   }
 
@@ -112,25 +175,27 @@ export class RoomStreams {
   }
 
   /**
-   * Creates the room's stream if it does not exist (idempotent), capped by the retention
-   * limits. Throws StorageBudgetError when the caps of every room stream would exceed
-   * the budget. A stream made before streams were capped gets its caps now.
+   * Creates the room's stream if it does not exist (idempotent), capped by `retention`
+   * (the room's choice, see `roomRetention`; default the bus's ceiling). Throws
+   * StorageBudgetError when the caps of every room stream would exceed the budget. A
+   * stream made before streams were capped gets its caps now.
    */
-  async ensure(room: Pick<Room, "id" | "subject">): Promise<void> {
+  async ensure(room: Pick<Room, "id" | "subject">, retention?: RoomRetention): Promise<void> {
     const jsm = this.#manager("RoomStreams.ensure()");
     const name = roomStreamName(room.id);
+    const chosen = roomRetention(retention, this.#limits.retention);
     const existing = await jsm.streams.info(name).catch(() => undefined);
     if (existing) {
-      if (!isCapped(existing.config)) await jsm.streams.update(name, { ...existing.config, ...this.#caps() });
+      if (!isCapped(existing.config)) await jsm.streams.update(name, { ...existing.config, ...caps(chosen) });
       return;
     }
-    await this.checkBudget();
+    await this.checkBudget(chosen.maxBytes);
     await jsm.streams.add({
       name,
       subjects: [room.subject],
       allow_direct: true,
       num_replicas: this.#opts.replicas ?? 1,
-      ...this.#caps(),
+      ...caps(chosen),
     });
     (this.#opts.logger ?? silentLogger).info({ component: "streams", stream: name }, "room stream created");
   }
@@ -171,16 +236,16 @@ export class RoomStreams {
   /** Bytes reserved by every room stream's cap, and bytes stored in them now. */
   async usage(): Promise<{ reservedBytes: number; storedBytes: number; rooms: number; budgetBytes: number }> {
     const jsm = this.#manager("RoomStreams.usage()");
-    let reservedBytes = 0;
+    let reserved = 0;
     let storedBytes = 0;
     let rooms = 0;
     for await (const s of jsm.streams.list()) {
       if (!s.config.name.startsWith("ROOM_")) continue;
       rooms++;
-      reservedBytes += s.config.max_bytes > 0 ? s.config.max_bytes : this.#limits.retention.maxBytes;
+      reserved += reservedBytes(s.config.max_bytes, this.#limits.retention);
       storedBytes += s.state.bytes;
     }
-    return { reservedBytes, storedBytes, rooms, budgetBytes: this.#limits.budgetBytes };
+    return { reservedBytes: reserved, storedBytes, rooms, budgetBytes: this.#limits.budgetBytes };
   }
 
   async stop(): Promise<void> {
@@ -189,19 +254,13 @@ export class RoomStreams {
     if (nc && !nc.isClosed()) await nc.close();
   }
 
-  #caps(): Pick<StreamConfig, "max_bytes" | "max_age" | "max_msgs" | "discard"> {
-    const r = this.#limits.retention;
-    // JetStream counts age in nanoseconds.
-    return { max_bytes: r.maxBytes, max_age: r.maxAgeMs * 1_000_000, max_msgs: r.maxMsgs, discard: DiscardPolicy.Old };
-  }
-
-  /** Throws StorageBudgetError unless the budget can take one more room at the default cap. */
-  async checkBudget(): Promise<void> {
-    const { reservedBytes, rooms, budgetBytes } = await this.usage();
-    const cap = this.#limits.retention.maxBytes;
-    if (reservedBytes + cap > budgetBytes) {
+  /** Throws StorageBudgetError unless the budget can take one more room capped at `maxBytes` (default: the ceiling). */
+  async checkBudget(maxBytes = this.#limits.retention.maxBytes): Promise<void> {
+    const { reservedBytes: reserved, rooms, budgetBytes } = await this.usage();
+    const cap = reservedBytes(maxBytes, this.#limits.retention);
+    if (reserved + cap > budgetBytes) {
       throw new StorageBudgetError(
-        `the persisted rooms' storage budget is spent (${rooms} rooms × up to ${cap} bytes of ${budgetBytes}); delete a persisted room, create this one without persistence, or raise the budget (roomStorageBytes)`,
+        `the persisted rooms' storage budget is spent (${rooms} rooms reserve ${reserved} of ${budgetBytes} bytes; this room needs ${cap}); delete a persisted room, ask for a smaller retention.maxBytes, create this one without persistence, or raise the budget (roomStorageBytes)`,
       );
     }
   }
@@ -210,6 +269,11 @@ export class RoomStreams {
     if (!this.#jsm) throw new StateError(["running"], "stopped", what);
     return this.#jsm;
   }
+}
+
+function caps(r: Required<RoomRetention>): Pick<StreamConfig, "max_bytes" | "max_age" | "max_msgs" | "discard"> {
+  // JetStream counts age in nanoseconds.
+  return { max_bytes: r.maxBytes, max_age: r.maxAgeMs * 1_000_000, max_msgs: r.maxMsgs, discard: DiscardPolicy.Old };
 }
 
 function isCapped(config: StreamConfig): boolean {

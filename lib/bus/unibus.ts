@@ -59,9 +59,12 @@ import { holdAdmission, KV_AUTH_TIMEOUT_S, KV_DECISION_TIMEOUT_MS, KvOpening } f
 import { type BusLayout, busLayout, natsConfigFor, openDataDir, removeOwnedDir } from "./layout.ts";
 import {
   checkRoomStorage,
+  RetentionCeilingError,
   type RoomRetention,
-  type RoomStorageOptions,
+  type RoomStorageLimits,
   RoomStreams,
+  roomRetention,
+  roomStorageOf,
   StorageBudgetError,
 } from "./streams.ts";
 
@@ -125,6 +128,22 @@ export interface StartUnibusOptions {
   connections?: ConnectionRegistry;
 }
 
+/**
+ * The operator's limits: what `unibus up` takes from the config chain and gives to one
+ * bus or to every node of a cluster alike.
+ */
+export type OperatorOptions = Pick<
+  StartUnibusOptions,
+  | "userJwtTtlSeconds"
+  | "rateLimit"
+  | "controlTimeouts"
+  | "limits"
+  | "retention"
+  | "roomStorageBytes"
+  | "blobs"
+  | "jetstreamMaxFileBytes"
+>;
+
 export interface IdentityLimits {
   /** Default 100. */
   connectionsPerIdentity: number;
@@ -134,7 +153,7 @@ export interface IdentityLimits {
   maxPayloadBytes: number;
 }
 
-const DEFAULT_IDENTITY_LIMITS: IdentityLimits = {
+export const DEFAULT_IDENTITY_LIMITS: IdentityLimits = {
   connectionsPerIdentity: 100,
   subscriptionsPerConnection: DEFAULT_USER_LIMITS.subs,
   maxPayloadBytes: DEFAULT_USER_LIMITS.payload,
@@ -235,7 +254,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
   #kv?: KvOpening;
   #keys?: ServiceKeys;
   /** The room-storage options, checked once at start. */
-  #roomStorage: RoomStorageOptions = {};
+  #roomStorage: RoomStorageLimits = checkRoomStorage();
   readonly #links: Partial<Record<PartName, LinkWatch>> = {};
   #limits: IdentityLimits = DEFAULT_IDENTITY_LIMITS;
   #blobs?: Blobs;
@@ -312,6 +331,10 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
   get storeBackend(): StoreBackend {
     return chooseStoreBackend(this.#opts.store, this.#opts.cluster !== undefined);
   }
+  /** Each persisted room's retention ceiling and the budget of them all, as checked at start. */
+  get roomStorage(): RoomStorageLimits {
+    return this.#roomStorage;
+  }
   /** Resolves once the store answers (the KV buckets exist); rejects if the bus stops first. */
   whenStoreReady(): Promise<void> {
     return this.#storeReady;
@@ -342,10 +365,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     }
     try {
       this.#limits = checkLimits(this.#opts.limits);
-      this.#roomStorage = checkRoomStorage({
-        ...(this.#opts.retention ? { retention: this.#opts.retention } : {}),
-        ...(this.#opts.roomStorageBytes ? { budgetBytes: this.#opts.roomStorageBytes } : {}),
-      });
+      this.#roomStorage = roomStorageOf(this.#opts);
       const prepared = await this.#prepare(backend);
       const certs = await this.#certificates(prepared);
       await this.#startNats(prepared, certs);
@@ -580,7 +600,9 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       blobs: this.blobs,
       host: this.#host,
       port: this.#opts.ports?.control ?? 0,
-      certPem: cert.certPem,
+      // The chain ends in the bus CA: an invitee holding only its fingerprint reads it from
+      // the handshake (lib/tls/pin.ts) and checks it before sending anything.
+      certPem: `${cert.certPem.trimEnd()}\n${this.#caPem}`,
       keyPem: cert.keyPem,
       logger: this.#logger,
       health: async () => {
@@ -593,7 +615,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
         store: this.store,
         publicBind: !isLoopbackHost(this.#host),
         onAccessChange: (change) => this.#onAccessChange(change),
-        reserveRoomStorage: () => this.#reserveRoomStorage(),
+        reserveRoomStorage: (asked) => this.#reserveRoomStorage(asked),
       },
       ...controlLimits(this.#opts),
       ...(backend === "kv" && this.#kv ? { nonces: this.#kv.nonces } : {}),
@@ -702,11 +724,17 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     }
   }
 
-  async #reserveRoomStorage(): Promise<void> {
+  /** The retention a new persisted room gets, within the ceiling and the budget; refusals as the control plane answers them. */
+  async #reserveRoomStorage(asked?: RoomRetention): Promise<RoomRetention | undefined> {
     try {
-      await this.#streams?.checkBudget();
+      const retention = roomRetention(asked, this.roomStorage.retention);
+      await this.#streams?.checkBudget(retention.maxBytes);
+      return retention;
     } catch (err) {
       if (err instanceof StorageBudgetError) throw new HttpError(507, err.message, { code: "STORAGE_BUDGET" });
+      if (err instanceof RetentionCeilingError) {
+        throw new HttpError(400, err.message, { code: "RETENTION_ABOVE_CEILING" });
+      }
       throw err;
     }
   }
@@ -722,7 +750,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     // Before answering: a persisted room must keep its first message. Only then is the
     // room read back (a store read on the path of every createRoom otherwise).
     if (change.type === "room-created" && change.persist && this.#streams) {
-      await this.#streams.ensure(await this.store.getRoom(change.roomId));
+      await this.#streams.ensure(await this.store.getRoom(change.roomId), change.retention);
     }
     await this.#kick(change.signPub, change.type);
   }

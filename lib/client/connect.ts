@@ -14,7 +14,7 @@ import { AuthDeniedError, InvalidArgumentError, UnibusError } from "../errors.ts
 import { ControlClient } from "./control.ts";
 import { DenialWatch } from "./denials.ts";
 import { ReconnectPacing } from "./reconnect.ts";
-import { Room, type RoomInfo } from "./room.ts";
+import { Room, type RoomInfo, type RoomRetention } from "./room.ts";
 import { connectCoalescing } from "./transport.ts";
 
 export interface ConnectOptions {
@@ -46,6 +46,12 @@ export interface CreateRoomOptions {
   persist?: boolean;
   /** Every frame must carry a valid Ed25519 signature; others are dropped. */
   signMsgs?: boolean;
+  /**
+   * A persisted room's history limits, each at most the bus's ceiling (a limit above it
+   * is refused: ControlPlaneError, code RETENTION_ABOVE_CEILING); what is left out gets
+   * the ceiling. Past any of them the oldest messages go.
+   */
+  retention?: RoomRetention;
 }
 
 /**
@@ -102,6 +108,7 @@ export class UnibusClient {
       encrypt,
       persist: opts.persist ?? false,
       signMsgs: opts.signMsgs ?? false,
+      ...(opts.retention ? { retention: opts.retention } : {}),
     };
     if (key)
       body.ownerSealedKey = sealRoomKey({ roomKey: key, recipientKexPub: this.identity.kexPub, roomId: id, epoch: 1 });

@@ -48,6 +48,15 @@ export interface RoomInfo {
   signMsgs: boolean;
   epoch: number;
   createdAt: number;
+  /** A persisted room's history limits, in the answer to its creation. */
+  retention?: RoomRetention;
+}
+
+/** What a persisted room keeps: past any of these the oldest messages go. */
+export interface RoomRetention {
+  maxBytes?: number;
+  maxAgeMs?: number;
+  maxMsgs?: number;
 }
 
 export interface RoomMember {
@@ -205,6 +214,8 @@ export class Room {
   readonly encrypt: boolean;
   readonly persist: boolean;
   readonly signMsgs: boolean;
+  /** The history limits the bus granted, on a persisted room this client created; undefined otherwise. */
+  readonly retention?: RoomRetention;
   #owner: string;
   #epoch: number;
   readonly #nc: NatsConnection;
@@ -228,6 +239,7 @@ export class Room {
     this.encrypt = info.encrypt;
     this.persist = info.persist;
     this.signMsgs = info.signMsgs;
+    if (info.retention) this.retention = { ...info.retention };
     this.#owner = info.ownerSignPub;
     this.#epoch = info.epoch;
     this.#nc = deps.nc;

@@ -20,7 +20,7 @@ import type { BusMetrics } from "../metrics/index.ts";
 import type { Store } from "../store/index.ts";
 import { type BlobMeta, BlobStoreClosedError, type Blobs, isBlobId, parseMimetype } from "./blobs.ts";
 import { HttpError } from "./http-error.ts";
-import { type InflightBytes, readBody, streamBody } from "./limits.ts";
+import { type InflightBytes, type MinBodyRate, readBody, streamBody } from "./limits.ts";
 import { Router } from "./router.ts";
 import { toHttpError } from "./routes.ts";
 
@@ -78,6 +78,8 @@ export interface BlobRouteEnv {
   metrics?: BusMetrics;
   idleTimeoutMs?: number;
   transferTimeoutMs?: number;
+  /** An upload slower than this (the server's minimum body rate) is cut with 408 and leaves nothing. */
+  minRate?: MinBodyRate;
 }
 
 /**
@@ -130,6 +132,7 @@ async function putBlob(env: BlobRouteEnv, roomId: string): Promise<void> {
       // A verified signer implies a well-formed declared hash: the signature covers it.
       expectSha256: req.headers[AUTH_HEADERS.contentSha256] as string,
       inflight: env.inflight,
+      ...(env.minRate ? { minRate: env.minRate } : {}),
       onChunk: (chunk) => upload.write(chunk),
     });
     meta = await upload.commit({ size: body.bytes, sha256: body.sha256 });
@@ -292,6 +295,7 @@ function refusal(err: unknown, env: BlobRouteEnv): unknown {
   }
   if (e instanceof HttpError) {
     if (e.status === 413) env.metrics?.httpRejections.inc({ reason: "body_limit" });
+    else if (e.status === 408) env.metrics?.httpRejections.inc({ reason: "body_too_slow" });
     else if (e.status === 503 && e.code === "BUSY") env.metrics?.httpRejections.inc({ reason: "inflight_limit" });
     const mustClose = !env.req.complete || outlivedRequestTimeout.has(env.req.socket);
     if (mustClose && !e.closeConnection) {

@@ -196,16 +196,23 @@ function tooSlow(): HttpError {
 /**
  * Cuts a body that has not kept `rate` over any window of `graceMs`: an idle or
  * trickling sender, or one that sends a burst and then stalls, keeps a socket and its
- * bytes for about one window, not for the whole request timeout. Returns the function
- * that stops the watch.
+ * bytes for about one window, not for the whole request timeout. While `ours()` is
+ * true the request is paused on our side (a chunk still being written): the window
+ * starts again, since a slow disk is not the sender's fault. Returns the function that
+ * stops the watch.
  */
-function watchRate(rate: MinBodyRate, received: () => number, cut: () => void): () => void {
+function watchRate(rate: MinBodyRate, received: () => number, cut: () => void, ours = () => false): () => void {
   const needed = (rate.bytesPerSec * rate.graceMs) / 1000;
   let windowStart = performance.now();
   let windowBytes = received();
   const timer = setInterval(
     () => {
       const now = performance.now();
+      if (ours()) {
+        windowStart = now;
+        windowBytes = received();
+        return;
+      }
       if (now - windowStart < rate.graceMs) return;
       if (received() - windowBytes < needed) return cut();
       windowStart = now;
@@ -283,6 +290,8 @@ export interface StreamBodyOptions {
   expectSha256?: string;
   /** When given, each chunk is counted as in flight until `onChunk` has taken it; 503 when over. */
   inflight?: InflightBytes;
+  /** When given, a body that falls below this rate (time spent in `onChunk` not counted) is cut with 408. */
+  minRate?: MinBodyRate;
 }
 
 export interface StreamBodyResult {
@@ -359,8 +368,18 @@ function streamListeners(
   const close = () => {
     if (!ended) finish(incomplete());
   };
+  const unwatch =
+    opts.minRate && declared !== 0
+      ? watchRate(
+          opts.minRate,
+          () => total,
+          () => finish(tooSlow()),
+          () => pending > 0,
+        )
+      : () => {};
   const settle = () => {
     settled = true;
+    unwatch();
   };
   return { data, end, close, settle };
 }
@@ -395,6 +414,9 @@ export interface RateLimiterOptions {
   /** Monotonic clock in ms; defaults to performance.now. */
   now?: () => number;
 }
+
+/** The per-signing-key bucket's defaults (`rateLimit.perIdentity`): far above what a person or a bot needs. */
+export const DEFAULT_IDENTITY_RATE_LIMIT = { ratePerSec: 50, burst: 100 } as const;
 
 interface Bucket {
   tokens: number;

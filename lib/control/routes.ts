@@ -24,8 +24,11 @@ export { parseTtl, registrationProofMessage };
 
 /** A change that affects who may read or write what (the ACL issue kicks on these). */
 export type AccessChange =
-  /** `persist`: whether the room keeps history (its stream must exist before the answer). */
-  | { type: "room-created"; roomId: string; signPub: string; persist: boolean }
+  /**
+   * `persist`: whether the room keeps history (its stream must exist before the answer);
+   * `retention`: the persisted room's history limits, as `reserveRoomStorage` granted them.
+   */
+  | { type: "room-created"; roomId: string; signPub: string; persist: boolean; retention?: RoomRetentionChoice }
   | { type: "member-added" | "member-removed"; roomId: string; signPub: string }
   /** The room is gone from the store: every former member loses its subject, its history and blobs go. */
   | { type: "room-deleted"; roomId: string; members: string[] }
@@ -38,11 +41,22 @@ export interface ControlDeps {
   publicBind: boolean;
   onAccessChange?: (change: AccessChange) => Promise<void> | void;
   /**
-   * Asked before a persisted room is created: throws (an HttpError, e.g. 507) when the
-   * rooms' storage budget cannot take one more, so no room is stored without its history.
+   * Asked before a persisted room is created with the retention its creator asked for:
+   * answers the retention the room gets (each limit at most the bus's ceiling), or
+   * throws an HttpError (400 above the ceiling, 507 when the rooms' storage budget
+   * cannot take one more), so no room is stored without its history.
    */
-  reserveRoomStorage?: () => Promise<void>;
+  reserveRoomStorage?: (asked?: RoomRetentionChoice) => Promise<RoomRetentionChoice | undefined>;
 }
+
+/** A persisted room's history limits (see `RoomRetention` in lib/bus): the oldest go first past any of them. */
+export interface RoomRetentionChoice {
+  maxBytes?: number;
+  maxAgeMs?: number;
+  maxMsgs?: number;
+}
+
+const POSITIVE = { type: "integer", minimum: 1, maximum: Number.MAX_SAFE_INTEGER };
 
 export interface RouteContext {
   req: IncomingMessage;
@@ -221,6 +235,7 @@ export const ROUTES: readonly Route[] = [
       signMsgs: { type: "boolean" },
       owner: HEX64,
       ownerSealedKey: SEALED,
+      retention: obj({ maxBytes: POSITIVE, maxAgeMs: POSITIVE, maxMsgs: POSITIVE }),
     }),
     handler: async (ctx) => {
       const b = ctx.body as {
@@ -230,6 +245,7 @@ export const ROUTES: readonly Route[] = [
         signMsgs?: boolean;
         owner?: string;
         ownerSealedKey?: string;
+        retention?: RoomRetentionChoice;
       };
       if (b.owner && !sameKey(b.owner, ctx.signer))
         throw new HttpError(403, "a room can only be created in your own name");
@@ -244,7 +260,9 @@ export const ROUTES: readonly Route[] = [
         throw new HttpError(400, "an encrypted room needs ownerSealedKey: the epoch-1 room key sealed to you");
       if (!encrypt && b.ownerSealedKey)
         throw new HttpError(400, "a cleartext room has no room key; drop ownerSealedKey");
-      if (b.persist) await ctx.deps.reserveRoomStorage?.();
+      if (b.retention && !b.persist)
+        throw new HttpError(400, "retention applies to persisted rooms only; add persist: true or drop retention");
+      const retention = b.persist ? await ctx.deps.reserveRoomStorage?.(b.retention) : undefined;
       const id = b.id ?? newRoomId();
       const room = await ctx.deps.store.createRoom({
         id,
@@ -255,8 +273,14 @@ export const ROUTES: readonly Route[] = [
         signMsgs: b.signMsgs ?? false,
         ownerSealedKey: b.ownerSealedKey ?? null,
       });
-      await ctx.deps.onAccessChange?.({ type: "room-created", roomId: id, signPub: ctx.signer, persist: room.persist });
-      return { status: 201, body: room };
+      await ctx.deps.onAccessChange?.({
+        type: "room-created",
+        roomId: id,
+        signPub: ctx.signer,
+        persist: room.persist,
+        ...(retention ? { retention } : {}),
+      });
+      return { status: 201, body: retention ? { ...room, retention } : room };
     },
   },
   {

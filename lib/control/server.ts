@@ -24,6 +24,7 @@ import { HttpError, sendHttpError } from "./http-error.ts";
 import {
   ConnectionsPerIp,
   type ControlTimeouts,
+  DEFAULT_IDENTITY_RATE_LIMIT,
   InflightBytes,
   JSON_BODY_LIMIT,
   MAX_HEADERS_COUNT,
@@ -87,7 +88,7 @@ export class ControlServer {
     this.#logger = opts.logger ?? silentLogger;
     const timeouts = resolveTimeouts(opts.timeouts);
     this.#limiter = new RateLimiter(opts.rateLimit);
-    this.#identityLimiter = new RateLimiter({ ratePerSec: 50, burst: 100, ...opts.identityRateLimit });
+    this.#identityLimiter = new RateLimiter({ ...DEFAULT_IDENTITY_RATE_LIMIT, ...opts.identityRateLimit });
     this.#inflight = new InflightBytes({
       max: opts.maxInflightBytes ?? 64 * 1024 * 1024,
       ...(opts.maxInflightBytesPerIp !== undefined ? { perOwnerMax: opts.maxInflightBytesPerIp } : {}),
@@ -215,6 +216,7 @@ export class ControlServer {
       blobs: deps.blobs,
       store: deps.store,
       inflight: this.#inflight,
+      minRate: this.#minBodyRate,
       logger: this.#logger,
       metrics: this.#opts.metrics,
       authenticate: async (bodySha256) => (await this.#authenticate(req, bodySha256, deps.store)).signPub ?? "",

@@ -6,6 +6,7 @@
 import fs from "node:fs/promises";
 import path from "node:path";
 import type { BusHandle } from "../bus/handle.ts";
+import type { RoomStorageLimits } from "../bus/index.ts";
 import { isProcessAlive } from "../nats/index.ts";
 import type { StoreBackend } from "../store/index.ts";
 import { CA_CERT_FILE } from "../tls/ca.ts";
@@ -25,6 +26,8 @@ export interface RunInfo {
   store: StoreBackend;
   /** The unibus release running the bus (absent in run files written before 0.1.0 recorded it). */
   unibusVersion?: string;
+  /** Persisted rooms' retention ceiling and storage budget (absent when the run file predates the field). */
+  roomStorage?: RoomStorageLimits;
 }
 
 function runInfoOf(handle: BusHandle): RunInfo {
@@ -37,6 +40,7 @@ function runInfoOf(handle: BusHandle): RunInfo {
     dataDir: handle.dataDir,
     store: handle.storeBackend,
     unibusVersion: packageVersion(),
+    roomStorage: handle.roomStorage,
   };
 }
 
@@ -82,6 +86,7 @@ export async function readRunInfo(dataDir: string): Promise<RunInfo | undefined>
     dataDir: typeof r.dataDir === "string" ? r.dataDir : dataDir,
     store: r.store === "kv" ? "kv" : "sqlite",
     ...(typeof r.unibusVersion === "string" && r.unibusVersion ? { unibusVersion: r.unibusVersion } : {}),
+    ...(isRoomStorage(r.roomStorage) ? { roomStorage: r.roomStorage } : {}),
   };
 }
 
@@ -93,4 +98,12 @@ export async function readRunInfo(dataDir: string): Promise<RunInfo | undefined>
 export async function runningPid(dataDir: string): Promise<number | undefined> {
   const run = await readRunInfo(dataDir);
   return run && run.pid !== process.pid ? run.pid : undefined;
+}
+
+/** A run file is read back, never trusted blindly: the limits are whole numbers or left out. */
+function isRoomStorage(v: unknown): v is RoomStorageLimits {
+  const whole = (n: unknown) => Number.isSafeInteger(n) && (n as number) > 0;
+  const r = v as Partial<RoomStorageLimits> | undefined;
+  const ret = r?.retention;
+  return whole(r?.budgetBytes) && whole(ret?.maxBytes) && whole(ret?.maxAgeMs) && whole(ret?.maxMsgs);
 }

@@ -8,7 +8,14 @@ import path from "node:path";
 import { Agent, request } from "undici";
 import { busLayout } from "../bus/layout.ts";
 import { openStore, type StoreBackend } from "../store/index.ts";
-import { MISSING_STREAMS_FIX, missingStreamsText, roomsWithoutStream } from "./room-streams.ts";
+import {
+  MISSING_STREAMS_FIX,
+  missingStreamsText,
+  type RoomStorageStatus,
+  roomStorageStatus,
+  roomStorageText,
+  roomsWithoutStream,
+} from "./room-streams.ts";
 import { readRunInfo } from "./run-file.ts";
 
 const DEFAULT_TIMEOUT_MS = 3000;
@@ -84,6 +91,8 @@ export interface BusStatus {
   store?: StoreBackend;
   /** SQLite only (KV: `unibus user list --store kv`). */
   counts?: StoreCounts;
+  /** Persisted rooms' history against the retention ceiling and the storage budget (absent when JetStream does not answer). */
+  roomStorage?: RoomStorageStatus;
   /** Human-readable reasons for "degraded" (or "not-running"). */
   problems: string[];
 }
@@ -120,6 +129,7 @@ export async function collectStatus(opts: StatusOptions): Promise<BusStatus> {
   const missing = await roomsWithoutStream(dataDir, run, timeoutMs).catch(() => undefined);
   if (missing?.length) problems.push(`${missingStreamsText(missing)}; ${MISSING_STREAMS_FIX}`);
   if (run.monitorUrls.length === 0) problems.push("the run file lists no monitoring endpoint");
+  const roomStorage = await roomStorageStatus(run, timeoutMs);
   return {
     state: problems.length ? "degraded" : "healthy",
     dataDir,
@@ -130,6 +140,7 @@ export async function collectStatus(opts: StatusOptions): Promise<BusStatus> {
     nodes,
     control,
     ...(counts ? { counts } : {}),
+    ...(roomStorage ? { roomStorage } : {}),
     problems,
   };
 }
@@ -404,6 +415,7 @@ export function formatStatus(s: BusStatus): string {
       `invites: ${c.invites} (${c.openInvites} open)`,
     );
   }
+  if (s.roomStorage) lines.push("", ...roomStorageText(s.roomStorage));
   if (s.problems.length) lines.push("", "problems:", ...s.problems.map((p) => `  - ${p}`));
   return lines.join("\n");
 }

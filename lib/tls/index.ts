@@ -14,6 +14,7 @@ export {
   type SigningAuthority,
 } from "./certificate.ts";
 export { isLoopbackHost, isUnspecifiedHost, urlHost, validateHost } from "./hosts.ts";
+export { CaFetchError, CaPinError, fetchPinnedCa, normalizeFingerprint } from "./pin.ts";
 export {
   DEFAULT_SERVER_HOSTS,
   loadOrCreateServerCertificate,

@@ -64,8 +64,8 @@ t.test("golden path: invite create on a running bus → the printed command regi
   const printed = /^ {2}(npx unibus register .*)$/m.exec(text.stdout)?.[1];
   t.equal(
     printed,
-    `npx unibus register ${token} --identity me.json --control-url ${bus.ready.controlUrls[0]} --ca ${bus.ready.caFile} --ca-fingerprint ${pemFingerprint(fs.readFileSync(bus.ready.caFile, "utf8"))}`,
-    "the exact command, with the running bus' control URL and CA file",
+    `npx unibus register ${token} --identity me.json --control-url ${bus.ready.controlUrls[0]} --ca-fingerprint ${pemFingerprint(fs.readFileSync(bus.ready.caFile, "utf8"))}`,
+    "the exact command, with the running bus' control URL and CA fingerprint: no CA file to carry",
   );
   t.match(text.stdout, /^created invite [0-9a-f]{12} for alice \(member\), valid until \d{4}-/m);
 
@@ -129,7 +129,7 @@ t.test("invite create without a running bus; list shows each status; cancel", as
   t.ok(fs.existsSync(caFile), "the CA file it names exists");
   t.equal(
     bob.command,
-    `npx unibus register ${bob.token} --identity me.json --control-url https://127.0.0.1:8470 --ca ${caFile} --ca-fingerprint ${pemFingerprint(fs.readFileSync(caFile, "utf8"))}`,
+    `npx unibus register ${bob.token} --identity me.json --control-url https://127.0.0.1:8470 --ca-fingerprint ${pemFingerprint(fs.readFileSync(caFile, "utf8"))}`,
   );
   t.match(bob.invite, { handle: "bob", role: "admin", status: "open", createdBy: "host" });
   t.ok(Math.abs(bob.invite.expiresAt - Date.now() - 12 * 3_600_000) < 60_000, "12h ttl");

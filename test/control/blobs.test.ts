@@ -6,6 +6,7 @@ import fs from "node:fs/promises";
 import http from "node:http";
 import path from "node:path";
 import { buffer as collect } from "node:stream/consumers";
+import tls from "node:tls";
 import v8 from "node:v8";
 import vm from "node:vm";
 import t from "tap";
@@ -432,6 +433,70 @@ t.test("an upload outlives the server's request timeout, a stalled one is cut", 
   t.ok(stalled.error ?? stalled.status !== 201, "the stalled upload is cut by the idle timeout");
   t.same(await noTmpFiles(blobs.dir), [], "and leaves no temp file");
 });
+
+t.test(
+  "a trickling upload to a real bus is cut with 408 and leaves no partial blob; a steady one is stored",
+  async (t) => {
+    const bus = await testBus(t, {
+      natsServer: NATS_SERVER,
+      controlTimeouts: { minBodyBytesPerSec: 1024, bodyGraceMs: 300 },
+    });
+    const blobDir = path.join(bus.dataDir, "blobs");
+    const alice = await member(bus, "alice");
+    const a = api(t, bus, alice);
+    const room = await createRoom(a);
+    const before = await blobDirFiles(blobDir);
+
+    // As an attacker holding a member's key would: a signed upload that declares 64 KiB,
+    // sends 1 KiB at once and then a byte every 100 ms, to hold a socket, a temp file and budget.
+    const whole = crypto.randomBytes(64 * KiB);
+    const uri = `/v1/rooms/${room}/blobs`;
+    const headers = {
+      "content-type": "application/octet-stream",
+      "content-length": String(whole.length),
+      ...signRequest(alice, { method: "PUT", uri, bodySha256: sha256Hex(whole) }),
+    };
+    const head = `PUT ${uri} HTTP/1.1\r\nhost: control\r\n${Object.entries(headers)
+      .map(([k, v]) => `${k}: ${v}`)
+      .join("\r\n")}\r\n\r\n`;
+    const answer = await new Promise<string>((resolve) => {
+      let text = "";
+      let sent = 0;
+      let timer: NodeJS.Timeout | undefined;
+      const port = Number(new URL(bus.controlUrl).port);
+      const socket = tls.connect({ host: "127.0.0.1", port, ca: bus.caPem }, () => {
+        socket.write(head);
+        socket.write(whole.subarray(0, KiB));
+        sent = KiB;
+        timer = setInterval(() => {
+          if (sent < whole.length) socket.write(whole.subarray(sent, ++sent));
+        }, 100);
+      });
+      socket.setEncoding("utf8");
+      socket.on("data", (d: string) => {
+        text += d;
+      });
+      socket.on("error", () => {});
+      socket.on("close", () => {
+        clearInterval(timer);
+        resolve(text);
+      });
+    });
+    t.match(answer, /^HTTP\/1\.1 408/, "the trickle is cut with 408");
+    t.match(answer, /"error":"body_too_slow"/);
+    t.same(await noTmpFiles(blobDir), [], "no partial file left");
+    t.same(await blobDirFiles(blobDir), before, "no blob stored");
+
+    const data = crypto.randomBytes(200 * KiB);
+    const info = await a.putBlob(uri, chunks(data), { sha256: sha256Hex(data), mimetype: "application/octet-stream" });
+    t.equal(info.size, data.length, "an upload at full speed is stored");
+    const rejections = (await bus.metrics.httpRejections.get()).values;
+    t.ok(
+      rejections.some((v) => v.labels.reason === "body_too_slow" && v.value === 1),
+      "the cut is counted as body_too_slow",
+    );
+  },
+);
 
 t.test("a 100 MiB blob up and down through the client keeps memory bounded", async (t) => {
   const bus = await testBus(t, { natsServer: NATS_SERVER });

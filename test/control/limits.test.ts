@@ -373,6 +373,60 @@ t.test(
   },
 );
 
+t.test(
+  "streamBody's minimum rate: idle and trickling uploads get 408; time spent in onChunk is not the sender's",
+  async (t) => {
+    const minRate = { bytesPerSec: 1024, graceMs: 300 };
+    let slowDisk = false;
+    const { port, ca } = await serve(t, async (req, res) => {
+      const result = await streamBody(req, {
+        limit: MiB,
+        minRate,
+        // Our side holding the request for 1.2 s, four windows, must not count against the sender.
+        onChunk: () => (slowDisk ? new Promise((r) => setTimeout(r, 1200)) : undefined),
+      });
+      reply(res, { bytes: result.bytes });
+    });
+    const paced = (declared: number, step: number, everyMs: number, upTo: number) =>
+      new Promise<string>((resolve) => {
+        let text = "";
+        let sent = 0;
+        let timer: NodeJS.Timeout | undefined;
+        const socket = tls.connect({ host: "127.0.0.1", port, ca }, () => {
+          socket.write(head({ method: "PUT", headers: { "content-length": declared } }));
+          timer = setInterval(() => {
+            if (sent >= upTo) return;
+            const n = Math.min(step, upTo - sent);
+            socket.write(Buffer.alloc(n, 0x20));
+            sent += n;
+          }, everyMs);
+        });
+        socket.setEncoding("utf8");
+        socket.on("data", (d: string) => {
+          text += d;
+        });
+        socket.on("error", () => {});
+        socket.on("close", () => {
+          clearInterval(timer);
+          resolve(text);
+        });
+      });
+    const [idle, trickle, stall] = await Promise.all([
+      paced(1000, 0, 50, 0),
+      paced(1000, 1, 50, 1000),
+      paced(8192, 4000, 10, 4000),
+    ]);
+    t.match(idle, /^HTTP\/1\.1 408/, "idle upload: 408");
+    t.match(idle, /"error":"body_too_slow"/);
+    t.match(trickle, /^HTTP\/1\.1 408/, "20 bytes/s: 408");
+    t.match(stall, /^HTTP\/1\.1 408/, "a burst then a stall: 408");
+    slowDisk = true;
+    const held = await paced(2048, 2048, 10, 2048);
+    t.match(held, /^HTTP\/1\.1 200/, "a whole body held up by a slow onChunk is read to the end");
+    t.match(held, /"bytes":2048/);
+  },
+);
+
 t.test("resolveTimeouts: defaults, overrides, and refusal of bad values", async (t) => {
   t.same(resolveTimeouts(), DEFAULT_TIMEOUTS);
   t.equal(resolveTimeouts({ handshakeMs: 1000 }).handshakeMs, 1000);

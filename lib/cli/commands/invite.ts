@@ -48,8 +48,8 @@ async function inviteeEndpoint(config: UnibusConfig): Promise<{ controlUrl: stri
 }
 
 /**
- * The CA's fingerprint, which the printed command pins: the invitee's copy of the CA
- * travels over whatever channel it was sent by, and `register` refuses one that differs.
+ * The CA's fingerprint, which the printed command pins: `register` fetches the CA from
+ * the control plane's handshake and refuses one that differs, so the line alone is enough.
  */
 function caFingerprintOf(caFile: string): string {
   let pem: string;
@@ -121,7 +121,6 @@ async function createInvite(opts: CreateOptions): Promise<void> {
       token,
       "--identity me.json",
       `--control-url ${shellQuote(controlUrl)}`,
-      `--ca ${shellQuote(caFile)}`,
       `--ca-fingerprint ${caFingerprint}`,
     ].join(" ");
     return s.createInvite({ token, handle: opts.handle, role, createdBy: "host", ttlMs });
@@ -136,8 +135,8 @@ async function createInvite(opts: CreateOptions): Promise<void> {
           `created invite ${created.id} for ${created.handle} (${created.role}), valid until ${new Date(created.expiresAt).toISOString()}`,
           `token: ${token}`,
           "",
-          "Send the invitee this command and a copy of the CA file, privately (the token works once;",
-          "the fingerprint pins the CA, so a CA swapped on the way is refused):",
+          "Send the invitee this one line, privately (the token works once; register fetches the bus'",
+          "CA from the control plane and refuses it unless it has this fingerprint):",
           `  ${command}`,
           "",
         ].join("\n"),

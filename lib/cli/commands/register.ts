@@ -6,13 +6,13 @@ import { registrationProofMessage } from "../../control/protocol.ts";
 import { loadOrCreateIdentity } from "../../crypto/identity.ts";
 import { ControlPlaneError } from "../../errors.ts";
 import type { User } from "../../store/index.ts";
-import { pemFingerprint } from "../../tls/index.ts";
+import { CaFetchError, CaPinError, fetchPinnedCa, normalizeFingerprint, pemFingerprint } from "../../tls/index.ts";
 import { CliError, printJson } from "../output.ts";
 
 interface RegisterOptions {
   identity: string;
   controlUrl: string;
-  ca: string;
+  ca?: string;
   caFingerprint?: string;
   json?: boolean;
 }
@@ -51,13 +51,6 @@ async function readCa(file: string): Promise<string> {
  */
 function pinCa(pem: string, file: string, pinned: string | undefined): void {
   if (pinned === undefined) return;
-  const want = pinned
-    .trim()
-    .toLowerCase()
-    .replace(/^sha256:/, "")
-    .replaceAll(":", "");
-  if (!/^[0-9a-f]{64}$/.test(want))
-    throw new CliError("--ca-fingerprint must be the 64 hex characters the invite printed");
   let got: string;
   try {
     got = pemFingerprint(pem);
@@ -66,10 +59,40 @@ function pinCa(pem: string, file: string, pinned: string | undefined): void {
       `CA file ${path.resolve(file)} is not a valid PEM certificate; ask the bus admin for the bus' ca.pem`,
     );
   }
-  if (got !== want) {
+  if (got !== pinned) {
     throw new CliError(
-      `CA file ${path.resolve(file)} has fingerprint ${got}, not the invite's ${want}: refusing it; get the bus' ca.pem again from the admin`,
+      `CA file ${path.resolve(file)} has fingerprint ${got}, not the invite's ${pinned}: refusing it; get the bus' ca.pem again from the admin`,
     );
+  }
+}
+
+function fingerprintOption(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  const hex = normalizeFingerprint(value);
+  if (!hex) throw new CliError("--ca-fingerprint must be the 64 hex characters the invite printed");
+  return hex;
+}
+
+/**
+ * The CA to trust: the file given (checked against the fingerprint when there is one),
+ * or, with the fingerprint alone, the CA the control plane presents in its handshake —
+ * taken only when its fingerprint is the pinned one, before anything is sent.
+ */
+async function trustedCa(baseUrl: string, opts: RegisterOptions): Promise<string> {
+  const pinned = fingerprintOption(opts.caFingerprint);
+  if (opts.ca !== undefined) {
+    const ca = await readCa(opts.ca);
+    pinCa(ca, opts.ca, pinned);
+    return ca;
+  }
+  if (pinned === undefined) {
+    throw new CliError("pass --ca-fingerprint <hex> from the invite line (or the bus' CA file with --ca <file>)");
+  }
+  try {
+    return await fetchPinnedCa(baseUrl, pinned);
+  } catch (err) {
+    if (err instanceof CaPinError || err instanceof CaFetchError) throw new CliError(err.message);
+    throw err;
   }
 }
 
@@ -80,17 +103,23 @@ export function registerCommand(program: Command): void {
     .argument("<token>", "the invite token an admin gave you (64 hex characters)")
     .requiredOption("--identity <file>", "your identity file; created (mode 0600) if it does not exist")
     .requiredOption("--control-url <url>", "the bus' control plane, e.g. https://bus.example:8470")
-    .requiredOption("--ca <file>", "the bus' CA certificate (ca.pem), to trust its TLS certificate")
-    .option("--ca-fingerprint <hex>", "the CA's SHA-256 fingerprint from the invite; a CA file that differs is refused")
+    .option(
+      "--ca-fingerprint <hex>",
+      "the CA's SHA-256 fingerprint from the invite line: the bus' CA is fetched and checked against it",
+    )
+    .option(
+      "--ca <file>",
+      "the bus' CA certificate (ca.pem) instead; with --ca-fingerprint a file that differs is refused",
+    )
     .option("--json", "print the new user as JSON")
     .action(async (rawToken: string, opts: RegisterOptions) => {
-      // Everything that can be checked locally is, before an identity file is created.
+      // Everything that can be checked before the registration is sent is, before an identity
+      // file is created: the token, the URL and the CA (with only a fingerprint: fetched and pinned).
       const token = rawToken.trim();
       if (!/^[0-9a-fA-F]{64}$/.test(token))
         throw new CliError("an invite token is 64 hex characters; check that it was copied whole");
       const baseUrl = controlUrlOf(opts.controlUrl);
-      const ca = await readCa(opts.ca);
-      pinCa(ca, opts.ca, opts.caFingerprint);
+      const ca = await trustedCa(baseUrl, opts);
       const file = path.resolve(opts.identity);
       const identity = await loadOrCreateIdentity(file);
       // The proof is over the lowercase token: that is the form the server hashes.

@@ -3,6 +3,7 @@ import path from "node:path";
 import type { Command } from "commander";
 import { busLayout } from "../../bus/layout.ts";
 import { parseSignPub } from "../../crypto/identity.ts";
+import { ageText, bytesText, type RoomStreamDetail, roomStreams } from "../../ops/room-streams.ts";
 import { readRunInfo } from "../../ops/run-file.ts";
 import type { Room, Store } from "../../store/index.ts";
 import { CA_CERT_FILE } from "../../tls/ca.ts";
@@ -52,10 +53,28 @@ async function showRoom(id: string, opts: JsonOption): Promise<void> {
     room: await s.getRoom(id),
     members: await s.listMembers(id),
   }));
-  if (opts.json) return printJson({ ...room, members });
+  const history = room.persist ? await historyOf(opts, room.id) : undefined;
+  if (opts.json) return printJson({ ...room, ...(room.persist ? { history: history ?? null } : {}), members });
   const head = `${room.id} on ${room.subject}: ${room.encrypt ? `encrypted, epoch ${room.epoch}` : "cleartext"}${room.persist ? ", persisted" : ""}${room.signMsgs ? ", signed" : ""}\n`;
   const rows = [["ROLE", "SIGNING KEY", "ADDED"], ...members.map((m) => [m.role, m.signPub, iso(m.addedAt)])];
-  process.stdout.write(`${head}${table(rows)}\n`);
+  process.stdout.write(`${head}${room.persist ? `${historyText(history)}\n` : ""}${table(rows)}\n`);
+}
+
+/**
+ * A persisted room's retention and what it holds, from the running bus's JetStream (its
+ * stream's config is the truth of what the room keeps); undefined when the bus in the
+ * data dir is not running or does not answer.
+ */
+async function historyOf(opts: StoreTargetOptions, roomId: string): Promise<RoomStreamDetail | undefined> {
+  const run = await readRunInfo(targetConfig(opts).dataDir);
+  if (!run) return undefined;
+  return (await roomStreams(run.monitorUrls, 3000))?.get(`ROOM_${roomId}`);
+}
+
+function historyText(h: RoomStreamDetail | undefined): string {
+  if (!h) return "history: limits unknown (the bus in the data dir is not running, or its room stream is missing)";
+  const r = h.retention;
+  return `history: keeps at most ${bytesText(r.maxBytes)}, ${ageText(r.maxAgeMs)}, ${r.maxMsgs} messages; holds ${h.messages} message(s), ${bytesText(h.bytes)}`;
 }
 
 async function deleteRoom(id: string, opts: StoreTargetOptions): Promise<void> {

@@ -6,6 +6,7 @@ import path from "node:path";
 import type { Command } from "commander";
 import {
   type BusHandle,
+  type OperatorOptions,
   type StartClusterOptions,
   type StartUnibusOptions,
   startCluster,
@@ -140,7 +141,7 @@ function clusterOptions(cfg: UnibusConfig, nodes: number, dataDir: string, logge
     ...(cfg.clusterName !== undefined ? { name: cfg.clusterName } : {}),
     ...(cfg.replicas !== undefined ? { replicas: cfg.replicas } : {}),
     store: chooseStoreBackend(cfg.store, true),
-    node: { userJwtTtlSeconds: cfg.userJwtTtlSeconds },
+    node: operatorOptions(cfg),
     logger,
   };
 }
@@ -155,8 +156,46 @@ function nodeOptions(cfg: UnibusConfig, dataDir: string, logger: Logger): StartU
     host: cfg.host,
     hostnames: cfg.hostnames,
     ports: { nats: cfg.natsPort, control: cfg.controlPort, monitoring: cfg.monitorPort },
-    userJwtTtlSeconds: cfg.userJwtTtlSeconds,
+    ...operatorOptions(cfg),
     logger,
+  };
+}
+
+/** The operator's limits (lifetimes, rates, deadlines, caps), the same for one bus and every node of a cluster. */
+export function operatorOptions(cfg: UnibusConfig): OperatorOptions {
+  if (cfg.roomStorageBytes < cfg.roomMaxBytes) {
+    throw new CliError(
+      `roomStorageBytes (${cfg.roomStorageBytes}) must be at least roomMaxBytes (${cfg.roomMaxBytes}): the budget has to hold one room at its cap`,
+    );
+  }
+  return {
+    userJwtTtlSeconds: cfg.userJwtTtlSeconds,
+    rateLimit: {
+      ratePerSec: cfg.rateLimitPerSec,
+      burst: cfg.rateLimitBurst,
+      perIdentity: { ratePerSec: cfg.identityRateLimitPerSec, burst: cfg.identityRateLimitBurst },
+    },
+    controlTimeouts: {
+      handshakeMs: cfg.handshakeTimeoutMs,
+      headersMs: cfg.headersTimeoutMs,
+      requestMs: cfg.requestTimeoutMs,
+      minBodyBytesPerSec: cfg.minBodyBytesPerSec,
+      bodyGraceMs: cfg.bodyGraceMs,
+      maxConnectionsPerIp: cfg.maxConnectionsPerIp,
+    },
+    limits: {
+      connectionsPerIdentity: cfg.connectionsPerIdentity,
+      subscriptionsPerConnection: cfg.subscriptionsPerConnection,
+      maxPayloadBytes: cfg.maxPayloadBytes,
+    },
+    retention: { maxBytes: cfg.roomMaxBytes, maxAgeMs: cfg.roomMaxAgeSeconds * 1000, maxMsgs: cfg.roomMaxMsgs },
+    roomStorageBytes: cfg.roomStorageBytes,
+    blobs: {
+      maxBytes: cfg.blobMaxBytes,
+      maxAgeMs: cfg.blobMaxAgeSeconds * 1000,
+      gcIntervalMs: cfg.blobGcIntervalSeconds * 1000,
+    },
+    ...(cfg.jetstreamMaxFileBytes !== undefined ? { jetstreamMaxFileBytes: cfg.jetstreamMaxFileBytes } : {}),
   };
 }
 
