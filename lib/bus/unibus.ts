@@ -6,6 +6,7 @@
  */
 import { EventEmitter } from "node:events";
 import path from "node:path";
+import type { NatsConnection } from "@nats-io/transport-node";
 import type { Admission } from "../auth/index.ts";
 import {
   AuthCallout,
@@ -54,7 +55,16 @@ import {
 import { AccessWatch } from "./access-watch.ts";
 import type { BusHandle, BusState, UnibusEvents } from "./handle.ts";
 import { handOverLeaderships } from "./handover.ts";
-import { type HealthReport, LinkWatch, natsAnswers, type PartName, reportOf } from "./health.ts";
+import {
+  exitReason,
+  type HealthReport,
+  isLive,
+  LinkWatch,
+  type NatsLife,
+  natsAnswers,
+  type PartName,
+  reportOf,
+} from "./health.ts";
 import { holdAdmission, KV_AUTH_TIMEOUT_S, KV_DECISION_TIMEOUT_MS, KvOpening } from "./kv-opening.ts";
 import { type BusLayout, busLayout, natsConfigFor, openDataDir, removeOwnedDir } from "./layout.ts";
 import {
@@ -494,10 +504,12 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       // Its clients died with it; no disconnect event will say so.
       this.connections.forgetServer(this.serverName);
       this.metrics.natsRestarts.inc({ node: this.serverName });
+      this.#recordExit();
       this.emit("nats-restarting", event);
     });
     nats.on("restarted", (event) => this.emit("nats-restarted", event));
     nats.on("failed", (err) => {
+      this.#recordExit();
       if (!this.#isUp()) return;
       this.#logger.error({ component: "bus", err: err.message }, "nats-server is down for good; the bus has failed");
       this.#setState("failed");
@@ -506,15 +518,32 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     });
   }
 
+  /** The last unexpected end as a metric: one series per node, its value the end's Unix time. */
+  #recordExit(): void {
+    const exit = this.#nats?.lastExit;
+    if (!exit) return;
+    const gauge = this.metrics.natsLastExit;
+    gauge.reset();
+    gauge.set({ node: this.serverName, reason: exitReason(exit).reason }, exit.at.getTime() / 1000);
+  }
+
+  /** Supervised restarts of this node's nats-server and how it last ended on its own. */
+  get natsLife(): NatsLife {
+    const exit = this.#nats?.lastExit;
+    return { restarts: this.#nats?.restarts ?? 0, ...(exit ? { lastExit: exitReason(exit) } : {}) };
+  }
+
   /**
    * Each part of this node as observed now: nats-server (running and answering its
    * monitoring endpoint), the service connections, the store. `ok` only while the bus is
-   * running and every part is up — what `/healthz` answers.
+   * running and every part is up — what `/healthz` and `/readyz` answer.
    */
   async health(): Promise<HealthReport> {
     const link = (w: LinkWatch | undefined) => w?.up === true;
     const parts: Partial<Record<PartName, boolean>> = {
       nats: this.#nats?.state === "running" && (await natsAnswers(this.#monitorUrl)),
+      callout: link(this.#links.callout),
+      kicker: link(this.#links.kicker),
       streams: link(this.#links.streams),
       store: this.#holder?.current !== undefined,
     };
@@ -538,8 +567,12 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
   }
 
   #watchLinks(): void {
-    const streams = this.#streams?.connection;
-    if (streams) this.#links.streams = new LinkWatch(streams);
+    const watch = (name: PartName, nc: NatsConnection | undefined) => {
+      if (nc) this.#links[name] = new LinkWatch(nc);
+    };
+    watch("callout", this.#callout?.connection);
+    watch("kicker", this.#kicker?.connection);
+    watch("streams", this.#streams?.connection);
     // The KV store's connection exists once its opening began (at once: it connects first).
     const watchReplay = () => {
       const replay = this.#kv?.connection;
@@ -585,8 +618,10 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       logger: this.#logger,
       health: async () => {
         const report = await this.health();
-        return { ok: report.ok, detail: { parts: report.parts, ...(report.down ? { down: report.down } : {}) } };
+        const detail = { parts: report.parts, ...(report.down ? { down: report.down } : {}) };
+        return { ok: report.ok, detail: { ...detail, node: this.serverName, nats: this.natsLife } };
       },
+      live: () => ({ ok: isLive(this.#state), detail: { state: this.#state, node: this.serverName } }),
       metrics: this.metrics,
       beforeScrape: () => this.#refreshLiveMetrics(),
       deps: {
