@@ -2,12 +2,13 @@
  * What a node's health is made of, each part observed rather than assumed: nats-server
  * (its process runs and its monitoring endpoint answers — a stopped (SIGSTOP) server
  * keeps its sockets open and fools anything that only looks at them), each service
- * connection (connected, as nats.js last reported it) and the store (open).
+ * connection (connected, as nats.js last reported it), the store (open) and the data
+ * dir's disk (room left, no failed write unhealed: storage-watch.ts).
  */
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { NatsExitRecord } from "../nats/index.ts";
 
-export type PartName = "nats" | "callout" | "kicker" | "streams" | "store" | "replay";
+export type PartName = "nats" | "callout" | "kicker" | "streams" | "store" | "replay" | "storage";
 export type PartState = "up" | "down";
 
 /** How this node's nats-server last ended on its own, for `unibus status`. */

@@ -38,6 +38,7 @@ import {
   type KvStore,
   openStore,
   type Role,
+  type Room,
   type Store,
   type StoreBackend,
   type StoreHolder,
@@ -67,12 +68,14 @@ import {
 } from "./health.ts";
 import { holdAdmission, KV_AUTH_TIMEOUT_S, KV_DECISION_TIMEOUT_MS, KvOpening } from "./kv-opening.ts";
 import { type BusLayout, busLayout, natsConfigFor, openDataDir, removeOwnedDir } from "./layout.ts";
+import { StorageWatch } from "./storage-watch.ts";
 import {
   checkRoomStorage,
   type RoomRetention,
   type RoomStorageOptions,
   RoomStreams,
   StorageBudgetError,
+  StorageFullError,
 } from "./streams.ts";
 
 export type { BusState } from "./handle.ts";
@@ -247,6 +250,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
   /** The room-storage options, checked once at start. */
   #roomStorage: RoomStorageOptions = {};
   readonly #links: Partial<Record<PartName, LinkWatch>> = {};
+  #storage?: StorageWatch;
   #limits: IdentityLimits = DEFAULT_IDENTITY_LIMITS;
   #blobs?: Blobs;
   #natsUrl = "";
@@ -460,6 +464,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       }),
     });
     this.#watchNats(this.#nats);
+    this.#storage = new StorageWatch({ dir: this.#dataDir, logger: this.#logger, heal: () => this.#reopenNats() });
     const ports = await this.#nats.start();
     // Peers of a cluster can route to this node before its services are up.
     this.emit("nats-ready", ports);
@@ -508,6 +513,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       this.emit("nats-restarting", event);
     });
     nats.on("restarted", (event) => this.emit("nats-restarted", event));
+    nats.on("storage-fault", (line) => this.#storage?.fault(line));
     nats.on("failed", (err) => {
       this.#recordExit();
       if (!this.#isUp()) return;
@@ -516,6 +522,13 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       this.emit("failed", err);
       if (this.listenerCount("error") > 0) this.emit("error", err);
     });
+  }
+
+  /** After a full disk: nats-server's stream stores keep failing until it reopens them. */
+  async #reopenNats(): Promise<void> {
+    if (!this.#isUp() || !this.#nats) return;
+    this.connections.forgetServer(this.serverName); // its clients go with it; they reconnect
+    await this.#nats.restart();
   }
 
   /** The last unexpected end as a metric: one series per node, its value the end's Unix time. */
@@ -547,6 +560,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       streams: link(this.#links.streams),
       store: this.#holder?.current !== undefined,
     };
+    if (this.#storage) parts.storage = await this.#storage.ok();
     if (this.#kv) parts.replay = link(this.#links.replay);
     for (const [name, up] of Object.entries(parts)) this.metrics.partUp.set({ part: name }, up ? 1 : 0);
     return reportOf(parts, this.#state === "running");
@@ -757,9 +771,29 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     if (change.type === "room-created") {
       const room = await this.store.getRoom(change.roomId);
       // Before answering: a persisted room must keep its first message.
-      if (room.persist) await this.#streams?.ensure(room);
+      if (room.persist) await this.#ensureStream(room);
     }
     await this.#kick(change.signPub, change.type);
+  }
+
+  /**
+   * A persisted room's stream, or no room: when JetStream refuses the stream (out of
+   * space), the room just written to the store is taken back, so no room is left whose
+   * history would silently go nowhere, and the creator hears 507 STORAGE_FULL.
+   */
+  async #ensureStream(room: Room): Promise<void> {
+    try {
+      await this.#streams?.ensure(room);
+    } catch (err) {
+      await this.store.deleteRoom(room.id).catch((e: unknown) => {
+        this.#logger.error(
+          { component: "streams", room: room.id, err: (e as Error).message },
+          "taking back a room failed",
+        );
+      });
+      if (err instanceof StorageFullError) throw new HttpError(507, err.message, { code: "STORAGE_FULL" });
+      throw err;
+    }
   }
 
   async #kick(signPub: string, reason: string): Promise<void> {
@@ -829,6 +863,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     };
     this.#access?.stop();
     this.#access = undefined;
+    this.#storage?.stop();
     // Transfers are cut first: their partial files are discarded, not left half-written.
     await step("blob store", () => this.#blobs?.close());
     await step("control plane", () => this.#control?.close());

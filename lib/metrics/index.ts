@@ -83,7 +83,7 @@ export class BusMetrics {
   });
   readonly partUp = new Gauge({
     name: "unibus_part_up",
-    help: "1 while a part of this node works (nats, callout, kicker, streams, store, replay), 0 while it is down",
+    help: "1 while a part of this node works (nats, callout, kicker, streams, store, replay, storage), 0 while it is down",
     labelNames: ["part"] as const,
     registers: [this.registry],
   });
