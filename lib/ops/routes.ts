@@ -12,8 +12,10 @@ import type { RunInfo } from "./run-file.ts";
 
 interface NodeRoutes {
   name: string;
-  /** Configured route URLs (host:port), this node's own excluded. */
+  /** Configured route URLs (host:port), this node's own excluded when it is a loopback one. */
   peers: string[];
+  /** How many peers it should be routed to. */
+  expected: number;
   /** Distinct peers it is routed to now. */
   connected: string[];
 }
@@ -26,18 +28,30 @@ async function getJson(url: string, timeoutMs: number): Promise<Json> {
   return obj(await res.json());
 }
 
-/** A node's configured peers and live routes from its monitoring endpoint; undefined when it is not clustered. */
+/**
+ * A node's configured peers and live routes from its monitoring endpoint; undefined when
+ * it is not clustered. How many peers it should have comes from its JetStream meta group
+ * (cluster size - 1) when there is one: the route list may name the node itself under a
+ * name only DNS knows (the docs ask for the same list on every machine).
+ */
 async function routesOf(monitorUrl: string, timeoutMs: number): Promise<NodeRoutes | undefined> {
   const base = monitorUrl.replace(/\/+$/, "");
-  const [varz, routez] = await Promise.all([getJson(`${base}/varz`, timeoutMs), getJson(`${base}/routez`, timeoutMs)]);
+  const [varz, routez, jsz] = await Promise.all([
+    getJson(`${base}/varz`, timeoutMs),
+    getJson(`${base}/routez`, timeoutMs),
+    getJson(`${base}/jsz`, timeoutMs).catch(() => ({}) as Json),
+  ]);
   const cluster = obj(varz.cluster);
   const port = cluster.cluster_port;
   if (typeof port !== "number" || port <= 0) return undefined;
   const urls = Array.isArray(cluster.urls) ? cluster.urls.filter((u): u is string => typeof u === "string") : [];
   const remotes = Array.isArray(routez.routes) ? routez.routes.map((r) => obj(r).remote_name) : [];
+  const peers = urls.filter((u) => !(u.endsWith(`:${port}`) && isLocal(u)));
+  const size = obj(jsz.meta_cluster).cluster_size;
   return {
     name: typeof varz.server_name === "string" ? varz.server_name : base,
-    peers: urls.filter((u) => !u.endsWith(`:${port}`) || !isLocal(u)),
+    peers,
+    expected: typeof size === "number" && size > 1 ? size - 1 : peers.length,
     connected: [...new Set(remotes.filter((r): r is string => typeof r === "string"))],
   };
 }
@@ -103,7 +117,7 @@ export async function checkRoutes(dataDir: string, run: RunInfo | undefined, tim
     }),
   );
   for (const n of nodes) {
-    const expected = n.peers.length;
+    const expected = n.expected;
     if (n.connected.length >= expected) {
       findings.push({
         level: "ok",

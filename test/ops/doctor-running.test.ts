@@ -3,6 +3,7 @@
 // certificate — naming the TLS failure of a node whose CA differs from its peers'.
 import fs from "node:fs";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import t from "tap";
 import { startCluster } from "../../lib/bus/index.ts";
 import { type Finding, runDoctor } from "../../lib/ops/doctor.ts";
@@ -76,6 +77,20 @@ t.test("a cluster: every route's TLS handshake and every node's peers; a node on
     t.match(f.fix, /same CA/, "and the fix");
   }
   t.ok(fs.existsSync(path.join(dataDir, "run.json")), "the cluster's own run file is untouched");
+
+  // A node gone: the two left are each routed to one of their two peers, and its route port refuses.
+  await cluster.kill(2);
+  let down = byCheck(await runDoctor({ dataDir }), "routes");
+  while (!down.some((f) => /routed to 1 of 2 peer\(s\)/.test(f.message))) {
+    await sleep(200); // until the others notice the route is gone
+    down = byCheck(await runDoctor({ dataDir }), "routes");
+  }
+  t.equal(down.filter((f) => /is routed to 1 of 2 peer\(s\) \(unibus-\d\): it is cut off/.test(f.message)).length, 2);
+  t.match(
+    down.find((f) => /fails: ECONNREFUSED/.test(f.message)),
+    { level: "error", fix: /nothing answers on that route port/ },
+    "the dead node's route port is named",
+  );
 });
 
 t.test("no bus running: no route findings, configured ports checked as before", async (t) => {
