@@ -97,6 +97,11 @@ export class Kicker {
     this.#logger = opts.logger ?? silentLogger;
   }
 
+  /** The service connection (for health), once started. */
+  get connection(): NatsConnection | undefined {
+    return this.#nc;
+  }
+
   async start(): Promise<void> {
     const { keys, servers, caPem } = this.#opts;
     this.#nc = await connectAsService({ servers, caPem, key: keys.system, name: "unibus-kicker" });

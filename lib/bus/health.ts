@@ -2,12 +2,29 @@
  * What a node's health is made of, each part observed rather than assumed: nats-server
  * (its process runs and its monitoring endpoint answers — a stopped (SIGSTOP) server
  * keeps its sockets open and fools anything that only looks at them), each service
- * connection (connected, as nats.js last reported it) and the store (open).
+ * connection (connected, as nats.js last reported it), the store (open) and the data
+ * dir's disk (room left, no failed write unhealed: storage-watch.ts).
  */
 import type { NatsConnection } from "@nats-io/transport-node";
+import type { NatsExitRecord } from "../nats/index.ts";
 
-export type PartName = "nats" | "callout" | "kicker" | "streams" | "store" | "replay";
+export type PartName = "nats" | "callout" | "kicker" | "streams" | "store" | "replay" | "storage";
 export type PartState = "up" | "down";
+
+/** How this node's nats-server last ended on its own, for `unibus status`. */
+export interface ExitSummary {
+  /** ISO time of the end. */
+  at: string;
+  /** "killed by SIGKILL", "exited with code 1", or why a restart did not get ready. */
+  reason: string;
+}
+
+/** What supervision has seen of this node's nats-server. */
+export interface NatsLife {
+  /** Supervised restarts since the bus started. */
+  restarts: number;
+  lastExit?: ExitSummary;
+}
 
 export interface HealthReport {
   ok: boolean;
@@ -15,6 +32,21 @@ export interface HealthReport {
   parts: Partial<Record<PartName, PartState>>;
   /** The parts that are down, named for the operator (absent when none). */
   down?: PartName[];
+}
+
+/** Liveness in the Kubernetes sense: the bus runs or heals itself; false once it failed or stopped. */
+export function isLive(state: string): boolean {
+  return state === "running" || state === "starting";
+}
+
+/** One readable reason for an unexpected end. */
+export function exitReason(exit: NatsExitRecord): ExitSummary {
+  const reason = exit.startError
+    ? `a restart did not get ready: ${exit.startError.message.split("\n")[0]}`
+    : exit.signal
+      ? `killed by ${exit.signal}`
+      : `exited with code ${exit.code}`;
+  return { at: exit.at.toISOString(), reason };
 }
 
 /** How long the monitoring endpoint may take before nats-server counts as down. */

@@ -106,6 +106,29 @@ export function roomRetention(
   return out;
 }
 
+/**
+ * JetStream has no room left for a stream (its disk or its max_file_store is exhausted:
+ * API error 10047, "insufficient storage resources available"). Not a bug of ours: the
+ * control plane answers 507 with code STORAGE_FULL.
+ */
+export class StorageFullError extends UnibusError {
+  constructor(message: string, options?: ErrorOptions) {
+    super("STORAGE_FULL", message, options);
+  }
+}
+
+/** JetStream's "insufficient storage resources available". */
+const INSUFFICIENT_RESOURCES = 10047;
+
+/** Turns JetStream's out-of-space answer into StorageFullError; anything else passes. */
+export function asStorageFull(err: unknown): unknown {
+  if (!(err instanceof JetStreamApiError) || err.code !== INSUFFICIENT_RESOURCES) return err;
+  return new StorageFullError(
+    "JetStream has no storage left for this room's history (its disk or jetstreamMaxFileBytes is full); free space or delete persisted rooms, then try again",
+    { cause: err },
+  );
+}
+
 /** Checks the options; InvalidArgumentError names the bad one. */
 export function checkRoomStorage(opts: RoomStorageOptions = {}): RoomStorageLimits {
   const retention = { ...DEFAULT_RETENTION, ...opts.retention };
@@ -190,12 +213,9 @@ export class RoomStreams {
       return;
     }
     await this.checkBudget(chosen.maxBytes);
-    await jsm.streams.add({
-      name,
-      subjects: [room.subject],
-      allow_direct: true,
-      num_replicas: this.#opts.replicas ?? 1,
-      ...caps(chosen),
+    const config = { name, subjects: [room.subject], allow_direct: true, num_replicas: this.#opts.replicas ?? 1 };
+    await jsm.streams.add({ ...config, ...caps(chosen) }).catch((err: unknown) => {
+      throw asStorageFull(err);
     });
     (this.#opts.logger ?? silentLogger).info({ component: "streams", stream: name }, "room stream created");
   }

@@ -6,6 +6,7 @@
  */
 import { EventEmitter } from "node:events";
 import path from "node:path";
+import type { NatsConnection } from "@nats-io/transport-node";
 import type { Admission } from "../auth/index.ts";
 import {
   AuthCallout,
@@ -37,6 +38,7 @@ import {
   type KvStore,
   openStore,
   type Role,
+  type Room,
   type Store,
   type StoreBackend,
   type StoreHolder,
@@ -54,9 +56,19 @@ import {
 import { AccessWatch } from "./access-watch.ts";
 import type { BusHandle, BusState, UnibusEvents } from "./handle.ts";
 import { handOverLeaderships } from "./handover.ts";
-import { type HealthReport, LinkWatch, natsAnswers, type PartName, reportOf } from "./health.ts";
+import {
+  exitReason,
+  type HealthReport,
+  isLive,
+  LinkWatch,
+  type NatsLife,
+  natsAnswers,
+  type PartName,
+  reportOf,
+} from "./health.ts";
 import { holdAdmission, KV_AUTH_TIMEOUT_S, KV_DECISION_TIMEOUT_MS, KvOpening } from "./kv-opening.ts";
 import { type BusLayout, busLayout, natsConfigFor, openDataDir, removeOwnedDir } from "./layout.ts";
+import { StorageWatch } from "./storage-watch.ts";
 import {
   checkRoomStorage,
   RetentionCeilingError,
@@ -66,6 +78,7 @@ import {
   roomRetention,
   roomStorageOf,
   StorageBudgetError,
+  StorageFullError,
 } from "./streams.ts";
 
 export type { BusState } from "./handle.ts";
@@ -256,6 +269,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
   /** The room-storage options, checked once at start. */
   #roomStorage: RoomStorageLimits = checkRoomStorage();
   readonly #links: Partial<Record<PartName, LinkWatch>> = {};
+  #storage?: StorageWatch;
   #limits: IdentityLimits = DEFAULT_IDENTITY_LIMITS;
   #blobs?: Blobs;
   #natsUrl = "";
@@ -470,6 +484,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       }),
     });
     this.#watchNats(this.#nats);
+    this.#storage = new StorageWatch({ dir: this.#dataDir, logger: this.#logger, heal: () => this.#reopenNats() });
     const ports = await this.#nats.start();
     // Peers of a cluster can route to this node before its services are up.
     this.emit("nats-ready", ports);
@@ -514,10 +529,13 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       // Its clients died with it; no disconnect event will say so.
       this.connections.forgetServer(this.serverName);
       this.metrics.natsRestarts.inc({ node: this.serverName });
+      this.#recordExit();
       this.emit("nats-restarting", event);
     });
     nats.on("restarted", (event) => this.emit("nats-restarted", event));
+    nats.on("storage-fault", (line) => this.#storage?.fault(line));
     nats.on("failed", (err) => {
+      this.#recordExit();
       if (!this.#isUp()) return;
       this.#logger.error({ component: "bus", err: err.message }, "nats-server is down for good; the bus has failed");
       this.#setState("failed");
@@ -526,18 +544,43 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     });
   }
 
+  /** After a full disk: nats-server's stream stores keep failing until it reopens them. */
+  async #reopenNats(): Promise<void> {
+    if (!this.#isUp() || !this.#nats) return;
+    this.connections.forgetServer(this.serverName); // its clients go with it; they reconnect
+    await this.#nats.restart();
+  }
+
+  /** The last unexpected end as a metric: one series per node, its value the end's Unix time. */
+  #recordExit(): void {
+    const exit = this.#nats?.lastExit;
+    if (!exit) return;
+    const gauge = this.metrics.natsLastExit;
+    gauge.reset();
+    gauge.set({ node: this.serverName, reason: exitReason(exit).reason }, exit.at.getTime() / 1000);
+  }
+
+  /** Supervised restarts of this node's nats-server and how it last ended on its own. */
+  get natsLife(): NatsLife {
+    const exit = this.#nats?.lastExit;
+    return { restarts: this.#nats?.restarts ?? 0, ...(exit ? { lastExit: exitReason(exit) } : {}) };
+  }
+
   /**
    * Each part of this node as observed now: nats-server (running and answering its
    * monitoring endpoint), the service connections, the store. `ok` only while the bus is
-   * running and every part is up — what `/healthz` answers.
+   * running and every part is up — what `/healthz` and `/readyz` answer.
    */
   async health(): Promise<HealthReport> {
     const link = (w: LinkWatch | undefined) => w?.up === true;
     const parts: Partial<Record<PartName, boolean>> = {
       nats: this.#nats?.state === "running" && (await natsAnswers(this.#monitorUrl)),
+      callout: link(this.#links.callout),
+      kicker: link(this.#links.kicker),
       streams: link(this.#links.streams),
       store: this.#holder?.current !== undefined,
     };
+    if (this.#storage) parts.storage = await this.#storage.ok();
     if (this.#kv) parts.replay = link(this.#links.replay);
     for (const [name, up] of Object.entries(parts)) this.metrics.partUp.set({ part: name }, up ? 1 : 0);
     return reportOf(parts, this.#state === "running");
@@ -558,8 +601,12 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
   }
 
   #watchLinks(): void {
-    const streams = this.#streams?.connection;
-    if (streams) this.#links.streams = new LinkWatch(streams);
+    const watch = (name: PartName, nc: NatsConnection | undefined) => {
+      if (nc) this.#links[name] = new LinkWatch(nc);
+    };
+    watch("callout", this.#callout?.connection);
+    watch("kicker", this.#kicker?.connection);
+    watch("streams", this.#streams?.connection);
     // The KV store's connection exists once its opening began (at once: it connects first).
     const watchReplay = () => {
       const replay = this.#kv?.connection;
@@ -607,8 +654,10 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       logger: this.#logger,
       health: async () => {
         const report = await this.health();
-        return { ok: report.ok, detail: { parts: report.parts, ...(report.down ? { down: report.down } : {}) } };
+        const detail = { parts: report.parts, ...(report.down ? { down: report.down } : {}) };
+        return { ok: report.ok, detail: { ...detail, node: this.serverName, nats: this.natsLife } };
       },
+      live: () => ({ ok: isLive(this.#state), detail: { state: this.#state, node: this.serverName } }),
       metrics: this.metrics,
       beforeScrape: () => this.#refreshLiveMetrics(),
       deps: {
@@ -750,9 +799,29 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     // Before answering: a persisted room must keep its first message. Only then is the
     // room read back (a store read on the path of every createRoom otherwise).
     if (change.type === "room-created" && change.persist && this.#streams) {
-      await this.#streams.ensure(await this.store.getRoom(change.roomId), change.retention);
+      await this.#ensureStream(await this.store.getRoom(change.roomId), change.retention);
     }
     await this.#kick(change.signPub, change.type);
+  }
+
+  /**
+   * A persisted room's stream, or no room: when JetStream refuses the stream (out of
+   * space), the room just written to the store is taken back, so no room is left whose
+   * history would silently go nowhere, and the creator hears 507 STORAGE_FULL.
+   */
+  async #ensureStream(room: Room, retention?: RoomRetention): Promise<void> {
+    try {
+      await this.#streams?.ensure(room, retention);
+    } catch (err) {
+      await this.store.deleteRoom(room.id).catch((e: unknown) => {
+        this.#logger.error(
+          { component: "streams", room: room.id, err: (e as Error).message },
+          "taking back a room failed",
+        );
+      });
+      if (err instanceof StorageFullError) throw new HttpError(507, err.message, { code: "STORAGE_FULL" });
+      throw err;
+    }
   }
 
   async #kick(signPub: string, reason: string): Promise<void> {
@@ -822,6 +891,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     };
     this.#access?.stop();
     this.#access = undefined;
+    this.#storage?.stop();
     // Transfers are cut first: their partial files are discarded, not left half-written.
     await step("blob store", () => this.#blobs?.close());
     await step("control plane", () => this.#control?.close());

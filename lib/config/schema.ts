@@ -90,7 +90,7 @@ export const SETTINGS = {
     default: "auto",
     enum: ["auto", "json", "pretty"],
     arg: "format",
-    description: "json, pretty or auto (default auto: pretty on a terminal)",
+    description: "json or pretty (one readable line per event); default auto: pretty for `up` without --json",
   },
   // The range is the cluster's own (MAX_NODES in lib/bus), checked here so a bad value names the flag.
   cluster: {

@@ -48,7 +48,7 @@ export interface ControlServerOptions {
   certPem: string;
   keyPem: string;
   logger?: Logger;
-  /** The API's state and hooks; without it only /healthz and /metrics answer. */
+  /** The API's state and hooks; without it only the health probes and /metrics answer. */
   deps?: Omit<ControlDeps, "logger">;
   /** Per client address (IPv6: per /64), before anything is parsed. Default 200/s, burst 400. */
   rateLimit?: RateLimiterOptions;
@@ -64,13 +64,22 @@ export interface ControlServerOptions {
   metrics?: BusMetrics;
   /** Called before each scrape (e.g. to read live gauges from nats-server). */
   beforeScrape?: () => Promise<void>;
-  /** Reports whether the bus behind this control plane is healthy. */
+  /** Reports whether the bus behind this control plane is healthy (`/healthz` and `/readyz`). */
   health?: () => Promise<{ ok: boolean; detail?: Record<string, unknown> }>;
+  /** Reports whether the bus is alive — running or healing, not failed (`/livez`). Default: alive. */
+  live?: () => { ok: boolean; detail?: Record<string, unknown> };
   /** Serves the blob routes (`/v1/rooms/:id/blobs…`) from this store; without it they are 404. */
   blobs?: Blobs;
 }
 
 const router = new Router<Route>(ROUTES);
+
+/** The probe endpoints, by path; the value is the route label in metrics and logs. */
+const HEALTH_PATHS = new Map<string, "healthz" | "readyz" | "livez">([
+  ["/healthz", "healthz"],
+  ["/readyz", "readyz"],
+  ["/livez", "livez"],
+]);
 
 export class ControlServer {
   readonly #server: https.Server;
@@ -187,11 +196,20 @@ export class ControlServer {
     }
   }
 
-  /** /healthz and /metrics, which need no deps; false when the request is for neither. */
+  /**
+   * /healthz, /readyz (the same checks: ready to serve), /livez (alive, not failed) and
+   * /metrics, which need no deps; false when the request is for none of them.
+   */
   async #serveOperational(req: IncomingMessage, res: ServerResponse, url: URL, exchange: Exchange): Promise<boolean> {
-    if (url.pathname === "/healthz" && (req.method === "GET" || req.method === "HEAD")) {
-      exchange.route = "healthz";
-      const health = this.#opts.health ? await this.#opts.health() : { ok: true };
+    const probe = HEALTH_PATHS.get(url.pathname);
+    if (probe && (req.method === "GET" || req.method === "HEAD")) {
+      exchange.route = probe;
+      const health =
+        probe === "livez"
+          ? (this.#opts.live?.() ?? { ok: true })
+          : this.#opts.health
+            ? await this.#opts.health()
+            : { ok: true };
       send(res, health.ok ? 200 : 503, { status: health.ok ? "ok" : "unavailable", ...health.detail });
       return true;
     }

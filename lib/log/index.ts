@@ -1,7 +1,8 @@
 import { type Logger, pino } from "pino";
-import pinoPretty from "pino-pretty";
+import { textDestination } from "./text.ts";
 
 export type { Logger } from "pino";
+export { formatLogLine, textDestination } from "./text.ts";
 
 /**
  * Paths that must never reach a log line. pino replaces them before serialising,
@@ -29,7 +30,7 @@ export interface LogOptions {
   level?: string;
   /** Where lines go; defaults to stderr. */
   destination?: NodeJS.WritableStream;
-  /** `json` (one object per line), `pretty` (for people), `auto` (pretty on a terminal). */
+  /** `json` (one object per line), `pretty` (one readable line per event), `auto` (pretty on a terminal). */
   format?: "json" | "pretty" | "auto";
 }
 
@@ -38,11 +39,9 @@ export function createLogger(options: LogOptions = {}): Logger {
   const level = options.level ?? process.env.UNIBUS_LOG_LEVEL ?? "warn";
   const pretty =
     options.format === "pretty" || (options.format === "auto" && !options.destination && process.stderr.isTTY);
-  const destination =
-    options.destination ??
-    (pretty
-      ? pinoPretty({ destination: 2, sync: true, colorize: process.stderr.isTTY, ignore: "pid,hostname" })
-      : pino.destination({ fd: 2, sync: true }));
+  const destination = pretty
+    ? textDestination(options.destination)
+    : (options.destination ?? pino.destination({ fd: 2, sync: true }));
   return pino(
     {
       level,

@@ -75,9 +75,15 @@ export class BusMetrics {
     labelNames: ["node"] as const,
     registers: [this.registry],
   });
+  readonly natsLastExit = new Gauge({
+    name: "unibus_nats_last_exit_timestamp_seconds",
+    help: "When this node's nats-server last ended on its own (Unix time), labelled with how it ended",
+    labelNames: ["node", "reason"] as const,
+    registers: [this.registry],
+  });
   readonly partUp = new Gauge({
     name: "unibus_part_up",
-    help: "1 while a part of this node works (nats, callout, kicker, streams, store), 0 while it is down",
+    help: "1 while a part of this node works (nats, callout, kicker, streams, store, replay, storage), 0 while it is down",
     labelNames: ["part"] as const,
     registers: [this.registry],
   });

@@ -71,3 +71,12 @@ export function classify(lines: readonly string[], conf: NatsConfigOptions): Nat
   if (fatal.some((l) => tlsLike.test(l) || tlsFiles.some((f) => l.includes(f)))) return "tls";
   return "bad_config";
 }
+
+/**
+ * A server line saying its disk is full (seen: "Filestore [ROOM_…] Critical write error:
+ * … no space left on device"). The stream's file store keeps failing after space comes
+ * back, until the server reopens it.
+ */
+export function isStorageFault(line: string): boolean {
+  return /no space left on device|disk quota exceeded/i.test(line);
+}

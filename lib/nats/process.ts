@@ -9,7 +9,7 @@ import { InvalidArgumentError, NatsBinaryError, NatsStartError, type NatsStartRe
 import { type Logger, silentLogger } from "../log/index.ts";
 import { type NatsConfigOptions, renderNatsConfig } from "./config.ts";
 import { NatsCrashedError } from "./errors.ts";
-import { classify, LEVEL, LogRing, readLines } from "./output.ts";
+import { classify, isStorageFault, LEVEL, LogRing, readLines } from "./output.ts";
 import { type NatsPorts, probeClient, probeHealth, probeHost, readPortsFile } from "./readiness.ts";
 import { type NatsExitRecord, type NatsSuperviseOptions, RestartPolicy, resolveSupervise } from "./supervisor.ts";
 import { armWatchdog, type Watchdog } from "./watchdog.ts";
@@ -81,6 +81,8 @@ export type NatsProcessEvents = {
   restarted: [info: NatsRestartedEvent];
   /** The server died on its own and stays down: not supervised, or its restart budget is spent. */
   failed: [error: NatsCrashedError];
+  /** The server could not write to its disk (full); the line says where. */
+  "storage-fault": [line: string];
 };
 
 /** How a stop ends the server: SIGTERM, SIGKILL, or lame duck first. */
@@ -502,6 +504,7 @@ export class NatsServerProcess extends EventEmitter<NatsProcessEvents> {
       this.#log.debug({ probe: true }, msg);
     } else if (tag === "FTL" || tag === "ERR" || line.startsWith("nats-server: ")) {
       this.#log.error(msg);
+      if (isStorageFault(line)) this.#emitSafely("storage-fault", msg);
     } else if (tag === "WRN") {
       this.#log.warn(msg);
     } else {

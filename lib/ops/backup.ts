@@ -59,7 +59,7 @@ export async function createBackup(opts: BackupOptions): Promise<BackupManifest>
   const run = await readRunInfo(dataDir);
   if (run?.store === "kv") {
     throw new BackupError(
-      "`unibus backup` covers a single node's SQLite store; for a KV cluster stop one node and copy its data dir (docs/operations.md)",
+      '`unibus backup` covers a single node\'s SQLite store, not a KV cluster: stop one current node, copy its whole data dir and start it again (docs/operations.md, "Backing up a KV cluster")',
     );
   }
   if (!(await exists(layout.storeFile))) {

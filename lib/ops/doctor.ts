@@ -10,6 +10,7 @@ import { Agent, request } from "undici";
 import { compareVersions, MIN_NATS_VERSION, resolveNatsServer } from "../nats/binary.ts";
 import { describeCertificate } from "../tls/index.ts";
 import { MISSING_STREAMS_FIX, missingStreamsText, roomsWithoutStream } from "./room-streams.ts";
+import { checkRoutes } from "./routes.ts";
 import { type RunInfo, readRunInfo } from "./run-file.ts";
 import { describeFetchError } from "./status.ts";
 
@@ -59,6 +60,7 @@ export async function runDoctor(opts: DoctorOptions): Promise<Finding[]> {
     checkPorts(opts, run),
     checkClock(run, now, opts.timeoutMs ?? 3000),
     checkHistory(dataDir, run, opts.timeoutMs ?? 3000),
+    checkRoutes(dataDir, run, opts.timeoutMs ?? 3000),
   ]);
   return groups.flat();
 }
@@ -263,10 +265,27 @@ function canListen(port: number, host: string): Promise<true | string> {
   });
 }
 
+/**
+ * A running bus: its ports are the run file's, whatever the configuration says now (it
+ * may have been started with other flags). Otherwise the ports `unibus up` would bind.
+ */
 async function checkPorts(opts: DoctorOptions, run: RunInfo | undefined): Promise<Finding[]> {
   const check = "port";
-  const host = opts.host ?? "127.0.0.1";
   const held = portsOfRun(run);
+  if (run && held.size > 0) {
+    const where = (urls: string[]) => urls.map((u) => new URL(u).port).join(", ");
+    return [
+      ok(check, `NATS port(s) ${where(run.natsUrls)} held by this bus (pid ${run.pid}), from its run file`),
+      ok(check, `control plane port(s) ${where(run.controlUrls)} held by this bus (pid ${run.pid})`),
+      ok(check, `monitoring port(s) ${where(run.monitorUrls)} held by this bus (pid ${run.pid})`),
+    ];
+  }
+  return checkWantedPorts(opts, held, run);
+}
+
+async function checkWantedPorts(opts: DoctorOptions, held: Set<number>, run: RunInfo | undefined): Promise<Finding[]> {
+  const check = "port";
+  const host = opts.host ?? "127.0.0.1";
   const wanted = [
     { label: "NATS", flag: "--nats-port", port: opts.ports?.nats ?? 4222, host },
     { label: "control plane", flag: "--control-port", port: opts.ports?.control ?? 8470, host },

@@ -65,6 +65,14 @@ export interface ControlStatus {
   url: string;
   healthy: boolean;
   health: string;
+  /** The node behind this control plane, as its /healthz names it. */
+  node?: string;
+  /** The parts its /healthz reports down (nats, callout, kicker, streams, store, replay). */
+  down?: string[];
+  /** Supervised restarts of that node's nats-server since the bus started. */
+  restarts?: number;
+  /** How that node's nats-server last ended on its own. */
+  lastExit?: { at: string; reason: string };
 }
 
 export interface StoreCounts {
@@ -173,7 +181,10 @@ function problemsOf(nodes: NodeStatus[], control: ControlStatus[]): string[] {
       if (kv.replicas > 1 && !kv.leader) problems.push(`KV bucket ${kv.bucket} has no leader`);
     }
   }
-  for (const c of control) if (!c.healthy) problems.push(`control plane ${c.url} is unhealthy (${c.health})`);
+  for (const c of control) {
+    const down = c.down ? `; down: ${c.down.join(", ")}` : "";
+    if (!c.healthy) problems.push(`control plane ${c.url} is unhealthy (${c.health}${down})`);
+  }
   // Several nodes report the same cluster-wide facts; say each once.
   return [...new Set(problems)];
 }
@@ -313,17 +324,32 @@ async function controlStatus(url: string, ca: string | undefined, timeoutMs: num
       dispatcher: agent,
       signal: AbortSignal.timeout(timeoutMs),
     });
-    const text = await res.body.text();
-    let status: string | undefined;
+    let body: Json = {};
     try {
-      status = str(obj(JSON.parse(text)).status);
+      body = obj(JSON.parse(await res.body.text()));
     } catch {}
-    return { url, healthy: res.statusCode === 200, health: status ?? `HTTP ${res.statusCode}` };
+    const health = str(body.status) ?? `HTTP ${res.statusCode}`;
+    return { url, healthy: res.statusCode === 200, health, ...lifeOf(body) };
   } catch (err) {
     return { url, healthy: false, health: describeFetchError(err) };
   } finally {
     await agent.close().catch(() => {});
   }
+}
+
+/** The node, its down parts, restarts and last exit from a control plane's /healthz body. */
+function lifeOf(body: Json): Pick<ControlStatus, "node" | "down" | "restarts" | "lastExit"> {
+  const nats = obj(body.nats);
+  const exit = obj(nats.lastExit);
+  const down = arr(body.down).filter((d): d is string => typeof d === "string");
+  const at = str(exit.at);
+  const reason = str(exit.reason);
+  return {
+    ...(str(body.node) ? { node: str(body.node) } : {}),
+    ...(down.length ? { down } : {}),
+    ...(num(nats.restarts) !== undefined ? { restarts: num(nats.restarts) } : {}),
+    ...(at && reason ? { lastExit: { at, reason } } : {}),
+  };
 }
 
 export function describeFetchError(err: unknown): string {
@@ -357,6 +383,13 @@ async function storeCounts(dataDir: string): Promise<StoreCounts | undefined> {
   }
 }
 
+/** A node's supervised restarts and last unexpected end, as its control plane reports them. */
+function restartLines(c: ControlStatus | undefined): string[] {
+  if (c?.restarts === undefined) return [];
+  const last = c.lastExit ? ` (last exit: ${c.lastExit.reason} at ${c.lastExit.at})` : "";
+  return [`  restarts:    ${c.restarts}${last}`];
+}
+
 /** Readable lines, in the spirit of `nats server report`. */
 export function formatStatus(s: BusStatus): string {
   if (s.state === "not-running") return `unibus: not running (${s.dataDir})`;
@@ -368,7 +401,7 @@ export function formatStatus(s: BusStatus): string {
     ...(s.store ? [`  store:         ${s.store === "kv" ? "replicated JetStream KV" : "SQLite"}`] : []),
     "",
   ];
-  for (const n of s.nodes) {
+  for (const [i, n] of s.nodes.entries()) {
     const head = `node ${n.name ?? "?"}  ${n.healthy ? "ok" : n.reachable ? "UNHEALTHY" : "UNREACHABLE"}`;
     lines.push(head);
     if (!n.reachable || !n.healthy) lines.push(`  health:      ${n.health}`);
@@ -384,6 +417,8 @@ export function formatStatus(s: BusStatus): string {
       lines.push(`  ports:       ${parts.join(", ")}`);
     }
     if (n.connections !== undefined) lines.push(`  connections: ${n.connections} (the bus' own included)`);
+    // An unreachable node has no name: its control plane is the one at the same place in the run file.
+    lines.push(...restartLines(s.control.find((c) => c.node !== undefined && c.node === n.name) ?? s.control[i]));
     if (n.jetstream) {
       const js = n.jetstream;
       if (!js.enabled) lines.push("  jetstream:   disabled");

@@ -30,6 +30,7 @@ export type {
   StoreBackend,
   StoreChoice,
   User,
+  UserChanges,
   UserStatus,
   UserWatch,
 } from "./types.ts";

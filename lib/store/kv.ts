@@ -117,6 +117,7 @@ import type {
   Snapshot,
   Store,
   User,
+  UserChanges,
   UserWatch,
 } from "./types.ts";
 import {
@@ -142,6 +143,7 @@ import {
   validateRekey,
   validateRoomId,
   validateSweepBefore,
+  validateUserChanges,
 } from "./validate.ts";
 
 export interface KvStoreOptions {
@@ -401,8 +403,10 @@ export class KvStore implements Store {
     const claim = await this.#get<HandleClaim>(this.#b.handles, key.handle(handle));
     if (claim === undefined) return { taken: false };
     const owner = await this.#userRec(claim.value.signPub);
-    if (owner !== undefined) return { taken: owner.value.handle === handle, claim };
-    return { taken: Date.now() - claim.value.at < this.#inFlightMs, claim };
+    // A fresh claim of an existing user is a rename in flight (updateUser): taken until it commits.
+    const fresh = Date.now() - claim.value.at < this.#inFlightMs;
+    if (owner !== undefined) return { taken: owner.value.handle === handle || fresh, claim };
+    return { taken: fresh, claim };
   }
 
   /** Claims `handle` for `signPub`: true when claimed, false when it belongs to someone else. */
@@ -550,6 +554,32 @@ export class KvStore implements Store {
         } catch (err) {
           if (!isCasFailure(err)) throw err;
         }
+      }
+    });
+  }
+
+  updateUser(signPub: string, changes: UserChanges): Promise<User> {
+    return this.#run("updateUser", async (ctx) => {
+      const k = lookupKey(signPub);
+      const c = validateUserChanges(changes);
+      for (;;) {
+        this.#checkDeadline(ctx);
+        const cur = await this.#userRec(k);
+        if (cur === undefined || cur.value.deleting) throw new NotFoundError("user", k);
+        const user = toUser(cur.value);
+        const rename = c.handle !== undefined && c.handle !== user.handle;
+        if (rename && !(await this.#claimHandle(c.handle!, k, ctx))) {
+          throw new ConflictError(`the handle "${c.handle}" is already taken by another user; choose another handle`);
+        }
+        const next: User = { ...user, ...c };
+        try {
+          await this.#b.users.update(key.user(k), encodeJson(next), cur.revision);
+        } catch (err) {
+          if (!isCasFailure(err)) throw err;
+          continue; // the claim stays ours: the next round finds it and keeps it
+        }
+        if (rename) await this.#releaseHandle(user.handle, k);
+        return next;
       }
     });
   }

@@ -41,6 +41,7 @@ import type {
   Snapshot,
   Store,
   User,
+  UserChanges,
   UserStatus,
   UserWatch,
 } from "./types.ts";
@@ -64,6 +65,7 @@ import {
   validateRekey,
   validateRoomId,
   validateSweepBefore,
+  validateUserChanges,
 } from "./validate.ts";
 
 /**
@@ -274,6 +276,7 @@ function userStatements(p: Prepare) {
     reinstateUser: p(
       `UPDATE users SET status = 'active', revoked_at = NULL WHERE sign_pub = ? AND status = 'revoked' RETURNING ${USER_COLUMNS}`,
     ),
+    updateUser: p(`UPDATE users SET role = ?, handle = ?, kex_pub = ? WHERE sign_pub = ? RETURNING ${USER_COLUMNS}`),
     deleteUser: p("DELETE FROM users WHERE sign_pub = ?"),
     activeUser: p("SELECT 1 AS one FROM users WHERE sign_pub = ? AND status = 'active'"),
     activeAdmin: p("SELECT EXISTS (SELECT 1 FROM users WHERE role = 'admin' AND status = 'active') AS present"),
@@ -483,6 +486,22 @@ class SqliteStore implements Store {
       if (row !== undefined) return toUser(row);
       if (this.#stmt.userByKey.get(key) === undefined) throw new NotFoundError("user", key);
       throw new ConflictError(`user ${key} is already active`);
+    });
+  }
+
+  updateUser(signPub: string, changes: UserChanges): Promise<User> {
+    return this.#run("updateUser", () => {
+      const key = lookupKey(signPub);
+      const c = validateUserChanges(changes);
+      return this.#tx(() => {
+        const cur = this.#user(key);
+        if (cur === undefined) throw new NotFoundError("user", key);
+        if (c.handle !== undefined && c.handle !== cur.handle && this.#stmt.userByHandle.get(c.handle) !== undefined) {
+          throw new ConflictError(`the handle "${c.handle}" is already taken by another user; choose another handle`);
+        }
+        const next = { ...cur, ...c };
+        return toUser(this.#stmt.updateUser.get(next.role, next.handle, next.kexPub, key) as Row);
+      });
     });
   }
 

@@ -48,6 +48,13 @@ export interface NewUser {
   role: Role;
 }
 
+/** An operator's edit of a user (`updateUser`): at least one field, each checked as at `addUser`. */
+export interface UserChanges {
+  role?: Role;
+  handle?: string;
+  kexPub?: string;
+}
+
 /** A room has exactly one owner, its creator; everyone else it admits is a member. */
 export type RoomRole = "owner" | "member";
 
@@ -248,6 +255,15 @@ export interface Store {
    * `NotFoundError`; `ConflictError` when the user is already active.
    */
   reinstateUser(signPub: string): Promise<User>;
+  /**
+   * The operator's edit (host-trusted, never a control-plane route): a new role, handle or
+   * key-exchange key. Unlike `setKexPub` this replaces an existing kexPub — the way back
+   * for a user who lost theirs; whoever can write the store could read the keys sealed to
+   * it from then on anyway. Revoked users may be edited too; status is `reinstateUser`'s.
+   * `InvalidArgumentError` (`changes`, `role`, `handle`, `kexPub`); `NotFoundError`;
+   * `ConflictError` when the new handle belongs to another user.
+   */
+  updateUser(signPub: string, changes: UserChanges): Promise<User>;
   /**
    * Removes the user entirely, in one transaction with all of its memberships and
    * sealed keys (every epoch). `NotFoundError` when absent; `ConflictError` naming the

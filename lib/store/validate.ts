@@ -1,6 +1,6 @@
 import crypto from "node:crypto";
 import { InvalidArgumentError } from "../errors.ts";
-import type { Role } from "./types.ts";
+import type { Role, UserChanges } from "./types.ts";
 
 /**
  * Input rules shared by every backend, so that SQLite and KV refuse exactly the same
@@ -95,6 +95,25 @@ export function validateRole(role: unknown): Role {
     throw new InvalidArgumentError("role", `role must be "admin" or "member"`);
   }
   return role as Role;
+}
+
+const CHANGE_FIELDS = ["role", "handle", "kexPub"] as const;
+
+/** The fields of an `updateUser`, each checked as at `addUser`; at least one, no others. */
+export function validateUserChanges(input: unknown): UserChanges {
+  if (typeof input !== "object" || input === null || Array.isArray(input)) {
+    throw new InvalidArgumentError("changes", "changes must be an object with role, handle or kexPub");
+  }
+  const fields = input as Record<string, unknown>;
+  const unknown = Object.keys(fields).filter((k) => !(CHANGE_FIELDS as readonly string[]).includes(k));
+  if (unknown.length) throw new InvalidArgumentError("changes", `unknown field(s): ${unknown.join(", ")}`);
+  const given = CHANGE_FIELDS.filter((k) => fields[k] !== undefined);
+  if (given.length === 0) throw new InvalidArgumentError("changes", "nothing to change: give role, handle or kexPub");
+  return {
+    ...(fields.role !== undefined ? { role: validateRole(fields.role) } : {}),
+    ...(fields.handle !== undefined ? { handle: validateHandle(fields.handle) } : {}),
+    ...(fields.kexPub !== undefined ? { kexPub: requiredKexPub(fields.kexPub) } : {}),
+  };
 }
 
 export interface ValidNewUser {

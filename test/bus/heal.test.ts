@@ -13,11 +13,18 @@ import { client, member, testBus } from "../helpers/bus.ts";
 
 interface Health {
   status: number;
-  body: { status: string; parts?: Record<string, string>; down?: string[] };
+  body: {
+    status: string;
+    parts?: Record<string, string>;
+    down?: string[];
+    state?: string;
+    node?: string;
+    nats?: { restarts: number; lastExit?: { at: string; reason: string } };
+  };
 }
 
-async function health(bus: Unibus, dispatcher: Agent): Promise<Health> {
-  const res = await request(`${bus.controlUrl}/healthz`, { dispatcher });
+async function health(bus: Unibus, dispatcher: Agent, probe = "/healthz"): Promise<Health> {
+  const res = await request(`${bus.controlUrl}${probe}`, { dispatcher });
   return { status: res.statusCode, body: (await res.body.json()) as Health["body"] };
 }
 
@@ -43,7 +50,14 @@ t.test(
     const agent = trusting(t, bus);
     const healthy = await health(bus, agent);
     t.equal(healthy.status, 200, "healthy at first");
-    t.match(healthy.body.parts, { nats: "up", streams: "up", store: "up" }, "every part is named");
+    t.match(
+      healthy.body.parts,
+      { nats: "up", callout: "up", kicker: "up", streams: "up", store: "up" },
+      "every part is named",
+    );
+    t.match(healthy.body, { node: "unibus-1", nats: { restarts: 0 } }, "no restart yet");
+    t.notOk(healthy.body.nats?.lastExit, "and no unexpected exit");
+    t.same(await health(bus, agent, "/readyz"), healthy, "/readyz answers what /healthz does");
 
     const alice = await member(bus, "alice");
     const c = await client(t, bus, alice);
@@ -65,11 +79,22 @@ t.test(
     const down = await healthUntil(bus, agent, (h) => h.status === 503);
     t.match(down.body, { status: "unavailable" }, "503 while nats-server is down");
     t.ok(down.body.down?.length, `the body names what is down (${down.body.down})`);
+    // Every service connection loses the server with it, the callout's and the kicker's too.
+    const links = await healthUntil(bus, agent, (h) => ["callout", "kicker"].every((p) => h.body.down?.includes(p)));
+    t.match(links.body.parts, { callout: "down", kicker: "down" }, "the service connections are named down");
+    const live = await health(bus, agent, "/livez");
+    t.match(live, { status: 200, body: { status: "ok", state: "running" } }, "/livez: a healing bus is alive");
     await restarted;
     t.not(bus.natsPid, pid, "a new nats-server runs");
     t.notOk(isProcessAlive(pid), "the old one is gone");
-    await healthUntil(bus, agent, (h) => h.status === 200);
+    const back = await healthUntil(bus, agent, (h) => h.status === 200);
     t.equal(bus.state, "running");
+    t.match(back.body.parts, { callout: "up", kicker: "up" }, "the service connections are back");
+    t.match(
+      back.body.nats,
+      { restarts: 1, lastExit: { reason: "killed by SIGKILL", at: /^\d{4}-\d\d-\d\dT/ } },
+      "the restart and how the server ended are reported",
+    );
 
     // The subscribed client is back on its own and receives; history kept what was stored.
     for (let i = 0; received.length === 0; i++) {
@@ -82,7 +107,14 @@ t.test(
     t.equal(history[0], "before", "persisted history is intact");
 
     const metrics = await request(`${bus.controlUrl}/metrics`, { dispatcher: agent });
-    t.match(await metrics.body.text(), /unibus_nats_restarts_total\{node="unibus-1"\} 1/, "the restart is counted");
+    const exposition = await metrics.body.text();
+    t.match(exposition, /unibus_nats_restarts_total\{node="unibus-1"\} 1/, "the restart is counted");
+    t.match(
+      exposition,
+      /unibus_nats_last_exit_timestamp_seconds\{node="unibus-1",reason="killed by SIGKILL"\} \d+/,
+      "the last exit is a metric",
+    );
+    t.match(exposition, /unibus_part_up\{part="callout"\} 1/, "the callout's up gauge");
   },
 );
 
@@ -98,6 +130,12 @@ t.test("SIGSTOP of nats-server: 503 while it is frozen, 200 after SIGCONT, no re
   });
   const frozen = await healthUntil(bus, agent, (h) => h.status === 503);
   t.ok(frozen.body.down?.includes("nats"), "nats is named as down");
+  t.equal((await health(bus, agent, "/readyz")).status, 503, "not ready while frozen");
+  t.equal(
+    (await health(bus, agent, "/livez")).status,
+    200,
+    "but alive: a frozen server is no reason to restart the bus",
+  );
   process.kill(pid, "SIGCONT");
   await healthUntil(bus, agent, (h) => h.status === 200);
   t.equal(restarts, 0, "a frozen server is not restarted");
@@ -126,6 +164,19 @@ t.test(
     t.equal(bus.state, "failed");
     const h = await health(bus, agent);
     t.equal(h.status, 503, "a failed bus is unhealthy");
+    t.match(h.body.nats, { restarts: 1, lastExit: { reason: "killed by SIGKILL" } }, "the last end is named");
+    const live = await health(bus, agent, "/livez");
+    t.match(
+      live,
+      { status: 503, body: { status: "unavailable", state: "failed" } },
+      "/livez: a failed bus is not alive",
+    );
+    const head = await request(`${bus.controlUrl}/livez`, { method: "HEAD", dispatcher: agent });
+    await head.body.dump();
+    t.equal(head.statusCode, 503, "HEAD /livez says the same without a body");
+    const post = await request(`${bus.controlUrl}/livez`, { method: "POST", dispatcher: agent });
+    await post.body.dump();
+    t.not(post.statusCode, 200, `POST /livez is no probe (${post.statusCode})`);
     await bus.stop();
     t.equal(bus.state, "stopped");
     for (const pid of pids) t.notOk(isProcessAlive(pid), `nats-server ${pid} is gone`);

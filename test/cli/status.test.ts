@@ -141,3 +141,22 @@ t.test("no bus: exit 3, for a missing, a stale and an unreadable run file", asyn
   t.equal(garbage.state, "not-running");
   t.match(formatStatus(garbage), /not running/);
 });
+
+t.test("a node whose nats-server was killed and restarted: status shows the restart and how it ended", async (t) => {
+  const dataDir = path.join(t.testdir(), "bus");
+  await up(t, dataDir);
+  const before = JSON.parse((await runCli(["status", "--json", "--data-dir", dataDir])).stdout) as BusStatus;
+  t.match(before.control, [{ node: "unibus-1", restarts: 0 }], "no restart at first");
+  t.notOk(before.control[0]?.lastExit, "and no exit to report");
+  const natsPid = findNatsPid(dataDir)!;
+  process.kill(natsPid, "SIGKILL");
+  // The supervisor restarts it on the same ports; status reads the count from the control plane.
+  let s: BusStatus;
+  do {
+    await new Promise((r) => setTimeout(r, 100));
+    s = JSON.parse((await runCli(["status", "--json", "--data-dir", dataDir])).stdout) as BusStatus;
+  } while (s.state !== "healthy" || s.control[0]?.restarts !== 1);
+  t.match(s.control[0], { restarts: 1, lastExit: { reason: "killed by SIGKILL", at: /^\d{4}-/ } });
+  const text = formatStatus(s);
+  t.match(text, /restarts: +1 \(last exit: killed by SIGKILL at \d{4}-/, "the text names the restart and its reason");
+});

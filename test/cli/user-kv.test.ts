@@ -94,3 +94,27 @@ t.test("refusals: one line, nothing written, no connection without the CA", asyn
     "nothing written",
   );
 });
+
+t.test("user set on KV: the change is in the cluster's store, a taken handle is refused", async (t) => {
+  const carol = createIdentity();
+  const dave = createIdentity();
+  for (const [id, handle] of [
+    [carol, "carol"],
+    [dave, "dave"],
+  ] as const) {
+    t.equal((await runCli(["user", "add", id.signPub, "--handle", handle, "-d", dataDir])).code, 0);
+  }
+  const set = await runCli(["user", "set", carol.signPub, "--role", "admin", "--handle", "caro", "-d", dataDir]);
+  t.equal(set.code, 0, set.stderr);
+  t.match(set.stdout, /^updated caro \(admin, active\)/);
+  t.match(set.stdout, /replication: 7 buckets at R1/, "a write reports replication");
+  const taken = await runCli(["user", "set", dave.signPub, "--handle", "caro", "-d", dataDir]);
+  t.not(taken.code, 0);
+  t.match(taken.stderr, /^unibus: the handle "caro" is already taken/);
+  const list = JSON.parse((await runCli(["user", "list", "--json", "-d", dataDir])).stdout) as { handle: string }[];
+  t.ok(list.some((u) => u.handle === "caro") && list.some((u) => u.handle === "dave"), "as listed");
+  t.notOk(
+    list.some((u) => u.handle === "carol"),
+    "the old handle is gone",
+  );
+});

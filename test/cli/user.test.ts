@@ -167,3 +167,62 @@ t.test("--config: the data dir comes from the file, a flag still wins, a bad fil
     "a missing file",
   );
 });
+
+t.test("user set changes role, handle and kex-pub; every refusal is one line and writes nothing", async (t) => {
+  const dataDir = path.join(t.testdir(), "bus");
+  const alice = createIdentity();
+  const bob = createIdentity();
+  const d = ["--data-dir", dataDir];
+  t.equal((await runCli(["user", "add", alice.signPub, "--handle", "alice", ...d])).code, 0);
+  t.equal((await runCli(["user", "add", bob.signPub, "--handle", "bob", ...d])).code, 0);
+
+  const role = await runCli(["user", "set", alice.signPub, "--role", "admin", ...d]);
+  t.equal(role.code, 0, role.stderr);
+  t.equal(role.stdout, `updated alice (admin, active) ${alice.signPub}\n`);
+  const other = createIdentity();
+  const both = await runCli([
+    "user",
+    "set",
+    alice.nkey,
+    "--handle",
+    "Alicia",
+    "--kex-pub",
+    other.kexPub,
+    "--json",
+    ...d,
+  ]);
+  t.equal(both.code, 0, both.stderr);
+  t.match(JSON.parse(both.stdout), { handle: "alicia", role: "admin", kexPub: other.kexPub, signPub: alice.signPub });
+
+  const list = async () => (await runCli(["user", "list", "--json", ...d])).stdout;
+  const before = await list();
+  oneLineError(t, await runCli(["user", "set", alice.signPub, ...d]), /nothing to change: give --role/, "no change");
+  oneLineError(
+    t,
+    await runCli(["user", "set", alice.signPub, "--role", "root", ...d]),
+    /--role must be admin or member/,
+    "bad role",
+  );
+  oneLineError(
+    t,
+    await runCli(["user", "set", alice.signPub, "--handle", "-x", ...d]),
+    /handle must start/,
+    "bad handle",
+  );
+  oneLineError(t, await runCli(["user", "set", alice.signPub, "--kex-pub", "abc", ...d]), /kexPub/, "bad kex-pub");
+  oneLineError(
+    t,
+    await runCli(["user", "set", bob.signPub, "--handle", "alicia", ...d]),
+    /already taken/,
+    "taken handle",
+  );
+  const unknown = createIdentity().signPub;
+  oneLineError(
+    t,
+    await runCli(["user", "set", unknown, "--role", "admin", ...d]),
+    /is not on the allowlist; add it with `unibus user add/,
+    "unknown key",
+  );
+  oneLineError(t, await runCli(["user", "set", "nope", "--role", "admin", ...d]), /sign-pub/, "malformed key");
+  t.equal(await list(), before, "no refusal wrote anything");
+});

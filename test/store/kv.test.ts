@@ -157,6 +157,21 @@ t.test("handle uniqueness under concurrency: one addUser per handle wins", async
   );
 });
 
+t.test("renames to one handle under concurrency: exactly one user ends up with it", async (t) => {
+  const stores = await racers(t);
+  const users = await Promise.all(
+    stores.map((s, i) => s.addUser({ signPub: signPubHex(), handle: `racer${i}`, role: "member" })),
+  );
+  const results = await Promise.allSettled(stores.map((s, i) => s.updateUser(users[i]!.signPub, { handle: "wanted" })));
+  t.equal(results.filter((r) => r.status === "fulfilled").length, 1, "one rename wins");
+  t.ok(
+    results.every((r) => r.status === "fulfilled" || r.reason?.name === "ConflictError"),
+    "the others conflict",
+  );
+  const holders = (await stores[0]!.listUsers()).filter((u) => u.handle === "wanted");
+  t.equal(holders.length, 1, "one user holds the handle");
+});
+
 t.test("concurrent rekeys from the same epoch: exactly one wins, the keys are its own", async (t) => {
   const bucketPrefix = prefix();
   const a = await open({ bucketPrefix });

@@ -270,6 +270,52 @@ export function storeSuite(
       t.type(missing, NotFoundError, "an unknown user is NotFoundError");
     });
 
+    t.test("updateUser changes role, handle and kexPub, each checked as at addUser", async (t) => {
+      const s = await fresh(t);
+      const u = await s.addUser(member("alice"));
+      const bob = await s.addUser(member("bob"));
+      const promoted = await s.updateUser(u.signPub.toUpperCase(), { role: "admin" });
+      t.same(promoted, { ...u, role: "admin" }, "only the role changed");
+      t.equal(await s.hasAdmin(), true, "an admin now");
+      const kex = kexPubHex();
+      const renamed = await s.updateUser(u.signPub, { handle: "Alicia", kexPub: kex.toUpperCase() });
+      t.same(renamed, { ...promoted, handle: "alicia", kexPub: kex }, "handle lowercased, kexPub set");
+      const replaced = await s.updateUser(u.signPub, { kexPub: kexPubHex() });
+      t.not(replaced.kexPub, kex, "an existing kexPub is replaced (setKexPub never would)");
+      t.same(await s.getUser(u.signPub), replaced, "stored");
+      // The old handle is free again; the new one is taken.
+      t.equal((await s.addUser(member("alice"))).handle, "alice", "the old handle can be reused");
+      const taken = await s.updateUser(bob.signPub, { handle: "alicia" }).catch((e: unknown) => e);
+      t.type(taken, ConflictError, "another user's handle is a conflict");
+      t.match((taken as Error).message, /already taken/);
+      t.same(await s.getUser(bob.signPub), bob, "and bob is unchanged");
+      // Edge: a revoked user may be edited; its own handle again is no change.
+      await s.revokeUser(bob.signPub);
+      t.match(await s.updateUser(bob.signPub, { handle: "bob", role: "admin" }), { status: "revoked", role: "admin" });
+    });
+
+    t.test("updateUser refuses bad changes and unknown users, changing nothing", async (t) => {
+      const s = await fresh(t);
+      const u = await s.addUser(member("alice"));
+      for (const [changes, field] of [
+        [{}, "changes"],
+        [null, "changes"],
+        [{ status: "active" }, "changes"],
+        [{ role: "root" }, "role"],
+        [{ handle: "-bad" }, "handle"],
+        [{ handle: "" }, "handle"],
+        [{ kexPub: "zz" }, "kexPub"],
+        [{ kexPub: null }, "kexPub"],
+      ] as const) {
+        const err = await s.updateUser(u.signPub, changes as never).catch((e: unknown) => e);
+        t.type(err, InvalidArgumentError, `${JSON.stringify(changes)} is refused`);
+        t.equal((err as InvalidArgumentError).field, field, `naming ${field}`);
+      }
+      t.same(await s.getUser(u.signPub), u, "nothing changed");
+      await t.rejects(s.updateUser(signPubHex(), { role: "admin" }), NotFoundError);
+      await t.rejects(s.updateUser("not-a-key", { role: "admin" }), InvalidArgumentError);
+    });
+
     t.test("unknown users are NotFoundError", async (t) => {
       const s = await fresh(t);
       await s.addUser(member("alice"));

@@ -83,14 +83,17 @@ function printConfig(resolved: ResolvedConfig): void {
 }
 
 /**
- * Text mode: a failed start is one line (the error names the cause), so logs stay
- * silent until the bus is ready, then at warn unless a level was asked for. JSON mode
- * is for machines and logs everything from the start.
+ * JSON mode is for machines: JSON lines at the asked level from the start. Text mode is
+ * for people: one readable line per event (`--log-format json` keeps JSON lines), at
+ * the asked level (info by default) once the bus is ready. Before that only debug and
+ * trace speak, when asked for: a failed start is one line, the error naming its cause.
  */
 function upLogger(cfg: UnibusConfig, json: boolean): { logger: Logger; readyLevel: string } {
-  const readyLevel = json || cfg.logLevel !== "info" ? cfg.logLevel : "warn";
-  const logger = createLogger({ level: json ? readyLevel : "silent", format: json ? "json" : cfg.logFormat });
-  return { logger, readyLevel };
+  const readyLevel = cfg.logLevel;
+  const verbose = readyLevel === "debug" || readyLevel === "trace";
+  const startLevel = json || verbose ? readyLevel : "silent";
+  const format = json || cfg.logFormat === "json" ? "json" : "pretty";
+  return { logger: createLogger({ level: startLevel, format }), readyLevel };
 }
 
 /** Two buses on one data dir would fight over the store and the ports. */

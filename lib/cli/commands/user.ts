@@ -51,6 +51,17 @@ export function userCommand(program: Command): void {
   ).action(reinstateUser);
   storeTargetOptions(
     user
+      .command("set")
+      .description("change an identity's role, handle or key-exchange key (replacing one it has)")
+      .argument("<sign-pub>", "the identity's signing key")
+      .option("--role <role>", "admin or member")
+      .option("--handle <handle>", "a new unique handle")
+      .option("--kex-pub <hex>", "a new X25519 public key; keys sealed to the old one stay unreadable to the new"),
+  )
+    .option("--json", "print the user as JSON")
+    .action(setUser);
+  storeTargetOptions(
+    user
       .command("delete")
       .description("delete an identity from the allowlist for good")
       .argument("<sign-pub>", "the identity's signing key")
@@ -145,6 +156,26 @@ async function reinstateUser(signPub: string, opts: StoreTargetOptions): Promise
   await withStore(opts, (s) => s.reinstateUser(key).catch(nextStep(key)), {
     write: true,
     print: (user) => void process.stdout.write(`reinstated ${describe(user)}\n`),
+  });
+}
+
+async function setUser(
+  signPub: string,
+  opts: StoreTargetOptions & { role?: string; handle?: string; kexPub?: string; json?: boolean },
+): Promise<void> {
+  const key = parseSignPub(signPub, "sign-pub");
+  if (opts.role === undefined && opts.handle === undefined && opts.kexPub === undefined) {
+    throw new CliError("nothing to change: give --role, --handle or --kex-pub (see `unibus user set --help`)");
+  }
+  const changes = {
+    ...(opts.role !== undefined ? { role: roleOf(opts.role) } : {}),
+    ...(opts.handle !== undefined ? { handle: opts.handle } : {}),
+    ...(opts.kexPub !== undefined ? { kexPub: opts.kexPub } : {}),
+  };
+  await withStore(opts, (s) => s.updateUser(key, changes).catch(nextStep(key)), {
+    write: true,
+    report: opts.json ? process.stderr : process.stdout,
+    print: (user) => (opts.json ? printJson(user) : void process.stdout.write(`updated ${describe(user)}\n`)),
   });
 }
 
