@@ -75,7 +75,7 @@ export interface StartUnibusOptions {
   /** Extra host names / addresses the server certificate must cover (for clients on other machines). */
   hostnames?: string[];
   /** Ports; -1 (NATS) or 0 (control) picks a free one. Defaults: random. */
-  ports?: { nats?: number; control?: number; monitoring?: number };
+  ports?: { nats?: number; control?: number; monitoring?: number; websocket?: number };
   /**
    * Control-plane store: "sqlite" (a file in the data dir; the default alone) or "kv"
    * (replicated JetStream KV buckets, `replicas` ways; the default with `cluster`). With "kv" the callout denies
@@ -244,6 +244,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
   #caPem = "";
   #caFile = "";
   #monitorUrl = "";
+  #wsUrl = "";
   #stopping?: Promise<void>;
   /** Prometheus metrics of this bus (served at the control plane's /metrics). */
   readonly metrics = new BusMetrics();
@@ -269,6 +270,13 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
   }
   get natsUrls(): string[] {
     return this.#natsUrl ? [this.#natsUrl] : [];
+  }
+  /** `wss://host:port`: the websocket listener for browsers. */
+  get wsUrl(): string {
+    return this.#wsUrl;
+  }
+  get wsUrls(): string[] {
+    return this.#wsUrl ? [this.#wsUrl] : [];
   }
   get controlUrls(): string[] {
     return this.#controlUrl ? [this.#controlUrl] : [];
@@ -436,6 +444,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
         host,
         port: this.#opts.ports?.nats ?? -1,
         monitoringPort: this.#opts.ports?.monitoring ?? -1,
+        websocketPort: this.#opts.ports?.websocket ?? -1,
         layout,
         cert: server,
         caFile: ca.certFile,
@@ -455,6 +464,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     this.emit("nats-ready", ports);
     this.#natsUrl = `tls://${urlHost(host)}:${ports.nats}`;
     this.#monitorUrl = ports.monitoring ? `http://127.0.0.1:${ports.monitoring}` : "";
+    this.#wsUrl = ports.websocket ? `wss://${urlHost(host)}:${ports.websocket}` : "";
   }
 
   /**

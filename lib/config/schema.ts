@@ -64,6 +64,17 @@ export const SETTINGS = {
     arg: "port",
     description: "nats-server monitoring port, loopback only, -1 for random (default 8222)",
   },
+  wsPort: {
+    type: "integer",
+    // Beside the control plane's 8470: the two ports a browser needs.
+    default: 8471,
+    minimum: -1,
+    maximum: 65535,
+    flag: "ws-port",
+    arg: "port",
+    description:
+      "websocket (wss://) port for browsers, same TLS, login and permissions as NATS; -1 for random (default 8471)",
+  },
   hostnames: {
     type: "string[]",
     default: [],

@@ -15,12 +15,13 @@ t.test(
     t.match(first.ready, {
       event: "ready",
       natsUrls: [/^tls:\/\/127\.0\.0\.1:\d+$/],
+      wsUrls: [/^wss:\/\/127\.0\.0\.1:\d+$/],
       controlUrls: [/^https:\/\/127\.0\.0\.1:\d+$/],
       caFile: path.join(dataDir, "tls", "ca.pem"),
       dataDir,
       store: "sqlite",
     });
-    t.same(Object.keys(first.ready), ["event", "natsUrls", "controlUrls", "caFile", "dataDir", "store"]);
+    t.same(Object.keys(first.ready), ["event", "natsUrls", "wsUrls", "controlUrls", "caFile", "dataDir", "store"]);
     const run = JSON.parse(fs.readFileSync(path.join(dataDir, "run.json"), "utf8"));
     t.equal(run.pid, first.child.pid);
 
@@ -82,6 +83,8 @@ t.test("up refuses bad ports and a busy port with one line", async (t) => {
     "--control-port",
     "0",
     "--monitor-port",
+    "-1",
+    "--ws-port",
     "-1",
   ]);
   t.equal(busy.code, 1);
