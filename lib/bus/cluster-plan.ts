@@ -41,7 +41,10 @@ export interface StartClusterOptions {
   /** How long to wait for the meta group to form; default 20000 ms. */
   readyTimeoutMs?: number;
   /** Passed to every node as is. */
-  node?: Pick<StartUnibusOptions, "userJwtTtlSeconds" | "rateLimit" | "controlTimeouts" | "blobs" | "kv">;
+  node?: Pick<
+    StartUnibusOptions,
+    "userJwtTtlSeconds" | "rateLimit" | "controlTimeouts" | "blobs" | "kv" | "corsOrigins"
+  >;
 }
 
 export interface NodePorts {

@@ -117,6 +117,11 @@ export interface StartUnibusOptions {
   limits?: Partial<IdentityLimits>;
   /** Blob limits: size cap (default 256 MiB), max age (default 30 days), GC interval (default 10 min). */
   blobs?: { maxBytes?: number; maxAgeMs?: number; gcIntervalMs?: number };
+  /**
+   * Origins whose pages may call the control plane from a browser (the browser client on
+   * another origin). Each exactly `scheme://host[:port]`. Default none.
+   */
+  corsOrigins?: string[];
   /** Run as one member of a NATS cluster (routes with mutual TLS from this bus' CA). See docs/clustering.md. */
   cluster?: UnibusClusterOptions;
   /** JetStream replicas of room streams; default 1 (a cluster sets its own). */
@@ -606,6 +611,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
         reserveRoomStorage: () => this.#reserveRoomStorage(),
       },
       ...controlLimits(this.#opts),
+      ...(this.#opts.corsOrigins ? { corsOrigins: this.#opts.corsOrigins } : {}),
       ...(backend === "kv" && this.#kv ? { nonces: this.#kv.nonces } : {}),
     });
   }

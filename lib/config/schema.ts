@@ -75,6 +75,13 @@ export const SETTINGS = {
     description:
       "websocket (wss://) port for browsers, same TLS, login and permissions as NATS; -1 for random (default 8471)",
   },
+  corsOrigins: {
+    type: "string[]",
+    default: [],
+    flag: "cors-origin",
+    arg: "origin",
+    description: "origin (scheme://host[:port]) whose pages may call the control plane from a browser (repeatable)",
+  },
   hostnames: {
     type: "string[]",
     default: [],

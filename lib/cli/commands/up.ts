@@ -146,7 +146,7 @@ function clusterOptions(cfg: UnibusConfig, nodes: number, dataDir: string, logge
     ...(cfg.clusterName !== undefined ? { name: cfg.clusterName } : {}),
     ...(cfg.replicas !== undefined ? { replicas: cfg.replicas } : {}),
     store: chooseStoreBackend(cfg.store, true),
-    node: { userJwtTtlSeconds: cfg.userJwtTtlSeconds },
+    node: { userJwtTtlSeconds: cfg.userJwtTtlSeconds, corsOrigins: cfg.corsOrigins },
     logger,
   };
 }
@@ -162,6 +162,7 @@ function nodeOptions(cfg: UnibusConfig, dataDir: string, logger: Logger): StartU
     hostnames: cfg.hostnames,
     ports: { nats: cfg.natsPort, control: cfg.controlPort, monitoring: cfg.monitorPort, websocket: cfg.wsPort },
     userJwtTtlSeconds: cfg.userJwtTtlSeconds,
+    corsOrigins: cfg.corsOrigins,
     logger,
   };
 }
