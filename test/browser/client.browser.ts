@@ -110,6 +110,146 @@ t.test("a browser member and a Node member exchange encrypted messages, history 
   t.same(errors, []);
 });
 
+t.test("a revoked browser identity is cut off and refused again", async (t) => {
+  const { bus, page } = await setup(t);
+  const admin = await member(bus, "root", "admin");
+  const mallory = await member(bus, "mallory");
+  await browserMember(page, bus, mallory);
+  const ended = page.evaluate(async () => {
+    const c = (globalThis as unknown as { state: PageState }).state
+      .c as import("../../lib/browser/index.ts").BrowserClient;
+    const err = await c.closed();
+    return { name: err?.name, code: (err as { code?: string } | undefined)?.code, closed: c.nc.isClosed() };
+  });
+  await client(t, bus, admin).then((a) => a.control.request("POST", `/v1/users/${mallory.signPub}/revoke`));
+  t.same(await ended, { name: "AuthDeniedError", code: "AUTH_DENIED", closed: true });
+  const again = await page.evaluate(
+    async ({ wsUrl }) => {
+      const g = globalThis as unknown as { state: PageState; unibus: typeof import("../../lib/browser/index.ts") };
+      const id = g.state.id as import("../../lib/browser/index.ts").BrowserIdentity;
+      return g.unibus.connect({ wsUrl, identity: id, timeoutMs: 5000 }).then(
+        () => "admitted",
+        (e: { code?: string }) => e.code,
+      );
+    },
+    { wsUrl: bus.wsUrl },
+  );
+  t.equal(again, "AUTH_DENIED");
+});
+
+t.test("a wrong identity file is refused, and an identity not on the allowlist is denied", async (t) => {
+  const { bus, page } = await setup(t);
+  const stranger = createIdentity();
+  const other = createIdentity();
+  const swapped = { ...stranger.toFile(), kexPub: other.kexPub };
+  const results = await page.evaluate(
+    async ({ files, wsUrl }) => {
+      const u = (globalThis as unknown as { unibus: typeof import("../../lib/browser/index.ts") }).unibus;
+      const out: unknown[] = [];
+      for (const f of files) {
+        out.push(
+          await u.importIdentity(f, "me.json").then(
+            () => "imported",
+            (e: { code?: string; message: string }) => `${e.code}: ${e.message}`,
+          ),
+        );
+      }
+      const id = await u.importIdentity(files[files.length - 1]!);
+      out.push(
+        await u.connect({ wsUrl, identity: id, timeoutMs: 5000 }).then(
+          () => "admitted",
+          (e: { code?: string }) => e.code,
+        ),
+      );
+      out.push(
+        await u.connect({ wsUrl: wsUrl.replace("wss:", "ws:"), identity: id }).then(
+          () => "admitted",
+          (e: { code?: string }) => e.code,
+        ),
+      );
+      return out;
+    },
+    {
+      files: ["not json", JSON.stringify(swapped), `${JSON.stringify(stranger.toFile(), null, 2)}\n`],
+      wsUrl: bus.wsUrl,
+    },
+  );
+  t.match(results[0], /^KEY_FILE: me\.json is corrupt \(not JSON\)/);
+  t.match(results[1], /^KEY_FILE: me\.json is corrupt \(public keys do not match the secrets\)/);
+  t.equal(results[2], "imported", "a well-formed file imports");
+  t.equal(results[3], "AUTH_DENIED", "but its key is not on the allowlist: the bus denies it");
+  t.equal(results[4], "INVALID_ARGUMENT", "plain ws:// is refused before any connection");
+});
+
+t.test("a browser that does not trust the bus certificate cannot connect, nor reach the control plane", async (t) => {
+  const served = await servedBundle(t);
+  const bus = await testBus(t, { corsOrigins: [served.url] });
+  const alice = await member(bus, "alice");
+  const browser = await launchBrowser(t); // no pin: the bus CA is unknown to it
+  const { page } = await pageWithBundle(t, browser, served);
+  const file = `${JSON.stringify(alice.toFile(), null, 2)}\n`;
+  const got = await page.evaluate(
+    async ({ file, wsUrl, controlUrl }) => {
+      const u = (globalThis as unknown as { unibus: typeof import("../../lib/browser/index.ts") }).unibus;
+      const id = await u.importIdentity(file);
+      const nats = await u.connect({ wsUrl, identity: id, timeoutMs: 3000 }).then(
+        () => "admitted",
+        (e: { code?: string }) => e.code,
+      );
+      const control = await new u.BrowserControl(controlUrl, id).request("GET", `/v1/users/${id.signPub}`).then(
+        () => "answered",
+        (e: { code?: string }) => e.code,
+      );
+      return { nats, control };
+    },
+    { file, wsUrl: bus.wsUrl, controlUrl: bus.controlUrl },
+  );
+  t.same(got, { nats: "CONNECT", control: "CONTROL_UNREACHABLE" });
+});
+
+t.test("a frame that does not decrypt is dropped and counted in the browser; the next one arrives", async (t) => {
+  const { bus, page } = await setup(t);
+  const alice = await member(bus, "alice");
+  const bob = await member(bus, "bob");
+  await browserMember(page, bus, bob);
+  const a = await client(t, bus, alice);
+  const room = await a.createRoom();
+  await room.addMember(bob.signPub);
+  await page.evaluate(async (roomId) => {
+    const g = globalThis as unknown as { state: PageState };
+    const c = g.state.c as import("../../lib/browser/index.ts").BrowserClient;
+    const r = await c.openRoom(roomId);
+    g.state.room = r;
+    g.state.got = [];
+    g.state.drops = [];
+    r.subscribe({
+      callback: (m) => (g.state.got as string[]).push(new TextDecoder().decode(m.data)),
+      onDrop: (d) => (g.state.drops as string[]).push(d.reason),
+    });
+    await c.nc.flush();
+  }, room.id);
+  // alice's frame at the right epoch, sealed with a key that is not the room's
+  const forged = encodeFrame({
+    roomId: room.id,
+    epoch: room.epoch,
+    sender: alice,
+    plaintext: "forged",
+    roomKey: newRoomKey(),
+    sign: false,
+  });
+  a.nc.publish(room.subject, forged);
+  a.nc.publish(room.subject, Buffer.from("not a frame"));
+  await room.publish("genuine");
+  await page.waitForFunction(() => ((globalThis as unknown as { state: PageState }).state.got as string[]).length >= 1);
+  const state = await page.evaluate(() => {
+    const s = (globalThis as unknown as { state: PageState }).state;
+    return { got: s.got, drops: s.drops, dropped: (s.room as { dropped: Record<string, number> }).dropped };
+  });
+  t.same(state.got, ["genuine"]);
+  t.same(state.drops, ["undecryptable", "unsupported-version"]);
+  t.same(state.dropped, { undecryptable: 1, "unsupported-version": 1 });
+});
+
 /** Polls `ok` (no timing claim: the bound only turns a hang into a named failure). */
 async function waitFor(ok: () => boolean, what: string, ms = 15_000): Promise<void> {
   const until = Date.now() + ms;
@@ -118,5 +258,3 @@ async function waitFor(ok: () => boolean, what: string, ms = 15_000): Promise<vo
     await new Promise((r) => setTimeout(r, 20));
   }
 }
-
-export { createIdentity, encodeFrame, newRoomKey };
