@@ -1,0 +1,13 @@
+export interface BenchRow {
+  name: string;
+  value: number;
+  unit: string;
+  baseline?: string;
+  ratio?: number;
+  note?: string;
+}
+export interface BenchSection {
+  title: string;
+  rows: BenchRow[];
+  notes?: string[];
+}
