@@ -17,7 +17,7 @@ import {
   type ServiceKeys,
 } from "../auth/index.ts";
 import type { AccessChange, ControlTimeouts, RateLimiterOptions } from "../control/index.ts";
-import { BlobStore, type Blobs, ControlServer, HttpError } from "../control/index.ts";
+import { BlobStore, type Blobs, ControlServer, checkCorsOrigins, HttpError } from "../control/index.ts";
 import { parseSignPub } from "../crypto/index.ts";
 import { InvalidArgumentError, NotFoundError, StateError } from "../errors.ts";
 import { createLogger, type Logger } from "../log/index.ts";
@@ -256,6 +256,8 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
 
   constructor(opts: StartUnibusOptions = {}) {
     super();
+    // Refused before anything starts, not once nats-server already runs.
+    if (opts.corsOrigins !== undefined) checkCorsOrigins(opts.corsOrigins);
     this.#opts = opts;
     this.#logger = opts.logger ?? createLogger();
     this.connections = opts.connections ?? new ConnectionRegistry();

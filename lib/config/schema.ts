@@ -70,7 +70,6 @@ export const SETTINGS = {
     default: 8471,
     minimum: -1,
     maximum: 65535,
-    flag: "ws-port",
     arg: "port",
     description:
       "websocket (wss://) port for browsers, same TLS, login and permissions as NATS; -1 for random (default 8471)",
