@@ -66,13 +66,13 @@ export const SETTINGS = {
   },
   wsPort: {
     type: "integer",
-    // Beside the control plane's 8470: the two ports a browser needs.
-    default: 8471,
+    // The usual HTTPS-alternate port; base + i for a cluster stays clear of the other kinds.
+    default: 8443,
     minimum: -1,
     maximum: 65535,
     arg: "port",
     description:
-      "websocket (wss://) port for browsers, same TLS, login and permissions as NATS; -1 for random (default 8471)",
+      "websocket (wss://) port for browsers, same TLS, login and permissions as NATS; -1 for random (default 8443)",
   },
   corsOrigins: {
     type: "string[]",

@@ -275,7 +275,7 @@ async function checkPorts(opts: DoctorOptions, run: RunInfo | undefined): Promis
   const wanted = [
     { label: "NATS", flag: "--nats-port", port: opts.ports?.nats ?? 4222, host },
     { label: "control plane", flag: "--control-port", port: opts.ports?.control ?? 8470, host },
-    { label: "websocket", flag: "--ws-port", port: opts.ports?.websocket ?? 8471, host },
+    { label: "websocket", flag: "--ws-port", port: opts.ports?.websocket ?? 8443, host },
     // The monitoring endpoint is always loopback.
     { label: "monitoring", flag: "--monitor-port", port: opts.ports?.monitoring ?? 8222, host: "127.0.0.1" },
   ];

@@ -145,12 +145,12 @@ t.test("a websocket listener with TLS; its port is learned from the ports file a
   const again = await proc.restart();
   t.equal(again.websocket, first.websocket, "the same port after a restart");
   await proc.stop();
-  t.same(buildNatsConfig(base(dir, { websocket: { host: "::1", port: 8471, noTls: true } })).websocket, {
-    listen: "[::1]:8471",
+  t.same(buildNatsConfig(base(dir, { websocket: { host: "::1", port: 8443, noTls: true } })).websocket, {
+    listen: "[::1]:8443",
     no_tls: true,
   });
   t.equal(
-    refusedField(() => buildNatsConfig(base(dir, { websocket: { host: "127.0.0.1", port: 8471 } }))),
+    refusedField(() => buildNatsConfig(base(dir, { websocket: { host: "127.0.0.1", port: 8443 } }))),
     "websocket.tls",
   );
   t.equal(

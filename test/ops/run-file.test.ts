@@ -8,7 +8,7 @@ function info(dataDir: string, pid: number): RunInfo {
   return {
     pid,
     natsUrls: ["tls://127.0.0.1:4222"],
-    wsUrls: ["wss://127.0.0.1:8471"],
+    wsUrls: ["wss://127.0.0.1:8443"],
     controlUrls: ["https://127.0.0.1:8470"],
     monitorUrls: ["http://127.0.0.1:8222"],
     caFile: path.join(dataDir, "tls", "ca.pem"),
