@@ -12,7 +12,6 @@ import type { CryptoKey } from "./primitives.ts";
 import {
   ed25519PrivateKey,
   ed25519PublicKey,
-  rawPublicKey,
   sign,
   verify,
   x25519,
@@ -114,9 +113,4 @@ async function holdsKeys(signKey: CryptoKey, kexKey: CryptoKey, signPub: string,
   const mine = await x25519(kexKey, other.publicKey);
   const theirs = await x25519(other.privateKey, await x25519PublicKey(fromHex(kexPub)));
   return mine !== undefined && theirs !== undefined && toHex(mine) === toHex(theirs);
-}
-
-/** The raw public key of an exportable key pair's public half, as hex. */
-export async function publicHex(key: CryptoKey): Promise<string> {
-  return toHex(await rawPublicKey(key));
 }

@@ -116,6 +116,18 @@ async function runVectors(fx: typeof fixtures): Promise<Check[]> {
       .replace(/\//g, "_")
       .replace(/=+$/, "");
     out.push({ name: `identity: ${v.name}: login signature`, got: b64, want: v.login.sig });
+    // the secrets live only in non-extractable CryptoKeys held in private fields
+    const reachable = `${Object.getOwnPropertyNames(id).sort().join()} ${JSON.stringify(id)}`;
+    out.push({
+      name: `identity: ${v.name}: no secret reachable from the object`,
+      got: reachable.includes(JSON.parse(v.file).signSeed) || reachable.includes(JSON.parse(v.file).kexSecret),
+      want: false,
+    });
+    out.push({
+      name: `identity: ${v.name}: own properties`,
+      got: Object.getOwnPropertyNames(id).sort(),
+      want: ["kexPub", "nkey", "signPub"],
+    });
   }
   for (const v of fx.identity.invalid) {
     const got = await reasonOf(u.importIdentity(v.file));
