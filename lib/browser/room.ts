@@ -43,6 +43,8 @@ export class BrowserRoom {
   readonly #control: BrowserControl;
   readonly #identity: BrowserIdentity;
   readonly #keys = new Map<number, Promise<Uint8Array | undefined>>();
+  /** Opened keys, for the frames that need no request. */
+  readonly #ready = new Map<number, Uint8Array>();
   readonly #misses = new Map<number, number>();
   readonly #budget = new RequestBudget(FRAME_REQUEST_BURST, FRAME_REQUESTS_PER_SEC);
   readonly #roster = new Roster();
@@ -65,6 +67,7 @@ export class BrowserRoom {
   }
 
   rememberKey(epoch: number, key: Uint8Array): void {
+    this.#ready.set(epoch, key);
     this.#keys.set(epoch, Promise.resolve(key));
   }
 
@@ -79,6 +82,7 @@ export class BrowserRoom {
         .request<{ sealed: string }>("GET", path)
         .then(async (k) => {
           const key = await openRoomKey({ sealed: k.sealed, identity: this.#identity, roomId: this.id, epoch });
+          this.#ready.set(epoch, key);
           if (epoch > this.#epoch) this.#epoch = epoch;
           return key;
         })
@@ -246,12 +250,21 @@ export class BrowserRoom {
   ): Promise<RoomMessage | undefined> {
     const parsed = parseFrame(bytes);
     if (!parsed.ok) return this.#drop(dropOf(parsed), onDrop);
-    // Structure, mode and signature first, without a key and without a request.
-    const checked = await openFrame(parsed, this.#openOptions(undefined));
-    if (!checked.ok && checked.reason !== "unknown-epoch") return this.#drop(dropOf(checked), onDrop);
     const { epoch, sender } = parsed;
+    // Everything that needs no request first; the key is handed over only for a signer
+    // already known as a member (membership before decryption, as in the Node client).
+    let memberChecked = false;
+    const checked = await openFrame(
+      parsed,
+      this.#openOptions((e) => {
+        if (!inEpochRange(e) || (parsed.signed && !this.#knownMember(sender, e))) return undefined;
+        memberChecked = parsed.signed;
+        return this.#ready.get(e);
+      }),
+    );
+    if (!checked.ok && checked.reason !== "unknown-epoch") return this.#drop(dropOf(checked), onDrop);
     if (this.encrypt && !inEpochRange(epoch)) return this.#drop({ reason: "unknown-epoch", epoch, sender }, onDrop);
-    if (parsed.signed && !(await this.#isMember(sender, epoch))) {
+    if (parsed.signed && !memberChecked && !(await this.#isMember(sender, epoch))) {
       return this.#drop({ reason: "not-a-member", epoch, sender }, onDrop);
     }
     const opened = checked.ok ? checked : await this.#decrypt(parsed, live);
@@ -268,16 +281,18 @@ export class BrowserRoom {
 
   async #decrypt(parsed: ParsedFrame, live: boolean) {
     const key = await this.#frameKey(parsed.epoch, live);
-    return openFrame(parsed, this.#openOptions(key));
+    return openFrame(
+      parsed,
+      this.#openOptions(() => key),
+    );
   }
 
-  #openOptions(roomKey: Uint8Array | undefined) {
-    return {
-      roomId: this.id,
-      encrypted: this.encrypt,
-      roomKey: () => roomKey,
-      requireSignature: this.signMsgs,
-    };
+  #openOptions(roomKey: (epoch: number) => Uint8Array | undefined) {
+    return { roomId: this.id, encrypted: this.encrypt, roomKey, requireSignature: this.signMsgs };
+  }
+
+  #knownMember(signPub: string, epoch: number): boolean {
+    return signPub === this.#identity.signPub || this.#roster.knows(signPub, epoch, this.#epoch);
   }
 
   #isMember(signPub: string, epoch: number): Promise<boolean> {
