@@ -15,6 +15,7 @@ const all: Record<string, () => Promise<{ run: () => Promise<unknown> }>> = {
   blobs: () => import("./blobs.ts"),
   tls: () => import("./tls.ts"),
   membership: () => import("./membership.ts"),
+  browser: () => import("./browser.ts"),
 };
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith("-"));
 for (const name of wanted.length ? wanted : Object.keys(all)) {

@@ -189,3 +189,18 @@ export class ControlPlaneError extends UnibusError {
     this.status = status;
   }
 }
+
+export type CryptoErrorReason = "malformed" | "unsupported-version" | "invalid-key" | "undecryptable";
+
+/**
+ * A key or sealed key could not be used. `reason` says which way it failed; the
+ * message never carries key material. (Here rather than in crypto/: the browser build
+ * throws the same class.)
+ */
+export class CryptoError extends UnibusError {
+  readonly reason: CryptoErrorReason;
+  constructor(reason: CryptoErrorReason, message: string, options?: ErrorOptions) {
+    super("CRYPTO", message, options);
+    this.reason = reason;
+  }
+}

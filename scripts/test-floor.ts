@@ -14,6 +14,7 @@ const FLOOR_TESTS = [
   "test/bus/cluster.test.ts",
   "test/bus/cluster-kv.test.ts",
   "test/tls/nats.test.ts",
+  "test/bus/websocket.test.ts",
 ];
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");

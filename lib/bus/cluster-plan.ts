@@ -41,7 +41,7 @@ export interface StartClusterOptions {
   /** How long to wait for the meta group to form; default 20000 ms. */
   readyTimeoutMs?: number;
   /** Passed to every node as is. */
-  node?: OperatorOptions & Pick<StartUnibusOptions, "kv">;
+  node?: OperatorOptions & Pick<StartUnibusOptions, "kv" | "corsOrigins">;
 }
 
 export interface NodePorts {
@@ -49,6 +49,8 @@ export interface NodePorts {
   control: number;
   monitoring: number;
   cluster: number;
+  /** The websocket listener for browsers. */
+  websocket: number;
 }
 
 /** One node's name and ports; a port learned at start replaces a random one, so a restart comes back there. */
@@ -71,7 +73,7 @@ export interface ClusterPlan {
 export const MAX_NODES = 9;
 
 /** The value meaning "pick a free port" for each kind of listener. */
-const RANDOM_PORT: NodePorts = { nats: -1, control: 0, monitoring: -1, cluster: -1 };
+const RANDOM_PORT: NodePorts = { nats: -1, control: 0, monitoring: -1, cluster: -1, websocket: -1 };
 
 /** Checks the options and lays out every node; throws InvalidArgumentError naming the option. */
 export function planCluster(opts: StartClusterOptions): ClusterPlan {
@@ -132,7 +134,13 @@ function portsOfNode(base: Partial<NodePorts>, i: number): NodePorts {
     const first = base[kind];
     return first === undefined || first === RANDOM_PORT[kind] ? RANDOM_PORT[kind] : first + i;
   };
-  return { nats: port("nats"), control: port("control"), monitoring: port("monitoring"), cluster: port("cluster") };
+  return {
+    nats: port("nats"),
+    control: port("control"),
+    monitoring: port("monitoring"),
+    cluster: port("cluster"),
+    websocket: port("websocket"),
+  };
 }
 
 /**

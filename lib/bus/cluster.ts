@@ -78,6 +78,10 @@ export class UnibusCluster extends EventEmitter<ClusterEvents> implements BusHan
   get natsUrls(): string[] {
     return this.#plan.nodes.map((s) => `tls://${urlHost(this.#plan.host)}:${s.ports.nats}`);
   }
+  /** `wss://host:port` of every node's websocket listener (browsers), a killed node's included. */
+  get wsUrls(): string[] {
+    return this.#plan.nodes.map((s) => `wss://${urlHost(this.#plan.host)}:${s.ports.websocket}`);
+  }
   get controlUrls(): string[] {
     return this.#nodes.map((b) => b.controlUrl);
   }
@@ -259,7 +263,12 @@ export class UnibusCluster extends EventEmitter<ClusterEvents> implements BusHan
       dataDir: this.#root,
       host: this.#plan.host,
       ...(this.#opts.hostnames ? { hostnames: this.#opts.hostnames } : {}),
-      ports: { nats: spec.ports.nats, control: spec.ports.control, monitoring: spec.ports.monitoring },
+      ports: {
+        nats: spec.ports.nats,
+        control: spec.ports.control,
+        monitoring: spec.ports.monitoring,
+        websocket: spec.ports.websocket,
+      },
       natsServer: binary,
       serverName: spec.name,
       logger: this.#log.child({ node: spec.name }),
@@ -273,6 +282,7 @@ export class UnibusCluster extends EventEmitter<ClusterEvents> implements BusHan
       spec.ports.nats = p.nats;
       if (p.monitoring) spec.ports.monitoring = p.monitoring;
       if (p.cluster) spec.ports.cluster = p.cluster;
+      if (p.websocket) spec.ports.websocket = p.websocket;
     });
     node.on("state", (state) => this.emit("node-state", i, state));
     this.#nodes[i] = node;

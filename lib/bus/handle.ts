@@ -19,6 +19,8 @@ export interface BusHandle extends AsyncDisposable {
   readonly state: BusState;
   /** `tls://host:port` of every nats-server (one for a single bus). */
   readonly natsUrls: readonly string[];
+  /** `wss://host:port` of every nats-server's websocket listener (browsers; same TLS, login and permissions). */
+  readonly wsUrls: readonly string[];
   /** `https://host:port` of every control plane. */
   readonly controlUrls: readonly string[];
   /** `http://127.0.0.1:port` of every nats-server's monitoring endpoint ("" where disabled). */

@@ -54,6 +54,8 @@ export function natsConfigFor(node: {
   host: string;
   port: number;
   monitoringPort: number;
+  /** The websocket listener's port (browsers), on `host` with the same certificate; -1 = random. */
+  websocketPort: number;
   layout: BusLayout;
   cert: { certFile: string; keyFile: string };
   caFile: string;
@@ -77,6 +79,12 @@ export function natsConfigFor(node: {
     http: { host: "127.0.0.1", port: node.monitoringPort },
     portsFileDir: node.layout.natsDir,
     tls: { certFile: node.cert.certFile, keyFile: node.cert.keyFile, caFile: node.caFile, timeout: 2 },
+    // No authorization block of its own: browsers meet the same callout and permissions.
+    websocket: {
+      host: node.host,
+      port: node.websocketPort,
+      tls: { certFile: node.cert.certFile, keyFile: node.cert.keyFile, timeout: 2 },
+    },
     accounts: {
       AUTH: { users: [{ nkey: node.keys.service.publicKey }] },
       APP: { jetstream: true, users: [{ nkey: node.keys.app.publicKey }] },

@@ -18,7 +18,7 @@ import {
   type ServiceKeys,
 } from "../auth/index.ts";
 import type { AccessChange, ControlTimeouts, RateLimiterOptions } from "../control/index.ts";
-import { BlobStore, type Blobs, ControlServer, HttpError } from "../control/index.ts";
+import { BlobStore, type Blobs, ControlServer, checkCorsOrigins, HttpError } from "../control/index.ts";
 import { parseSignPub } from "../crypto/index.ts";
 import { InvalidArgumentError, NotFoundError, StateError } from "../errors.ts";
 import { createLogger, type Logger } from "../log/index.ts";
@@ -91,7 +91,7 @@ export interface StartUnibusOptions {
   /** Extra host names / addresses the server certificate must cover (for clients on other machines). */
   hostnames?: string[];
   /** Ports; -1 (NATS) or 0 (control) picks a free one. Defaults: random. */
-  ports?: { nats?: number; control?: number; monitoring?: number };
+  ports?: { nats?: number; control?: number; monitoring?: number; websocket?: number };
   /**
    * Control-plane store: "sqlite" (a file in the data dir; the default alone) or "kv"
    * (replicated JetStream KV buckets, `replicas` ways; the default with `cluster`). With "kv" the callout denies
@@ -133,6 +133,11 @@ export interface StartUnibusOptions {
   limits?: Partial<IdentityLimits>;
   /** Blob limits: size cap (default 256 MiB), max age (default 30 days), GC interval (default 10 min). */
   blobs?: { maxBytes?: number; maxAgeMs?: number; gcIntervalMs?: number };
+  /**
+   * Origins whose pages may call the control plane from a browser (the browser client on
+   * another origin). Each exactly `scheme://host[:port]`. Default none.
+   */
+  corsOrigins?: string[];
   /** Run as one member of a NATS cluster (routes with mutual TLS from this bus' CA). See docs/clustering.md. */
   cluster?: UnibusClusterOptions;
   /** JetStream replicas of room streams; default 1 (a cluster sets its own). */
@@ -277,12 +282,15 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
   #caPem = "";
   #caFile = "";
   #monitorUrl = "";
+  #wsUrl = "";
   #stopping?: Promise<void>;
   /** Prometheus metrics of this bus (served at the control plane's /metrics). */
   readonly metrics = new BusMetrics();
 
   constructor(opts: StartUnibusOptions = {}) {
     super();
+    // Refused before anything starts, not once nats-server already runs.
+    if (opts.corsOrigins !== undefined) checkCorsOrigins(opts.corsOrigins);
     this.#opts = opts;
     this.#logger = opts.logger ?? createLogger();
     this.connections = opts.connections ?? new ConnectionRegistry();
@@ -302,6 +310,13 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
   }
   get natsUrls(): string[] {
     return this.#natsUrl ? [this.#natsUrl] : [];
+  }
+  /** `wss://host:port`: the websocket listener for browsers. */
+  get wsUrl(): string {
+    return this.#wsUrl;
+  }
+  get wsUrls(): string[] {
+    return this.#wsUrl ? [this.#wsUrl] : [];
   }
   get controlUrls(): string[] {
     return this.#controlUrl ? [this.#controlUrl] : [];
@@ -470,6 +485,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
         host,
         port: this.#opts.ports?.nats ?? -1,
         monitoringPort: this.#opts.ports?.monitoring ?? -1,
+        websocketPort: this.#opts.ports?.websocket ?? -1,
         layout,
         cert: server,
         caFile: ca.certFile,
@@ -490,6 +506,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     this.emit("nats-ready", ports);
     this.#natsUrl = `tls://${urlHost(host)}:${ports.nats}`;
     this.#monitorUrl = ports.monitoring ? `http://127.0.0.1:${ports.monitoring}` : "";
+    this.#wsUrl = ports.websocket ? `wss://${urlHost(host)}:${ports.websocket}` : "";
   }
 
   /**
@@ -667,6 +684,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
         reserveRoomStorage: (asked) => this.#reserveRoomStorage(asked),
       },
       ...controlLimits(this.#opts),
+      ...(this.#opts.corsOrigins ? { corsOrigins: this.#opts.corsOrigins } : {}),
       ...(backend === "kv" && this.#kv ? { nonces: this.#kv.nonces } : {}),
     });
   }

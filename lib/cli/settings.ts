@@ -21,9 +21,10 @@ export function configOption(cmd: Command): Command {
   return cmd.option("--config <file>", "read settings from this JSON file instead of ./unibus.config.json");
 }
 
-/** commander's name for a setting's value: `--cluster-port` → clusterPort, `--route` → route. */
+/** commander's name for a setting's value: `--cluster-port` → clusterPort, `--route` → route, `--cors-origin` → corsOrigin. */
 function attributeOf(key: SettingKey): string {
-  return (SETTINGS[key] as Setting).flag ?? key;
+  const flag = (SETTINGS[key] as Setting).flag;
+  return flag ? flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()) : key;
 }
 
 /** One flag per setting, spelled, described and (a list) repeatable as the table says. */

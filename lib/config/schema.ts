@@ -64,6 +64,23 @@ export const SETTINGS = {
     arg: "port",
     description: "nats-server monitoring port, loopback only, -1 for random (default 8222)",
   },
+  wsPort: {
+    type: "integer",
+    // The usual HTTPS-alternate port; base + i for a cluster stays clear of the other kinds.
+    default: 8443,
+    minimum: -1,
+    maximum: 65535,
+    arg: "port",
+    description:
+      "websocket (wss://) port for browsers, same TLS, login and permissions as NATS; -1 for random (default 8443)",
+  },
+  corsOrigins: {
+    type: "string[]",
+    default: [],
+    flag: "cors-origin",
+    arg: "origin",
+    description: "origin (scheme://host[:port]) whose pages may call the control plane from a browser (repeatable)",
+  },
   hostnames: {
     type: "string[]",
     default: [],

@@ -21,3 +21,4 @@ import type { KvNonceStore, KvNonceStoreOptions } from "./nonce-kv.ts";
 export async function openKvNonceStore(opts: KvNonceStoreOptions): Promise<KvNonceStore> {
   return (await import("./nonce-kv.ts")).openKvNonceStore(opts);
 }
+export { answerCors, checkCorsOrigins } from "./cors.ts";

@@ -20,6 +20,7 @@ import type { BusMetrics } from "../metrics/index.ts";
 import { type AuthResult, authenticateRequest } from "./auth.ts";
 import { type BlobRouteMatch, handleBlobRoute, matchBlobRoute, uploadOutlivesRequestTimeout } from "./blob-routes.ts";
 import type { Blobs } from "./blobs.ts";
+import { answerCors, checkCorsOrigins } from "./cors.ts";
 import { HttpError, sendHttpError } from "./http-error.ts";
 import {
   ConnectionsPerIp,
@@ -70,6 +71,8 @@ export interface ControlServerOptions {
   live?: () => { ok: boolean; detail?: Record<string, unknown> };
   /** Serves the blob routes (`/v1/rooms/:id/blobs…`) from this store; without it they are 404. */
   blobs?: Blobs;
+  /** Origins whose pages may call this API from a browser (CORS); none by default. */
+  corsOrigins?: string[];
 }
 
 const router = new Router<Route>(ROUTES);
@@ -91,10 +94,12 @@ export class ControlServer {
   readonly #nonces: NonceStore;
   readonly #minBodyRate: MinBodyRate;
   readonly #connections: ConnectionsPerIp;
+  readonly #corsOrigins: ReadonlySet<string>;
 
   constructor(opts: ControlServerOptions) {
     this.#opts = opts;
     this.#logger = opts.logger ?? silentLogger;
+    this.#corsOrigins = new Set(checkCorsOrigins(opts.corsOrigins ?? []));
     const timeouts = resolveTimeouts(opts.timeouts);
     this.#limiter = new RateLimiter(opts.rateLimit);
     this.#identityLimiter = new RateLimiter({ ...DEFAULT_IDENTITY_RATE_LIMIT, ...opts.identityRateLimit });
@@ -148,6 +153,7 @@ export class ControlServer {
     this.#observe(req, res, exchange);
     try {
       this.#admit(req);
+      if (answerCors(req, res, this.#corsOrigins)) return;
       const url = requestUrl(req);
       if (await this.#serveOperational(req, res, url, exchange)) return;
       const deps = this.#opts.deps;

@@ -4,7 +4,7 @@
  * every binding.
  */
 import crypto, { type KeyObject } from "node:crypto";
-import { InvalidArgumentError, UnibusError } from "../errors.ts";
+import { InvalidArgumentError } from "../errors.ts";
 
 export const ROOM_KEY_BYTES = 32;
 export const AEAD_ALGORITHM = "chacha20-poly1305";
@@ -13,19 +13,7 @@ export const AEAD_TAG_BYTES = 16;
 /** Room ids are encoded as one length byte and their UTF-8 bytes. */
 export const ROOM_ID_MAX_BYTES = 255;
 
-export type CryptoErrorReason = "malformed" | "unsupported-version" | "invalid-key" | "undecryptable";
-
-/**
- * A key or sealed key could not be used. `reason` says which way it failed; the
- * message never carries key material.
- */
-export class CryptoError extends UnibusError {
-  readonly reason: CryptoErrorReason;
-  constructor(reason: CryptoErrorReason, message: string, options?: ErrorOptions) {
-    super("CRYPTO", message, options);
-    this.reason = reason;
-  }
-}
+export { CryptoError, type CryptoErrorReason } from "../errors.ts";
 
 /** A fresh random 32-byte room key. A secret: never log it. */
 export function newRoomKey(): Uint8Array {

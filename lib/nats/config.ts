@@ -30,6 +30,20 @@ export interface NatsClusterTlsOptions {
   timeout?: number;
 }
 
+/**
+ * The websocket listener (browsers): the same accounts, auth callout and permissions as
+ * the client port, because it sets no `authorization` of its own. TLS unless `noTls`.
+ */
+export interface NatsWebsocketOptions {
+  host: string;
+  /** -1 = random (learn it from the ports file). */
+  port: number;
+  /** Server certificate and key; the browser checks them against what it trusts. */
+  tls?: { certFile: string; keyFile: string; timeout?: number };
+  /** Plain `ws://`: only for tests of the server itself; a bus never sets it. */
+  noTls?: boolean;
+}
+
 export interface NatsAccountOptions {
   /** Users authenticated by nkey (public `U…` keys). */
   users?: { nkey: string }[];
@@ -82,6 +96,7 @@ export interface NatsConfigOptions {
   authCallout?: NatsAuthCalloutOptions;
   jetstream?: NatsJetStreamOptions;
   cluster?: NatsClusterOptions;
+  websocket?: NatsWebsocketOptions;
   /** Bytes; at most 64 MiB. */
   maxPayload?: number;
   /** Subscriptions one client connection may hold (`max_subscriptions`); the server's default is none. */
@@ -259,6 +274,7 @@ export function buildNatsConfig(options: NatsConfigOptions): Record<string, unkn
   if (authorization !== undefined) conf.authorization = authorization;
   if (options.jetstream !== undefined) conf.jetstream = jetstreamBlock(options.jetstream);
   if (options.cluster !== undefined) conf.cluster = clusterBlock(options.cluster);
+  if (options.websocket !== undefined) conf.websocket = websocketBlock(options.websocket);
   Object.assign(conf, tuningKeys(options));
   if (options.extra !== undefined) mergeExtra(conf, options.extra);
   return conf;
@@ -371,6 +387,20 @@ function clusterBlock(cluster: NatsClusterOptions): Record<string, unknown> {
     block.advertise = cluster.advertise;
   }
   if (cluster.tls !== undefined) block.tls = tlsBlock(cluster.tls, "cluster.tls", true);
+  return block;
+}
+
+function websocketBlock(ws: NatsWebsocketOptions): Record<string, unknown> {
+  if (!isObject(ws)) fail("websocket", "must be { host, port, tls }");
+  const block: Record<string, unknown> = {
+    listen: hostPort(checkHost(ws.host, "websocket.host"), checkPort(ws.port, "websocket.port")),
+  };
+  const noTls = checkBool(ws.noTls, "websocket.noTls");
+  if (noTls && ws.tls !== undefined) fail("websocket.noTls", "cannot be set together with websocket.tls");
+  if (!noTls && ws.tls === undefined) fail("websocket.tls", "is required (browsers connect with wss://)");
+  if (noTls) block.no_tls = true;
+  // No client certificates asked of browsers: they log in by nkey like every client.
+  else block.tls = tlsBlock(ws.tls as NatsTlsOptions, "websocket.tls", false);
   return block;
 }
 

@@ -381,6 +381,10 @@ export class NatsServerProcess extends EventEmitter<NatsProcessEvents> {
     if (c.http) {
       conf.http = { ...c.http, port: c.http.port === -1 && learned?.monitoring ? learned.monitoring : c.http.port };
     }
+    if (c.websocket) {
+      const port = c.websocket.port === -1 && learned?.websocket ? learned.websocket : c.websocket.port;
+      conf.websocket = { ...c.websocket, port };
+    }
     if (c.cluster) {
       conf.cluster = {
         ...c.cluster,

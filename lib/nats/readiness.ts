@@ -9,6 +9,7 @@ export interface NatsPorts {
   nats: number;
   monitoring?: number;
   cluster?: number;
+  websocket?: number;
 }
 
 /** Port of the first URL in a ports-file list (`tls://127.0.0.1:4222`, `nats://[::1]:4222`). */
@@ -33,6 +34,8 @@ export async function readPortsFile(file: string): Promise<NatsPorts | undefined
   if (monitoring !== undefined) ports.monitoring = monitoring;
   const cluster = portOf(parsed.cluster);
   if (cluster !== undefined) ports.cluster = cluster;
+  const websocket = portOf(parsed.websocket);
+  if (websocket !== undefined) ports.websocket = websocket;
   return ports;
 }
 

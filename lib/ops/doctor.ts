@@ -28,7 +28,7 @@ export interface Finding {
 export interface DoctorOptions {
   dataDir: string;
   /** The ports `unibus up` would bind (from the configuration chain); -1 / 0 mean random. */
-  ports?: { nats?: number; control?: number; monitoring?: number };
+  ports?: { nats?: number; control?: number; monitoring?: number; websocket?: number };
   /** Bind address `unibus up` would use. Default 127.0.0.1. */
   host?: string;
   /** Environment for the nats-server lookup. Default process.env. */
@@ -248,7 +248,12 @@ async function checkCertificates(dataDir: string, now: number): Promise<Finding[
 
 function portsOfRun(run: RunInfo | undefined): Set<number> {
   const held = new Set<number>();
-  for (const u of [...(run?.natsUrls ?? []), ...(run?.controlUrls ?? []), ...(run?.monitorUrls ?? [])]) {
+  for (const u of [
+    ...(run?.natsUrls ?? []),
+    ...(run?.wsUrls ?? []),
+    ...(run?.controlUrls ?? []),
+    ...(run?.monitorUrls ?? []),
+  ]) {
     try {
       const port = Number(new URL(u).port);
       if (port) held.add(port);
@@ -289,6 +294,7 @@ async function checkWantedPorts(opts: DoctorOptions, held: Set<number>, run: Run
   const wanted = [
     { label: "NATS", flag: "--nats-port", port: opts.ports?.nats ?? 4222, host },
     { label: "control plane", flag: "--control-port", port: opts.ports?.control ?? 8470, host },
+    { label: "websocket", flag: "--ws-port", port: opts.ports?.websocket ?? 8443, host },
     // The monitoring endpoint is always loopback.
     { label: "monitoring", flag: "--monitor-port", port: opts.ports?.monitoring ?? 8222, host: "127.0.0.1" },
   ];

@@ -18,6 +18,8 @@ export const RUN_FILE = "run.json";
 export interface RunInfo {
   pid: number;
   natsUrls: string[];
+  /** The websocket listeners (empty when the run file predates them). */
+  wsUrls: string[];
   controlUrls: string[];
   monitorUrls: string[];
   caFile: string;
@@ -34,6 +36,7 @@ function runInfoOf(handle: BusHandle): RunInfo {
   return {
     pid: process.pid,
     natsUrls: [...handle.natsUrls],
+    wsUrls: [...handle.wsUrls],
     controlUrls: [...handle.controlUrls],
     monitorUrls: [...handle.monitorUrls],
     caFile: handle.caFile,
@@ -80,6 +83,7 @@ export async function readRunInfo(dataDir: string): Promise<RunInfo | undefined>
   return {
     pid: r.pid,
     natsUrls: strings(r.natsUrls),
+    wsUrls: strings(r.wsUrls),
     controlUrls: strings(r.controlUrls),
     monitorUrls: strings(r.monitorUrls),
     caFile: typeof r.caFile === "string" ? r.caFile : path.join(dataDir, "tls", CA_CERT_FILE),

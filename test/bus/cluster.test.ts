@@ -256,11 +256,12 @@ t.test("unibus up --cluster 3 --json prints one ready line with every node's URL
     "3",
     "--data-dir",
     dataDir,
-    ...["--nats-port", "-1", "--control-port", "0", "--monitor-port", "-1", "--cluster-port", "-1"],
+    ...["--nats-port", "-1", "--control-port", "0", "--monitor-port", "-1", "--cluster-port", "-1", "--ws-port", "-1"],
   ]);
   t.match(ready, {
     event: "ready",
     natsUrls: [/^tls:\/\/127\.0\.0\.1:\d+$/, /^tls:/, /^tls:/],
+    wsUrls: [/^wss:\/\/127\.0\.0\.1:\d+$/, /^wss:/, /^wss:/],
     controlUrls: [/^https:\/\/127\.0\.0\.1:\d+$/, /^https:/, /^https:/],
     caFile: path.join(dataDir, "tls", "ca.pem"),
     dataDir,
@@ -393,7 +394,7 @@ t.test(
         upJson(t, [
           "--data-dir",
           dataDir,
-          ...["--nats-port", "-1", "--control-port", "0", "--monitor-port", "-1"],
+          ...["--nats-port", "-1", "--control-port", "0", "--monitor-port", "-1", "--ws-port", "-1"],
           ...["--server-name", `m-${i}`, "--cluster-name", "pair", "--cluster-port", String(ports[i])],
           ...["--cluster-advertise", `localhost:${ports[i]}`, "--replicas", "2", ...routes],
         ]),

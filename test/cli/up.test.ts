@@ -15,12 +15,13 @@ t.test(
     t.match(first.ready, {
       event: "ready",
       natsUrls: [/^tls:\/\/127\.0\.0\.1:\d+$/],
+      wsUrls: [/^wss:\/\/127\.0\.0\.1:\d+$/],
       controlUrls: [/^https:\/\/127\.0\.0\.1:\d+$/],
       caFile: path.join(dataDir, "tls", "ca.pem"),
       dataDir,
       store: "sqlite",
     });
-    t.same(Object.keys(first.ready), ["event", "natsUrls", "controlUrls", "caFile", "dataDir", "store"]);
+    t.same(Object.keys(first.ready), ["event", "natsUrls", "wsUrls", "controlUrls", "caFile", "dataDir", "store"]);
     const run = JSON.parse(fs.readFileSync(path.join(dataDir, "run.json"), "utf8"));
     t.equal(run.pid, first.child.pid);
 
@@ -83,6 +84,8 @@ t.test("up refuses bad ports and a busy port with one line", async (t) => {
     "0",
     "--monitor-port",
     "-1",
+    "--ws-port",
+    "-1",
   ]);
   t.equal(busy.code, 1);
   t.match(busy.stderr.trim(), /^unibus: .*already in use/);
@@ -90,3 +93,19 @@ t.test("up refuses bad ports and a busy port with one line", async (t) => {
   first.child.kill("SIGTERM");
   await first.exited;
 });
+
+t.test(
+  "up takes --ws-port and --cors-origin; a bad origin is refused with one line before anything starts",
+  async (t) => {
+    const dataDir = path.join(t.testdir(), "bus");
+    const bad = await runCli(["up", "--data-dir", dataDir, ...RANDOM_PORTS, "--cors-origin", "https://app.example/x"]);
+    t.equal(bad.code, 1);
+    t.match(bad.stderr.trim(), /^unibus: corsOrigins: "https:\/\/app\.example\/x" is not an origin/);
+    t.equal(bad.stderr.trim().split("\n").length, 1);
+    const shown = await runCli(["up", "--print-config", "--ws-port", "9443", "--cors-origin", "https://app.example"]);
+    t.equal(shown.code, 0, shown.stderr);
+    const settings = JSON.parse(shown.stdout).settings;
+    t.same(settings.wsPort, { value: 9443, source: "flag" });
+    t.same(settings.corsOrigins, { value: ["https://app.example"], source: "flag" });
+  },
+);

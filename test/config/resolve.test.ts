@@ -22,6 +22,7 @@ t.test("defaults when nothing is given", async (t) => {
     natsPort: 4222,
     controlPort: 8470,
     monitorPort: 8222,
+    wsPort: 8443,
     hostnames: [],
   });
   t.equal(r.sources.natsPort, "default");

@@ -1,3 +1,4 @@
+import { createHash, X509Certificate } from "node:crypto";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { type Browser, chromium, type Page } from "playwright-core";
@@ -11,7 +12,14 @@ import type { Teardown } from "./fs.ts";
  */
 export const CHROMIUM_PATH = process.env.UNIBUS_CHROMIUM ?? "/usr/bin/chromium";
 
-export async function launchBrowser(t: Teardown): Promise<Browser> {
+/**
+ * `trust`: server certificates (PEM) the browser accepts although it does not know their
+ * CA — a bus CA cannot be installed into a throwaway profile, so its certificates are
+ * pinned by public key instead (chromium's --ignore-certificate-errors-spki-list, which
+ * accepts exactly those keys and nothing else).
+ */
+export async function launchBrowser(t: Teardown, opts: { trust?: string[] } = {}): Promise<Browser> {
+  const pins = (opts.trust ?? []).map(spkiPin);
   // Playwright gives every launch a fresh temporary profile of its own.
   const browser = await chromium.launch({
     executablePath: CHROMIUM_PATH,
@@ -24,6 +32,7 @@ export async function launchBrowser(t: Teardown): Promise<Browser> {
       "--disable-background-networking",
       "--disable-component-update",
       "--disable-sync",
+      ...(pins.length ? [`--ignore-certificate-errors-spki-list=${pins.join(",")}`] : []),
     ],
   });
   t.teardown(() => browser.close());
@@ -62,4 +71,10 @@ export async function servePages(t: Teardown, pages: Record<string, { type: stri
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+/** base64 SHA-256 of a certificate's SubjectPublicKeyInfo: chromium's pin form. */
+export function spkiPin(certPem: string): string {
+  const spki = new X509Certificate(certPem).publicKey.export({ type: "spki", format: "der" });
+  return createHash("sha256").update(spki).digest("base64");
 }

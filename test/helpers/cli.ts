@@ -30,7 +30,7 @@ export function runCli(args: string[], opts: { cwd?: string; env?: NodeJS.Proces
 }
 
 /** `unibus up` flags for random NATS, control-plane and monitoring ports. */
-export const RANDOM_PORTS = ["--nats-port", "-1", "--control-port", "0", "--monitor-port", "-1"];
+export const RANDOM_PORTS = ["--nats-port", "-1", "--control-port", "0", "--monitor-port", "-1", "--ws-port", "-1"];
 
 /** The line `unibus up --json` prints when ready. */
 export interface UpReady {

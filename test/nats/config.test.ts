@@ -38,6 +38,16 @@ async function accepted(t: Test, dir: string, o: NatsConfigOptions): Promise<voi
   await server.stop();
 }
 
+/** The field an InvalidArgumentError names, or undefined when nothing was thrown. */
+function refusedField(build: () => unknown): string | undefined {
+  try {
+    build();
+  } catch (err) {
+    return err instanceof InvalidArgumentError ? err.field : `not an InvalidArgumentError: ${err}`;
+  }
+  return undefined;
+}
+
 function base(dir: string, extra: Partial<NatsConfigOptions> = {}): NatsConfigOptions {
   return { serverName: "n1", host: "127.0.0.1", port: -1, portsFileDir: dir, ...extra };
 }
@@ -114,6 +124,58 @@ t.test("TLS for clients and routes", async (t) => {
     timeout: 1.5,
   });
   await accepted(t, dir, o);
+});
+
+t.test("a websocket listener with TLS; its port is learned from the ports file and kept on restart", async (t) => {
+  const dir = await tempDir(t);
+  const ca = await loadOrCreateCa(path.join(dir, "ca"));
+  const server = await loadOrCreateServerCertificate(path.join(dir, "certs"), ca, { name: "server" });
+  const o = base(dir, {
+    websocket: { host: "127.0.0.1", port: -1, tls: { certFile: server.certFile, keyFile: server.keyFile, timeout: 2 } },
+  });
+  t.same(buildNatsConfig(o).websocket, {
+    listen: "127.0.0.1:-1",
+    tls: { cert_file: server.certFile, key_file: server.keyFile, timeout: 2 },
+  });
+  t.ok((await serverAccepts(dir, renderNatsConfig(o))).ok);
+  const proc = new NatsServerProcess({ binary: NATS, config: o, workDir: path.join(dir, "run") });
+  t.teardown(() => proc.stop());
+  const first = await proc.start();
+  t.ok(first.websocket && first.websocket > 0 && first.websocket !== first.nats, "a port of its own");
+  const again = await proc.restart();
+  t.equal(again.websocket, first.websocket, "the same port after a restart");
+  await proc.stop();
+  t.same(buildNatsConfig(base(dir, { websocket: { host: "::1", port: 8443, noTls: true } })).websocket, {
+    listen: "[::1]:8443",
+    no_tls: true,
+  });
+  t.equal(
+    refusedField(() => buildNatsConfig(base(dir, { websocket: { host: "127.0.0.1", port: 8443 } }))),
+    "websocket.tls",
+  );
+  t.equal(
+    refusedField(() =>
+      buildNatsConfig(
+        base(dir, {
+          websocket: {
+            host: "127.0.0.1",
+            port: 1,
+            noTls: true,
+            tls: { certFile: server.certFile, keyFile: server.keyFile },
+          },
+        }),
+      ),
+    ),
+    "websocket.noTls",
+  );
+  t.equal(
+    refusedField(() => buildNatsConfig(base(dir, { websocket: { host: "a b", port: 1, noTls: true } }))),
+    "websocket.host",
+  );
+  t.equal(
+    refusedField(() => buildNatsConfig(base(dir, { websocket: { host: "127.0.0.1", port: 0, noTls: true } }))),
+    "websocket.port",
+  );
 });
 
 t.test("accounts, system account and auth callout with real nkeys", async (t) => {

@@ -17,6 +17,7 @@ async function kvDataDir(root: string): Promise<string> {
     natsUrls: ["tls://127.0.0.1:1"],
     controlUrls: ["https://127.0.0.1:1"],
     monitorUrls: ["http://127.0.0.1:1"],
+    wsUrls: [],
     caFile: path.join(dataDir, "tls", "ca.pem"),
     dataDir,
     store: "kv",

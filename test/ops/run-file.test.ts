@@ -8,6 +8,7 @@ function info(dataDir: string, pid: number): RunInfo {
   return {
     pid,
     natsUrls: ["tls://127.0.0.1:4222"],
+    wsUrls: ["wss://127.0.0.1:8443"],
     controlUrls: ["https://127.0.0.1:8470"],
     monitorUrls: ["http://127.0.0.1:8222"],
     caFile: path.join(dataDir, "tls", "ca.pem"),
@@ -65,6 +66,7 @@ t.test("fields a run file lacks get their defaults", async (t) => {
   t.same(await readRunInfo(dataDir), {
     pid: process.ppid,
     natsUrls: ["tls://a:1"],
+    wsUrls: [],
     controlUrls: [],
     monitorUrls: [],
     caFile: path.join(dataDir, "tls", "ca.pem"),

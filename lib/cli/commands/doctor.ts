@@ -20,7 +20,12 @@ export function doctorCommand(program: Command): void {
       const findings = await runDoctor({
         dataDir: path.resolve(config.dataDir),
         host: config.host,
-        ports: { nats: config.natsPort, control: config.controlPort, monitoring: config.monitorPort },
+        ports: {
+          nats: config.natsPort,
+          control: config.controlPort,
+          monitoring: config.monitorPort,
+          websocket: config.wsPort,
+        },
       });
       if (opts.json) printJson({ ok: doctorExitCode(findings) === 0, findings });
       else process.stdout.write(`${formatFindings(findings)}\n`);

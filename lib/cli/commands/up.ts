@@ -140,11 +140,17 @@ function clusterOptions(cfg: UnibusConfig, nodes: number, dataDir: string, logge
     dataDir,
     host: cfg.host,
     hostnames: cfg.hostnames,
-    ports: { nats: cfg.natsPort, control: cfg.controlPort, monitoring: cfg.monitorPort, cluster: cfg.clusterPort },
+    ports: {
+      nats: cfg.natsPort,
+      control: cfg.controlPort,
+      monitoring: cfg.monitorPort,
+      cluster: cfg.clusterPort,
+      websocket: cfg.wsPort,
+    },
     ...(cfg.clusterName !== undefined ? { name: cfg.clusterName } : {}),
     ...(cfg.replicas !== undefined ? { replicas: cfg.replicas } : {}),
     store: chooseStoreBackend(cfg.store, true),
-    node: operatorOptions(cfg),
+    node: { ...operatorOptions(cfg), corsOrigins: cfg.corsOrigins },
     logger,
   };
 }
@@ -158,8 +164,9 @@ function nodeOptions(cfg: UnibusConfig, dataDir: string, logger: Logger): StartU
     dataDir,
     host: cfg.host,
     hostnames: cfg.hostnames,
-    ports: { nats: cfg.natsPort, control: cfg.controlPort, monitoring: cfg.monitorPort },
+    ports: { nats: cfg.natsPort, control: cfg.controlPort, monitoring: cfg.monitorPort, websocket: cfg.wsPort },
     ...operatorOptions(cfg),
+    corsOrigins: cfg.corsOrigins,
     logger,
   };
 }
@@ -220,6 +227,7 @@ function readyLine(bus: BusHandle) {
   return {
     event: "ready",
     natsUrls: bus.natsUrls,
+    wsUrls: bus.wsUrls,
     controlUrls: bus.controlUrls,
     caFile: bus.caFile,
     dataDir: bus.dataDir,
@@ -232,7 +240,12 @@ async function readyText(bus: BusHandle): Promise<string> {
   const lines =
     bus instanceof UnibusCluster
       ? [`unibus is up: a cluster of ${bus.nodes.length} nodes (${bus.name}).`, ...nodeLines(bus)]
-      : ["unibus is up.", `  NATS:          ${bus.natsUrls[0]}`, `  control plane: ${bus.controlUrls[0]}`];
+      : [
+          "unibus is up.",
+          `  NATS:          ${bus.natsUrls[0]}`,
+          `  websocket:     ${bus.wsUrls[0]}   (browsers)`,
+          `  control plane: ${bus.controlUrls[0]}`,
+        ];
   lines.push(`  CA file:       ${bus.caFile}   (clients trust this CA)`, `  data dir:      ${bus.dataDir}`);
   if (bus instanceof Unibus) lines.push(...(await firstAdminHint(bus)));
   const failover = bus.natsUrls.length > 1 ? "Clients: pass every NATS URL so they fail over. " : "";
@@ -242,7 +255,8 @@ async function readyText(bus: BusHandle): Promise<string> {
 
 function nodeLines(cluster: UnibusCluster): string[] {
   return cluster.nodes.map(
-    (n, i) => `  ${n.serverName}: NATS ${cluster.natsUrls[i]}  control plane ${cluster.controlUrls[i]}`,
+    (n, i) =>
+      `  ${n.serverName}: NATS ${cluster.natsUrls[i]}  websocket ${cluster.wsUrls[i]}  control plane ${cluster.controlUrls[i]}`,
   );
 }
 
