@@ -27,6 +27,7 @@ import {
   type NatsPorts,
   NatsServerProcess,
   type NatsSuperviseOptions,
+  nodeStatus,
   resolveNatsServer,
   type Watchdog,
 } from "../nats/index.ts";
@@ -594,6 +595,10 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
         publicBind: !isLoopbackHost(this.#host),
         onAccessChange: (change) => this.#onAccessChange(change),
         reserveRoomStorage: () => this.#reserveRoomStorage(),
+        nodeReport: async () => {
+          const [health, node] = await Promise.all([this.health(), nodeStatus(this.#monitorUrl)]);
+          return { health, node };
+        },
       },
       ...controlLimits(this.#opts),
       ...(backend === "kv" && this.#kv ? { nonces: this.#kv.nonces } : {}),

@@ -12,6 +12,14 @@ export {
 export type { NatsClusterOptions, NatsConfigOptions } from "./config.ts";
 export { buildNatsConfig, renderNatsConfig } from "./config.ts";
 export { NatsCrashedError } from "./errors.ts";
+export {
+  describeFetchError,
+  type KvBucketStatus,
+  MONITOR_TIMEOUT_MS,
+  type NodeStatus,
+  nodeStatus,
+  type ReplicaStatus,
+} from "./monitor.ts";
 export type {
   NatsExitInfo,
   NatsPorts,
