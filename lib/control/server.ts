@@ -20,6 +20,7 @@ import type { BusMetrics } from "../metrics/index.ts";
 import { type AuthResult, authenticateRequest } from "./auth.ts";
 import { type BlobRouteMatch, handleBlobRoute, matchBlobRoute, uploadOutlivesRequestTimeout } from "./blob-routes.ts";
 import type { Blobs } from "./blobs.ts";
+import { loadConsoleAssets, serveConsole } from "./console.ts";
 import { HttpError, sendHttpError } from "./http-error.ts";
 import {
   ConnectionsPerIp,
@@ -67,6 +68,8 @@ export interface ControlServerOptions {
   health?: () => Promise<{ ok: boolean; detail?: Record<string, unknown> }>;
   /** Serves the blob routes (`/v1/rooms/:id/blobs…`) from this store; without it they are 404. */
   blobs?: Blobs;
+  /** Serves the admin console's static files at `/console/` (lib/control/console.ts). Default: true when `deps` is given. */
+  console?: boolean;
 }
 
 const router = new Router<Route>(ROUTES);
@@ -81,9 +84,11 @@ export class ControlServer {
   readonly #nonces: NonceStore;
   readonly #minBodyRate: MinBodyRate;
   readonly #connections: ConnectionsPerIp;
+  readonly #console: ReturnType<typeof loadConsoleAssets> | undefined;
 
   constructor(opts: ControlServerOptions) {
     this.#opts = opts;
+    this.#console = (opts.console ?? opts.deps !== undefined) ? loadConsoleAssets() : undefined;
     this.#logger = opts.logger ?? silentLogger;
     const timeouts = resolveTimeouts(opts.timeouts);
     this.#limiter = new RateLimiter(opts.rateLimit);
@@ -140,6 +145,10 @@ export class ControlServer {
       this.#admit(req);
       const url = requestUrl(req);
       if (await this.#serveOperational(req, res, url, exchange)) return;
+      if (this.#console && serveConsole(this.#console, req, res, url.pathname)) {
+        exchange.route = "console";
+        return;
+      }
       const deps = this.#opts.deps;
       const blobs = this.#opts.blobs;
       const blobMatch = deps && blobs ? matchBlobRoute(req.method ?? "GET", url.pathname) : undefined;

@@ -1,3 +1,4 @@
+import { createHash, X509Certificate } from "node:crypto";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { type Browser, chromium, type Page } from "playwright-core";
@@ -11,7 +12,7 @@ import type { Teardown } from "./fs.ts";
  */
 export const CHROMIUM_PATH = process.env.UNIBUS_CHROMIUM ?? "/usr/bin/chromium";
 
-export async function launchBrowser(t: Teardown): Promise<Browser> {
+export async function launchBrowser(t: Teardown, opts: { trustCertPem?: string } = {}): Promise<Browser> {
   // Playwright gives every launch a fresh temporary profile of its own.
   const browser = await chromium.launch({
     executablePath: CHROMIUM_PATH,
@@ -24,10 +25,21 @@ export async function launchBrowser(t: Teardown): Promise<Browser> {
       "--disable-background-networking",
       "--disable-component-update",
       "--disable-sync",
+      ...(opts.trustCertPem ? [`--ignore-certificate-errors-spki-list=${spkiHash(opts.trustCertPem)}`] : []),
     ],
   });
   t.teardown(() => browser.close());
   return browser;
+}
+
+/**
+ * Chromium's way to trust one server certificate without touching the system's store:
+ * the base64 SHA-256 of its public key. Only a server presenting that key is accepted in
+ * place of a publicly trusted chain; every other certificate is checked as usual.
+ */
+function spkiHash(certPem: string): string {
+  const spki = new X509Certificate(certPem).publicKey.export({ type: "spki", format: "der" });
+  return createHash("sha256").update(spki).digest("base64");
 }
 
 /** A fresh page whose console errors and uncaught exceptions are collected for assertions. */
