@@ -50,8 +50,8 @@ function parseJson(text) {
 /** A 32-byte secret written as exactly 43 base64url characters. @param {unknown} value */
 function secretOf(value) {
   const bytes = typeof value === "string" && value.length === 43 ? fromBase64url(value) : undefined;
-  if (!bytes || bytes.length !== 32) throw new IdentityFileError("bad key material");
-  return bytes;
+  if (bytes?.length !== 32) throw new IdentityFileError("bad key material");
+  return /** @type {Uint8Array} */ (bytes);
 }
 
 /** True when `key` signs for `signPub` (the exact lowercase hex of its public key). @param {CryptoKey} key @param {unknown} signPub */

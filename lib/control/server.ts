@@ -68,8 +68,6 @@ export interface ControlServerOptions {
   health?: () => Promise<{ ok: boolean; detail?: Record<string, unknown> }>;
   /** Serves the blob routes (`/v1/rooms/:id/blobs…`) from this store; without it they are 404. */
   blobs?: Blobs;
-  /** Serves the admin console's static files at `/console/` (lib/control/console.ts). Default: true when `deps` is given. */
-  console?: boolean;
 }
 
 const router = new Router<Route>(ROUTES);
@@ -88,7 +86,8 @@ export class ControlServer {
 
   constructor(opts: ControlServerOptions) {
     this.#opts = opts;
-    this.#console = (opts.console ?? opts.deps !== undefined) ? loadConsoleAssets() : undefined;
+    // The admin console (static files, lib/control/console.ts) comes with the API it drives.
+    this.#console = opts.deps ? loadConsoleAssets() : undefined;
     this.#logger = opts.logger ?? silentLogger;
     const timeouts = resolveTimeouts(opts.timeouts);
     this.#limiter = new RateLimiter(opts.rateLimit);
