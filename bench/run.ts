@@ -1,6 +1,6 @@
 // `npm run bench`: every benchmark, one after another (they share two cores).
 // `npm run bench -- start` runs only the named ones.
-const all: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
+const all: Record<string, () => Promise<{ run: () => Promise<unknown> }>> = {
   start: () => import("./start.ts"),
   connect: () => import("./connect.ts"),
   control: () => import("./control.ts"),
@@ -13,6 +13,7 @@ const all: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   heal: () => import("./heal.ts"),
   abuse: () => import("./abuse.ts"),
   blobs: () => import("./blobs.ts"),
+  console: () => import("./console.ts"),
 };
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith("-"));
 for (const name of wanted.length ? wanted : Object.keys(all)) {

@@ -29,11 +29,12 @@ export function renderUsers(users, me, on) {
       el("td", { text: u.status }),
       el("td", {}, keyText(u.signPub)),
       el("td", { text: when(u.createdAt) }),
+      // Not on your own row: revoking or deleting yourself would lock you out mid-task.
       el(
         "td",
         {},
-        ...(u.status === "active" ? [button("revoke", "Revoke", on, u.signPub)] : []),
-        button("delete", "Delete", on, u.signPub),
+        ...(u.signPub !== me && u.status === "active" ? [button("revoke", "Revoke", on, u.signPub)] : []),
+        ...(u.signPub !== me ? [button("delete", "Delete", on, u.signPub)] : []),
       ),
     ),
   );

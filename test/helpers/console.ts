@@ -5,6 +5,7 @@ import type { Test } from "tap";
 import type { Unibus } from "../../lib/bus/unibus.ts";
 import type { Identity } from "../../lib/crypto/identity.ts";
 import { launchBrowser, openPage } from "./browser.ts";
+import type { Teardown } from "./fs.ts";
 
 /** The identity file's bytes, exactly as `saveIdentity` writes them. */
 export function identityFileBytes(identity: Identity): Buffer {
@@ -15,7 +16,7 @@ export function identityFileBytes(identity: Identity): Buffer {
  * Chromium trusting this bus' control-plane certificate, as the bus' CA verified it
  * (chromium pins a key the server presents; the control plane does not send its CA).
  */
-export async function consoleBrowser(t: Test, bus: Unibus): Promise<Browser> {
+export async function consoleBrowser(t: Teardown, bus: Unibus): Promise<Browser> {
   return launchBrowser(t, { trustCertPem: await serverCertificate(bus) });
 }
 
