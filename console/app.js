@@ -198,17 +198,22 @@ async function onCreateInvite(ev) {
   ev.preventDefault();
   const form = /** @type {HTMLFormElement} */ (ev.target);
   const f = fieldsOf(form);
-  const created = /** @type {{ token: string, invite: import("./views.js").Invite }} */ (
+  const created = /** @type {{ token: string, invite: import("./views.js").Invite, caFingerprint?: string }} */ (
     await api().request("POST", "/v1/invites", { handle: f.handle ?? "", role: f.role ?? "member", ttl: f.ttl ?? "7d" })
   );
   form.reset();
-  showInviteLine(created.token, created.invite);
+  showInviteLine(created.token, created.invite, created.caFingerprint);
   await loadInvites();
 }
 
-/** The command the invitee runs, as `unibus invite create` prints it. @param {string} token @param {import("./views.js").Invite} invite */
-function showInviteLine(token, invite) {
-  const line = `npx unibus register ${token} --identity me.json --control-url ${location.origin} --ca ca.pem`;
+/**
+ * The command the invitee runs, as `unibus invite create` prints it: the fingerprint
+ * pins the CA, so a ca.pem swapped on its way to the invitee is refused.
+ * @param {string} token @param {import("./views.js").Invite} invite @param {string} [caFingerprint]
+ */
+function showInviteLine(token, invite, caFingerprint) {
+  const pin = caFingerprint ? ` --ca-fingerprint ${caFingerprint}` : "";
+  const line = `npx unibus register ${token} --identity me.json --control-url ${location.origin} --ca ca.pem${pin}`;
   /** @type {HTMLInputElement} */ (byId("invite-line")).value = line;
   byId("invite-for").textContent =
     `Invite ${invite.id} for ${invite.handle} (${invite.role}), valid until ${new Date(invite.expiresAt).toISOString()}.`;

@@ -49,6 +49,7 @@ import {
   isUnspecifiedHost,
   loadOrCreateCa,
   loadOrCreateServerCertificate,
+  pemFingerprint,
   type ServerCertificate,
   urlHost,
 } from "../tls/index.ts";
@@ -595,6 +596,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
         publicBind: !isLoopbackHost(this.#host),
         onAccessChange: (change) => this.#onAccessChange(change),
         reserveRoomStorage: () => this.#reserveRoomStorage(),
+        caFingerprint: pemFingerprint(this.#caPem),
         nodeReport: async () => {
           const [health, node] = await Promise.all([this.health(), nodeStatus(this.#monitorUrl)]);
           return { health, node };

@@ -164,7 +164,7 @@ const SCHEMAS: Record<string, Schema> = {
     spentBy: { oneOf: [HEX64, { type: "null" }] },
     spentAt: { oneOf: [MS, { type: "null" }] },
   }),
-  CreatedInvite: strict({ token: HEX64, invite: ref("Invite") }),
+  CreatedInvite: strict({ token: HEX64, invite: ref("Invite"), caFingerprint: HEX64 }, ["token", "invite"]),
   Blob: strict({
     id: { type: "string", pattern: "^[0-9a-f]{32}$" },
     roomId: { type: "string" },

@@ -42,6 +42,8 @@ export interface ControlDeps {
    * rooms' storage budget cannot take one more, so no room is stored without its history.
    */
   reserveRoomStorage?: () => Promise<void>;
+  /** SHA-256 fingerprint of the bus CA, handed out with a new invite so the invitee can pin it. */
+  caFingerprint?: string;
   /** This node's health and replication, for admins (`GET /v1/status`); without it that route is a 503. */
   nodeReport?: () => Promise<NodeReport>;
 }
@@ -566,7 +568,10 @@ export const ROUTES: readonly Route[] = [
         createdBy: admin.signPub,
         ttlMs,
       });
-      return { status: 201, body: { token, invite } };
+      // The fingerprint travels with the token: the invitee's `register --ca-fingerprint`
+      // refuses a CA swapped on the way to it.
+      const ca = ctx.deps.caFingerprint;
+      return { status: 201, body: { token, invite, ...(ca ? { caFingerprint: ca } : {}) } };
     },
   },
   {

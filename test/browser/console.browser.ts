@@ -10,6 +10,7 @@ import { request } from "undici";
 import { CONSOLE_CSP } from "../../lib/control/console.ts";
 import { createIdentity } from "../../lib/crypto/identity.ts";
 import { NotFoundError } from "../../lib/errors.ts";
+import { loadOrCreateCa, pemFingerprint } from "../../lib/tls/index.ts";
 import { openPage } from "../helpers/browser.ts";
 import { api, member, testBus } from "../helpers/bus.ts";
 import { runCli } from "../helpers/cli.ts";
@@ -258,13 +259,24 @@ t.test("invites: create with a copyable line that the real CLI registers with; c
   await page.click("#invite-create button[type=submit]");
   await page.locator("#invite-created").waitFor();
   const line = await page.locator("#invite-line").inputValue();
-  t.match(line, /^npx unibus register [0-9a-f]{64} --identity me\.json --control-url https:\/\/\S+ --ca ca\.pem$/);
+  t.match(
+    line,
+    /^npx unibus register [0-9a-f]{64} --identity me\.json --control-url https:\/\/\S+ --ca ca\.pem --ca-fingerprint [0-9a-f]{64}$/,
+  );
+  t.ok(line.endsWith(pemFingerprint(bus.caPem)), "the line pins the bus' CA");
   await shoot(page, "invites");
 
   // The invitee runs the line as given, next to the CA the admin sent along.
   const dir = await tempDir(t);
   await fs.writeFile(path.join(dir, "ca.pem"), bus.caPem);
   const args = line.split(" ").slice(2);
+  // A CA swapped on the way to the invitee is refused, and the invite stays unspent.
+  const swapped = path.join(dir, "swapped");
+  await fs.mkdir(swapped);
+  await fs.writeFile(path.join(swapped, "ca.pem"), (await loadOrCreateCa(path.join(dir, "other-ca"))).certPem);
+  const refused = await runCli(args, { cwd: swapped });
+  t.not(refused.code, 0, "the pinned fingerprint refuses another CA");
+  t.match(refused.stderr, /fingerprint/);
   const run = await runCli([...args, "--json"], { cwd: dir });
   t.equal(run.code, 0, run.stderr);
   const dora = JSON.parse(run.stdout) as { signPub: string; handle: string };

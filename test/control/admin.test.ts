@@ -2,6 +2,7 @@
 // room, any room's members, and this node's health and replication — admins only.
 import crypto from "node:crypto";
 import t from "tap";
+import { pemFingerprint } from "../../lib/tls/index.ts";
 import { api, member, testBus } from "../helpers/bus.ts";
 
 const sealed = () => crypto.randomBytes(48).toString("base64url");
@@ -103,4 +104,14 @@ t.test("GET /v1/status reports this node's health and nats-server to an admin on
     { name: "ControlPlaneError", status: 403 },
     "a member gets no status",
   );
+});
+
+t.test("a new invite comes with the bus CA's fingerprint, for the invitee to pin", async (t) => {
+  const bus = await testBus(t);
+  const admin = await member(bus, "root", "admin");
+  const created = await api(t, bus, admin).request<{ token: string; caFingerprint: string }>("POST", "/v1/invites", {
+    handle: "newbie",
+  });
+  t.equal(created.caFingerprint, pemFingerprint(bus.caPem));
+  t.match(created.token, /^[0-9a-f]{64}$/);
 });
