@@ -16,6 +16,7 @@ const all: Record<string, () => Promise<{ run: () => Promise<unknown> }>> = {
   tls: () => import("./tls.ts"),
   membership: () => import("./membership.ts"),
   browser: () => import("./browser.ts"),
+  console: () => import("./console.ts"),
 };
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith("-"));
 for (const name of wanted.length ? wanted : Object.keys(all)) {

@@ -28,6 +28,7 @@ import {
   type NatsPorts,
   NatsServerProcess,
   type NatsSuperviseOptions,
+  nodeStatus,
   resolveNatsServer,
   type Watchdog,
 } from "../nats/index.ts";
@@ -50,6 +51,7 @@ import {
   isUnspecifiedHost,
   loadOrCreateCa,
   loadOrCreateServerCertificate,
+  pemFingerprint,
   type ServerCertificate,
   urlHost,
 } from "../tls/index.ts";
@@ -682,6 +684,11 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
         publicBind: !isLoopbackHost(this.#host),
         onAccessChange: (change) => this.#onAccessChange(change),
         reserveRoomStorage: (asked) => this.#reserveRoomStorage(asked),
+        caFingerprint: pemFingerprint(this.#caPem),
+        nodeReport: async () => {
+          const [health, node] = await Promise.all([this.health(), nodeStatus(this.#monitorUrl)]);
+          return { health, node };
+        },
       },
       ...controlLimits(this.#opts),
       ...(this.#opts.corsOrigins ? { corsOrigins: this.#opts.corsOrigins } : {}),

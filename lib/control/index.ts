@@ -9,7 +9,7 @@ export type { ControlTimeouts, RateLimiterOptions } from "./limits.ts";
 export { NonceCache, type NonceStore, type NonceVerdict } from "./nonce-cache.ts";
 export type { KvNonceStore, KvNonceStoreOptions } from "./nonce-kv.ts";
 export { parseTtl, registrationProofMessage } from "./protocol.ts";
-export type { AccessChange } from "./routes.ts";
+export type { AccessChange, NodeReport } from "./routes.ts";
 export { ControlServer, type ControlServerOptions } from "./server.ts";
 
 import type { KvNonceStore, KvNonceStoreOptions } from "./nonce-kv.ts";

@@ -56,6 +56,76 @@ const ROOM_FIELDS = {
 const ROLE = { enum: ["admin", "member"] };
 const ROOM_ROLE = { enum: ["owner", "member"] };
 
+const REPLICA = {
+  type: "object",
+  properties: {
+    name: { type: "string" },
+    current: { type: "boolean" },
+    lag: { type: "integer" },
+    active: { type: "integer", description: "nanoseconds since the peer was last heard from" },
+    offline: { type: "boolean" },
+  },
+  required: ["name", "current"],
+};
+/** The node as its nats-server monitoring endpoint reports it (lib/nats/monitor.ts, `NodeStatus`). */
+const NODE_REPORT = strict({
+  health: {
+    type: "object",
+    properties: {
+      ok: { type: "boolean" },
+      parts: { type: "object", additionalProperties: { enum: ["up", "down"] } },
+      down: { type: "array", items: { type: "string" } },
+    },
+    required: ["ok", "parts"],
+  },
+  node: {
+    type: "object",
+    properties: {
+      monitorUrl: { type: "string" },
+      reachable: { type: "boolean" },
+      healthy: { type: "boolean" },
+      health: { type: "string" },
+      name: { type: "string" },
+      serverId: { type: "string" },
+      version: { type: "string" },
+      ports: { type: "object", additionalProperties: { type: "integer" } },
+      connections: { type: "integer" },
+      jetstream: {
+        type: "object",
+        properties: {
+          enabled: { type: "boolean" },
+          streams: { type: "integer" },
+          meta: {
+            type: "object",
+            properties: {
+              cluster: { type: "string" },
+              leader: { type: "string" },
+              size: { type: "integer" },
+              peers: { type: "array", items: REPLICA },
+            },
+          },
+        },
+      },
+      kv: {
+        type: "array",
+        items: {
+          type: "object",
+          properties: {
+            bucket: { type: "string" },
+            stream: { type: "string" },
+            replicas: { type: "integer" },
+            leader: { type: "string" },
+            followers: { type: "array", items: REPLICA },
+            messages: { type: "integer" },
+          },
+          required: ["bucket", "stream", "replicas", "followers"],
+        },
+      },
+    },
+    required: ["monitorUrl", "reachable", "healthy", "health", "kv"],
+  },
+});
+
 const SCHEMAS: Record<string, Schema> = {
   Error: strict({ error: { type: "string" }, message: { type: "string" } }),
   Room: strict(ROOM_FIELDS),
@@ -94,7 +164,7 @@ const SCHEMAS: Record<string, Schema> = {
     spentBy: { oneOf: [HEX64, { type: "null" }] },
     spentAt: { oneOf: [MS, { type: "null" }] },
   }),
-  CreatedInvite: strict({ token: HEX64, invite: ref("Invite") }),
+  CreatedInvite: strict({ token: HEX64, invite: ref("Invite"), caFingerprint: HEX64 }, ["token", "invite"]),
   Blob: strict({
     id: { type: "string", pattern: "^[0-9a-f]{32}$" },
     roomId: { type: "string" },
@@ -104,6 +174,7 @@ const SCHEMAS: Record<string, Schema> = {
     createdAt: MS,
     expiresAt: MS,
   }),
+  NodeReport: NODE_REPORT,
   OpenApi: { type: "object", description: "this document" },
 };
 
@@ -125,7 +196,13 @@ export const ROUTE_DOCS: Readonly<Record<string, RouteDoc>> = {
     refusals: [400, 403, 409, 507],
   },
   "rooms.get": { summary: "A room the caller is a member of", status: 200, answer: ref("Room"), refusals: [403] },
-  "rooms.members.list": { summary: "The room's current members", status: 200, answer: list("Member"), refusals: [403] },
+  "rooms.list": { summary: "Every room on the bus (admins only)", status: 200, answer: list("Room"), refusals: [403] },
+  "rooms.members.list": {
+    summary: "The room's current members (its members, or an admin)",
+    status: 200,
+    answer: list("Member"),
+    refusals: [403, 404],
+  },
   "rooms.members.add": {
     summary: "Add a member (the owner only)",
     status: 201,
@@ -199,6 +276,12 @@ export const ROUTE_DOCS: Readonly<Record<string, RouteDoc>> = {
     status: 200,
     answer: ref("Invite"),
     refusals: [400, 403, 404, 409],
+  },
+  status: {
+    summary: "This node's health and replication (admins only)",
+    status: 200,
+    answer: ref("NodeReport"),
+    refusals: [403, 503],
   },
   register: { summary: "Register with an invite token", status: 201, answer: ref("User"), refusals: [400, 401, 409] },
   openapi: { summary: "This document", status: 200, answer: ref("OpenApi"), refusals: [] },

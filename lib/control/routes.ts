@@ -15,6 +15,7 @@ import {
   UserExistsError,
 } from "../errors.ts";
 import type { Logger } from "../log/index.ts";
+import type { NodeStatus } from "../nats/index.ts";
 import { InviteRefusedError, type Room, type Store, type User } from "../store/index.ts";
 import { HttpError } from "./http-error.ts";
 import { openApiDocument } from "./openapi.ts";
@@ -47,6 +48,16 @@ export interface ControlDeps {
    * cannot take one more), so no room is stored without its history.
    */
   reserveRoomStorage?: (asked?: RoomRetentionChoice) => Promise<RoomRetentionChoice | undefined>;
+  /** SHA-256 fingerprint of the bus CA, handed out with a new invite so the invitee can pin it. */
+  caFingerprint?: string;
+  /** This node's health and replication, for admins (`GET /v1/status`); without it that route is a 503. */
+  nodeReport?: () => Promise<NodeReport>;
+}
+
+/** What `GET /v1/status` answers: the node's own health parts and its nats-server as the monitoring endpoint sees it. */
+export interface NodeReport {
+  health: { ok: boolean; parts: Record<string, "up" | "down">; down?: string[] };
+  node: NodeStatus;
 }
 
 /** A persisted room's history limits (see `RoomRetention` in lib/bus): the oldest go first past any of them. */
@@ -156,6 +167,15 @@ async function requireOwner(ctx: RouteContext, roomId: string): Promise<Room> {
   const room = await requireMember(ctx, roomId);
   if (room.ownerSignPub !== ctx.signer) throw new HttpError(403, "only the room's owner can change its members");
   return room;
+}
+
+/** A member sees the room; so does an admin of the bus, who gets a 404 for an unknown room. */
+async function requireMemberOrAdmin(ctx: RouteContext, roomId: string): Promise<Room> {
+  const { store } = ctx.deps;
+  if (await store.isMember(roomId, ctx.signer)) return store.getRoom(roomId);
+  const caller = await store.getUser(ctx.signer);
+  if (caller.role === "admin" && caller.status === "active") return store.getRoom(roomId);
+  throw new HttpError(403, "you are not a member of this room");
 }
 
 /** The owner, or an admin of the bus (who need not be a member); anyone else gets a 403. */
@@ -285,6 +305,16 @@ export const ROUTES: readonly Route[] = [
   },
   {
     method: "GET",
+    path: "/v1/rooms",
+    name: "rooms.list",
+    auth: "signed",
+    handler: async (ctx) => {
+      await requireAdmin(ctx);
+      return { status: 200, body: await ctx.deps.store.listRooms() };
+    },
+  },
+  {
+    method: "GET",
     path: "/v1/rooms/:id",
     name: "rooms.get",
     auth: "signed",
@@ -296,7 +326,7 @@ export const ROUTES: readonly Route[] = [
     name: "rooms.members.list",
     auth: "signed",
     handler: async (ctx) => {
-      await requireMember(ctx, ctx.params.id!);
+      await requireMemberOrAdmin(ctx, ctx.params.id!);
       return { status: 200, body: await ctx.deps.store.listMembers(ctx.params.id!) };
     },
   },
@@ -561,7 +591,10 @@ export const ROUTES: readonly Route[] = [
         createdBy: admin.signPub,
         ttlMs,
       });
-      return { status: 201, body: { token, invite } };
+      // The fingerprint travels with the token: the invitee's `register --ca-fingerprint`
+      // refuses a CA swapped on the way to it.
+      const ca = ctx.deps.caFingerprint;
+      return { status: 201, body: { token, invite, ...(ca ? { caFingerprint: ca } : {}) } };
     },
   },
   {
@@ -582,6 +615,18 @@ export const ROUTES: readonly Route[] = [
     handler: async (ctx) => {
       await requireAdmin(ctx);
       return { status: 200, body: await ctx.deps.store.cancelInvite(ctx.params.id!) };
+    },
+  },
+  {
+    method: "GET",
+    path: "/v1/status",
+    name: "status",
+    auth: "signed",
+    handler: async (ctx) => {
+      await requireAdmin(ctx);
+      const report = ctx.deps.nodeReport;
+      if (!report) throw new HttpError(503, "this control plane cannot report its node's status");
+      return { status: 200, body: await report() };
     },
   },
   {

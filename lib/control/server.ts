@@ -20,6 +20,7 @@ import type { BusMetrics } from "../metrics/index.ts";
 import { type AuthResult, authenticateRequest } from "./auth.ts";
 import { type BlobRouteMatch, handleBlobRoute, matchBlobRoute, uploadOutlivesRequestTimeout } from "./blob-routes.ts";
 import type { Blobs } from "./blobs.ts";
+import { loadConsoleAssets, serveConsole } from "./console.ts";
 import { answerCors, checkCorsOrigins } from "./cors.ts";
 import { HttpError, sendHttpError } from "./http-error.ts";
 import {
@@ -95,9 +96,12 @@ export class ControlServer {
   readonly #minBodyRate: MinBodyRate;
   readonly #connections: ConnectionsPerIp;
   readonly #corsOrigins: ReadonlySet<string>;
+  readonly #console: ReturnType<typeof loadConsoleAssets> | undefined;
 
   constructor(opts: ControlServerOptions) {
     this.#opts = opts;
+    // The admin console (static files, lib/control/console.ts) comes with the API it drives.
+    this.#console = opts.deps ? loadConsoleAssets() : undefined;
     this.#logger = opts.logger ?? silentLogger;
     this.#corsOrigins = new Set(checkCorsOrigins(opts.corsOrigins ?? []));
     const timeouts = resolveTimeouts(opts.timeouts);
@@ -156,6 +160,10 @@ export class ControlServer {
       if (answerCors(req, res, this.#corsOrigins)) return;
       const url = requestUrl(req);
       if (await this.#serveOperational(req, res, url, exchange)) return;
+      if (this.#console && serveConsole(this.#console, req, res, url.pathname)) {
+        exchange.route = "console";
+        return;
+      }
       const deps = this.#opts.deps;
       const blobs = this.#opts.blobs;
       const blobMatch = deps && blobs ? matchBlobRoute(req.method ?? "GET", url.pathname) : undefined;

@@ -12,6 +12,19 @@ export {
 export type { NatsClusterOptions, NatsConfigOptions } from "./config.ts";
 export { buildNatsConfig, renderNatsConfig } from "./config.ts";
 export { NatsCrashedError } from "./errors.ts";
+export {
+  asArray,
+  asNumber,
+  asObject,
+  asString,
+  describeFetchError,
+  type Json,
+  type KvBucketStatus,
+  MONITOR_TIMEOUT_MS,
+  type NodeStatus,
+  nodeStatus,
+  type ReplicaStatus,
+} from "./monitor.ts";
 export type {
   NatsExitInfo,
   NatsPorts,

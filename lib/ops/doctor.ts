@@ -8,11 +8,11 @@ import net from "node:net";
 import path from "node:path";
 import { Agent, request } from "undici";
 import { compareVersions, MIN_NATS_VERSION, resolveNatsServer } from "../nats/binary.ts";
+import { describeFetchError } from "../nats/index.ts";
 import { describeCertificate } from "../tls/index.ts";
 import { MISSING_STREAMS_FIX, missingStreamsText, roomsWithoutStream } from "./room-streams.ts";
 import { checkRoutes } from "./routes.ts";
 import { type RunInfo, readRunInfo } from "./run-file.ts";
-import { describeFetchError } from "./status.ts";
 
 export type FindingLevel = "ok" | "warn" | "error";
 

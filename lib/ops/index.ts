@@ -1,5 +1,7 @@
 /** Operator tooling: `unibus status` and `unibus doctor` as a library, and the run file they read. */
 
+// Read from nats-server's monitoring endpoint; lives with the other nats-server code.
+export { nodeStatus } from "../nats/index.ts";
 export {
   CERT_WARN_DAYS,
   type DoctorOptions,
@@ -27,7 +29,6 @@ export {
   formatStatus,
   type KvBucketStatus,
   type NodeStatus,
-  nodeStatus,
   type ReplicaStatus,
   type StatusOptions,
   type StoreCounts,

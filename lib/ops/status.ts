@@ -7,6 +7,17 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { Agent, request } from "undici";
 import { busLayout } from "../bus/layout.ts";
+import {
+  asArray,
+  asNumber,
+  asObject,
+  asString,
+  describeFetchError,
+  type Json,
+  MONITOR_TIMEOUT_MS,
+  type NodeStatus,
+  nodeStatus,
+} from "../nats/index.ts";
 import { openStore, type StoreBackend } from "../store/index.ts";
 import {
   MISSING_STREAMS_FIX,
@@ -18,48 +29,7 @@ import {
 } from "./room-streams.ts";
 import { readRunInfo } from "./run-file.ts";
 
-const DEFAULT_TIMEOUT_MS = 3000;
-
-export interface ReplicaStatus {
-  name: string;
-  current: boolean;
-  /** Operations behind the leader, when the server reports it. */
-  lag?: number;
-  /** Nanoseconds since the peer was last heard from. */
-  active?: number;
-  offline?: boolean;
-}
-
-export interface KvBucketStatus {
-  bucket: string;
-  stream: string;
-  replicas: number;
-  leader?: string;
-  /** The followers as the stream's leader sees them; empty on a single node. Each bucket is reported once, by the node that leads it. */
-  followers: ReplicaStatus[];
-  messages?: number;
-}
-
-export interface NodeStatus {
-  monitorUrl: string;
-  reachable: boolean;
-  healthy: boolean;
-  /** /healthz's status string, or why it could not be read. */
-  health: string;
-  name?: string;
-  serverId?: string;
-  version?: string;
-  ports?: { client?: number; monitoring?: number; cluster?: number };
-  /** Every connection on the node (/connz total), the bus' own service connections included. */
-  connections?: number;
-  jetstream?: {
-    enabled: boolean;
-    /** Present when JetStream runs clustered; `peers` only on the meta leader (the others do not track them). */
-    meta?: { cluster?: string; leader?: string; size?: number; peers: ReplicaStatus[] };
-    streams?: number;
-  };
-  kv: KvBucketStatus[];
-}
+export type { KvBucketStatus, NodeStatus, ReplicaStatus } from "../nats/index.ts";
 
 export interface ControlStatus {
   url: string;
@@ -114,7 +84,7 @@ export interface StatusOptions {
 /** Collects the status of the bus whose data dir is `opts.dataDir`. Never throws for an unhealthy bus. */
 export async function collectStatus(opts: StatusOptions): Promise<BusStatus> {
   const dataDir = path.resolve(opts.dataDir);
-  const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const timeoutMs = opts.timeoutMs ?? MONITOR_TIMEOUT_MS;
   const run = await readRunInfo(dataDir);
   if (!run) {
     return {
@@ -193,130 +163,6 @@ function lagText(lag: number | undefined): string {
   return lag ? ` (lag ${lag})` : "";
 }
 
-async function getJson(url: string, timeoutMs: number): Promise<{ status: number; body: unknown }> {
-  const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
-  const text = await res.text();
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    body = text;
-  }
-  return { status: res.status, body };
-}
-
-type Json = Record<string, unknown>;
-const obj = (v: unknown): Json => (v && typeof v === "object" && !Array.isArray(v) ? (v as Json) : {});
-const num = (v: unknown): number | undefined => (typeof v === "number" && Number.isFinite(v) ? v : undefined);
-const str = (v: unknown): string | undefined => (typeof v === "string" && v !== "" ? v : undefined);
-const arr = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
-
-function replicaOf(v: unknown): ReplicaStatus {
-  const r = obj(v);
-  const lag = num(r.lag);
-  const active = num(r.active);
-  return {
-    name: str(r.name) ?? "?",
-    current: r.current === true,
-    ...(lag !== undefined ? { lag } : {}),
-    ...(active !== undefined ? { active } : {}),
-    ...(r.offline === true ? { offline: true } : {}),
-  };
-}
-
-/** One node as its monitoring endpoint reports it; an unreachable node is a result, never an error. */
-export async function nodeStatus(monitorUrl: string, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<NodeStatus> {
-  const base = monitorUrl.replace(/\/+$/, "");
-  const node: NodeStatus = { monitorUrl, reachable: false, healthy: false, health: "unknown", kv: [] };
-  try {
-    const h = await getJson(`${base}/healthz`, timeoutMs);
-    const body = obj(h.body);
-    node.reachable = true;
-    node.healthy = h.status === 200;
-    node.health = [str(body.status) ?? `HTTP ${h.status}`, str(body.error)].filter(Boolean).join(": ");
-  } catch (err) {
-    node.health = describeFetchError(err);
-    return node;
-  }
-  const [varz, connz, jsz] = await Promise.all([
-    getJson(`${base}/varz`, timeoutMs).catch(() => undefined),
-    getJson(`${base}/connz?limit=1`, timeoutMs).catch(() => undefined),
-    getJson(`${base}/jsz?accounts=true&streams=true&config=true`, timeoutMs).catch(() => undefined),
-  ]);
-  if (varz) Object.assign(node, identityOf(obj(varz.body), base));
-  if (connz) node.connections = num(obj(connz.body).total);
-  if (jsz && jsz.status === 200) {
-    const j = obj(jsz.body);
-    node.jetstream = jetStreamOf(j);
-    node.kv = kvBucketsOf(j, node.name);
-  }
-  return node;
-}
-
-/** Name, id, version and ports from /varz. */
-function identityOf(v: Json, base: string): Pick<NodeStatus, "name" | "serverId" | "version" | "ports"> {
-  const cluster = num(obj(v.cluster).cluster_port) ?? num(obj(v.cluster).port);
-  // /varz echoes the configured http_port (-1 when random); the URL we reached is the truth.
-  const monitoring = Number(new URL(base).port) || num(v.http_port);
-  return {
-    name: str(v.server_name),
-    serverId: str(v.server_id),
-    version: str(v.version),
-    ports: {
-      ...(num(v.port) !== undefined ? { client: num(v.port) } : {}),
-      ...(monitoring !== undefined ? { monitoring } : {}),
-      ...(cluster ? { cluster } : {}),
-    },
-  };
-}
-
-/** JetStream from /jsz: on or off, its stream count and, when clustered, the meta group. */
-function jetStreamOf(j: Json): NonNullable<NodeStatus["jetstream"]> {
-  const meta = obj(j.meta_cluster);
-  const clustered = Object.keys(meta).length > 0 && (num(meta.cluster_size) ?? 0) > 1;
-  return {
-    enabled: j.disabled !== true,
-    ...(num(j.streams) !== undefined ? { streams: num(j.streams) } : {}),
-    ...(clustered
-      ? {
-          meta: {
-            ...(str(meta.name) ? { cluster: str(meta.name) } : {}),
-            ...(str(meta.leader) ? { leader: str(meta.leader) } : {}),
-            ...(num(meta.cluster_size) !== undefined ? { size: num(meta.cluster_size) } : {}),
-            peers: arr(meta.replicas).map(replicaOf),
-          },
-        }
-      : {}),
-  };
-}
-
-/** The bus' KV buckets this node leads (or all of them, unclustered), from /jsz's stream details. */
-function kvBucketsOf(j: Json, nodeName: string | undefined): KvBucketStatus[] {
-  const buckets: KvBucketStatus[] = [];
-  for (const account of arr(j.account_details)) {
-    for (const s of arr(obj(account).stream_detail)) {
-      const stream = obj(s);
-      const name = str(stream.name);
-      if (!name?.startsWith("KV_unibus_")) continue;
-      const cluster = obj(stream.cluster);
-      // Only the stream's leader knows its followers' lag; the others' views list peers
-      // they do not track as not current. Each bucket is reported by its leader.
-      const leader = str(cluster.leader);
-      if (leader && nodeName && leader !== nodeName) continue;
-      const messages = num(obj(stream.state).messages);
-      buckets.push({
-        bucket: name.slice("KV_".length),
-        stream: name,
-        replicas: num(obj(stream.config).num_replicas) ?? 1,
-        ...(leader ? { leader } : {}),
-        followers: arr(cluster.replicas).map(replicaOf),
-        ...(messages !== undefined ? { messages } : {}),
-      });
-    }
-  }
-  return buckets;
-}
-
 async function controlStatus(url: string, ca: string | undefined, timeoutMs: number): Promise<ControlStatus> {
   const agent = new Agent({ connect: ca ? { ca } : {} });
   try {
@@ -326,9 +172,9 @@ async function controlStatus(url: string, ca: string | undefined, timeoutMs: num
     });
     let body: Json = {};
     try {
-      body = obj(JSON.parse(await res.body.text()));
+      body = asObject(JSON.parse(await res.body.text()));
     } catch {}
-    const health = str(body.status) ?? `HTTP ${res.statusCode}`;
+    const health = asString(body.status) ?? `HTTP ${res.statusCode}`;
     return { url, healthy: res.statusCode === 200, health, ...lifeOf(body) };
   } catch (err) {
     return { url, healthy: false, health: describeFetchError(err) };
@@ -339,24 +185,17 @@ async function controlStatus(url: string, ca: string | undefined, timeoutMs: num
 
 /** The node, its down parts, restarts and last exit from a control plane's /healthz body. */
 function lifeOf(body: Json): Pick<ControlStatus, "node" | "down" | "restarts" | "lastExit"> {
-  const nats = obj(body.nats);
-  const exit = obj(nats.lastExit);
-  const down = arr(body.down).filter((d): d is string => typeof d === "string");
-  const at = str(exit.at);
-  const reason = str(exit.reason);
+  const nats = asObject(body.nats);
+  const exit = asObject(nats.lastExit);
+  const down = asArray(body.down).filter((d): d is string => typeof d === "string");
+  const at = asString(exit.at);
+  const reason = asString(exit.reason);
   return {
-    ...(str(body.node) ? { node: str(body.node) } : {}),
+    ...(asString(body.node) ? { node: asString(body.node) } : {}),
     ...(down.length ? { down } : {}),
-    ...(num(nats.restarts) !== undefined ? { restarts: num(nats.restarts) } : {}),
+    ...(asNumber(nats.restarts) !== undefined ? { restarts: asNumber(nats.restarts) } : {}),
     ...(at && reason ? { lastExit: { at, reason } } : {}),
   };
-}
-
-export function describeFetchError(err: unknown): string {
-  const e = err as { name?: string; message?: string; cause?: { code?: string; message?: string } };
-  if (e?.name === "TimeoutError" || e?.name === "AbortError") return "timed out";
-  const cause = e?.cause?.code ?? e?.cause?.message;
-  return cause ? String(cause) : (e?.message ?? String(err));
 }
 
 async function storeCounts(dataDir: string): Promise<StoreCounts | undefined> {

@@ -1004,6 +1004,16 @@ export class KvStore implements Store {
     });
   }
 
+  listRooms(): Promise<Room[]> {
+    return this.#run("listRooms", async () =>
+      (await listEntries(this.#b.rooms))
+        .map((e) => parse<RoomRec>(e.value))
+        .filter((r) => r.committed) // a room half-created by a crashed writer is not a room yet
+        .map((r) => r.room)
+        .sort((a, b) => a.createdAt - b.createdAt || byString<Room>((x) => x.id)(a, b)),
+    );
+  }
+
   // ---- invites ----
 
   async #allInvites(): Promise<Array<{ value: Invite; revision: number }>> {

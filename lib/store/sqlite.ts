@@ -352,6 +352,7 @@ function stateStatements(p: Prepare) {
   return {
     snapUsers: p(`SELECT ${USER_COLUMNS} FROM users ORDER BY sign_pub`),
     snapRooms: p(`SELECT ${ROOM_COLUMNS} FROM rooms ORDER BY id`),
+    allRooms: p(`SELECT ${ROOM_COLUMNS} FROM rooms ORDER BY created_at, id`),
     snapMembers: p(`SELECT ${MEMBER_COLUMNS} FROM room_members ORDER BY room_id, sign_pub`),
     snapKeys: p(`SELECT ${KEY_COLUMNS} FROM room_keys ORDER BY room_id, epoch, sign_pub`),
     snapInvites: p(`SELECT ${INVITE_COLUMNS} FROM invites ORDER BY token_hash`),
@@ -707,6 +708,10 @@ class SqliteStore implements Store {
         role: String(row.member_role) as RoomRole,
       }));
     });
+  }
+
+  listRooms(): Promise<Room[]> {
+    return this.#run("listRooms", () => (this.#stmt.allRooms.all() as Row[]).map(toRoom));
   }
 
   // ---- invites ----

@@ -377,6 +377,8 @@ export interface Store {
    * `InvalidArgumentError("signPub")` for a malformed key.
    */
   listRoomsFor(signPub: string): Promise<Array<Room & { role: RoomRole }>>;
+  /** Every room on the bus, ordered by `createdAt`, then `id` (the admin's view). */
+  listRooms(): Promise<Room[]>;
 
   // ---- invites ----
 

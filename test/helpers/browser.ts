@@ -39,6 +39,12 @@ export async function launchBrowser(t: Teardown, opts: { trust?: string[] } = {}
   return browser;
 }
 
+/**
+ * Chromium's way to trust one server certificate without touching the system's store:
+ * the base64 SHA-256 of its public key. Only a server presenting that key is accepted in
+ * place of a publicly trusted chain; every other certificate is checked as usual.
+ */
+
 /** A fresh page whose console errors and uncaught exceptions are collected for assertions. */
 export async function openPage(t: Teardown, browser: Browser): Promise<{ page: Page; errors: string[] }> {
   const context = await browser.newContext({ ignoreHTTPSErrors: false });

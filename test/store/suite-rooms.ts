@@ -203,6 +203,25 @@ export async function roomTests(t: Test, ctx: SuiteContext): Promise<void> {
     );
   });
 
+  t.test("listRooms: every room, oldest first, deleted ones gone", async (t) => {
+    const s = await fresh(t);
+    t.same(await s.listRooms(), [], "no rooms yet");
+    const alice = await s.addUser(newUser("alice"));
+    const bob = await s.addUser(newUser("bob"));
+    const first = await s.createRoom(roomInput(alice));
+    const second = await s.createRoom(roomInput(bob, { encrypt: false, ownerSealedKey: null }));
+    const third = await s.createRoom(roomInput(alice, { persist: true }));
+    const listed = await s.listRooms();
+    const expected = [first, second, third].sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1));
+    t.same(listed, expected, "rooms of every owner, by createdAt then id");
+    await s.deleteRoom(second.id);
+    t.same(
+      (await s.listRooms()).map((r) => r.id),
+      expected.filter((r) => r.id !== second.id).map((r) => r.id),
+      "a deleted room is no longer listed",
+    );
+  });
+
   t.test("getRoom and deleteRoom: NotFound and malformed ids", async (t) => {
     const s = await fresh(t);
     const { alice, room } = await withRoom(s, { id: "roomA" });
