@@ -6,7 +6,7 @@
  *   handles   <hex(handle)>                  → HandleClaim   (handle uniqueness)
  *   rooms     <roomId>                       → RoomRec (Room + its members + commit/lock state)
  *   subjects  <hex(subject)>                 → SubjectClaim  (subject uniqueness)
- *   memberof  <signPub>.<roomId>             → "1"   (reverse index for listRoomsFor / deleteUser)
+ *   memberof  <signPub>.<roomId>             → "1"   (reverse index for deleteUser; listRoomsFor's fallback)
  *   keys      <roomId>.<signPub>.<epoch>     → the sealed room key (every epoch kept)
  *   invites   <id12>.<rest of tokenHash>     → Invite
  *             idx.id.<id12>                  → InviteIdIndex      (id uniqueness; cancel by id in one get)
@@ -46,6 +46,10 @@
  * `StoreUnavailableError` past it or on any NATS/JetStream error; the authorization
  * predicates never answer true from a failure. Retries after a lost CAS stay inside
  * the same deadline.
+ *
+ * listRoomsFor (the connect path) answers from an in-memory index fed by a watch on the
+ * rooms bucket (kv-rooms-index.ts), after a barrier on the bucket's last sequence, so it
+ * reflects every write acknowledged before the call; the reverse index is its fallback.
  *
  * Known limits: `snapshot()` reads bucket by bucket, so it is consistent only when no
  * writes run meanwhile (the migration's parity check is); an interrupted addMember may leave the key it wrote for a non-member at the current
@@ -87,6 +91,7 @@ import {
   type UserRec,
 } from "./kv-layout.ts";
 import { bounded, bucketPrefixOf, Timeout } from "./kv-ops.ts";
+import { RoomIndex } from "./kv-rooms-index.ts";
 import {
   type ConsumeDecision,
   checkAddMember,
@@ -294,6 +299,8 @@ export class KvStore implements Store {
   readonly bucketPrefix: string;
   #closed = false;
   readonly #watches = new Set<UserWatch>();
+  /** Memberships from a watch on the rooms bucket, for listRoomsFor (started by its first call). */
+  readonly #roomIndex: RoomIndex;
 
   constructor(
     nc: NatsConnection,
@@ -308,6 +315,7 @@ export class KvStore implements Store {
     this.#log = options.logger;
     this.replicas = options.replicas;
     this.bucketPrefix = options.prefix;
+    this.#roomIndex = new RoomIndex(buckets.rooms, options.logger);
   }
 
   /** For the snapshot importer (snapshot.ts) only: the raw buckets. */
@@ -956,10 +964,18 @@ export class KvStore implements Store {
     });
   }
 
+  /** How long listRoomsFor waits for the rooms index to catch up before reading the records directly. */
+  static readonly ROOM_INDEX_WAIT_MS = 250;
+
   listRoomsFor(signPub: string): Promise<Array<Room & { role: RoomRole }>> {
-    return this.#run("listRoomsFor", async () => {
+    return this.#run("listRoomsFor", async (ctx) => {
       const k = lookupKey(signPub);
-      return (await this.#roomsOf(k))
+      this.#roomIndex.start();
+      // Every write acknowledged before this call is at or below the bucket's last sequence.
+      const seq = await this.#roomIndex.barrier();
+      const wait = Math.min(KvStore.ROOM_INDEX_WAIT_MS, ctx.deadline - Date.now());
+      const indexed = await this.#roomIndex.roomsOf(k, seq, wait);
+      return (indexed ?? (await this.#roomsOf(k)))
         .map(({ rec, role }) => ({ ...rec.room, role }))
         .sort((a, b) => a.createdAt - b.createdAt || byString<Room>((x) => x.id)(a, b));
     });
@@ -1339,6 +1355,7 @@ export class KvStore implements Store {
     if (this.#closed) return;
     this.#closed = true;
     for (const w of [...this.#watches]) w.stop();
+    this.#roomIndex.stop();
     if (this.#owned && !this.#nc.isClosed()) {
       await this.#nc
         .close()
