@@ -363,6 +363,31 @@ export class KvStore implements Store {
     });
   }
 
+  /**
+   * A read: tried again within its deadline when one attempt goes unanswered. A request
+   * sent to a stream leader that just died gets no answer at all; retried every
+   * READ_ATTEMPT_MS, a read reaches the new leader at most that long after its election
+   * instead of failing after the whole `timeoutMs` (the callout then holds the connect and
+   * asks again). Only for reads: a write that timed out may have landed.
+   */
+  #read<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    return this.#run(op, (ctx) => this.#attempts(ctx, fn));
+  }
+
+  /** `fn` (a read) in attempts of READ_ATTEMPT_MS until one is answered or the deadline passes. */
+  async #attempts<T>(ctx: Ctx, fn: () => Promise<T>): Promise<T> {
+    for (;;) {
+      try {
+        return await bounded(Math.min(KvStore.READ_ATTEMPT_MS, Math.max(1, ctx.deadline - Date.now())), fn);
+      } catch (err) {
+        if (!(err instanceof Timeout) || Date.now() >= ctx.deadline) throw err;
+      }
+    }
+  }
+
+  /** One attempt of a read (see #read). */
+  static readonly READ_ATTEMPT_MS = 1000;
+
   #checkDeadline(ctx: Ctx): void {
     if (this.#closed) throw new StoreUnavailableError("the store is closed");
     if (Date.now() > ctx.deadline) throw new Timeout("deadline passed while retrying");
@@ -477,7 +502,7 @@ export class KvStore implements Store {
   }
 
   getUser(signPub: string): Promise<User> {
-    return this.#run("getUser", async () => {
+    return this.#read("getUser", async () => {
       const k = lookupKey(signPub);
       const user = await this.#user(k);
       if (user === undefined) throw new NotFoundError("user", k);
@@ -632,7 +657,7 @@ export class KvStore implements Store {
   }
 
   isAuthorized(signPub: string): Promise<boolean> {
-    return this.#run("isAuthorized", async () => {
+    return this.#read("isAuthorized", async () => {
       if (!isKeyShape(signPub)) return false;
       const user = await this.#user(signPub.toLowerCase());
       return user !== undefined && user.status === "active";
@@ -972,7 +997,7 @@ export class KvStore implements Store {
       const k = lookupKey(signPub);
       this.#roomIndex.start();
       // Every write acknowledged before this call is at or below the bucket's last sequence.
-      const seq = await this.#roomIndex.barrier();
+      const seq = await this.#attempts(ctx, () => this.#roomIndex.barrier());
       const wait = Math.min(KvStore.ROOM_INDEX_WAIT_MS, ctx.deadline - Date.now());
       const indexed = await this.#roomIndex.roomsOf(k, seq, wait);
       return (indexed ?? (await this.#roomsOf(k)))
