@@ -115,8 +115,12 @@ export interface StartUnibusOptions {
    * machines each node counts its own), subscriptions per connection, largest message.
    */
   limits?: Partial<IdentityLimits>;
-  /** Blob limits: size cap (default 256 MiB), max age (default 30 days), GC interval (default 10 min). */
-  blobs?: { maxBytes?: number; maxAgeMs?: number; gcIntervalMs?: number };
+  /**
+   * Blob limits: size cap (default 256 MiB), max age (default 30 days), GC interval (default
+   * 10 min); on KV also `storageBytes`, the Object Store bucket's storage cap (default none;
+   * an upload past it is refused with 507).
+   */
+  blobs?: { maxBytes?: number; maxAgeMs?: number; gcIntervalMs?: number; storageBytes?: number };
   /** Run as one member of a NATS cluster (routes with mutual TLS from this bus' CA). See docs/clustering.md. */
   cluster?: UnibusClusterOptions;
   /** JetStream replicas of room streams; default 1 (a cluster sets its own). */
@@ -342,6 +346,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     }
     try {
       this.#limits = checkLimits(this.#opts.limits);
+      checkBlobStorageBytes(this.#opts.blobs?.storageBytes);
       this.#roomStorage = checkRoomStorage({
         ...(this.#opts.retention ? { retention: this.#opts.retention } : {}),
         ...(this.#opts.roomStorageBytes ? { budgetBytes: this.#opts.roomStorageBytes } : {}),
@@ -530,6 +535,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       replicas: this.#opts.replicas ?? 1,
       ...(this.#opts.kv?.bucketPrefix ? { bucketPrefix: this.#opts.kv.bucketPrefix } : {}),
       ...(this.#opts.kv?.timeoutMs ? { timeoutMs: this.#opts.kv.timeoutMs } : {}),
+      ...(this.#opts.blobs?.storageBytes ? { blobStorageBytes: this.#opts.blobs.storageBytes } : {}),
       sqliteFile,
       isUp: () => this.#isUp(),
     });
@@ -553,7 +559,8 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
    * any blob; on SQLite (one node) they stay files in the data dir.
    */
   async #makeBlobs(backend: StoreBackend): Promise<Blobs> {
-    const common = { store: this.store, logger: this.#logger, ...this.#opts.blobs };
+    const { storageBytes: _capOfTheBucket, ...limits } = this.#opts.blobs ?? {};
+    const common = { store: this.store, logger: this.#logger, ...limits };
     if (backend !== "kv") return new BlobStore({ dir: path.join(this.#dataDir, "blobs"), ...common });
     const { ObjectBlobStore } = await import("../control/blob-objects.ts"); // a SQLite bus never loads it
     return new ObjectBlobStore({ bucket: () => this.#kv?.blobBucket, ...common });
@@ -822,4 +829,11 @@ function controlLimits(opts: StartUnibusOptions) {
     ...(perIdentity ? { identityRateLimit: perIdentity } : {}),
     ...(opts.controlTimeouts ? { timeouts: opts.controlTimeouts } : {}),
   };
+}
+
+/** `blobs.storageBytes`: unset, or a positive whole number of bytes. */
+function checkBlobStorageBytes(n: number | undefined): void {
+  if (n !== undefined && (!Number.isSafeInteger(n) || n <= 0)) {
+    throw new InvalidArgumentError("blobs.storageBytes", "blobs.storageBytes must be a positive whole number of bytes");
+  }
 }

@@ -140,7 +140,7 @@ function clusterOptions(cfg: UnibusConfig, nodes: number, dataDir: string, logge
     ...(cfg.clusterName !== undefined ? { name: cfg.clusterName } : {}),
     ...(cfg.replicas !== undefined ? { replicas: cfg.replicas } : {}),
     store: chooseStoreBackend(cfg.store, true),
-    node: { userJwtTtlSeconds: cfg.userJwtTtlSeconds },
+    node: { userJwtTtlSeconds: cfg.userJwtTtlSeconds, ...blobOptions(cfg) },
     logger,
   };
 }
@@ -156,8 +156,13 @@ function nodeOptions(cfg: UnibusConfig, dataDir: string, logger: Logger): StartU
     hostnames: cfg.hostnames,
     ports: { nats: cfg.natsPort, control: cfg.controlPort, monitoring: cfg.monitorPort },
     userJwtTtlSeconds: cfg.userJwtTtlSeconds,
+    ...blobOptions(cfg),
     logger,
   };
+}
+
+function blobOptions(cfg: UnibusConfig): Pick<StartUnibusOptions, "blobs"> {
+  return cfg.blobStorageBytes === undefined ? {} : { blobs: { storageBytes: cfg.blobStorageBytes } };
 }
 
 /** One node of a cluster of machines: its routes to the others, and how they reach it. */
