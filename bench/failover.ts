@@ -21,6 +21,7 @@ import { jetStreamLeaders } from "../lib/bus/cluster-ready.ts";
 import { ControlClient } from "../lib/client/control.ts";
 import { createIdentity, type Identity } from "../lib/crypto/identity.ts";
 import { resolveNatsServer } from "../lib/nats/binary.ts";
+import type { BenchSection } from "./report.ts";
 import { fmt, summarize, writeResult } from "./stats.ts";
 
 const TARGET_MS = 5000;
@@ -319,7 +320,7 @@ async function round(cluster: UnibusCluster, admin: Identity, r: number, tag: st
   }
 }
 
-export async function run(rounds = Number(process.env.BENCH_ROUNDS ?? 3)): Promise<void> {
+export async function run(rounds = Number(process.env.BENCH_ROUNDS ?? 3)): Promise<BenchSection> {
   if (!Number.isInteger(rounds) || rounds < 1)
     throw new Error(`BENCH_ROUNDS must be a whole number >= 1; got ${rounds}`);
   const binary = (await resolveNatsServer()).path;
@@ -398,6 +399,25 @@ export async function run(rounds = Number(process.env.BENCH_ROUNDS ?? 3)): Promi
       perRound: results,
     });
     console.log(`  -> ${file}`);
+    const baseline = `sequential write p50 before the kill, ${fmt(base.p50)} ms`;
+    return {
+      title: `Failover after SIGKILL of the ${VICTIM === "meta" ? "meta leader" : "users bucket's leader"} (3 nodes, ${rounds} rounds)`,
+      rows: [
+        { name: "first acknowledged write after the kill, p50", value: fo.p50, unit: "ms", baseline, ratio },
+        {
+          name: "first acknowledged write after the kill, max",
+          value: fo.max,
+          unit: "ms",
+          baseline,
+          ratio: fo.max / base.p50,
+        },
+        { name: "writes refused or unanswered until, max", value: un.max, unit: "ms" },
+        { name: "logins slow (>= 1 s) or failing until, p50", value: lg.p50, unit: "ms" },
+        { name: "logins slow (>= 1 s) or failing until, max", value: lg.max, unit: "ms" },
+        { name: "acknowledged writes lost", value: lost, unit: "writes" },
+      ],
+      notes: ["An election takes 4-9 s after the leader's last heartbeat (nats-server's hard-coded RAFT timers)."],
+    };
   } finally {
     await cluster.stop();
   }

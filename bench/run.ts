@@ -1,6 +1,6 @@
 // `npm run bench`: every benchmark, one after another (they share two cores).
 // `npm run bench -- start` runs only the named ones.
-const all: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
+const all: Record<string, () => Promise<{ run: () => Promise<unknown> }>> = {
   start: () => import("./start.ts"),
   connect: () => import("./connect.ts"),
   control: () => import("./control.ts"),
