@@ -38,6 +38,10 @@ export class RoomIndex {
   #started = false;
   #stopped = false;
   #iter: { stop(): void } | undefined;
+  /** The stream's creation time as last seen: a new one means a new stream. */
+  #created: string | undefined;
+  /** Bumped by #restart: entries of an older watch are no longer applied. */
+  #generation = 0;
 
   constructor(kv: KV, log: Logger) {
     this.#kv = kv;
@@ -57,9 +61,16 @@ export class RoomIndex {
     this.#release(false);
   }
 
-  /** The bucket's last stream sequence, from its leader: what an answer must reflect. */
+  /**
+   * The bucket's last stream sequence, from its leader: what an answer must reflect. A
+   * bucket made anew (restored, recreated) starts its sequence over: what the index holds
+   * is then dropped and the watch made again, or old rooms would pass for current ones.
+   */
   async barrier(): Promise<number> {
-    return (await this.#kv.status()).streamInfo.state.last_seq;
+    const si = (await this.#kv.status()).streamInfo;
+    if (this.#created !== undefined && si.created !== this.#created) this.#restart();
+    this.#created = si.created;
+    return si.state.last_seq;
   }
 
   /**
@@ -100,27 +111,41 @@ export class RoomIndex {
     });
   }
 
+  /**
+   * Watches the bucket, and watches again when a watch breaks — keeping what it holds: the
+   * new watch delivers every room's last value (deletions as delete markers) in sequence
+   * order, so applied on top, each room is at its old value or a newer one, and `#seq`
+   * stays true. A broken watch that cannot be made again (no meta leader to place its
+   * consumer) thus costs nothing until a room changes.
+   */
   async #watchLoop(): Promise<void> {
     while (!this.#stopped) {
+      const generation = this.#generation;
       try {
         const it = await this.#kv.watch();
         this.#iter = it;
-        if (this.#stopped) it.stop();
-        for await (const e of it) this.#apply(e);
+        if (this.#stopped || generation !== this.#generation) it.stop();
+        for await (const e of it) {
+          if (generation !== this.#generation) break;
+          this.#apply(e);
+        }
       } catch (err) {
         this.#log.debug({ err: (err as Error).message }, "the rooms watch broke; watching again");
       }
-      // Whatever the watch missed is unknown: start over from the bucket's current state.
-      this.#reset();
-      if (!this.#stopped) await new Promise((r) => setTimeout(r, RoomIndex.REWATCH_MS));
+      if (!this.#stopped && generation === this.#generation) {
+        await new Promise((r) => setTimeout(r, RoomIndex.REWATCH_MS));
+      }
     }
   }
 
-  #reset(): void {
+  /** Forgets everything and makes the watch again (the bucket is a new stream). */
+  #restart(): void {
+    this.#generation++;
     this.#rooms.clear();
     this.#byMember.clear();
     this.#seq = 0;
     this.#release(false);
+    this.#iter?.stop();
   }
 
   #apply(e: KvEntry): void {

@@ -226,7 +226,10 @@ export async function openKvStore(opts: KvStoreOptions): Promise<KvStore> {
       const buckets = Object.fromEntries(BUCKETS.map((b, i) => [b, opened[i]!])) as Buckets;
       const actual = opts.bind ? (await buckets.users.status()).replicas : replicas;
       logger.info({ component: "store", backend: "kv", prefix, replicas: actual }, "KV store open");
-      return new KvStore(nc, owned, buckets, { timeoutMs, logger, replicas: actual, prefix });
+      // A bus's store (not the admin CLI's one-shot binding) loads the rooms index now, so
+      // the first connects do not wait for it — nor for a meta leader to place its watch.
+      const watchRooms = !opts.bind;
+      return new KvStore(nc, owned, buckets, { timeoutMs, logger, replicas: actual, prefix, watchRooms });
     });
   } catch (err) {
     if (owned && nc !== undefined && !nc.isClosed()) await nc.close().catch(() => {});
@@ -306,7 +309,7 @@ export class KvStore implements Store {
     nc: NatsConnection,
     owned: boolean,
     buckets: Buckets,
-    options: { timeoutMs: number; logger: Logger; replicas: number; prefix: string },
+    options: { timeoutMs: number; logger: Logger; replicas: number; prefix: string; watchRooms?: boolean },
   ) {
     this.#nc = nc;
     this.#owned = owned;
@@ -316,6 +319,7 @@ export class KvStore implements Store {
     this.replicas = options.replicas;
     this.bucketPrefix = options.prefix;
     this.#roomIndex = new RoomIndex(buckets.rooms, options.logger);
+    if (options.watchRooms) this.#roomIndex.start();
   }
 
   /** For the snapshot importer (snapshot.ts) only: the raw buckets. */

@@ -1,5 +1,5 @@
 import crypto from "node:crypto";
-import { jetstream } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import t, { type Test } from "tap";
@@ -134,4 +134,22 @@ t.test("RoomIndex gives no answer rather than a stale one", async (t) => {
   t.same(await pending, [], "the deletion, once applied");
   index.stop();
   t.equal(await index.roomsOf(owner.signPub, 0, 50), undefined, "stopped: no answer");
+});
+
+t.test("a rooms bucket made anew (restored, recreated) drops what the index held", async (t) => {
+  const [a, b] = await twoNodes(t);
+  const owner = await b.addUser(newUser("owner"));
+  const r = await b.createRoom(roomInput(owner, { encrypt: false, ownerSealedKey: null }));
+  t.same(ids(await a.listRoomsFor(owner.signPub)), [r.id], "indexed");
+  // The bucket's stream is deleted and made again, empty: its sequence starts over.
+  const conn = await connect({ servers: url });
+  t.teardown(() => conn.close());
+  const name = `${a.bucketPrefix}rooms`;
+  const jsm = await jetstreamManager(conn);
+  const { config } = await jsm.streams.info(`KV_${name}`);
+  await jsm.streams.delete(`KV_${name}`);
+  await jsm.streams.add(config);
+  t.same(await a.listRoomsFor(owner.signPub), [], "the room of the old stream is not granted");
+  const again = await b.createRoom(roomInput(owner, { encrypt: false, ownerSealedKey: null }));
+  t.same(ids(await a.listRoomsFor(owner.signPub)), [again.id], "and the new stream is indexed");
 });
