@@ -9,15 +9,20 @@
  * in which it would grant a room its member has already left. Derived from the room
  * records themselves, the index cannot disagree with them, and needs no migration.
  *
- * Staleness can only deny: each answer waits until the watch has applied the bucket's
- * last sequence as read from the stream (one round trip, `barrier`), so every write
- * acknowledged before the call is reflected. A watch that does not catch up within the
+ * Staleness can only deny: each answer waits until the watch has applied a marker written
+ * to the bucket for the call (one replicated write, `barrier`), so every write acknowledged
+ * before the call is reflected, and a node without a quorum grants nothing. A watch that does not catch up within the
  * wait gives no answer, and the caller reads the records directly instead.
  */
 import type { KV, KvEntry } from "@nats-io/kv";
 import type { Logger } from "../log/index.ts";
 import { memberOf, type RoomRec } from "./kv-layout.ts";
 import type { RoomRole } from "./types.ts";
+
+/** The barrier's marker key: its dot keeps it out of the room ids' shape (`[A-Za-z0-9_-]`). */
+export const BARRIER_KEY = "_unibus.barrier";
+/** Readers of the whole bucket (the snapshot) see `{}`: not a committed room. */
+const EMPTY = new TextEncoder().encode("{}");
 
 interface Waiter {
   seq: number;
@@ -62,15 +67,21 @@ export class RoomIndex {
   }
 
   /**
-   * The bucket's last stream sequence, from its leader: what an answer must reflect. A
-   * bucket made anew (restored, recreated) starts its sequence over: what the index holds
+   * A sequence number every write acknowledged before this call is at or below: that of a
+   * marker written to the bucket now. A write, not a read of the stream's state, because a
+   * write needs a quorum: a leader cut off from its peers still answers reads (until it
+   * notices, up to ~10 s) with state a majority elsewhere may have changed — a removed
+   * member would pass. Without a quorum the marker fails and nothing is granted.
+   *
+   * A bucket made anew (restored, recreated) starts its sequence over: what the index holds
    * is then dropped and the watch made again, or old rooms would pass for current ones.
    */
   async barrier(): Promise<number> {
-    const si = (await this.#kv.status()).streamInfo;
-    if (this.#created !== undefined && si.created !== this.#created) this.#restart();
-    this.#created = si.created;
-    return si.state.last_seq;
+    const [seq, status] = await Promise.all([this.#kv.put(BARRIER_KEY, EMPTY), this.#kv.status()]);
+    const created = status.streamInfo.created;
+    if (this.#created !== undefined && created !== this.#created) this.#restart();
+    this.#created = created;
+    return seq;
   }
 
   /**
@@ -149,6 +160,10 @@ export class RoomIndex {
   }
 
   #apply(e: KvEntry): void {
+    if (e.key === BARRIER_KEY) {
+      this.#advance(e.revision);
+      return;
+    }
     const old = this.#rooms.get(e.key);
     let rec: RoomRec | undefined;
     if (e.operation === "PUT") {
@@ -173,7 +188,11 @@ export class RoomIndex {
         this.#byMember.set(m.signPub, set);
       }
     }
-    this.#seq = Math.max(this.#seq, e.revision);
+    this.#advance(e.revision);
+  }
+
+  #advance(revision: number): void {
+    this.#seq = Math.max(this.#seq, revision);
     this.#release(true);
   }
 

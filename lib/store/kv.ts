@@ -48,7 +48,7 @@
  * the same deadline.
  *
  * listRoomsFor (the connect path) answers from an in-memory index fed by a watch on the
- * rooms bucket (kv-rooms-index.ts), after a barrier on the bucket's last sequence, so it
+ * rooms bucket (kv-rooms-index.ts), after a barrier (a marker written to the bucket), so it
  * reflects every write acknowledged before the call; the reverse index is its fallback.
  *
  * Known limits: `snapshot()` reads bucket by bucket, so it is consistent only when no
@@ -1000,7 +1000,7 @@ export class KvStore implements Store {
     return this.#run("listRoomsFor", async (ctx) => {
       const k = lookupKey(signPub);
       this.#roomIndex.start();
-      // Every write acknowledged before this call is at or below the bucket's last sequence.
+      // Every write acknowledged before this call is below the barrier's sequence.
       const seq = await this.#attempts(ctx, () => this.#roomIndex.barrier());
       const wait = Math.min(KvStore.ROOM_INDEX_WAIT_MS, ctx.deadline - Date.now());
       const indexed = await this.#roomIndex.roomsOf(k, seq, wait);
