@@ -372,7 +372,8 @@ export class KvStore implements Store {
    * sent to a stream leader that just died gets no answer at all; retried every
    * READ_ATTEMPT_MS, a read reaches the new leader at most that long after its election
    * instead of failing after the whole `timeoutMs` (the callout then holds the connect and
-   * asks again). Only for reads: a write that timed out may have landed.
+   * asks again). Only for reads (and the rooms barrier, a marker written again harmlessly):
+   * any other write that timed out may have landed.
    */
   #read<T>(op: string, fn: () => Promise<T>): Promise<T> {
     return this.#run(op, (ctx) => this.#attempts(ctx, fn));
