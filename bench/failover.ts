@@ -14,11 +14,14 @@
 // timeout: a write issued just before the election is refused (503) when it runs out.
 // Shortening this means fewer Raft groups on a write's path or shorter election timeouts
 // in nats-server, not changes to the control plane's code.
+import { connect as natsConnect } from "@nats-io/transport-node";
+import { nkeySigner } from "../lib/auth/authenticator.ts";
 import { startCluster, type UnibusCluster } from "../lib/bus/cluster.ts";
 import { jetStreamLeaders } from "../lib/bus/cluster-ready.ts";
 import { ControlClient } from "../lib/client/control.ts";
 import { createIdentity, type Identity } from "../lib/crypto/identity.ts";
 import { resolveNatsServer } from "../lib/nats/binary.ts";
+import type { BenchSection } from "./report.ts";
 import { fmt, summarize, writeResult } from "./stats.ts";
 
 const TARGET_MS = 5000;
@@ -55,12 +58,65 @@ async function leadersFrom(monitorUrl: string): Promise<StreamLeaders | undefine
   }
 }
 
+/** What each round kills: the node leading the users bucket (default) or the meta leader. */
+const VICTIM = process.env.BENCH_FAILOVER_VICTIM === "meta" ? "meta" : "users";
+
 async function kvLeader(cluster: UnibusCluster): Promise<string | undefined> {
   for (const n of cluster.nodes.filter((b) => b.state === "running")) {
-    const l = (await leadersFrom(n.monitorUrl))?.streams[USERS_STREAM];
+    const seen = await leadersFrom(n.monitorUrl);
+    const l = VICTIM === "meta" ? seen?.meta : seen?.streams[USERS_STREAM];
     if (l) return l;
   }
   return undefined;
+}
+
+interface Login {
+  issued: number;
+  done: number;
+  ok: boolean;
+}
+
+/** Logs in through `url` (the callout) every 100 ms until stopped: one connect + close each. */
+function probeLogins(url: string, ca: string, id: Identity): { logins: Login[]; stop: () => Promise<void> } {
+  const logins: Login[] = [];
+  let stopped = false;
+  const loop = (async () => {
+    while (!stopped) {
+      const issued = performance.now();
+      let ok = true;
+      try {
+        const nc = await natsConnect({
+          servers: url,
+          tls: { ca },
+          authenticator: nkeySigner(id.nkey, (d) => id.sign(d)),
+          reconnect: false,
+          timeout: 20_000,
+        });
+        await nc.close();
+      } catch {
+        ok = false;
+      }
+      logins.push({ issued, done: performance.now(), ok });
+      await sleep(Math.max(0, 100 - (performance.now() - issued)));
+    }
+  })();
+  return {
+    logins,
+    stop: async () => {
+      stopped = true;
+      await loop;
+    },
+  };
+}
+
+/** After the kill: failed logins, and the longest a login took to be answered (either way). */
+function loginFigures(logins: Login[], tKill: number): { failed: number; worstMs: number; lastSlowMs: number } {
+  const after = logins.filter((l) => l.done >= tKill);
+  const worstMs = Math.max(0, ...after.map((l) => l.done - l.issued));
+  // The service is back once a login is answered as fast as before the kill (< 1 s).
+  const slow = after.filter((l) => !l.ok || l.done - l.issued >= 1000);
+  const lastSlowMs = slow.length ? Math.max(...slow.map((l) => l.done)) - tKill : 0;
+  return { failed: after.filter((l) => !l.ok).length, worstMs, lastSlowMs };
 }
 
 /** Polls one surviving node's view of the leaders every 100 ms until stopped. */
@@ -118,6 +174,8 @@ interface RoundResult {
   acked: number;
   refused: Record<string, number>;
   longestAckGapMs: number;
+  /** Logins through the surviving writer node after the kill. */
+  logins: { failed: number; worstMs: number; lastSlowMs: number };
   /** ms after the kill at which the polled survivor first saw each KV stream (and the meta group) led by a survivor. */
   newLeaderMs: Record<string, number>;
   restartMs: number;
@@ -160,6 +218,7 @@ async function round(cluster: UnibusCluster, admin: Identity, r: number, tag: st
 
     // 2-4. paced writes; kill the leader's node one second in
     const poll = pollLeaders(cluster.nodes[w]!.monitorUrl);
+    const probe = probeLogins(cluster.nodes[w]!.natsUrl, cluster.caPem, admin);
     const attempts: Attempt[] = [];
     const pending = new Set<Promise<void>>();
     let tKill = Number.POSITIVE_INFINITY;
@@ -185,6 +244,7 @@ async function round(cluster: UnibusCluster, admin: Identity, r: number, tag: st
     await killed;
     await Promise.all(pending);
     await poll.stop();
+    await probe.stop();
 
     // 5. the figures
     const after = attempts.filter((a) => a.issued >= tKill);
@@ -249,6 +309,7 @@ async function round(cluster: UnibusCluster, admin: Identity, r: number, tag: st
       acked: ackedHandles.length,
       refused,
       longestAckGapMs,
+      logins: loginFigures(probe.logins, tKill),
       newLeaderMs,
       restartMs,
       staleFirstRead: missingFirst.length,
@@ -259,7 +320,7 @@ async function round(cluster: UnibusCluster, admin: Identity, r: number, tag: st
   }
 }
 
-export async function run(rounds = Number(process.env.BENCH_ROUNDS ?? 3)): Promise<void> {
+export async function run(rounds = Number(process.env.BENCH_ROUNDS ?? 3)): Promise<BenchSection> {
   if (!Number.isInteger(rounds) || rounds < 1)
     throw new Error(`BENCH_ROUNDS must be a whole number >= 1; got ${rounds}`);
   const binary = (await resolveNatsServer()).path;
@@ -278,7 +339,9 @@ export async function run(rounds = Number(process.env.BENCH_ROUNDS ?? 3)): Promi
     }
 
     const results: RoundResult[] = [];
-    console.log(`\nfailover: SIGKILL the KV users stream leader's node, 3 nodes, R3 (${rounds} rounds, ms)`);
+    console.log(
+      `\nfailover: SIGKILL the ${VICTIM === "meta" ? "JetStream meta leader's" : "KV users stream leader's"} node, 3 nodes, R3 (${rounds} rounds, ms)`,
+    );
     for (let r = 1; r <= rounds; r++) {
       const x = await round(cluster, admin, r, "f");
       results.push(x);
@@ -292,6 +355,9 @@ export async function run(rounds = Number(process.env.BENCH_ROUNDS ?? 3)): Promi
       console.log(
         `    failover ${fmt(x.failoverMs, 0)}  unavailable ${fmt(x.unavailableMs, 0)}  longest ack gap ${fmt(x.longestAckGapMs, 0)}  ` +
           `attempts ${x.attempts} acked ${x.acked} refused ${JSON.stringify(x.refused)}  restart ${fmt(x.restartMs, 0)}  stale first read ${x.staleFirstRead}  lost ${x.lost}`,
+      );
+      console.log(
+        `    logins via ${x.writer}: failed ${x.logins.failed}, slowest ${fmt(x.logins.worstMs, 0)}, slow or failing until ${fmt(x.logins.lastSlowMs, 0)} after the kill`,
       );
       console.log(`    new leader seen after kill: ${moved || "(none polled)"}`);
     }
@@ -309,6 +375,8 @@ export async function run(rounds = Number(process.env.BENCH_ROUNDS ?? 3)): Promi
     );
     console.log(`  unavailable window     ${fmt(un.p50, 0).padStart(8)} ${fmt(un.max, 0).padStart(8)}`);
     console.log(`  longest ack gap        ${fmt(gap.p50, 0).padStart(8)} ${fmt(gap.max, 0).padStart(8)}`);
+    const lg = summarize(results.map((x) => x.logins.lastSlowMs));
+    console.log(`  logins slow/failing    ${fmt(lg.p50, 0).padStart(8)} ${fmt(lg.max, 0).padStart(8)}`);
     console.log(`  baseline write p50     ${fmt(base.p50).padStart(8)} ${fmt(base.max).padStart(8)}`);
     console.log(`  failover / baseline p50: ${fmt(ratio, 0)}x`);
     console.log(
@@ -323,13 +391,33 @@ export async function run(rounds = Number(process.env.BENCH_ROUNDS ?? 3)): Promi
     const file = await writeResult("failover", {
       rounds,
       targetMs: TARGET_MS,
-      ms: { failover: fo, unavailable: un, longestAckGap: gap, baselineWriteP50: base },
+      victim: VICTIM,
+      ms: { failover: fo, unavailable: un, longestAckGap: gap, loginsSlowOrFailing: lg, baselineWriteP50: base },
       ratioFailoverToBaselineP50: ratio,
       lost,
       staleFirstRead: stale,
       perRound: results,
     });
     console.log(`  -> ${file}`);
+    const baseline = `sequential write p50 before the kill, ${fmt(base.p50)} ms`;
+    return {
+      title: `Failover after SIGKILL of the ${VICTIM === "meta" ? "meta leader" : "users bucket's leader"} (3 nodes, ${rounds} rounds)`,
+      rows: [
+        { name: "first acknowledged write after the kill, p50", value: fo.p50, unit: "ms", baseline, ratio },
+        {
+          name: "first acknowledged write after the kill, max",
+          value: fo.max,
+          unit: "ms",
+          baseline,
+          ratio: fo.max / base.p50,
+        },
+        { name: "writes refused or unanswered until, max", value: un.max, unit: "ms" },
+        { name: "logins slow (>= 1 s) or failing until, p50", value: lg.p50, unit: "ms" },
+        { name: "logins slow (>= 1 s) or failing until, max", value: lg.max, unit: "ms" },
+        { name: "acknowledged writes lost", value: lost, unit: "writes" },
+      ],
+      notes: ["An election takes 4-9 s after the leader's last heartbeat (nats-server's hard-coded RAFT timers)."],
+    };
   } finally {
     await cluster.stop();
   }

@@ -14,6 +14,7 @@ import { startUnibus } from "../lib/bus/unibus.ts";
 import { createIdentity, type Identity } from "../lib/crypto/identity.ts";
 import { resolveNatsServer } from "../lib/nats/binary.ts";
 import { newInviteToken, openStore, type Store } from "../lib/store/index.ts";
+import type { BenchRow, BenchSection } from "./report.ts";
 import { fmt, type Summary, summarize, writeResult } from "./stats.ts";
 
 const OPS = Number(process.env.BENCH_KVSCALE_OPS ?? 100);
@@ -52,7 +53,7 @@ async function invitesAt(store: Store, total: number): Promise<{ create: Summary
   return { create, consume };
 }
 
-async function invites(stores: Record<string, Store>) {
+async function invites(stores: Record<string, Store>, rows: BenchRow[]) {
   const out: Record<string, unknown> = {};
   console.log(`\ninvites: create / consume (${OPS} sequential ops each)   p50 ms   p99 ms   p50 at 10k / at 10`);
   for (const [name, store] of Object.entries(stores)) {
@@ -64,6 +65,14 @@ async function invites(stores: Record<string, Store>) {
         ["10,000", large[op]],
       ] as const) {
         const ratio = label === "10" ? "" : `x${fmt(s.p50 / small[op].p50)}`;
+        rows.push({
+          name: `${name} invite ${op} at ${label} invites, p50`,
+          value: s.p50,
+          unit: "ms",
+          ...(label === "10"
+            ? {}
+            : { baseline: `at 10 invites, ${fmt(small[op].p50)} ms`, ratio: s.p50 / small[op].p50 }),
+        });
         console.log(
           `  ${name.padEnd(6)} ${op.padEnd(8)} at ${label.padEnd(7)}            ${fmt(s.p50).padStart(8)} ${fmt(s.p99).padStart(8)}   ${ratio}`,
         );
@@ -86,7 +95,7 @@ async function connects(url: string, ca: string, id: Identity, n: number): Promi
   });
 }
 
-async function connectByRooms(binary: string) {
+async function connectByRooms(binary: string, rows: BenchRow[]) {
   const bus = await startUnibus({ natsServer: binary, store: "kv" });
   const out: Record<string, unknown> = {};
   try {
@@ -121,6 +130,18 @@ async function connectByRooms(binary: string) {
         `  member of ${String(rooms).padEnd(5)} rooms             ${fmt(c.p50).padStart(8)} ${fmt(c.p99).padStart(8)}   ${fmt(listing.p50).padStart(10)} / ${fmt(listing.p99).padEnd(10)}   ${subjects}   p50 x${fmt(c.p50 / base.p50)} of 1 room`,
       );
       out[String(rooms)] = { connect: c, listRoomsFor: listing, subjects };
+      const vsOne = { baseline: `1 room, ${fmt(base.p50)} ms p50`, ratio: c.p50 / base.p50 };
+      rows.push(
+        { name: `connect, member of ${rooms} rooms, p50`, value: c.p50, unit: "ms", ...(rooms > 1 ? vsOne : {}) },
+        {
+          name: `connect, member of ${rooms} rooms, p99`,
+          value: c.p99,
+          unit: "ms",
+          note: "target < 20 ms at 1,000 rooms",
+        },
+        { name: `listRoomsFor, ${rooms} rooms, p50`, value: listing.p50, unit: "ms" },
+        { name: `listRoomsFor, ${rooms} rooms, p99`, value: listing.p99, unit: "ms" },
+      );
     }
     console.log("  target: connect p99 < 20 ms at 1,000 rooms");
   } finally {
@@ -129,17 +150,23 @@ async function connectByRooms(binary: string) {
   return out;
 }
 
-export async function run(): Promise<void> {
+export async function run(): Promise<BenchSection[]> {
   const binary = (await resolveNatsServer()).path;
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-bench-"));
   const sqlite = await openStore({ backend: "sqlite", file: path.join(dir, "store.db") });
   const bus = await startUnibus({ natsServer: binary, store: "kv" });
+  const inviteRows: BenchRow[] = [];
+  const connectRows: BenchRow[] = [];
   try {
-    const inv = await invites({ sqlite, kv: bus.store });
+    const inv = await invites({ sqlite, kv: bus.store }, inviteRows);
     await bus.stop();
-    const conn = await connectByRooms(binary);
+    const conn = await connectByRooms(binary, connectRows);
     const file = await writeResult("kvscale", { ops: OPS, invites: inv, connect: conn });
     console.log(`  -> ${file}`);
+    return [
+      { title: `Invites at 10 and 10,000 (${OPS} sequential ops each)`, rows: inviteRows },
+      { title: "Connect through the callout by rooms of the member (KV R1)", rows: connectRows },
+    ];
   } finally {
     await sqlite.close();
     await bus.stop();

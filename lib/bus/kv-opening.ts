@@ -41,6 +41,8 @@ export interface KvOpeningOptions {
   bucketPrefix?: string;
   /** Per-operation bound of the KV store. */
   timeoutMs?: number;
+  /** The blob bucket's storage cap in bytes (unset: none). */
+  blobStorageBytes?: number;
   logger: Logger;
   /** The node's SQLite file: a store there beside an empty KV allowlist is an unrun migration. */
   sqliteFile: string;
@@ -129,7 +131,12 @@ export class KvOpening {
         ...(this.#opts.timeoutMs ? { timeoutMs: this.#opts.timeoutMs } : {}),
       }),
       openKvNonceStore({ nc, replicas, logger, openTimeoutMs, ...prefix }),
-      openBlobBucket(nc, { replicas, openTimeoutMs, ...prefix }),
+      openBlobBucket(nc, {
+        replicas,
+        openTimeoutMs,
+        ...prefix,
+        ...(this.#opts.blobStorageBytes ? { storageBytes: this.#opts.blobStorageBytes } : {}),
+      }),
     ]);
     const ok = store.status === "fulfilled" && nonces.status === "fulfilled" && blobs.status === "fulfilled";
     if (ok && this.#opts.isUp()) {

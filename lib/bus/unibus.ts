@@ -133,8 +133,12 @@ export interface StartUnibusOptions {
    * machines each node counts its own), subscriptions per connection, largest message.
    */
   limits?: Partial<IdentityLimits>;
-  /** Blob limits: size cap (default 256 MiB), max age (default 30 days), GC interval (default 10 min). */
-  blobs?: { maxBytes?: number; maxAgeMs?: number; gcIntervalMs?: number };
+  /**
+   * Blob limits: size cap (default 256 MiB), max age (default 30 days), GC interval (default
+   * 10 min); on KV also `storageBytes`, the Object Store bucket's storage cap (default none;
+   * an upload past it is refused with 507).
+   */
+  blobs?: { maxBytes?: number; maxAgeMs?: number; gcIntervalMs?: number; storageBytes?: number };
   /**
    * Origins whose pages may call the control plane from a browser (the browser client on
    * another origin). Each exactly `scheme://host[:port]`. Default none.
@@ -396,6 +400,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     }
     try {
       this.#limits = checkLimits(this.#opts.limits);
+      checkBlobStorageBytes(this.#opts.blobs?.storageBytes);
       this.#roomStorage = roomStorageOf(this.#opts);
       const prepared = await this.#prepare(backend);
       const certs = await this.#certificates(prepared);
@@ -612,6 +617,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       replicas: this.#opts.replicas ?? 1,
       ...(this.#opts.kv?.bucketPrefix ? { bucketPrefix: this.#opts.kv.bucketPrefix } : {}),
       ...(this.#opts.kv?.timeoutMs ? { timeoutMs: this.#opts.kv.timeoutMs } : {}),
+      ...(this.#opts.blobs?.storageBytes ? { blobStorageBytes: this.#opts.blobs.storageBytes } : {}),
       sqliteFile,
       isUp: () => this.#isUp(),
     });
@@ -639,7 +645,8 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
    * any blob; on SQLite (one node) they stay files in the data dir.
    */
   async #makeBlobs(backend: StoreBackend): Promise<Blobs> {
-    const common = { store: this.store, logger: this.#logger, ...this.#opts.blobs };
+    const { storageBytes: _capOfTheBucket, ...limits } = this.#opts.blobs ?? {};
+    const common = { store: this.store, logger: this.#logger, ...limits };
     if (backend !== "kv") return new BlobStore({ dir: path.join(this.#dataDir, "blobs"), ...common });
     const { ObjectBlobStore } = await import("../control/blob-objects.ts"); // a SQLite bus never loads it
     return new ObjectBlobStore({ bucket: () => this.#kv?.blobBucket, ...common });
@@ -945,4 +952,11 @@ function controlLimits(opts: StartUnibusOptions) {
     ...(perIdentity ? { identityRateLimit: perIdentity } : {}),
     ...(opts.controlTimeouts ? { timeouts: opts.controlTimeouts } : {}),
   };
+}
+
+/** `blobs.storageBytes`: unset, or a positive whole number of bytes. */
+function checkBlobStorageBytes(n: number | undefined): void {
+  if (n !== undefined && (!Number.isSafeInteger(n) || n <= 0)) {
+    throw new InvalidArgumentError("blobs.storageBytes", "blobs.storageBytes must be a positive whole number of bytes");
+  }
 }

@@ -162,6 +162,16 @@ export const SETTINGS = {
     arg: "n",
     description: "JetStream replicas of room streams (default: min(3, nodes))",
   },
+  // docs/clustering.md "Blob storage": JetStream refuses a chunk past the bucket's max_bytes.
+  blobStorageBytes: {
+    type: "integer",
+    default: undefined,
+    minimum: 1,
+    maximum: Number.MAX_SAFE_INTEGER,
+    arg: "bytes",
+    description:
+      "KV store: storage cap of the blob bucket in bytes; an upload past it is refused with 507 (default: none)",
+  },
   // docs/security.md: revocation is bounded by this lifetime when a kick fails.
   userJwtTtlSeconds: {
     type: "integer",

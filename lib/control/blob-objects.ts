@@ -15,7 +15,7 @@
 import crypto from "node:crypto";
 import fs from "node:fs";
 import { Readable } from "node:stream";
-import { type JetStreamClient, jetstream, StorageType } from "@nats-io/jetstream";
+import { JetStreamApiError, type JetStreamClient, jetstream, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import { type ObjectInfo, type ObjectStore, Objm } from "@nats-io/obj";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { InvalidArgumentError, NotFoundError, StateError, StoreUnavailableError, UnibusError } from "../errors.ts";
@@ -24,6 +24,7 @@ import type { Store } from "../store/index.ts";
 import {
   BlobHousekeeping,
   type BlobMeta,
+  BlobStorageFullError,
   type Blobs,
   type BlobUpload,
   committedBlobs,
@@ -68,17 +69,34 @@ export interface BlobBucketOptions {
   timeoutMs?: number;
   /** Bound of the bucket's creation. Default 5000 ms. */
   openTimeoutMs?: number;
+  /**
+   * The bucket's storage cap in bytes (its stream's `max_bytes`: chunks and metadata on
+   * each replica); an upload that would pass it is refused whole. Unset: no cap. Applied
+   * to an existing bucket too, so a restart with another cap changes it.
+   */
+  storageBytes?: number;
 }
 
-/** Creates the blob bucket (file storage, `replicas` ways) or opens it if it exists. */
+/** Creates the blob bucket (file storage, `replicas` ways) or opens it if it exists; sets its storage cap. */
 export async function openBlobBucket(nc: NatsConnection, opts: BlobBucketOptions): Promise<BlobBucket> {
   const name = `${opts.bucketPrefix ?? "unibus_"}${BLOB_BUCKET}`;
-  const creating = jetstream(nc, { timeout: opts.openTimeoutMs ?? 5000 });
-  await new Objm(creating).create(name, { replicas: opts.replicas, storage: StorageType.File });
+  const maxBytes = opts.storageBytes === undefined ? -1 : positiveInt(opts.storageBytes, "storageBytes");
+  const timeout = opts.openTimeoutMs ?? 5000;
+  const creating = jetstream(nc, { timeout });
+  // The stream rejects a chunk past max_bytes (discard new), and nats.js then purges the put's chunks.
+  await new Objm(creating).create(name, { replicas: opts.replicas, storage: StorageType.File, max_bytes: maxBytes });
+  await applyStorageCap(nc, `OBJ_${name}`, maxBytes, timeout);
   // Creation may be bounded short while a cluster forms; transfers get their own bound.
   const js = jetstream(nc, { timeout: opts.timeoutMs ?? 5000 });
   const os = await new Objm(js).open(name, false);
   return { os, js, name };
+}
+
+/** An existing bucket keeps the config it was made with: its cap is updated when it differs. */
+async function applyStorageCap(nc: NatsConnection, stream: string, maxBytes: number, timeout: number): Promise<void> {
+  const jsm = await jetstreamManager(nc, { timeout, checkAPI: false });
+  const { config } = await jsm.streams.info(stream);
+  if ((config.max_bytes ?? -1) !== maxBytes) await jsm.streams.update(stream, { ...config, max_bytes: maxBytes });
 }
 
 export interface ObjectBlobStoreOptions {
@@ -479,8 +497,12 @@ async function call<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/** JetStream's refusal of a publish past the stream's max_bytes. */
+const MAX_BYTES_EXCEEDED = 10077;
+
 function unavailable(err: unknown): unknown {
   if (err instanceof UnibusError) return err;
+  if (err instanceof JetStreamApiError && err.code === MAX_BYTES_EXCEEDED) return new BlobStorageFullError();
   return new StoreUnavailableError("the blob store did not answer", { cause: err });
 }
 

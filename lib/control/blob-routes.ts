@@ -18,7 +18,14 @@ import { AUTH_HEADERS, sha256Hex } from "../crypto/index.ts";
 import type { Logger } from "../log/index.ts";
 import type { BusMetrics } from "../metrics/index.ts";
 import type { Store } from "../store/index.ts";
-import { type BlobMeta, BlobStoreClosedError, type Blobs, isBlobId, parseMimetype } from "./blobs.ts";
+import {
+  type BlobMeta,
+  BlobStorageFullError,
+  BlobStoreClosedError,
+  type Blobs,
+  isBlobId,
+  parseMimetype,
+} from "./blobs.ts";
 import { HttpError } from "./http-error.ts";
 import { type InflightBytes, type MinBodyRate, readBody, streamBody } from "./limits.ts";
 import { Router } from "./router.ts";
@@ -293,6 +300,7 @@ function refusal(err: unknown, env: BlobRouteEnv): unknown {
   if (e instanceof BlobStoreClosedError) {
     e = new HttpError(503, "the bus is shutting down; try again shortly", { code: "SHUTTING_DOWN", cause: err });
   }
+  if (e instanceof BlobStorageFullError) e = new HttpError(507, e.message, { code: e.code, cause: err });
   if (e instanceof HttpError) {
     if (e.status === 413) env.metrics?.httpRejections.inc({ reason: "body_limit" });
     else if (e.status === 408) env.metrics?.httpRejections.inc({ reason: "body_too_slow" });

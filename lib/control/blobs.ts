@@ -58,6 +58,13 @@ export interface BlobMeta {
   expiresAt: number;
 }
 
+/** The blob store's storage cap is reached: the upload was refused and nothing of it kept. */
+export class BlobStorageFullError extends UnibusError {
+  constructor() {
+    super("BLOB_STORAGE_FULL", "the blob store is full (its storage cap is reached); delete blobs or raise the cap");
+  }
+}
+
 /** The blob store is closing: no new transfer starts. */
 export class BlobStoreClosedError extends UnibusError {
   constructor() {

@@ -285,7 +285,7 @@ export const ROUTE_DOCS: Readonly<Record<string, RouteDoc>> = {
   },
   register: { summary: "Register with an invite token", status: 201, answer: ref("User"), refusals: [400, 401, 409] },
   openapi: { summary: "This document", status: 200, answer: ref("OpenApi"), refusals: [] },
-  "blobs.put": { summary: "Upload a blob to a room", status: 201, answer: ref("Blob"), refusals: [400, 403, 413] },
+  "blobs.put": { summary: "Upload a blob to a room", status: 201, answer: ref("Blob"), refusals: [400, 403, 413, 507] },
   "blobs.get": { summary: "Download a blob", status: 200, refusals: [403, 404] },
   "blobs.delete": { summary: "Delete a blob (its uploader or the room's owner)", status: 204, refusals: [403, 404] },
 };

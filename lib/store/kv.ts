@@ -6,7 +6,7 @@
  *   handles   <hex(handle)>                  → HandleClaim   (handle uniqueness)
  *   rooms     <roomId>                       → RoomRec (Room + its members + commit/lock state)
  *   subjects  <hex(subject)>                 → SubjectClaim  (subject uniqueness)
- *   memberof  <signPub>.<roomId>             → "1"   (reverse index for listRoomsFor / deleteUser)
+ *   memberof  <signPub>.<roomId>             → "1"   (reverse index for deleteUser; listRoomsFor's fallback)
  *   keys      <roomId>.<signPub>.<epoch>     → the sealed room key (every epoch kept)
  *   invites   <id12>.<rest of tokenHash>     → Invite
  *             idx.id.<id12>                  → InviteIdIndex      (id uniqueness; cancel by id in one get)
@@ -46,6 +46,10 @@
  * `StoreUnavailableError` past it or on any NATS/JetStream error; the authorization
  * predicates never answer true from a failure. Retries after a lost CAS stay inside
  * the same deadline.
+ *
+ * listRoomsFor (the connect path) answers from an in-memory index fed by a watch on the
+ * rooms bucket (kv-rooms-index.ts), after a barrier (a marker written to the bucket), so it
+ * reflects every write acknowledged before the call; the reverse index is its fallback.
  *
  * Known limits: `snapshot()` reads bucket by bucket, so it is consistent only when no
  * writes run meanwhile (the migration's parity check is); an interrupted addMember may leave the key it wrote for a non-member at the current
@@ -87,6 +91,7 @@ import {
   type UserRec,
 } from "./kv-layout.ts";
 import { bounded, bucketPrefixOf, Timeout } from "./kv-ops.ts";
+import { RoomIndex } from "./kv-rooms-index.ts";
 import {
   type ConsumeDecision,
   checkAddMember,
@@ -223,7 +228,10 @@ export async function openKvStore(opts: KvStoreOptions): Promise<KvStore> {
       const buckets = Object.fromEntries(BUCKETS.map((b, i) => [b, opened[i]!])) as Buckets;
       const actual = opts.bind ? (await buckets.users.status()).replicas : replicas;
       logger.info({ component: "store", backend: "kv", prefix, replicas: actual }, "KV store open");
-      return new KvStore(nc, owned, buckets, { timeoutMs, logger, replicas: actual, prefix });
+      // A bus's store (not the admin CLI's one-shot binding) loads the rooms index now, so
+      // the first connects do not wait for it — nor for a meta leader to place its watch.
+      const watchRooms = !opts.bind;
+      return new KvStore(nc, owned, buckets, { timeoutMs, logger, replicas: actual, prefix, watchRooms });
     });
   } catch (err) {
     if (owned && nc !== undefined && !nc.isClosed()) await nc.close().catch(() => {});
@@ -296,12 +304,14 @@ export class KvStore implements Store {
   readonly bucketPrefix: string;
   #closed = false;
   readonly #watches = new Set<UserWatch>();
+  /** Memberships from a watch on the rooms bucket, for listRoomsFor (started by its first call). */
+  readonly #roomIndex: RoomIndex;
 
   constructor(
     nc: NatsConnection,
     owned: boolean,
     buckets: Buckets,
-    options: { timeoutMs: number; logger: Logger; replicas: number; prefix: string },
+    options: { timeoutMs: number; logger: Logger; replicas: number; prefix: string; watchRooms?: boolean },
   ) {
     this.#nc = nc;
     this.#owned = owned;
@@ -310,6 +320,8 @@ export class KvStore implements Store {
     this.#log = options.logger;
     this.replicas = options.replicas;
     this.bucketPrefix = options.prefix;
+    this.#roomIndex = new RoomIndex(buckets.rooms, options.logger);
+    if (options.watchRooms) this.#roomIndex.start();
   }
 
   /** For the snapshot importer (snapshot.ts) only: the raw buckets. */
@@ -356,6 +368,32 @@ export class KvStore implements Store {
       throw new StoreUnavailableError("the store could not answer; see the server log for the cause", { cause: err });
     });
   }
+
+  /**
+   * A read: tried again within its deadline when one attempt goes unanswered. A request
+   * sent to a stream leader that just died gets no answer at all; retried every
+   * READ_ATTEMPT_MS, a read reaches the new leader at most that long after its election
+   * instead of failing after the whole `timeoutMs` (the callout then holds the connect and
+   * asks again). Only for reads (and the rooms barrier, a marker written again harmlessly):
+   * any other write that timed out may have landed.
+   */
+  #read<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    return this.#run(op, (ctx) => this.#attempts(ctx, fn));
+  }
+
+  /** `fn` (a read) in attempts of READ_ATTEMPT_MS until one is answered or the deadline passes. */
+  async #attempts<T>(ctx: Ctx, fn: () => Promise<T>): Promise<T> {
+    for (;;) {
+      try {
+        return await bounded(Math.min(KvStore.READ_ATTEMPT_MS, Math.max(1, ctx.deadline - Date.now())), fn);
+      } catch (err) {
+        if (!(err instanceof Timeout) || Date.now() >= ctx.deadline) throw err;
+      }
+    }
+  }
+
+  /** One attempt of a read (see #read). */
+  static readonly READ_ATTEMPT_MS = 1000;
 
   #checkDeadline(ctx: Ctx): void {
     if (this.#closed) throw new StoreUnavailableError("the store is closed");
@@ -473,7 +511,7 @@ export class KvStore implements Store {
   }
 
   getUser(signPub: string): Promise<User> {
-    return this.#run("getUser", async () => {
+    return this.#read("getUser", async () => {
       const k = lookupKey(signPub);
       const user = await this.#user(k);
       if (user === undefined) throw new NotFoundError("user", k);
@@ -654,7 +692,7 @@ export class KvStore implements Store {
   }
 
   isAuthorized(signPub: string): Promise<boolean> {
-    return this.#run("isAuthorized", async () => {
+    return this.#read("isAuthorized", async () => {
       if (!isKeyShape(signPub)) return false;
       const user = await this.#user(signPub.toLowerCase());
       return user !== undefined && user.status === "active";
@@ -995,10 +1033,18 @@ export class KvStore implements Store {
     });
   }
 
+  /** How long listRoomsFor waits for the rooms index to catch up before reading the records directly. */
+  static readonly ROOM_INDEX_WAIT_MS = 250;
+
   listRoomsFor(signPub: string): Promise<Array<Room & { role: RoomRole }>> {
-    return this.#run("listRoomsFor", async () => {
+    return this.#run("listRoomsFor", async (ctx) => {
       const k = lookupKey(signPub);
-      return (await this.#roomsOf(k))
+      this.#roomIndex.start();
+      // Every write acknowledged before this call is below the barrier's sequence.
+      const seq = await this.#attempts(ctx, () => this.#roomIndex.barrier());
+      const wait = Math.min(KvStore.ROOM_INDEX_WAIT_MS, ctx.deadline - Date.now());
+      const indexed = await this.#roomIndex.roomsOf(k, seq, wait);
+      return (indexed ?? (await this.#roomsOf(k)))
         .map(({ rec, role }) => ({ ...rec.room, role }))
         .sort((a, b) => a.createdAt - b.createdAt || byString<Room>((x) => x.id)(a, b));
     });
@@ -1388,6 +1434,7 @@ export class KvStore implements Store {
     if (this.#closed) return;
     this.#closed = true;
     for (const w of [...this.#watches]) w.stop();
+    this.#roomIndex.stop();
     if (this.#owned && !this.#nc.isClosed()) {
       await this.#nc
         .close()

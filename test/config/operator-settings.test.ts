@@ -157,3 +157,14 @@ t.test(
     });
   },
 );
+
+t.test("blobStorageBytes: unset by default; flag, env and file; below 1 refused by name", async (t) => {
+  const cwd = t.testdir();
+  t.equal(resolveConfig({ cwd, env: {} }).config.blobStorageBytes, undefined, "no cap by default");
+  const env = resolveConfig({ cwd, env: { UNIBUS_BLOB_STORAGE_BYTES: "1073741824" } });
+  t.same([env.config.blobStorageBytes, env.sources.blobStorageBytes], [1073741824, "env"]);
+  const flag = resolveConfig({ cwd, env: {}, flags: { blobStorageBytes: "5000000000" } });
+  t.same([flag.config.blobStorageBytes, flag.sources.blobStorageBytes], [5_000_000_000, "flag"], "above 2^32 too");
+  fs.writeFileSync(path.join(cwd, "unibus.config.json"), JSON.stringify({ blobStorageBytes: 0 }));
+  t.throws(() => resolveConfig({ cwd, env: {} }), { message: /"blobStorageBytes" must be an integer/ });
+});

@@ -210,7 +210,8 @@ t.test("a stopped server: operations fail within the timeout, predicates fail cl
     reconnectTimeWait: 50,
   });
   t.teardown(() => own.close());
-  const store = await openKvStore({ nc: own, timeoutMs: 400 });
+  // Several read attempts (READ_ATTEMPT_MS each) fit in the deadline: they end with it.
+  const store = await openKvStore({ nc: own, timeoutMs: 2500 });
   t.teardown(() => store.close());
   const admin = await store.addUser({ signPub: signPubHex(), kexPub: kexPubHex(), handle: "root", role: "admin" });
   t.equal(await store.isAuthorized(admin.signPub), true, "authorized while up");
@@ -221,6 +222,7 @@ t.test("a stopped server: operations fail within the timeout, predicates fail cl
     ["isMember", () => store.isMember("r1", admin.signPub)],
     ["roomIfMember", () => store.roomIfMember("0".repeat(24), admin.signPub)],
     ["getUser", () => store.getUser(admin.signPub)],
+    ["listRoomsFor", () => store.listRoomsFor(admin.signPub)],
     ["addUser", () => store.addUser({ signPub: signPubHex(), handle: "x", role: "member" })],
     ["listUsers", () => store.listUsers()],
     ["snapshot", () => store.snapshot()],

@@ -204,6 +204,7 @@ export function operatorOptions(cfg: UnibusConfig): OperatorOptions {
       maxBytes: cfg.blobMaxBytes,
       maxAgeMs: cfg.blobMaxAgeSeconds * 1000,
       gcIntervalMs: cfg.blobGcIntervalSeconds * 1000,
+      ...(cfg.blobStorageBytes !== undefined ? { storageBytes: cfg.blobStorageBytes } : {}),
     },
     ...(cfg.jetstreamMaxFileBytes !== undefined ? { jetstreamMaxFileBytes: cfg.jetstreamMaxFileBytes } : {}),
   };
