@@ -28,13 +28,18 @@ function control(i: number, identity: Identity): ControlClient {
   return c;
 }
 
-/** Retries while the answer is 503 (a replicated stream electing a leader after a SIGKILL). */
+/**
+ * Retries while a replicated stream elects a leader after a SIGKILL: the answer is 503, or,
+ * when the blob stream lost its leader after the status line went out, the download is cut
+ * (CONTROL_UNREACHABLE: the server's only signal left). Anything else fails the test.
+ */
 async function through<T>(fn: () => Promise<T>): Promise<T> {
   for (let i = 0; ; i++) {
     try {
       return await fn();
     } catch (err) {
-      if ((err as { status?: number }).status !== 503 || i >= 60) throw err;
+      const e = err as { status?: number; code?: string };
+      if ((e.status !== 503 && e.code !== "CONTROL_UNREACHABLE") || i >= 60) throw err;
       await sleep(500);
     }
   }
