@@ -81,7 +81,12 @@ t.test("the control plane answers /healthz over TLS from the bus CA", async (t) 
   const dispatcher = trustingAgent(t, bus.caPem);
   const res = await request(`${bus.controlUrl}/healthz`, { dispatcher });
   t.equal(res.statusCode, 200);
-  t.same(await res.body.json(), { status: "ok", parts: { nats: "up", streams: "up", store: "up" } });
+  t.same(await res.body.json(), {
+    status: "ok",
+    node: "unibus-1",
+    parts: { nats: "up", streams: "up", store: "up", callout: "up", kicker: "up", storage: "up" },
+    nats: { restarts: 0 },
+  });
   const missing = await request(`${bus.controlUrl}/nope`, { dispatcher });
   t.equal(missing.statusCode, 404);
   await missing.body.dump();

@@ -11,8 +11,8 @@ import { issueCertificate, loadOrCreateCa, loadOrCreateServerCertificate } from 
 import { runCli } from "../helpers/cli.ts";
 import { listenLocal } from "../helpers/net.ts";
 
-const RANDOM = { nats: -1, control: 0, monitoring: -1 };
-const RANDOM_ENV = { UNIBUS_NATS_PORT: "-1", UNIBUS_CONTROL_PORT: "0", UNIBUS_MONITOR_PORT: "-1" };
+const RANDOM = { nats: -1, control: 0, monitoring: -1, websocket: -1 };
+const RANDOM_ENV = { UNIBUS_NATS_PORT: "-1", UNIBUS_CONTROL_PORT: "0", UNIBUS_MONITOR_PORT: "-1", UNIBUS_WS_PORT: "-1" };
 const DAY = 86_400_000;
 
 /** The files `unibus up` leaves in a data dir, made by the same functions. */
@@ -110,9 +110,10 @@ t.test("a configured port held by another process is an error; a missing data di
   const other = net.createServer();
   const port = await listenLocal(t, other);
   const dir = path.join(t.testdir(), "nothing-here");
-  const findings = await runDoctor({ dataDir: dir, ports: { nats: port, control: 0, monitoring: -1 } });
+  const findings = await runDoctor({ dataDir: dir, ports: { nats: port, control: 0, monitoring: -1, websocket: -1 } });
   t.match(byCheck(findings, "port"), [
     { level: "error", message: `NATS port ${port} on 127.0.0.1 is in use by another process`, fix: /--nats-port/ },
+    { level: "ok", message: /random/ },
     { level: "ok", message: /random/ },
     { level: "ok", message: /random/ },
   ]);

@@ -95,9 +95,10 @@ t.test("a cluster: every route's TLS handshake and every node's peers; a node on
 
 t.test("no bus running: no route findings, configured ports checked as before", async (t) => {
   const dataDir = t.testdir();
-  const findings = await runDoctor({ dataDir, ports: { nats: -1, control: 0, monitoring: -1 } });
+  const findings = await runDoctor({ dataDir, ports: { nats: -1, control: 0, monitoring: -1, websocket: -1 } });
   t.same(byCheck(findings, "routes"), []);
   t.match(byCheck(findings, "port"), [
+    { message: /random port/ },
     { message: /random port/ },
     { message: /random port/ },
     { message: /random port/ },
