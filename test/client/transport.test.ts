@@ -109,13 +109,14 @@ t.test("after the server restarts, the client reconnects through CoalescingTrans
   const pub = await dial(t, first.url, first.ca, { reconnectTimeWait: 50, maxReconnectAttempts: -1 });
   const sub = await dial(t, first.url, first.ca, { reconnectTimeWait: 50, maxReconnectAttempts: -1 });
   const before = transportOf(sub);
-  const back = (async () => {
-    for await (const s of sub.status()) if (s.type === "reconnect") return;
-  })();
+  // Both connections must be back before traffic: a flush on one still reconnecting rejects.
+  const back = [pub, sub].map(async (nc) => {
+    for await (const s of nc.status()) if (s.type === "reconnect") return;
+  });
   await first.server.stop();
   // the same certificate and port, so the client's options still hold
   await startTlsServer(t, first.tls, first.port);
-  await back;
+  await Promise.all(back);
   await pub.flush();
   t.not(transportOf(sub), before, "a new transport after the reconnect");
   t.ok(transportOf(sub) instanceof CoalescingTransport, "and it is a CoalescingTransport");
