@@ -12,6 +12,7 @@ const FLOOR_TESTS = [
   "test/bus/acl.test.ts",
   "test/bus/cluster-acl.test.ts",
   "test/bus/cluster.test.ts",
+  "test/bus/cluster-up.test.ts",
   "test/bus/cluster-kv.test.ts",
   "test/tls/nats.test.ts",
   "test/bus/websocket.test.ts",

@@ -12,7 +12,12 @@ import { runCli } from "../helpers/cli.ts";
 import { listenLocal } from "../helpers/net.ts";
 
 const RANDOM = { nats: -1, control: 0, monitoring: -1, websocket: -1 };
-const RANDOM_ENV = { UNIBUS_NATS_PORT: "-1", UNIBUS_CONTROL_PORT: "0", UNIBUS_MONITOR_PORT: "-1", UNIBUS_WS_PORT: "-1" };
+const RANDOM_ENV = {
+  UNIBUS_NATS_PORT: "-1",
+  UNIBUS_CONTROL_PORT: "0",
+  UNIBUS_MONITOR_PORT: "-1",
+  UNIBUS_WS_PORT: "-1",
+};
 const DAY = 86_400_000;
 
 /** The files `unibus up` leaves in a data dir, made by the same functions. */
