@@ -1,13 +1,13 @@
 // Publishing: publish and publishMany queue frames on the connection and hand them to
 // nats.js together once per turn; order holds across both, flush() and close() never
 // leave a frame behind, and a batch with one bad or oversized item sends nothing.
-import t from "tap";
+import t, { type Test } from "tap";
 import type { Room } from "../../lib/client/room.ts";
 import { InvalidArgumentError, StateError } from "../../lib/errors.ts";
 import { client, member, reconnected, testBus, user } from "../helpers/bus.ts";
 import { collector } from "../helpers/room.ts";
 
-async function pair(t: Parameters<Parameters<typeof t.test>[1]>[0], encrypt: boolean) {
+async function pair(t: Test, encrypt: boolean) {
   const bus = await testBus(t);
   const alice = await user(t, bus, "alice");
   const bob = await user(t, bus, "bob");
