@@ -10,6 +10,7 @@ import { createIdentity, type Identity } from "../lib/crypto/identity.ts";
 import { resolveNatsServer } from "../lib/nats/binary.ts";
 import { NatsServerProcess } from "../lib/nats/process.ts";
 import { loadOrCreateCa, loadOrCreateServerCertificate } from "../lib/tls/index.ts";
+import type { BenchSection } from "./report.ts";
 import { fmt, summarize, writeResult } from "./stats.ts";
 
 async function measure(url: string, ca: string, id: Identity, n: number) {
@@ -29,7 +30,7 @@ async function measure(url: string, ca: string, id: Identity, n: number) {
   return { rate: n / ((performance.now() - t0) / 1000), ...summarize(samples) };
 }
 
-export async function run(n = Number(process.env.BENCH_CONNECTS ?? 500)): Promise<void> {
+export async function run(n = Number(process.env.BENCH_CONNECTS ?? 500)): Promise<BenchSection> {
   const binary = (await resolveNatsServer()).path;
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-bench-"));
   const id = createIdentity();
@@ -79,6 +80,16 @@ export async function run(n = Number(process.env.BENCH_CONNECTS ?? 500)): Promis
     console.log("  targets: >= 50% of static, p99 < 10 ms");
     const file = await writeResult("connect", { n, static: s, callout: c, ratio: c.rate / s.rate });
     console.log(`  -> ${file}`);
+    const baseline = "static nkey user";
+    return {
+      title: `Connect over TLS, sequential (${n} each)`,
+      rows: [
+        { name: "static nkey user", value: s.rate, unit: "conn/s" },
+        { name: "through the auth callout", value: c.rate, unit: "conn/s", baseline, ratio: c.rate / s.rate },
+        { name: "through the auth callout", value: c.p99, unit: "ms p99", baseline, ratio: c.p99 / s.p99 },
+      ],
+      notes: ["Targets: callout >= 50 % of static, p99 < 10 ms."],
+    };
   } finally {
     await bus.stop();
     await staticServer.stop();

@@ -11,6 +11,7 @@ import { ControlClient } from "../lib/client/control.ts";
 import { signRequest } from "../lib/crypto/canonical.ts";
 import { createIdentity, Identity } from "../lib/crypto/identity.ts";
 import { resolveNatsServer } from "../lib/nats/binary.ts";
+import type { BenchSection } from "./report.ts";
 import { fmt, summarize, writeResult } from "./stats.ts";
 
 type Kind = "healthz" | "signed" | "signedInLoop";
@@ -122,7 +123,7 @@ function combine(rounds: Round[]) {
 export async function run(
   n = Number(process.env.BENCH_REQUESTS ?? 4000),
   workers = Number(process.env.BENCH_WORKERS ?? 8),
-): Promise<void> {
+): Promise<BenchSection> {
   const binary = (await resolveNatsServer()).path;
   // No throttling: the per-IP bucket would otherwise be what is measured.
   const bus = await startUnibus({ natsServer: binary, rateLimit: { ratePerSec: 1e9, burst: 1e9 } });
@@ -180,6 +181,22 @@ export async function run(
       ratioInLoop: l.rate / h.rate,
     });
     console.log(`  -> ${out}`);
+    const baseline = "GET /healthz, unsigned";
+    return {
+      title: `Control plane, ${workers} workers, one keep-alive pool (${h.n} requests each)`,
+      rows: [
+        { name: baseline, value: h.rate, unit: "req/s" },
+        { name: "GET /v1/rooms/:id, signed by a member", value: s.rate, unit: "req/s", baseline, ratio },
+        {
+          name: "same, signing each request in the loop",
+          value: l.rate,
+          unit: "req/s",
+          baseline,
+          ratio: l.rate / h.rate,
+        },
+      ],
+      notes: ["Target: signed >= 40 % of unsigned."],
+    };
   } finally {
     await load?.close();
     await bus.stop();

@@ -19,6 +19,7 @@ import { jetStreamLeaders } from "../lib/bus/cluster-ready.ts";
 import { ControlClient } from "../lib/client/control.ts";
 import { createIdentity, type Identity } from "../lib/crypto/identity.ts";
 import { resolveNatsServer } from "../lib/nats/binary.ts";
+import type { BenchSection } from "./report.ts";
 import { fmt, summarize, writeResult } from "./stats.ts";
 
 const TARGET_MS = 5000;
@@ -259,7 +260,7 @@ async function round(cluster: UnibusCluster, admin: Identity, r: number, tag: st
   }
 }
 
-export async function run(rounds = Number(process.env.BENCH_ROUNDS ?? 3)): Promise<void> {
+export async function run(rounds = Number(process.env.BENCH_ROUNDS ?? 3)): Promise<BenchSection> {
   if (!Number.isInteger(rounds) || rounds < 1)
     throw new Error(`BENCH_ROUNDS must be a whole number >= 1; got ${rounds}`);
   const binary = (await resolveNatsServer()).path;
@@ -330,6 +331,18 @@ export async function run(rounds = Number(process.env.BENCH_ROUNDS ?? 3)): Promi
       perRound: results,
     });
     console.log(`  -> ${file}`);
+    const baseline = "write p50 before the kill";
+    return {
+      title: `Failover: SIGKILL of the KV users stream leader's node, 3 nodes, R3 (${rounds} rounds)`,
+      rows: [
+        { name: baseline, value: base.p50, unit: "ms" },
+        { name: "failover", value: fo.p50, unit: "ms p50", baseline, ratio },
+        { name: "failover", value: fo.max, unit: "ms max" },
+        { name: "unavailable window", value: un.max, unit: "ms max" },
+        { name: "lost acknowledged writes", value: lost, unit: "writes" },
+      ],
+      notes: [`Target: failover < ${TARGET_MS} ms.`],
+    };
   } finally {
     await cluster.stop();
   }

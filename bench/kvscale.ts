@@ -14,6 +14,7 @@ import { startUnibus } from "../lib/bus/unibus.ts";
 import { createIdentity, type Identity } from "../lib/crypto/identity.ts";
 import { resolveNatsServer } from "../lib/nats/binary.ts";
 import { newInviteToken, openStore, type Store } from "../lib/store/index.ts";
+import type { BenchSection } from "./report.ts";
 import { fmt, type Summary, summarize, writeResult } from "./stats.ts";
 
 const OPS = Number(process.env.BENCH_KVSCALE_OPS ?? 100);
@@ -86,6 +87,44 @@ async function connects(url: string, ca: string, id: Identity, n: number): Promi
   });
 }
 
+type Timed = { p50: number; p99: number };
+
+function kvscaleSection(inv: Record<string, unknown>, conn: Record<string, unknown>): BenchSection {
+  const rows: BenchSection["rows"] = [];
+  for (const [store, v] of Object.entries(
+    inv as Record<string, { at10: Record<string, Timed>; at10k: Record<string, Timed> }>,
+  )) {
+    for (const op of ["create", "consume"]) {
+      const base = v.at10[op]!.p50;
+      rows.push({ name: `invite ${op}, ${store}, 10 invites`, value: base, unit: "ms p50" });
+      const big = v.at10k[op]!.p50;
+      rows.push({
+        name: `invite ${op}, ${store}, 10,000 invites`,
+        value: big,
+        unit: "ms p50",
+        baseline: `invite ${op}, ${store}, 10 invites`,
+        ratio: big / base,
+      });
+    }
+  }
+  const byRooms = conn as Record<string, { connect: Timed }>;
+  const one = byRooms["1"]?.connect.p99 ?? Number.NaN;
+  for (const [rooms, v] of Object.entries(byRooms)) {
+    rows.push({
+      name: `connect through the callout (KV R1), member of ${rooms} rooms`,
+      value: v.connect.p99,
+      unit: "ms p99",
+      baseline: "member of 1 room",
+      ratio: v.connect.p99 / one,
+    });
+  }
+  return {
+    title: "KV store at scale: invites and connects",
+    rows,
+    notes: ["Target: connect p99 < 20 ms at 1,000 rooms."],
+  };
+}
+
 async function connectByRooms(binary: string) {
   const bus = await startUnibus({ natsServer: binary, store: "kv" });
   const out: Record<string, unknown> = {};
@@ -129,7 +168,7 @@ async function connectByRooms(binary: string) {
   return out;
 }
 
-export async function run(): Promise<void> {
+export async function run(): Promise<BenchSection> {
   const binary = (await resolveNatsServer()).path;
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-bench-"));
   const sqlite = await openStore({ backend: "sqlite", file: path.join(dir, "store.db") });
@@ -140,6 +179,7 @@ export async function run(): Promise<void> {
     const conn = await connectByRooms(binary);
     const file = await writeResult("kvscale", { ops: OPS, invites: inv, connect: conn });
     console.log(`  -> ${file}`);
+    return kvscaleSection(inv, conn);
   } finally {
     await sqlite.close();
     await bus.stop();

@@ -27,10 +27,21 @@ for (const name of wanted) {
 }
 const names = wanted.length ? wanted : Object.keys(all);
 const results: BenchResult[] = [];
-for (const name of names) results.push(await (await all[name]!()).run());
+let failed = 0;
+for (const name of names) {
+  try {
+    results.push(await (await all[name]!()).run());
+  } catch (err) {
+    // One broken bench must not cost the figures of the others: the report says what failed.
+    failed++;
+    console.error(`bench ${name} failed: ${(err as Error).stack ?? err}`);
+    results.push({ title: `${name}: failed`, rows: [], notes: [`failed: ${(err as Error).message}`] });
+  }
+}
 const file = await writeReport(
   path.resolve("bench", "results", "latest.md"),
   await runInfo(wanted),
   sectionsOf(results),
 );
 console.log(`\nreport -> ${path.relative(process.cwd(), file)}`);
+if (failed) process.exitCode = 1;
