@@ -125,8 +125,11 @@ export async function run(
   workers = Number(process.env.BENCH_WORKERS ?? 8),
 ): Promise<BenchSection> {
   const binary = (await resolveNatsServer()).path;
-  // No throttling: the per-IP bucket would otherwise be what is measured.
-  const bus = await startUnibus({ natsServer: binary, rateLimit: { ratePerSec: 1e9, burst: 1e9 } });
+  // No throttling: the per-IP and per-identity buckets would otherwise be what is measured.
+  const bus = await startUnibus({
+    natsServer: binary,
+    rateLimit: { ratePerSec: 1e9, burst: 1e9, perIdentity: { ratePerSec: 1e9, burst: 1e9 } },
+  });
   let load: ReturnType<typeof startLoad> | undefined;
   try {
     const alice = createIdentity();
