@@ -655,8 +655,11 @@ export class Room {
     const later = (open: () => Promise<RoomMessage | undefined>) => {
       waiting++;
       chain = chain.then(async () => {
-        feed.deliver(await open().catch(() => undefined));
-        waiting--;
+        try {
+          feed.deliver(await open().catch(() => undefined));
+        } finally {
+          waiting--;
+        }
       });
     };
     const sub = this.#nc.subscribe(this.subject, {

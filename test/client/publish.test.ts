@@ -1,6 +1,8 @@
-// Publishing: publish and publishMany queue frames on the connection and hand them to
-// nats.js together once per turn; order holds across both, flush() and close() never
-// leave a frame behind, and a batch with one bad or oversized item sends nothing.
+// The data path. Publishing: publish and publishMany queue frames on the connection and
+// hand them to nats.js together once per turn; order holds across both, flush() and
+// close() never leave a frame behind, and a batch with one bad or oversized item sends
+// nothing. Receiving: frames open synchronously unless one waits for a request, and
+// then the frames after it wait too.
 import t, { type Test } from "tap";
 import type { Room } from "../../lib/client/room.ts";
 import { InvalidArgumentError, StateError } from "../../lib/errors.ts";
@@ -105,4 +107,29 @@ t.test("a member whose key is not yet fetched publishes after fetching it, in or
   await fresh.flush();
   t.equal(await atBob.until(3), 3);
   t.same(atBob.texts(), ["k1", "k2", "k3"]);
+});
+
+t.test("a received frame that waits for its key holds back the frames after it", async (t) => {
+  const { bus, alice, room, atBob } = await pair(t, true);
+  const carol = await user(t, bus, "carol");
+  await reconnected(carol.c, () => room.addMember(carol.id));
+  const carolRoom = await carol.c.openRoom(room.id); // at epoch 1, and stays there: it never refreshes
+  await room.publish("epoch 1");
+  await room.flush();
+  t.equal(await atBob.until(1), 1, "bob holds the key of epoch 1");
+  await room.rekey(); // bob learns of epoch 2 only from the next frame, and must fetch its key
+  await room.publish("epoch 2, key fetched first");
+  await room.flush(); // the server has routed it to bob before carol's frame below
+  await carolRoom.publish("epoch 1 again, openable at once");
+  await carolRoom.flush();
+  t.equal(await atBob.until(3), 3);
+  t.same(atBob.texts(), ["epoch 1", "epoch 2, key fetched first", "epoch 1 again, openable at once"], "arrival order");
+  t.same(
+    atBob.got.map((m) => [m.epoch, m.sender]),
+    [
+      [1, alice.id.signPub],
+      [2, alice.id.signPub],
+      [1, carol.id.signPub],
+    ],
+  );
 });
