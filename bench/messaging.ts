@@ -31,6 +31,8 @@ const PUBLISH_MANY_BATCH = 100;
 /** One way to move messages: subscribe (counting arrivals), then publish n, pipelined. */
 interface Lane {
   name: string;
+  /** Messages a round: fewer for rows held to their crypto's pace, so a round stays seconds long. */
+  messages?: number;
   subscribe(onMessage: () => void): Promise<() => void>;
   send(payload: Uint8Array, n: number): void | Promise<void>;
 }
@@ -38,6 +40,8 @@ interface Lane {
 interface Measured {
   rate: number;
   lost: number;
+  /** CPU time of this process (publisher and subscriber) per message, µs: what other load on the machine barely moves. */
+  cpu: number;
 }
 
 /** Publishes n through `lane` and times until the last arrives (or arrivals stall). */
@@ -52,6 +56,7 @@ async function throughput(lane: Lane, n: number): Promise<Measured> {
   });
   try {
     const payload = crypto.randomBytes(SIZE);
+    const cpu0 = process.cpuUsage();
     const t0 = performance.now();
     await lane.send(payload, n);
     let seen = -1;
@@ -60,7 +65,8 @@ async function throughput(lane: Lane, n: number): Promise<Measured> {
       await Promise.race([done, sleep(STALL_MS)]);
     }
     const ms = performance.now() - t0 - (got < n ? STALL_MS : 0);
-    return { rate: got / (ms / 1000), lost: n - got };
+    const cpu = process.cpuUsage(cpu0);
+    return { rate: got / (ms / 1000), lost: n - got, cpu: (cpu.user + cpu.system) / Math.max(1, got) };
   } finally {
     stop();
   }
@@ -106,6 +112,7 @@ function natsLane(name: string, pub: NatsConnection, sub: NatsConnection, subjec
 function roomLane(name: string, room: Room, reader: Room, readerNc: NatsConnection, many = false): Lane {
   return {
     name,
+    ...(room.signMsgs ? { messages: Math.ceil(N / 10) } : {}),
     async subscribe(onMessage) {
       // room enough for a whole pipelined burst: what is measured is speed, not the slow-reader guard
       const s = reader.subscribe({ callback: () => onMessage(), maxPending: 4 * N });
@@ -233,11 +240,9 @@ export async function run(): Promise<BenchSection[]> {
     const [clear, clearReader] = r["cleartext room"]!;
     const lanes: Lane[] = [bare.lane, natsLane(BASELINE, pub.nc, sub.nc, clear.subject)];
     for (const [name, [room, reader]] of Object.entries(r)) lanes.push(roomLane(name, room, reader, sub.nc));
-    if ("publishMany" in clear) {
-      lanes.push(
-        roomLane(`cleartext room, publishMany (${PUBLISH_MANY_BATCH} a call)`, clear, clearReader, sub.nc, true),
-      );
-    }
+    lanes.push(
+      roomLane(`cleartext room, publishMany (${PUBLISH_MANY_BATCH} a call)`, clear, clearReader, sub.nc, true),
+    );
     if (typeof mosquitto === "string") notes.push(`Mosquitto row skipped: ${mosquitto}.`);
     else {
       const { pub: mp, sub: ms, topic } = mosquitto;
@@ -254,11 +259,13 @@ export async function run(): Promise<BenchSection[]> {
     }
     for (const lane of lanes) {
       await ready(lane);
-      await throughput(lane, Math.min(N, 5000)); // warm-up: JIT, buffers
+      await throughput(lane, Math.min(lane.messages ?? N, 5000)); // warm-up: JIT, buffers
     }
     for (let round = 0; round < ROUNDS; round++) {
       // interleaved so drift on a shared machine hits every row alike
-      for (const lane of lanes) rates.set(lane.name, [...(rates.get(lane.name) ?? []), await throughput(lane, N)]);
+      for (const lane of lanes) {
+        rates.set(lane.name, [...(rates.get(lane.name) ?? []), await throughput(lane, lane.messages ?? N)]);
+      }
     }
     for (const lane of lanes.slice(1)) lat.set(lane.name, await latency(lane));
   } finally {
@@ -277,9 +284,13 @@ function report(
   notes: string[],
 ): BenchSection[] {
   const base = median(rates.get(BASELINE)!.map((m) => m.rate));
+  const baseCpu = median(rates.get(BASELINE)!.map((m) => m.cpu));
+  const cpuRows: BenchRow[] = [];
   const limits = cryptoLimits(SIZE);
   const rows: BenchRow[] = [];
-  console.log(`\npublish → receive, ${SIZE} B, pipelined, ${N} messages, median of ${ROUNDS}     msg/s   vs raw`);
+  console.log(
+    `\npublish → receive, ${SIZE} B, pipelined, ${N} messages, median of ${ROUNDS}     msg/s   vs raw   µs CPU/msg`,
+  );
   for (const [name, ms] of rates) {
     const value = median(ms.map((m) => m.rate));
     const lost = Math.max(...ms.map((m) => m.lost));
@@ -290,7 +301,11 @@ function report(
         : "";
     const note = `rounds ${ms.map((m) => fmt(m.rate, 0)).join(", ")}${lost ? `; ${lost} lost` : ""}${vsCrypto}`;
     rows.push({ name, value, unit: "msg/s", baseline: BASELINE, ratio: value / base, note });
-    console.log(`  ${name.padEnd(58)} ${fmt(value, 0).padStart(8)} ${fmt((100 * value) / base, 0).padStart(5)} %`);
+    const cpu = median(ms.map((m) => m.cpu));
+    cpuRows.push({ name, value: cpu, unit: "µs CPU/msg", baseline: BASELINE, ratio: cpu / baseCpu });
+    console.log(
+      `  ${name.padEnd(58)} ${fmt(value, 0).padStart(8)} ${fmt((100 * value) / base, 0).padStart(5)} % ${fmt(cpu, 1).padStart(9)}`,
+    );
   }
   for (const n of notes) console.log(`  ${n}`);
   const baseLat = lat.get(BASELINE)!;
@@ -310,9 +325,16 @@ function report(
   void writeResult("messaging", { n: N, rounds: ROUNDS, size: SIZE, rows, latency: latRows, cryptoLimits: limits });
   return [
     {
-      title: `Messaging: publish → receive, ${SIZE} B, pipelined, median of ${ROUNDS} (${N} messages a round)`,
+      title: `Messaging: publish → receive, ${SIZE} B, pipelined, median of ${ROUNDS} (${N} messages a round, signed rooms ${Math.ceil(N / 10)})`,
       rows,
       notes: [...notes, "Publisher and subscriber in one process; target: cleartext room >= 90 % of the baseline."],
+    },
+    {
+      title: "Messaging: CPU time per message in the benchmark's process (same rounds)",
+      rows: cpuRows,
+      notes: [
+        "Publisher and subscriber together, median of the rounds; the brokers' own CPU is not in it. Less moved by other load on a shared machine than msg/s; ratio above 100 % means more CPU than raw nats.js.",
+      ],
     },
     {
       title: `Messaging: one message in flight (${SIZE} B, 500 round trips)`,
