@@ -11,6 +11,7 @@ import { ControlClient } from "../lib/client/control.ts";
 import { sha256Hex, signRequest } from "../lib/crypto/canonical.ts";
 import { createIdentity } from "../lib/crypto/identity.ts";
 import { resolveNatsServer } from "../lib/nats/binary.ts";
+import type { BenchSection } from "./report.ts";
 import { fmt, type Summary, summarize, writeResult } from "./stats.ts";
 
 const MiB = 1024 * 1024;
@@ -160,7 +161,7 @@ async function measure(api: ControlClient, n: number): Promise<number[]> {
   return samples;
 }
 
-export async function run(n = Number(process.env.BENCH_REQUESTS ?? 100)): Promise<void> {
+export async function run(n = Number(process.env.BENCH_REQUESTS ?? 100)): Promise<BenchSection> {
   const bus = await startUnibus({ natsServer: (await resolveNatsServer()).path });
   try {
     const alice = createIdentity();
@@ -191,6 +192,15 @@ export async function run(n = Number(process.env.BENCH_REQUESTS ?? 100)): Promis
       phases: phases.map(({ name, s }) => ({ name, ...s, p50Ratio: s.p50 / idle.p50, p99Ratio: s.p99 / idle.p99 })),
     });
     console.log(`  -> ${out}`);
+    return {
+      title: `Legitimate signed POST /v1/rooms under attack (${n} each)`,
+      rows: phases.map(({ name, s }, i) => ({
+        name,
+        value: s.p99,
+        unit: "ms p99",
+        ...(i > 0 ? { baseline: "idle", ratio: s.p99 / idle.p99 } : {}),
+      })),
+    };
   } finally {
     await bus.stop();
   }

@@ -4,9 +4,10 @@ import { startUnibus } from "../lib/bus/unibus.ts";
 import { connect } from "../lib/client/connect.ts";
 import { ControlClient } from "../lib/client/control.ts";
 import { createIdentity } from "../lib/crypto/identity.ts";
+import type { BenchSection } from "./report.ts";
 import { fmt, summarize, writeResult } from "./stats.ts";
 
-export async function run(): Promise<void> {
+export async function run(): Promise<BenchSection> {
   const trials = Number(process.env.BENCH_REVOCATIONS ?? 50);
   const bus = await startUnibus();
   const admin = createIdentity();
@@ -90,6 +91,23 @@ export async function run(): Promise<void> {
   console.log(
     `  -> ${await writeResult("acl", { revocation: { kicked: k, reconnectDenied: d, closedForGood: g }, connectByRooms: connects })}`,
   );
+  const one = connects[1]!;
+  return {
+    title: `Live revocation (${trials} trials) and connect by rooms the user is in`,
+    rows: [
+      { name: "revoke returned to connection closed (kick)", value: k.p99, unit: "ms p99" },
+      { name: "revoke returned to first reconnect denied", value: d.p99, unit: "ms p99" },
+      { name: "revoke returned to client closed for good", value: g.p50, unit: "ms p50" },
+      ...Object.entries(connects).map(([rooms, s]) => ({
+        name: `connect through the callout, member of ${rooms} rooms`,
+        value: s.p99,
+        unit: "ms p99",
+        baseline: "member of 1 room",
+        ratio: s.p99 / one.p99,
+      })),
+    ],
+    notes: ["Targets: kick p99 < 500 ms; connect p99 < 20 ms at 1,000 rooms."],
+  };
 }
 
 if (import.meta.main) await run();

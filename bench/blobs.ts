@@ -8,6 +8,7 @@ import { ControlClient } from "../lib/client/control.ts";
 import { sha256Hex } from "../lib/crypto/canonical.ts";
 import { createIdentity } from "../lib/crypto/identity.ts";
 import { silentLogger } from "../lib/log/index.ts";
+import type { BenchSection } from "./report.ts";
 import { fmt, summarize, writeResult } from "./stats.ts";
 
 const MiB = 1024 * 1024;
@@ -45,8 +46,9 @@ async function measure(bus: Unibus, data: Buffer, reps: number): Promise<{ put: 
   return out;
 }
 
-export async function run(): Promise<void> {
+export async function run(): Promise<BenchSection> {
   const reps = Number(process.env.BENCH_BLOB_REPS ?? 5);
+  const section: BenchSection = { title: `Blobs (p50 of ${reps})`, rows: [] };
   const sizes = [1 * MiB, 32 * MiB];
   const result: Record<string, unknown> = {};
   for (const size of sizes) {
@@ -69,6 +71,18 @@ export async function run(): Promise<void> {
         `object store put ${fmt(objects.put, 1)} get ${fmt(objects.get, 1)}; ratio object/files put ${fmt(ratio.put)} get ${fmt(ratio.get)}`,
     );
     result[`${size / MiB}MiB`] = { files, objectStore: objects, ratio };
+    for (const op of ["put", "get"] as const) {
+      const baseline = `${size / MiB} MiB ${op}, files (SQLite bus)`;
+      section.rows.push({ name: baseline, value: files[op], unit: "MB/s" });
+      section.rows.push({
+        name: `${size / MiB} MiB ${op}, Object Store (KV bus)`,
+        value: objects[op],
+        unit: "MB/s",
+        baseline,
+        ratio: ratio[op],
+      });
+    }
   }
   console.log(`wrote ${await writeResult("blobs", { reps, ...result })}`);
+  return section;
 }

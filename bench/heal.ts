@@ -4,6 +4,7 @@ import { startUnibus, type Unibus } from "../lib/bus/unibus.ts";
 import { connect } from "../lib/client/connect.ts";
 import { createIdentity } from "../lib/crypto/identity.ts";
 import { resolveNatsServer } from "../lib/nats/binary.ts";
+import type { BenchSection } from "./report.ts";
 import { fmt, summarize, timeBareNatsStart, writeResult } from "./stats.ts";
 
 async function healthStatus(bus: Unibus, agent: Agent): Promise<number> {
@@ -21,7 +22,7 @@ async function until(check: () => Promise<boolean>, started: number): Promise<nu
   return performance.now() - started;
 }
 
-export async function run(rounds = Number(process.env.BENCH_ROUNDS ?? 10)): Promise<void> {
+export async function run(rounds = Number(process.env.BENCH_ROUNDS ?? 10)): Promise<BenchSection> {
   const binary = (await resolveNatsServer()).path;
   // Enough restarts for every round within the budget's window, and a short healthy run
   // resets the backoff: each round measures a first restart, not a backoff grown by the last.
@@ -82,6 +83,23 @@ export async function run(rounds = Number(process.env.BENCH_ROUNDS ?? 10)): Prom
   console.log(row("kill to first message at a subscribed client", s.toDelivery));
   const file = await writeResult("heal", { rounds, ms: s });
   console.log(`  -> ${file}`);
+  const baseline = "bare nats-server start";
+  const healed = (name: string, x: { p50: number }) => ({
+    name,
+    value: x.p50,
+    unit: "ms p50",
+    baseline,
+    ratio: x.p50 / s.bare.p50,
+  });
+  return {
+    title: `SIGKILL of nats-server (${rounds} rounds)`,
+    rows: [
+      { name: baseline, value: s.bare.p50, unit: "ms p50" },
+      healed("kill to /healthz 503", s.to503),
+      healed("kill to /healthz 200 again", s.to200),
+      healed("kill to first message at a subscribed client", s.toDelivery),
+    ],
+  };
 }
 
 if (import.meta.main) await run();

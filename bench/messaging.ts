@@ -1,99 +1,195 @@
-// Publish → receive through a room, in one run on one server: raw nats.js on the
-// room's subject (baseline), a cleartext room, an encrypted room, an encrypted and
-// signed room; plus what the crypto alone allows (AEAD seal+open, Ed25519 sign+verify).
+// Publish → receive of 256 B messages, publisher and subscriber in one process, every
+// row publishing pipelined (no flush per batch) until every message arrived; the
+// median of 3 interleaved rounds. Rows: a bare nats-server (no TLS, no auth); raw
+// nats.js on a room's subject through the bus (TLS, callout user) — the 100 % baseline;
+// cleartext, encrypted, and encrypted + signed rooms; the same cleartext room through
+// publishMany; Mosquitto 2 with TLS and an ACL file when it is at hand. Then latency
+// with one message in flight, and what the crypto alone allows.
 import crypto from "node:crypto";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { type NatsConnection, connect as natsConnect } from "@nats-io/transport-node";
 import { startUnibus } from "../lib/bus/unibus.ts";
 import { connect, type UnibusClient } from "../lib/client/connect.ts";
 import type { Room } from "../lib/client/room.ts";
 import { createIdentity } from "../lib/crypto/identity.ts";
+import { resolveNatsServer } from "../lib/nats/binary.ts";
+import { NatsServerProcess } from "../lib/nats/process.ts";
+import { startMosquitto } from "./mosquitto.ts";
+import type { BenchRow, BenchSection } from "./report.ts";
 import { fmt, summarize, writeResult } from "./stats.ts";
 
-const N = Number(process.env.BENCH_MESSAGES ?? 20_000);
+const N = Number(process.env.BENCH_MESSAGES ?? 50_000);
+const ROUNDS = 3;
+const SIZE = 256;
+/** A row that receives nothing new for this long has lost messages: it is reported, not waited for. */
+const STALL_MS = 10_000;
+const PUBLISH_MANY_BATCH = 100;
 
-interface Row {
+/** One way to move messages: subscribe (counting arrivals), then publish n, pipelined. */
+interface Lane {
   name: string;
-  size: number;
+  /** Messages a round: fewer for rows held to their crypto's pace, so a round stays seconds long. */
+  messages?: number;
+  subscribe(onMessage: () => void): Promise<() => void>;
+  send(payload: Uint8Array, n: number): void | Promise<void>;
+}
+
+interface Measured {
   rate: number;
-  p50: number;
-  p99: number;
+  lost: number;
+  /** CPU time of this process (publisher and subscriber) per message, µs: what other load on the machine barely moves. */
+  cpu: number;
 }
 
-/** Throughput: publish N as fast as possible, time until the last arrives. */
-async function throughput(
-  send: (i: number) => void | Promise<void>,
-  received: () => number,
-  flush: () => Promise<void>,
-): Promise<number> {
-  const start = received();
-  const t0 = performance.now();
-  for (let i = 0; i < N; i++) {
-    await send(i);
-    if (i % 1000 === 999) await flush();
-  }
-  await flush();
-  while (received() - start < N) await new Promise((r) => setImmediate(r));
-  return N / ((performance.now() - t0) / 1000);
-}
-
-/** Latency: one message in flight at a time, 1,000 round trips. */
-async function latency(
-  send: () => void | Promise<void>,
-  next: () => Promise<void>,
-): Promise<{ p50: number; p99: number }> {
-  const samples: number[] = [];
-  for (let i = 0; i < 1000; i++) {
+/** Publishes n through `lane` and times until the last arrives (or arrivals stall). */
+async function throughput(lane: Lane, n: number): Promise<Measured> {
+  let got = 0;
+  let allIn: () => void = () => {};
+  const done = new Promise<void>((r) => {
+    allIn = r;
+  });
+  const stop = await lane.subscribe(() => {
+    if (++got === n) allIn();
+  });
+  try {
+    const payload = crypto.randomBytes(SIZE);
+    const cpu0 = process.cpuUsage();
     const t0 = performance.now();
-    const arrived = next();
-    await send();
-    await arrived;
-    samples.push(performance.now() - t0);
+    await lane.send(payload, n);
+    let seen = -1;
+    while (got < n && got !== seen) {
+      seen = got;
+      await Promise.race([done, sleep(STALL_MS)]);
+    }
+    const ms = performance.now() - t0 - (got < n ? STALL_MS : 0);
+    const cpu = process.cpuUsage(cpu0);
+    return { rate: got / (ms / 1000), lost: n - got, cpu: (cpu.user + cpu.system) / Math.max(1, got) };
+  } finally {
+    stop();
+  }
+}
+
+/** One message in flight at a time: p50 and p99 of the round trip, in ms. */
+async function latency(lane: Lane, rounds = 500): Promise<{ p50: number; p99: number }> {
+  let arrived: () => void = () => {};
+  const stop = await lane.subscribe(() => arrived());
+  const payload = crypto.randomBytes(SIZE);
+  const samples: number[] = [];
+  try {
+    for (let i = 0; i < rounds; i++) {
+      const t0 = performance.now();
+      const next = new Promise<void>((r) => {
+        arrived = r;
+      });
+      await lane.send(payload, 1);
+      await Promise.race([next, sleep(STALL_MS)]);
+      samples.push(performance.now() - t0);
+    }
+  } finally {
+    stop();
   }
   const s = summarize(samples);
   return { p50: s.p50, p99: s.p99 };
 }
 
-function counter() {
-  let count = 0;
-  let waiter: (() => void) | undefined;
+function natsLane(name: string, pub: NatsConnection, sub: NatsConnection, subject: string): Lane {
   return {
-    hit() {
-      count++;
-      waiter?.();
+    name,
+    async subscribe(onMessage) {
+      const s = sub.subscribe(subject, { callback: () => onMessage() });
+      await sub.flush();
+      return () => s.unsubscribe();
     },
-    get count() {
-      return count;
-    },
-    next() {
-      return new Promise<void>((resolve) => {
-        waiter = () => {
-          waiter = undefined;
-          resolve();
-        };
-      });
+    send(payload, n) {
+      for (let i = 0; i < n; i++) pub.publish(subject, payload);
     },
   };
 }
 
-async function roomRow(name: string, room: Room, subscriber: Room, pub: UnibusClient, size: number): Promise<Row> {
-  const c = counter();
-  const sub = subscriber.subscribe({ callback: () => c.hit() });
-  await new Promise((r) => setTimeout(r, 100));
-  const payload = crypto.randomBytes(size);
-  const rate = await throughput(
-    () => room.publish(payload),
-    () => c.count,
-    () => pub.nc.flush(),
-  );
-  const lat = await latency(
-    () => room.publish(payload),
-    () => c.next(),
-  );
-  sub.unsubscribe();
-  return { name, size, rate, ...lat };
+function roomLane(name: string, room: Room, reader: Room, readerNc: NatsConnection, many = false): Lane {
+  return {
+    name,
+    ...(room.signMsgs ? { messages: Math.ceil(N / 10) } : {}),
+    async subscribe(onMessage) {
+      // room enough for a whole pipelined burst: what is measured is speed, not the slow-reader guard
+      const s = reader.subscribe({ callback: () => onMessage(), maxPending: 4 * N });
+      await readerNc.flush();
+      return () => s.unsubscribe();
+    },
+    async send(payload, n) {
+      if (!many) {
+        for (let i = 0; i < n; i++) await room.publish(payload);
+        return;
+      }
+      for (let i = 0; i < n; i += PUBLISH_MANY_BATCH) {
+        await room.publishMany(Array.from({ length: Math.min(PUBLISH_MANY_BATCH, n - i) }, () => payload));
+      }
+    },
+  };
+}
+
+/** A bare nats-server: no TLS, no auth, nats.js at both ends. */
+async function bareServer() {
+  const binary = (await resolveNatsServer()).path;
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-bench-"));
+  const server = new NatsServerProcess({
+    binary,
+    workDir: dir,
+    config: { serverName: "bare", host: "127.0.0.1", port: -1, http: { host: "127.0.0.1", port: -1 } },
+  });
+  const ports = await server.start();
+  const pub = await natsConnect({ servers: `nats://127.0.0.1:${ports.nats}` });
+  const sub = await natsConnect({ servers: `nats://127.0.0.1:${ports.nats}` });
+  return {
+    lane: natsLane("bare nats-server, no TLS, no auth", pub, sub, "bench.bare"),
+    async stop() {
+      await pub.close();
+      await sub.close();
+      await server.stop();
+      await fs.rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A room of each kind, owned by `pub` and opened by `sub`, ready to deliver. */
+async function rooms(pub: UnibusClient, sub: UnibusClient) {
+  const made: Record<string, [Room, Room]> = {};
+  for (const [name, o] of [
+    ["cleartext room", { encrypt: false }],
+    ["encrypted room", { encrypt: true }],
+    ["encrypted + signed room", { encrypt: true, signMsgs: true }],
+  ] as const) {
+    const room = await pub.createRoom(o);
+    await room.addMember(sub.identity);
+    made[name] = [room, await sub.openRoom(room.id)];
+  }
+  return made;
+}
+
+/** Sends until one message gets through: the reader's connection has its new permissions. */
+async function ready(lane: Lane): Promise<void> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    let got = false;
+    const stop = await lane.subscribe(() => {
+      got = true;
+    });
+    await lane.send(Buffer.alloc(SIZE), 1);
+    await sleep(100);
+    stop();
+    if (got) return;
+  }
+  throw new Error(`${lane.name}: no message arrived in 5 s`);
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
 }
 
 function cryptoLimits(size: number) {
-  // a KeyObject made once, as the frame code does
   const key = crypto.createSecretKey(crypto.randomBytes(32));
   const payload = crypto.randomBytes(size);
   const rounds = 20_000;
@@ -123,8 +219,12 @@ function cryptoLimits(size: number) {
   return { aead, sign };
 }
 
-export async function run(): Promise<void> {
+const BASELINE = "raw nats.js on the room's subject";
+
+export async function run(): Promise<BenchSection[]> {
   const bus = await startUnibus();
+  const bare = await bareServer();
+  const mosquitto = await startMosquitto();
   const a = createIdentity();
   const b = createIdentity();
   await bus.addUser(a.signPub, { handle: "pub", kexPub: a.kexPub });
@@ -132,75 +232,123 @@ export async function run(): Promise<void> {
   const opts = { natsUrl: bus.natsUrl, controlUrl: bus.controlUrl, ca: bus.caPem };
   const pub = await connect({ ...opts, identity: a });
   const sub = await connect({ ...opts, identity: b });
-  const rows: Row[] = [];
-  const limits: Record<number, { aead: number; sign: number }> = {};
+  const rates = new Map<string, Measured[]>();
+  const lat = new Map<string, { p50: number; p99: number }>();
+  const notes: string[] = [];
   try {
-    const rooms: Record<string, [Room, Room]> = {};
-    for (const [name, o] of [
-      ["cleartext room", { encrypt: false }],
-      ["encrypted room", { encrypt: true }],
-      ["encrypted + signed", { encrypt: true, signMsgs: true }],
-    ] as const) {
-      const room = await pub.createRoom(o);
-      const back = (async () => {
-        for await (const s of sub.nc.status()) if (s.type === "reconnect") return;
-      })();
-      await room.addMember(b);
-      await back;
-      rooms[name] = [room, await sub.openRoom(room.id)];
+    const r = await rooms(pub, sub);
+    const [clear, clearReader] = r["cleartext room"]!;
+    const lanes: Lane[] = [bare.lane, natsLane(BASELINE, pub.nc, sub.nc, clear.subject)];
+    for (const [name, [room, reader]] of Object.entries(r)) lanes.push(roomLane(name, room, reader, sub.nc));
+    lanes.push(
+      roomLane(`cleartext room, publishMany (${PUBLISH_MANY_BATCH} a call)`, clear, clearReader, sub.nc, true),
+    );
+    if (typeof mosquitto === "string") notes.push(`Mosquitto row skipped: ${mosquitto}.`);
+    else {
+      const { pub: mp, sub: ms, topic } = mosquitto;
+      lanes.push({
+        name: `Mosquitto ${mosquitto.version}, TLS + ACL file, mqtt.js`,
+        async subscribe(onMessage) {
+          ms.on("message", () => onMessage());
+          return () => void ms.removeAllListeners("message");
+        },
+        send(payload, n) {
+          for (let i = 0; i < n; i++) mp.publish(topic, payload, { qos: 0 });
+        },
+      });
     }
-    for (const size of [256, 4096]) {
-      // raw nats.js on the cleartext room's subject: the same server, connections and ACL
-      const [clear] = rooms["cleartext room"]!;
-      const c = counter();
-      const rawSub = sub.nc.subscribe(clear.subject, { callback: () => c.hit() });
-      await sub.nc.flush();
-      const payload = crypto.randomBytes(size);
-      const rate = await throughput(
-        () => pub.nc.publish(clear.subject, payload),
-        () => c.count,
-        () => pub.nc.flush(),
-      );
-      const lat = await latency(
-        () => pub.nc.publish(clear.subject, payload),
-        () => c.next(),
-      );
-      rawSub.unsubscribe();
-      rows.push({ name: "raw nats.js (baseline)", size, rate, ...lat });
-      for (const name of Object.keys(rooms)) {
-        const [room, subscriber] = rooms[name]!;
-        rows.push(await roomRow(name, room, subscriber, pub, size));
+    for (const lane of lanes) {
+      await ready(lane);
+      await throughput(lane, Math.min(lane.messages ?? N, 5000)); // warm-up: JIT, buffers
+    }
+    for (let round = 0; round < ROUNDS; round++) {
+      // interleaved so drift on a shared machine hits every row alike
+      for (const lane of lanes) {
+        rates.set(lane.name, [...(rates.get(lane.name) ?? []), await throughput(lane, lane.messages ?? N)]);
       }
-      limits[size] = cryptoLimits(size);
     }
+    for (const lane of lanes.slice(1)) lat.set(lane.name, await latency(lane));
   } finally {
     await pub.close();
     await sub.close();
     await bus.stop();
+    await bare.stop();
+    if (typeof mosquitto !== "string") await mosquitto.stop();
   }
-  console.log(`\npublish → receive, ${N} messages per row            msg/s    p50 ms   p99 ms   vs`);
-  for (const r of rows) {
-    const raw = rows.find((x) => x.size === r.size && x.name.startsWith("raw"))!;
-    const lim = limits[r.size]!;
-    const vs =
-      r.name === "cleartext room"
-        ? `${fmt((100 * r.rate) / raw.rate, 0)}% of raw`
-        : r.name === "encrypted room"
-          ? `${fmt((100 * r.rate) / lim.aead, 0)}% of AEAD-alone`
-          : r.name.startsWith("encrypted +")
-            ? `${fmt((100 * r.rate) / lim.sign, 0)}% of sign+verify-alone`
-            : "";
+  return report(rates, lat, notes);
+}
+
+function report(
+  rates: Map<string, Measured[]>,
+  lat: Map<string, { p50: number; p99: number }>,
+  notes: string[],
+): BenchSection[] {
+  const base = median(rates.get(BASELINE)!.map((m) => m.rate));
+  const baseCpu = median(rates.get(BASELINE)!.map((m) => m.cpu));
+  const cpuRows: BenchRow[] = [];
+  const limits = cryptoLimits(SIZE);
+  const rows: BenchRow[] = [];
+  console.log(
+    `\npublish → receive, ${SIZE} B, pipelined, ${N} messages, median of ${ROUNDS}     msg/s   vs raw   µs CPU/msg`,
+  );
+  for (const [name, ms] of rates) {
+    const value = median(ms.map((m) => m.rate));
+    const lost = Math.max(...ms.map((m) => m.lost));
+    const vsCrypto = name.startsWith("encrypted room")
+      ? `; ${fmt((100 * value) / limits.aead, 0)} % of AEAD seal+open alone`
+      : name.startsWith("encrypted + signed")
+        ? `; ${fmt((100 * value) / limits.sign, 0)} % of sign+verify alone`
+        : "";
+    const note = `rounds ${ms.map((m) => fmt(m.rate, 0)).join(", ")}${lost ? `; ${lost} lost` : ""}${vsCrypto}`;
+    rows.push({ name, value, unit: "msg/s", baseline: BASELINE, ratio: value / base, note });
+    const cpu = median(ms.map((m) => m.cpu));
+    cpuRows.push({ name, value: cpu, unit: "µs CPU/msg", baseline: BASELINE, ratio: cpu / baseCpu });
     console.log(
-      `  ${`${r.name}, ${r.size} B`.padEnd(44)} ${fmt(r.rate, 0).padStart(8)} ${fmt(r.p50).padStart(9)} ${fmt(r.p99).padStart(8)}   ${vs}`,
+      `  ${name.padEnd(58)} ${fmt(value, 0).padStart(8)} ${fmt((100 * value) / base, 0).padStart(5)} % ${fmt(cpu, 1).padStart(9)}`,
     );
   }
-  for (const [size, l] of Object.entries(limits)) {
-    console.log(
-      `  crypto alone, ${size} B: AEAD seal+open ${fmt(l.aead, 0)}/s; Ed25519 sign+verify ${fmt(l.sign, 0)}/s`,
-    );
+  for (const n of notes) console.log(`  ${n}`);
+  const baseLat = lat.get(BASELINE)!;
+  const latRows: BenchRow[] = [];
+  console.log("\none message in flight, 500 round trips                         p50 ms   p99 ms");
+  for (const [name, l] of lat) {
+    latRows.push({ name, value: l.p50, unit: "ms p50", baseline: BASELINE, ratio: l.p50 / baseLat.p50 });
+    latRows.push({ name, value: l.p99, unit: "ms p99", baseline: BASELINE, ratio: l.p99 / baseLat.p99 });
+    console.log(`  ${name.padEnd(58)} ${fmt(l.p50).padStart(8)} ${fmt(l.p99).padStart(8)}`);
   }
-  console.log("  targets: cleartext >= 90% of raw; encrypted >= 80% of AEAD alone; signed >= 80% of sign+verify alone");
-  console.log(`  -> ${await writeResult("messaging", { n: N, rows, cryptoLimits: limits })}`);
+  console.log(
+    `  crypto alone, ${SIZE} B: AEAD seal+open ${fmt(limits.aead, 0)}/s; sign+verify ${fmt(limits.sign, 0)}/s`,
+  );
+  console.log(
+    "  targets: cleartext room >= 90 % of raw; encrypted >= 80 % of AEAD alone; signed >= 80 % of sign+verify",
+  );
+  void writeResult("messaging", { n: N, rounds: ROUNDS, size: SIZE, rows, latency: latRows, cryptoLimits: limits });
+  return [
+    {
+      title: `Messaging: publish → receive, ${SIZE} B, pipelined, median of ${ROUNDS} (${N} messages a round, signed rooms ${Math.ceil(N / 10)})`,
+      rows,
+      notes: [...notes, "Publisher and subscriber in one process; target: cleartext room >= 90 % of the baseline."],
+    },
+    {
+      title: "Messaging: CPU time per message in the benchmark's process (same rounds)",
+      rows: cpuRows,
+      notes: [
+        "Publisher and subscriber together, median of the rounds; the brokers' own CPU is not in it. Less moved by other load on a shared machine than msg/s; ratio above 100 % means more CPU than raw nats.js.",
+      ],
+    },
+    {
+      title: `Messaging: one message in flight (${SIZE} B, 500 round trips)`,
+      rows: latRows,
+      notes: ["Ratio above 100 % means slower than raw nats.js on the same subject."],
+    },
+    {
+      title: `Crypto alone (${SIZE} B, no messaging)`,
+      rows: [
+        { name: "ChaCha20-Poly1305 seal + open", value: limits.aead, unit: "ops/s" },
+        { name: "Ed25519 sign + verify", value: limits.sign, unit: "ops/s" },
+      ],
+    },
+  ];
 }
 
 if (import.meta.main) await run();

@@ -1,6 +1,10 @@
-// `npm run bench`: every benchmark, one after another (they share two cores).
-// `npm run bench -- start` runs only the named ones.
-const all: Record<string, () => Promise<{ run: () => Promise<unknown> }>> = {
+// `npm run bench`: every benchmark, one after another (they share two cores), then one
+// report of every figure they returned: bench/results/latest.md.
+// `npm run bench -- start` runs only the named ones (and the report holds only theirs).
+import path from "node:path";
+import { type BenchResult, runInfo, sectionsOf, writeReport } from "./report.ts";
+
+const all: Record<string, () => Promise<{ run: () => Promise<BenchResult> }>> = {
   start: () => import("./start.ts"),
   connect: () => import("./connect.ts"),
   control: () => import("./control.ts"),
@@ -19,11 +23,29 @@ const all: Record<string, () => Promise<{ run: () => Promise<unknown> }>> = {
   console: () => import("./console.ts"),
 };
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith("-"));
-for (const name of wanted.length ? wanted : Object.keys(all)) {
-  const load = all[name];
-  if (!load) {
+for (const name of wanted) {
+  if (!all[name]) {
     console.error(`unknown benchmark ${name}; choose from ${Object.keys(all).join(", ")}`);
     process.exit(2);
   }
-  await (await load()).run();
 }
+const names = wanted.length ? wanted : Object.keys(all);
+const results: BenchResult[] = [];
+let failed = 0;
+for (const name of names) {
+  try {
+    results.push(await (await all[name]!()).run());
+  } catch (err) {
+    // One broken bench must not cost the figures of the others: the report says what failed.
+    failed++;
+    console.error(`bench ${name} failed: ${(err as Error).stack ?? err}`);
+    results.push({ title: `${name}: failed`, rows: [], notes: [`failed: ${(err as Error).message}`] });
+  }
+}
+const file = await writeReport(
+  path.resolve("bench", "results", "latest.md"),
+  await runInfo(wanted),
+  sectionsOf(results),
+);
+console.log(`\nreport -> ${path.relative(process.cwd(), file)}`);
+if (failed) process.exitCode = 1;

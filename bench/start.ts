@@ -4,9 +4,10 @@ import os from "node:os";
 import path from "node:path";
 import { startUnibus } from "../lib/bus/unibus.ts";
 import { resolveNatsServer } from "../lib/nats/binary.ts";
+import type { BenchSection } from "./report.ts";
 import { fmt, summarize, timeBareNatsStart, writeResult } from "./stats.ts";
 
-export async function run(rounds = Number(process.env.BENCH_ROUNDS ?? 15)): Promise<void> {
+export async function run(rounds = Number(process.env.BENCH_ROUNDS ?? 15)): Promise<BenchSection> {
   const binary = (await resolveNatsServer()).path;
   const bare: number[] = [];
   const bus: number[] = [];
@@ -48,6 +49,28 @@ export async function run(rounds = Number(process.env.BENCH_ROUNDS ?? 15)): Prom
     ratio: { fresh: s.fresh.p50 / s.bare.p50, reused: s.reused.p50 / s.bare.p50 },
   });
   console.log(`  -> ${file}`);
+  const baseline = "bare nats-server start";
+  return {
+    title: `Start to ready (${rounds} rounds)`,
+    rows: [
+      { name: baseline, value: s.bare.p50, unit: "ms p50" },
+      {
+        name: "startUnibus(), fresh temp dir",
+        value: s.fresh.p50,
+        unit: "ms p50",
+        baseline,
+        ratio: s.fresh.p50 / s.bare.p50,
+      },
+      {
+        name: "startUnibus(), existing data dir",
+        value: s.reused.p50,
+        unit: "ms p50",
+        baseline,
+        ratio: s.reused.p50 / s.bare.p50,
+      },
+    ],
+    notes: ["Targets: <= 500 ms and <= 3x bare."],
+  };
 }
 
 if (import.meta.main) await run();

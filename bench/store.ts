@@ -22,6 +22,7 @@ import {
   type Rekey,
   type Store,
 } from "../lib/store/index.ts";
+import type { BenchSection } from "./report.ts";
 import { fmt, type Summary, summarize, writeResult } from "./stats.ts";
 
 /** Valid inputs for one full pass of every op: user i owns room i, user i+1 is its member. */
@@ -116,7 +117,7 @@ function check(op: string, result: unknown): void {
   if (bad) throw new Error(`${op} returned ${JSON.stringify(result)}: the bench's inputs are wrong`);
 }
 
-export async function run(n = Number(process.env.BENCH_OPS ?? 300)): Promise<void> {
+export async function run(n = Number(process.env.BENCH_OPS ?? 300)): Promise<BenchSection> {
   if (!Number.isInteger(n) || n < 2) throw new Error(`BENCH_OPS must be a whole number >= 2; got ${n}`);
   const binary = (await resolveNatsServer()).path;
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-bench-"));
@@ -184,6 +185,19 @@ export async function run(n = Number(process.env.BENCH_OPS ?? 300)): Promise<voi
       ),
     });
     console.log(`  -> ${file}`);
+    return {
+      title: `Control-plane store, ${n} sequential calls per op`,
+      rows: phases.flatMap(([name]) => [
+        { name: `${name}, SQLite`, value: results[name]!.sqlite.p50, unit: "ms p50" },
+        ...(["kvR1", "kvR3"] as const).map((b) => ({
+          name: `${name}, ${b === "kvR1" ? "KV R1" : "KV R3"}`,
+          value: results[name]![b].p50,
+          unit: "ms p50",
+          baseline: `${name}, SQLite`,
+          ratio: ratio(b, name),
+        })),
+      ]),
+    };
   } finally {
     for (const s of Object.values(stores)) await s.close().catch(() => {});
     await cluster?.stop();

@@ -22,6 +22,7 @@ import {
   type FrameFailureReason,
   type Identity,
   newRoomKey,
+  type OpenedFrame,
   type OpenFrameResult,
   openFrame,
   openRoomKey,
@@ -41,6 +42,7 @@ import {
   RequestBudget,
   Roster,
 } from "./frame-policy.ts";
+import { type Outbox, outboxOf } from "./outbox.ts";
 
 async function* plainChunks(input: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
   for await (const chunk of input) yield chunk;
@@ -200,6 +202,7 @@ export class Room {
   #owner: string;
   #epoch: number;
   readonly #nc: NatsConnection;
+  readonly #outbox: Outbox;
   readonly #control: ControlClient;
   readonly #identity: Identity;
   /** epoch → opened room key; a promise so concurrent frames fetch once. */
@@ -224,6 +227,7 @@ export class Room {
     this.#owner = info.ownerSignPub;
     this.#epoch = info.epoch;
     this.#nc = deps.nc;
+    this.#outbox = outboxOf(deps.nc);
     this.#control = deps.control;
     this.#identity = deps.identity;
   }
@@ -415,21 +419,80 @@ export class Room {
     return sealRoomKey({ roomKey, recipientKexPub: user.kexPub, roomId: this.id, epoch });
   }
 
-  /** Encrypts (and signs, in signMsgs rooms) and publishes one message. */
-  async publish(data: Uint8Array | string): Promise<void> {
+  /**
+   * Encrypts (and signs, in signMsgs rooms) and publishes one message. Resolves once the
+   * frame is queued on the connection: frames published in one turn of the event loop
+   * leave together (`flush()` waits until the server has them). Throws
+   * InvalidArgumentError for a message larger than the server takes.
+   */
+  publish(data: Uint8Array | string): Promise<void> {
+    return this.#publish([data], false);
+  }
+
+  /**
+   * Publishes several messages in order with one key lookup. If any item is not bytes
+   * or text, or would make a frame larger than the server takes, it throws
+   * InvalidArgumentError and sends none of them. An empty list sends nothing.
+   */
+  publishMany(items: ReadonlyArray<Uint8Array | string>): Promise<void> {
+    if (!Array.isArray(items)) {
+      return Promise.reject(new InvalidArgumentError("items", "publishMany takes an array of Uint8Array or string"));
+    }
+    return this.#publish(items, true);
+  }
+
+  /** Resolves once the server has received everything this connection published so far. */
+  flush(): Promise<void> {
+    return this.#outbox.flush();
+  }
+
+  /** Frames for `items` at the current epoch, queued at once while the room key is at hand. */
+  #publish(items: ReadonlyArray<Uint8Array | string>, many: boolean): Promise<void> {
     const epoch = this.#epoch;
-    const roomKey = this.encrypt ? (this.#ready.get(epoch) ?? (await this.keyFor(epoch))) : undefined;
-    if (this.encrypt && !roomKey)
-      throw new InvalidArgumentError("room", `no room key for epoch ${epoch}; are you still a member?`);
-    const frame = encodeFrame({
-      roomId: this.id,
-      epoch,
-      sender: this.#identity,
-      plaintext: data,
-      ...(roomKey ? { roomKey } : {}),
-      sign: this.signMsgs,
+    const roomKey = this.#ready.get(epoch);
+    if (this.encrypt && !roomKey) return this.#publishAfterKey(items, epoch, many);
+    try {
+      this.#outbox.push(this.subject, this.#frames(items, epoch, roomKey, many));
+      return SENT;
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  async #publishAfterKey(items: ReadonlyArray<Uint8Array | string>, epoch: number, many: boolean): Promise<void> {
+    const roomKey = await this.keyFor(epoch);
+    if (!roomKey) throw new InvalidArgumentError("room", `no room key for epoch ${epoch}; are you still a member?`);
+    this.#outbox.push(this.subject, this.#frames(items, epoch, roomKey, many));
+  }
+
+  /** Every item's frame, each checked against the server's payload limit before any is queued. */
+  #frames(
+    items: ReadonlyArray<Uint8Array | string>,
+    epoch: number,
+    roomKey: Uint8Array | undefined,
+    many: boolean,
+  ): Uint8Array[] {
+    const max = this.#nc.info?.max_payload ?? Number.POSITIVE_INFINITY;
+    const what = (i: number) => (many ? `item ${i}` : "the message");
+    const field = many ? "items" : "data";
+    const none = many ? "; nothing was sent" : "";
+    return items.map((item, i) => {
+      if (typeof item !== "string" && !(item instanceof Uint8Array)) {
+        throw new InvalidArgumentError(field, `${what(i)} is not a Uint8Array or a string${none}`);
+      }
+      const frame = encodeFrame(
+        roomKey
+          ? { roomId: this.id, epoch, sender: this.#identity, plaintext: item, roomKey, sign: this.signMsgs }
+          : { roomId: this.id, epoch, sender: this.#identity, plaintext: item, sign: this.signMsgs },
+      );
+      if (frame.length > max) {
+        throw new InvalidArgumentError(
+          field,
+          `${what(i)} makes a ${frame.length}-byte frame; the server takes at most ${max} bytes${none}`,
+        );
+      }
+      return frame;
     });
-    this.#nc.publish(this.subject, frame);
   }
 
   /**
@@ -443,31 +506,51 @@ export class Room {
     live: boolean,
     seq?: number,
   ): Promise<RoomMessage | undefined> {
+    const now = this.#openNow(bytes, onDrop, seq);
+    return now instanceof FrameWaiting ? this.#openLater(now, onDrop, live, seq) : now;
+  }
+
+  /**
+   * The part of opening that needs no request: the message, undefined for a drop, or
+   * the frame with what it still waits for (the signer's membership, the epoch's key).
+   * Most frames end here, synchronously.
+   */
+  #openNow(
+    bytes: Uint8Array,
+    onDrop: ((d: DroppedFrame) => void) | undefined,
+    seq?: number,
+  ): RoomMessage | undefined | FrameWaiting {
     const parsed = parseFrame(bytes);
     if (!parsed.ok) return this.#drop(dropOf(parsed), onDrop);
-    const first = this.#openKnown(parsed);
-    let opened = first.result;
-    const { epoch, sender } = parsed;
-    if (!opened.ok && opened.reason !== "unknown-epoch") return this.#drop(dropOf(opened), onDrop);
-    if (!opened.ok && !inEpochRange(epoch)) return this.#drop(dropOf(opened), onDrop);
-    if (parsed.signed && !first.memberChecked && !(await this.#isMember(sender, epoch))) {
+    const { result, memberChecked } = this.#openKnown(parsed);
+    if (!result.ok && (result.reason !== "unknown-epoch" || !inEpochRange(parsed.epoch))) {
+      return this.#drop(dropOf(result), onDrop);
+    }
+    const memberKnown = !parsed.signed || memberChecked || this.#knownMember(parsed.sender, parsed.epoch);
+    if (result.ok && memberKnown) return roomMessage(result, seq);
+    return new FrameWaiting(parsed, result, memberKnown);
+  }
+
+  /** The rest of opening: the membership and key requests a frame needs, in the order of §7. */
+  async #openLater(
+    w: FrameWaiting,
+    onDrop: ((d: DroppedFrame) => void) | undefined,
+    live: boolean,
+    seq?: number,
+  ): Promise<RoomMessage | undefined> {
+    const { epoch, sender } = w.parsed;
+    if (!w.memberKnown && !(await this.#isMember(sender, epoch))) {
       return this.#drop({ reason: "not-a-member", epoch, sender }, onDrop);
     }
+    let opened = w.opened;
     if (!opened.ok) {
       // Every check before the key passed: only now may this frame cost a request.
       const roomKey = await this.#frameKey(epoch, live);
       if (!roomKey) return this.#drop({ reason: "unknown-epoch", epoch, sender }, onDrop);
-      opened = openFrame(parsed, this.#openOptions(roomKey));
+      opened = openFrame(w.parsed, this.#openOptions(roomKey));
       if (!opened.ok) return this.#drop(dropOf(opened), onDrop);
     }
-    return {
-      data: opened.plaintext,
-      sender: opened.sender,
-      epoch: opened.epoch,
-      verified: opened.verified,
-      receivedAt: Date.now(),
-      ...(seq !== undefined ? { seq } : {}),
-    };
+    return roomMessage(opened, seq);
   }
 
   /**
@@ -553,14 +636,36 @@ export class Room {
    */
   subscribe(opts: SubscribeOptions = {}): AsyncIterable<RoomMessage> & { unsubscribe(): void } {
     const feed = new LiveFeed(opts.maxPending ?? DEFAULT_MAX_PENDING, opts.callback);
-    // Frames are opened in arrival order, even when one waits for a key fetch.
+    const onDrop = opts.onDrop;
+    // Frames are delivered in arrival order. One that waits for a request (a key, the
+    // member list) queues itself and every later frame behind it on a promise chain;
+    // while none waits, frames are opened and delivered right here, without a promise.
     let chain = Promise.resolve();
+    let waiting = 0;
+    const later = (open: () => Promise<RoomMessage | undefined>) => {
+      waiting++;
+      chain = chain.then(async () => {
+        try {
+          feed.deliver(await open().catch(() => undefined));
+        } finally {
+          waiting--;
+        }
+      });
+    };
     const sub = this.#nc.subscribe(this.subject, {
       callback: (err: Error | null, msg: Msg) => {
         if (err) return feed.end(); // refused by the broker: no longer a member
-        if (!feed.admit()) return void this.#drop({ reason: "slow-consumer" }, opts.onDrop);
+        if (!feed.admit()) return void this.#drop({ reason: "slow-consumer" }, onDrop);
         const data = msg.data;
-        chain = chain.then(async () => feed.deliver(await this.#open(data, opts.onDrop, true).catch(() => undefined)));
+        if (waiting > 0) return later(() => this.#open(data, onDrop, true));
+        let now: RoomMessage | undefined | FrameWaiting;
+        try {
+          now = this.#openNow(data, onDrop);
+        } catch {
+          now = undefined;
+        }
+        if (now instanceof FrameWaiting) later(() => this.#openLater(now, onDrop, true));
+        else feed.deliver(now);
       },
     });
     this.#subs.add(sub);
@@ -662,9 +767,50 @@ export class Room {
     return { mimetype: download.mimetype, size: download.size, data };
   }
 
-  /** Stops this room's subscriptions. */
+  /** Hands what this client published to the connection, and stops this room's subscriptions. */
   close(): void {
+    this.#outbox.drain();
     for (const sub of this.#subs) if (!sub.isClosed()) sub.unsubscribe();
     this.#subs.clear();
   }
+}
+
+/** What `publish` returns once the frame is handed to the connection: nothing left to wait for. */
+const SENT: Promise<void> = Promise.resolve();
+
+/** A received frame that passed every check needing no request, and what it still waits for. */
+class FrameWaiting {
+  readonly parsed: ParsedFrame;
+  readonly opened: OpenFrameResult;
+  readonly memberKnown: boolean;
+  constructor(parsed: ParsedFrame, opened: OpenFrameResult, memberKnown: boolean) {
+    this.parsed = parsed;
+    this.opened = opened;
+    this.memberKnown = memberKnown;
+  }
+}
+
+// nats.js hands over every message of one socket read in one synchronous run: they share
+// one reading of the clock (taken again after the run), which costs less than one per frame.
+let clockNow = 0;
+function receivedNow(): number {
+  if (clockNow === 0) {
+    clockNow = Date.now();
+    queueMicrotask(() => {
+      clockNow = 0;
+    });
+  }
+  return clockNow;
+}
+
+function roomMessage(opened: OpenedFrame, seq: number | undefined): RoomMessage {
+  const m: RoomMessage = {
+    data: opened.plaintext,
+    sender: opened.sender,
+    epoch: opened.epoch,
+    verified: opened.verified,
+    receivedAt: receivedNow(),
+  };
+  if (seq !== undefined) m.seq = seq;
+  return m;
 }

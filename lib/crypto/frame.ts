@@ -96,16 +96,15 @@ function encode(opts: EncodeFrameOptions, fixedNonce: Uint8Array | undefined): U
   }
   const encrypted = roomKey !== undefined;
   const room = roomIdBytes(roomId);
-  const ctxLen = FRAME_LABEL.length + 1 + room.length;
+  // Nothing covers a cleartext unsigned frame (no AEAD, no signature): no context to build.
+  const ctxLen = encrypted || sign ? FRAME_LABEL.length + 1 + room.length : 0;
   const bodyStart = FRAME_HEADER_BYTES + (encrypted ? AEAD_NONCE_BYTES : 0);
   const bodyEnd = bodyStart + payload.length + (encrypted ? AEAD_TAG_BYTES : 0);
   const frameLen = bodyEnd + (sign ? SIGNATURE_BYTES : 0);
   // One buffer holds the context and then the frame, so the associated data and the
   // signature input are views, not copies; the caller gets the frame part.
   const buf = Buffer.allocUnsafe(ctxLen + frameLen);
-  FRAME_LABEL.copy(buf, 0);
-  buf[FRAME_LABEL.length] = room.length;
-  room.copy(buf, FRAME_LABEL.length + 1);
+  if (ctxLen > 0) writeContext(buf, room);
   const f = ctxLen;
   buf[f] = FRAME_VERSION;
   buf[f + 1] = (encrypted ? FLAG_ENCRYPTED : 0) | (sign ? FLAG_SIGNED : 0);
@@ -298,8 +297,12 @@ export function openFrame(frame: Uint8Array | ParseFrameResult, opts: OpenFrameO
   const room = roomIdBytes(opts.roomId);
   const refusal = roomRuleRefusal(parsed, opts);
   if (refusal) return refusal;
-  const layout = frameLayout(parsed, room);
   const { epoch, sender } = parsed;
+  if (!parsed.signed && !parsed.encrypted) {
+    // Nothing to verify or decrypt: the common case of a cleartext room, kept free of the layout's copy.
+    return { ok: true, plaintext: Buffer.from(parsed.body), sender, epoch, encrypted: false, verified: false };
+  }
+  const layout = frameLayout(parsed, room);
   let verified = false;
   if (parsed.signed) {
     const key = senderKey(sender, parsed.bytes);
@@ -349,6 +352,13 @@ interface FrameLayout {
   input: Buffer;
 }
 
+/** The label and the room id (length-prefixed) at the start of `buf`: the context of docs/formats.md. */
+function writeContext(buf: Buffer, room: Buffer): void {
+  FRAME_LABEL.copy(buf, 0);
+  buf[FRAME_LABEL.length] = room.length;
+  room.copy(buf, FRAME_LABEL.length + 1);
+}
+
 function frameLayout(parsed: ParsedFrame, room: Buffer): FrameLayout {
   const bytes = parsed.bytes;
   const bodyEnd = bytes.length - (parsed.signed ? SIGNATURE_BYTES : 0);
@@ -358,9 +368,7 @@ function frameLayout(parsed: ParsedFrame, room: Buffer): FrameLayout {
   const ctxLen = FRAME_LABEL.length + 1 + room.length;
   const covered = parsed.signed ? bodyEnd : bodyStart;
   const input = Buffer.allocUnsafe(ctxLen + covered);
-  FRAME_LABEL.copy(input, 0);
-  input[FRAME_LABEL.length] = room.length;
-  room.copy(input, FRAME_LABEL.length + 1);
+  writeContext(input, room);
   input.set(bytes.subarray(0, covered), ctxLen);
   return { bodyStart, bodyEnd, ctxLen, input };
 }

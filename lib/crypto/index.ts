@@ -20,6 +20,7 @@ export {
   encodeFrame,
   type FrameFailure,
   type FrameFailureReason,
+  type OpenedFrame,
   type OpenFrameResult,
   openFrame,
   type ParsedFrame,

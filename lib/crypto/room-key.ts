@@ -42,8 +42,14 @@ export function roomKeyObject(key: Uint8Array): KeyObject {
   return ko;
 }
 
-/** UTF-8 bytes of a room id, 1–255 of them; InvalidArgumentError otherwise. */
+// Every frame of a room encodes the same id: the last one's bytes are kept (read-only
+// by every caller) rather than encoded again per frame.
+let lastRoomId = "";
+let lastRoomBytes: Buffer = Buffer.alloc(0);
+
+/** UTF-8 bytes of a room id, 1–255 of them; InvalidArgumentError otherwise. Never write into the result. */
 export function roomIdBytes(roomId: unknown): Buffer {
+  if (roomId === lastRoomId) return lastRoomBytes;
   if (typeof roomId !== "string" || roomId.length === 0) {
     throw new InvalidArgumentError("roomId", "roomId must be a non-empty string");
   }
@@ -51,6 +57,8 @@ export function roomIdBytes(roomId: unknown): Buffer {
   if (bytes.length > ROOM_ID_MAX_BYTES) {
     throw new InvalidArgumentError("roomId", `roomId must be at most ${ROOM_ID_MAX_BYTES} bytes of UTF-8`);
   }
+  lastRoomId = roomId;
+  lastRoomBytes = bytes;
   return bytes;
 }
 

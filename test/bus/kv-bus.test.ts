@@ -29,7 +29,7 @@ t.test("golden path: a persisted encrypted room round trip, the store is KV and 
   t.teardown(() => c.close());
   const room = await c.createRoom({ encrypt: true, persist: true });
   await room.publish("kept");
-  await c.nc.flush();
+  await room.flush();
   // A room message is a core publish the stream stores on its own time: read until it is there (bounded).
   let history: string[] = [];
   for (let i = 0; i < 100 && history.length === 0; i++) {

@@ -35,9 +35,9 @@ t.test(
     for (let i = 0; i < 200; i++) {
       chunk[0] = i;
       await room.publish(chunk);
-      if (i % 20 === 19) await c.nc.flush();
+      if (i % 20 === 19) await room.flush();
     }
-    await c.nc.flush();
+    await room.flush();
     let state = await streamState(bus, room.id);
     for (let tries = 0; state.messages === 0 && tries < 50; tries++) {
       await sleep(50);

@@ -135,10 +135,10 @@ t.test("history of a persisted room replays in order across a rekey", async (t) 
   const room = await alice.c.createRoom({ persist: true });
   await reconnected(bob.c, () => room.addMember(bob.id));
   await room.publish("before rekey");
-  await alice.c.nc.flush();
+  await room.flush();
   await room.rekey();
   await room.publish("after rekey");
-  await alice.c.nc.flush();
+  await room.flush();
   const bobRoom = await bob.c.openRoom(room.id);
   const seen: RoomMessage[] = [];
   for await (const m of bobRoom.history()) seen.push(m);
