@@ -4,6 +4,7 @@
 import type { Page } from "playwright-core";
 import t, { type Test } from "tap";
 import type { Unibus } from "../../lib/bus/unibus.ts";
+import type { Room } from "../../lib/client/room.ts";
 import { encodeFrame } from "../../lib/crypto/frame.ts";
 import { createIdentity, type Identity } from "../../lib/crypto/identity.ts";
 import { newRoomKey } from "../../lib/crypto/room-key.ts";
@@ -38,6 +39,23 @@ async function browserMember(page: Page, bus: Unibus, identity: Identity): Promi
   );
 }
 
+/**
+ * Adds the page's member to a room. The bus then re-authenticates the page's connection:
+ * this resolves once it is back with the room's permissions, so the page can subscribe at
+ * once (a flush during the reconnect would reject).
+ */
+async function addToPage(page: Page, room: Room, signPub: string): Promise<void> {
+  await page.evaluate(() => {
+    const g = globalThis as unknown as { state: PageState };
+    const c = g.state.c as import("../../lib/browser/index.ts").BrowserClient;
+    g.state.back = (async () => {
+      for await (const s of c.nc.status()) if (s.type === "reconnect") return;
+    })();
+  });
+  await room.addMember(signPub);
+  await page.evaluate(() => (globalThis as unknown as { state: PageState }).state.back);
+}
+
 t.test("a browser member and a Node member exchange encrypted messages, history and blobs both ways", async (t) => {
   const { bus, page, errors } = await setup(t);
   const alice = await member(bus, "alice");
@@ -45,7 +63,7 @@ t.test("a browser member and a Node member exchange encrypted messages, history 
   await browserMember(page, bus, bob);
   const a = await client(t, bus, alice);
   const room = await a.createRoom({ persist: true, signMsgs: true });
-  await room.addMember(bob.signPub);
+  await addToPage(page, room, bob.signPub);
   const got: string[] = [];
   const nodeSub = room.subscribe({ callback: (m) => void got.push(`${m.sender.slice(0, 8)}:${Buffer.from(m.data)}`) });
 
@@ -214,7 +232,7 @@ t.test("a frame that does not decrypt is dropped and counted in the browser; the
   await browserMember(page, bus, bob);
   const a = await client(t, bus, alice);
   const room = await a.createRoom();
-  await room.addMember(bob.signPub);
+  await addToPage(page, room, bob.signPub);
   await page.evaluate(async (roomId) => {
     const g = globalThis as unknown as { state: PageState };
     const c = g.state.c as import("../../lib/browser/index.ts").BrowserClient;
