@@ -108,13 +108,13 @@ t.test("the disk fills up, then is freed: 503 naming storage, typed errors, no l
   const c = await client(t, bus, await member(bus, "alice", "admin"));
   const room = await c.createRoom({ encrypt: true, persist: true });
   await room.publish("before");
-  await c.nc.flush();
+  await room.flush();
   t.match(await health(bus, agent), { status: 200, body: { parts: { storage: "up" } } });
 
   const filler = fill(disk);
   const big = "x".repeat(64 * 1024);
   for (let i = 0; i < 20; i++) await room.publish(`full-${i}:${big}`);
-  await c.nc.flush();
+  await room.flush();
   let h = await health(bus, agent);
   while (!h.body.down?.includes("storage")) {
     await sleep(100);

@@ -63,6 +63,7 @@ t.test(
     const c = await client(t, bus, alice);
     const room = await c.createRoom({ encrypt: true, persist: true });
     await room.publish(new TextEncoder().encode("before"));
+    await room.flush(); // stored before anyone subscribes: the subscriber must see only what follows
     const received: string[] = [];
     const sub = room.subscribe();
     void (async () => {
