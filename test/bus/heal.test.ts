@@ -10,6 +10,7 @@ import type { Unibus } from "../../lib/bus/unibus.ts";
 import { NatsCrashedError } from "../../lib/nats/index.ts";
 import { isProcessAlive } from "../../lib/nats/process.ts";
 import { client, member, testBus } from "../helpers/bus.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 interface Health {
   status: number;
@@ -63,7 +64,15 @@ t.test(
     const c = await client(t, bus, alice);
     const room = await c.createRoom({ encrypt: true, persist: true });
     await room.publish(new TextEncoder().encode("before"));
-    await room.flush(); // stored before anyone subscribes: the subscriber must see only what follows
+    await room.flush(); // on the server before anyone subscribes: the subscriber must see only what follows
+    // Stored, and on its way to disk: JetStream's file store writes a stored message out
+    // through a coalescing flusher within milliseconds; a SIGKILL inside that window loses
+    // it on any nats-server, which is not what this test is about.
+    await waitFor("the first message to be stored", async () => {
+      for await (const m of room.history()) return new TextDecoder().decode(m.data) === "before";
+      return false;
+    });
+    await sleep(500);
     const received: string[] = [];
     const sub = room.subscribe();
     void (async () => {
