@@ -4,8 +4,7 @@
  * crypto/canonical-text.ts, the one the server verifies against. Meant to be shared by
  * every page that talks to the control plane (this library, the admin console).
  */
-import { AUTH_HEADERS, type AuthHeaderName, canonicalRequest, EMPTY_SHA256 } from "../crypto/canonical-text.ts";
-import { InvalidArgumentError } from "../errors.ts";
+import { type AuthHeaderName, authHeaders, canonicalRequest, declaredBodySha256 } from "../crypto/canonical-text.ts";
 import { randomBytes, toBase64url, utf8 } from "./bytes.ts";
 import { sha256Hex } from "./primitives.ts";
 
@@ -32,23 +31,10 @@ export async function signRequest(
   opts: BrowserSignOptions,
 ): Promise<Record<AuthHeaderName, string>> {
   const body = typeof opts.body === "string" ? utf8(opts.body) : opts.body;
-  let bodySha256 = body === undefined ? undefined : await sha256Hex(body);
-  if (opts.bodySha256 !== undefined) {
-    if (bodySha256 !== undefined && bodySha256 !== opts.bodySha256) {
-      throw new InvalidArgumentError("bodySha256", "bodySha256 does not match the SHA-256 of body");
-    }
-    bodySha256 = opts.bodySha256;
-  }
-  bodySha256 ??= EMPTY_SHA256;
+  const bodySha256 = declaredBodySha256(body === undefined ? undefined : await sha256Hex(body), opts.bodySha256);
   const timestamp = opts.now ?? Date.now();
   const nonce = opts.nonce ?? toBase64url(randomBytes(16));
   const canonical = canonicalRequest({ method: opts.method, uri: opts.uri, timestamp, nonce, bodySha256 });
   const signature = toBase64url(await signer.sign(utf8(canonical)));
-  return {
-    [AUTH_HEADERS.key]: signer.signPub,
-    [AUTH_HEADERS.timestamp]: String(timestamp),
-    [AUTH_HEADERS.nonce]: nonce,
-    [AUTH_HEADERS.contentSha256]: bodySha256,
-    [AUTH_HEADERS.signature]: signature,
-  } as Record<AuthHeaderName, string>;
+  return authHeaders({ signPub: signer.signPub, timestamp, nonce, bodySha256, signature });
 }

@@ -89,3 +89,32 @@ export function requestUriOf(url: URL | string): string {
   const u = typeof url === "string" ? new URL(url) : url;
   return u.pathname + u.search;
 }
+
+/**
+ * The body hash a request declares: the body's own (`ofBody`), or the one the caller gives
+ * for a body sent later (`given`, which must agree with the body when both are there), else
+ * the empty body's. Shared by the Node and the browser signers, which hash differently.
+ */
+export function declaredBodySha256(ofBody: string | undefined, given: string | undefined): string {
+  if (given !== undefined && ofBody !== undefined && ofBody !== given) {
+    throw new InvalidArgumentError("bodySha256", "bodySha256 does not match the SHA-256 of body");
+  }
+  return given ?? ofBody ?? EMPTY_SHA256;
+}
+
+/** The five `x-unibus-*` headers of a signed request, from its parts. */
+export function authHeaders(p: {
+  signPub: string;
+  timestamp: number;
+  nonce: string;
+  bodySha256: string;
+  signature: string;
+}): Record<AuthHeaderName, string> {
+  return {
+    [AUTH_HEADERS.key]: p.signPub,
+    [AUTH_HEADERS.timestamp]: String(p.timestamp),
+    [AUTH_HEADERS.nonce]: p.nonce,
+    [AUTH_HEADERS.contentSha256]: p.bodySha256,
+    [AUTH_HEADERS.signature]: p.signature,
+  } as Record<AuthHeaderName, string>;
+}

@@ -27,8 +27,9 @@ import { InvalidArgumentError, StateError, UnibusError } from "../errors.ts";
 import {
   AUTH_HEADERS,
   type AuthHeaderName,
+  authHeaders,
   canonicalRequest,
-  EMPTY_SHA256,
+  declaredBodySha256,
   KEY_HEX,
   NONCE,
   SHA256_HEX,
@@ -76,25 +77,12 @@ export interface SignRequestOptions {
 
 /** The five `x-unibus-*` headers that authenticate one request. Each call uses a new nonce. */
 export function signRequest(identity: RequestSigner, opts: SignRequestOptions): Record<AuthHeaderName, string> {
-  let bodySha256 = opts.body === undefined ? undefined : sha256Hex(opts.body);
-  if (opts.bodySha256 !== undefined) {
-    if (bodySha256 !== undefined && bodySha256 !== opts.bodySha256) {
-      throw new InvalidArgumentError("bodySha256", "bodySha256 does not match the SHA-256 of body");
-    }
-    bodySha256 = opts.bodySha256;
-  }
-  bodySha256 ??= EMPTY_SHA256;
+  const bodySha256 = declaredBodySha256(opts.body === undefined ? undefined : sha256Hex(opts.body), opts.bodySha256);
   const timestamp = opts.now ?? Date.now();
   const nonce = newNonce();
   const canonical = canonicalRequest({ method: opts.method, uri: opts.uri, timestamp, nonce, bodySha256 });
   const signature = Buffer.from(identity.sign(Buffer.from(canonical, "utf8"))).toString("base64url");
-  return {
-    [AUTH_HEADERS.key]: identity.signPub,
-    [AUTH_HEADERS.timestamp]: String(timestamp),
-    [AUTH_HEADERS.nonce]: nonce,
-    [AUTH_HEADERS.contentSha256]: bodySha256,
-    [AUTH_HEADERS.signature]: signature,
-  } as Record<AuthHeaderName, string>;
+  return authHeaders({ signPub: identity.signPub, timestamp, nonce, bodySha256, signature });
 }
 
 /** A required auth header is absent or not in its expected form. `header` names it. */
