@@ -6,7 +6,14 @@
  * the server (issuer, audience, expiry). Anything it cannot decide in time is a denial.
  */
 import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
-import { decodeJwt, decodePublicKey, encodeJwt, JwtError, verifyNkeySignature } from "../crypto/index.ts";
+import {
+  decodeJwt,
+  decodePublicKey,
+  encodeJwt,
+  JwtError,
+  type NKeyPair,
+  verifyNkeySignature,
+} from "../crypto/index.ts";
 import type { Logger } from "../log/index.ts";
 import { silentLogger } from "../log/index.ts";
 import type { SubjectPermissions } from "./permissions.ts";
@@ -75,6 +82,8 @@ interface ParsedRequest {
   claims: AuthRequestClaims;
   serverId: string;
   userNkey: string;
+  /** The issuer the asking server is configured with (the request's `sub`): what signs the answer. */
+  issuer: NKeyPair;
 }
 
 /** An admission or a denial, with the signing key once the nkey decoded. */
@@ -130,12 +139,12 @@ export class AuthCallout {
     if (request === undefined) return;
     const decision = await this.#decide(request.claims);
     const latencyMs = performance.now() - started;
-    const response = this.#response(request.userNkey, decision);
+    const response = this.#response(request.userNkey, request.issuer, decision);
     this.#report(request, decision, latencyMs);
     try {
       msg.respond(
         new TextEncoder().encode(
-          encodeJwt({ sub: request.userNkey, aud: request.serverId, nats: response }, this.#opts.keys.issuer),
+          encodeJwt({ sub: request.userNkey, aud: request.serverId, nats: response }, request.issuer),
         ),
       );
     } catch (err) {
@@ -155,7 +164,11 @@ export class AuthCallout {
         throw new JwtError("not an authorization request from its server");
       }
       if (!request.user_nkey || !decodePublicKey("user", request.user_nkey)) throw new JwtError("no user_nkey");
-      return { claims: request, serverId, userNkey: request.user_nkey };
+      // nats-server names the issuer it will check the answer against; during a service-key
+      // rotation nodes differ, and one callout answers for any of them.
+      const issuer = this.#issuerFor(claims.sub);
+      if (!issuer) throw new JwtError(`the server expects issuer ${claims.sub}, which this bus does not hold`);
+      return { claims: request, serverId, userNkey: request.user_nkey, issuer };
     } catch (err) {
       // Not from a server we can answer: nothing to sign a response for.
       this.#opts.logger.warn(
@@ -166,8 +179,15 @@ export class AuthCallout {
     }
   }
 
+  #issuerFor(sub: string | undefined): NKeyPair | undefined {
+    const { keys } = this.#opts;
+    if (sub === keys.issuer.publicKey) return keys.issuer;
+    if (keys.alternate && sub === keys.alternate.issuer.publicKey) return keys.alternate.issuer;
+    return undefined;
+  }
+
   /** The authorization response: a user JWT we sign for an admission, the reason for a denial. */
-  #response(userNkey: string, decision: Decision): Record<string, unknown> {
+  #response(userNkey: string, issuer: NKeyPair, decision: Decision): Record<string, unknown> {
     if (!decision.allowed) return { type: "authorization_response", error: decision.reason };
     const now = Math.floor(Date.now() / 1000);
     const userJwt = encodeJwt(
@@ -186,7 +206,7 @@ export class AuthCallout {
           payload: this.#opts.limits.payload,
         },
       },
-      this.#opts.keys.issuer,
+      issuer,
     );
     return { type: "authorization_response", jwt: userJwt };
   }

@@ -15,4 +15,17 @@ export {
 export { ConnectionRegistry, KICK_SUBJECT, Kicker, type KickerOptions } from "./kick.ts";
 export { inboxPrefix, permissionsFor, type RoomGrant, roomStreamName, type SubjectPermissions } from "./permissions.ts";
 export { connectAsService } from "./service-connection.ts";
-export { loadOrCreateServiceKeys, loadServiceKeys, SERVICE_KEYS_FILE, type ServiceKeys } from "./service-keys.ts";
+export {
+  finishServiceKeys,
+  loadOrCreateServiceKeys,
+  loadServiceKeys,
+  rotateServiceKeys,
+  SERVICE_KEYS_FILE,
+  type ServiceKeySet,
+  type ServiceKeys,
+  type ServiceKeysPhase,
+  ServiceKeysRotationError,
+  type ServiceKeysStep,
+  serviceKeysStatus,
+  switchServiceKeys,
+} from "./service-keys.ts";

@@ -88,11 +88,12 @@ export class UnibusCluster extends EventEmitter<ClusterEvents> implements BusHan
   get monitorUrls(): string[] {
     return this.#nodes.map((b) => b.monitorUrl);
   }
+  /** What clients trust: the CA, or both CAs during a rotation (as the first node read them at its last start). */
   get caPem(): string {
-    return this.#shared?.ca.certPem ?? "";
+    return this.#nodes[0]?.caPem || (this.#shared?.ca.certPem ?? "");
   }
   get caFile(): string {
-    return this.#shared?.ca.certFile ?? "";
+    return this.#nodes[0]?.caFile || (this.#shared?.ca.certFile ?? "");
   }
   get dataDir(): string {
     return this.#root;

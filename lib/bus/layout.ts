@@ -1,7 +1,7 @@
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import type { ServiceKeys } from "../auth/index.ts";
+import type { ServiceKeySet, ServiceKeys } from "../auth/index.ts";
 import type { Logger } from "../log/index.ts";
 import { armDirRemoval, type NatsClusterOptions, type NatsConfigOptions, type Watchdog } from "../nats/index.ts";
 
@@ -72,6 +72,8 @@ export function natsConfigFor(node: {
    */
   connectionLimits?: { maxPayload: number; maxSubscriptions: number };
 }): NatsConfigOptions {
+  // During a service-key rotation both sets' users are let in, so either set connects.
+  const sets = [node.keys, ...(node.keys.alternate ? [node.keys.alternate] : [])];
   return {
     serverName: node.serverName,
     host: node.host,
@@ -86,19 +88,25 @@ export function natsConfigFor(node: {
       tls: { certFile: node.cert.certFile, keyFile: node.cert.keyFile, timeout: 2 },
     },
     accounts: {
-      AUTH: { users: [{ nkey: node.keys.service.publicKey }] },
-      APP: { jetstream: true, users: [{ nkey: node.keys.app.publicKey }] },
-      SYS: { users: [{ nkey: node.keys.system.publicKey }] },
+      AUTH: { users: nkeyUsers(sets, "service") },
+      APP: { jetstream: true, users: nkeyUsers(sets, "app") },
+      SYS: { users: nkeyUsers(sets, "system") },
     },
     systemAccount: "SYS",
+    // One issuer per server (nats-server takes one); during a key rotation the callout
+    // holds both and signs with the one the asking server names.
     authCallout: {
       issuer: node.keys.issuer.publicKey,
       account: "AUTH",
-      authUsers: [node.keys.service.publicKey, node.keys.system.publicKey, node.keys.app.publicKey],
+      authUsers: sets.flatMap((k) => [k.service.publicKey, k.system.publicKey, k.app.publicKey]),
     },
     jetstream: { storeDir: node.layout.jetstreamDir, ...(node.maxFileBytes ? { maxFile: node.maxFileBytes } : {}) },
     ...(node.cluster ? { cluster: node.cluster } : {}),
     ...(node.authTimeoutSeconds ? { authTimeout: node.authTimeoutSeconds } : {}),
     ...(node.connectionLimits ?? {}),
   };
+}
+
+function nkeyUsers(sets: readonly ServiceKeySet[], role: "service" | "system" | "app"): { nkey: string }[] {
+  return sets.map((k) => ({ nkey: k[role].publicKey }));
 }

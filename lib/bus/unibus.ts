@@ -46,12 +46,13 @@ import {
   type User,
 } from "../store/index.ts";
 import {
+  type CaTrust,
   type CertificateAuthority,
   isLoopbackHost,
   isUnspecifiedHost,
+  loadCaTrust,
   loadOrCreateCa,
   loadOrCreateServerCertificate,
-  pemFingerprint,
   type ServerCertificate,
   urlHost,
 } from "../tls/index.ts";
@@ -231,6 +232,8 @@ interface Prepared {
   layout: BusLayout;
   binary: string;
   ca: CertificateAuthority;
+  /** The CAs this node accepts (two during a CA rotation), for routes, clients and its own services. */
+  trust: CaTrust;
   keys: ServiceKeys;
   backend: StoreBackend;
 }
@@ -285,8 +288,12 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
   #blobs?: Blobs;
   #natsUrl = "";
   #controlUrl = "";
+  /** Every CA this node trusts (the bundle during a CA rotation), signing CA first. */
   #caPem = "";
   #caFile = "";
+  /** The CA that signed this node's certificates: ends the control plane's chain, pinned by invites. */
+  #signingCaPem = "";
+  #caFingerprint = "";
   #monitorUrl = "";
   #wsUrl = "";
   #stopping?: Promise<void>;
@@ -437,14 +444,17 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     this.#holder = createStoreHolder(backend);
     if (store) await this.#holder.set(store);
     this.#store = instrumentStore(this.#holder.store, this.metrics);
-    this.#caPem = ca.certPem;
-    this.#caFile = ca.certFile;
+    const trust = await loadCaTrust(layout.tlsDir, ca);
+    this.#caPem = trust.pem;
+    this.#caFile = trust.file;
+    this.#signingCaPem = ca.certPem;
+    this.#caFingerprint = ca.fingerprint;
     this.#keys = keys;
-    return { layout, binary: binary.path, ca, keys, backend };
+    return { layout, binary: binary.path, ca, trust, keys, backend };
   }
 
   /** Phase 2: the server certificate (every name a client dials) and, in a cluster, the route certificate. */
-  async #certificates({ layout, ca }: Prepared): Promise<Certificates> {
+  async #certificates({ layout, ca, trust }: Prepared): Promise<Certificates> {
     const host = this.#host;
     const hosts = [
       ...new Set([
@@ -473,13 +483,16 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       port: member.port ?? -1,
       routes: member.routes ?? [],
       ...(member.advertise ? { advertise: member.advertise } : {}),
-      tls: { certFile: route.certFile, keyFile: route.keyFile, caFile: ca.certFile, timeout: 2 },
+      tls: { certFile: route.certFile, keyFile: route.keyFile, caFile: trust.file, timeout: 2 },
     };
     return { server, cluster };
   }
 
   /** Phase 3: nats-server as a child process; resolves once it serves clients. */
-  async #startNats({ layout, binary, ca, keys, backend }: Prepared, { server, cluster }: Certificates): Promise<void> {
+  async #startNats(
+    { layout, binary, trust, keys, backend }: Prepared,
+    { server, cluster }: Certificates,
+  ): Promise<void> {
     const host = this.#host;
     this.#nats = new NatsServerProcess({
       binary,
@@ -495,7 +508,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
         websocketPort: this.#opts.ports?.websocket ?? -1,
         layout,
         cert: server,
-        caFile: ca.certFile,
+        caFile: trust.file,
         keys,
         ...(cluster ? { cluster } : {}),
         ...(backend === "kv" ? { authTimeoutSeconds: KV_AUTH_TIMEOUT_S } : {}),
@@ -521,8 +534,8 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
    * background for a cluster member, whose buckets need its peers), the auth callout,
    * blobs, the control plane, the kicker, room streams and the revocation sweep.
    */
-  async #startServices({ layout, ca, keys, backend }: Prepared, { server }: Certificates): Promise<void> {
-    const services = { servers: [this.#natsUrl], caPem: ca.certPem, keys, logger: this.#logger };
+  async #startServices({ layout, trust, keys, backend }: Prepared, { server }: Certificates): Promise<void> {
+    const services = { servers: [this.#natsUrl], caPem: trust.pem, keys, logger: this.#logger };
     const clustered = this.#opts.cluster !== undefined;
     if (backend === "kv") this.#openKv(services, layout.storeFile, clustered);
     this.#callout = this.#makeCallout(services, backend);
@@ -675,7 +688,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       port: this.#opts.ports?.control ?? 0,
       // The chain ends in the bus CA: an invitee holding only its fingerprint reads it from
       // the handshake (lib/tls/pin.ts) and checks it before sending anything.
-      certPem: `${cert.certPem.trimEnd()}\n${this.#caPem}`,
+      certPem: `${cert.certPem.trimEnd()}\n${this.#signingCaPem}`,
       keyPem: cert.keyPem,
       logger: this.#logger,
       health: async () => {
@@ -691,7 +704,7 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
         publicBind: !isLoopbackHost(this.#host),
         onAccessChange: (change) => this.#onAccessChange(change),
         reserveRoomStorage: (asked) => this.#reserveRoomStorage(asked),
-        caFingerprint: pemFingerprint(this.#caPem),
+        caFingerprint: this.#caFingerprint,
         nodeReport: async () => {
           const [health, node] = await Promise.all([this.health(), nodeStatus(this.#monitorUrl)]);
           return { health, node };

@@ -26,6 +26,8 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   restore: async () => (await import("./commands/backup.ts")).restoreCommand,
   "migrate-to-kv": async () => (await import("./commands/migrate.ts")).migrateCommand,
   install: async () => (await import("./commands/install.ts")).installCommand,
+  ca: async () => (await import("./commands/rotate.ts")).caCommand,
+  "service-keys": async () => (await import("./commands/rotate.ts")).serviceKeysCommand,
 };
 
 /** The program with every command, or only `only` (the one the user named). */

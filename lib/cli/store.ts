@@ -9,6 +9,7 @@ import { readRunInfo } from "../ops/run-file.ts";
 import { chooseStoreBackend, type KvStore, openStore, type Role, type Store } from "../store/index.ts";
 import { CA_CERT_FILE } from "../tls/ca.ts";
 import { isLoopbackHost } from "../tls/hosts.ts";
+import { clientCaFileSync } from "../tls/rotation.ts";
 import { CliError, collect } from "./output.ts";
 import { configOption } from "./settings.ts";
 
@@ -117,7 +118,7 @@ async function openKv(target: StoreTargetOptions, dataDir: string, running: stri
     );
   }
   const remote = servers.filter((s) => !isLoopbackUrl(s));
-  const caFile = target.ca ?? path.join(busLayout(dataDir, "").tlsDir, CA_CERT_FILE);
+  const caFile = target.ca ?? clientCaFileSync(busLayout(dataDir, "").tlsDir);
   let caPem: string;
   try {
     caPem = fs.readFileSync(caFile, "utf8");

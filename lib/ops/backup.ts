@@ -11,6 +11,7 @@
  * restore.
  */
 import crypto from "node:crypto";
+import fsSync from "node:fs";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -21,6 +22,7 @@ import { connectAsService } from "../auth/service-connection.ts";
 import { loadServiceKeys, SERVICE_KEYS_FILE } from "../auth/service-keys.ts";
 import { busLayout } from "../bus/layout.ts";
 import { copySqliteFile, openStore, type Room, type Snapshot } from "../store/index.ts";
+import { clientCaFileSync } from "../tls/rotation.ts";
 import {
   BACKUP_FORMAT,
   BackupError,
@@ -145,9 +147,16 @@ async function copyPrivate(from: string, to: string): Promise<void> {
   await fs.chmod(to, 0o600);
 }
 
-/** The CA (certificate and key) and the service keys; the server certificate is re-issued on start. */
+/**
+ * The CA (certificate and key; during a CA rotation the other CA's too) and the service
+ * keys; the server certificate is re-issued on start.
+ */
 async function copyKeys(dataDir: string, out: string): Promise<void> {
   for (const f of ["ca.pem", "ca-key.pem"]) await copyPrivate(path.join(dataDir, "tls", f), path.join(out, "tls", f));
+  for (const f of ["ca-next.pem", "ca-next-key.pem", "ca-previous.pem", "ca-previous-key.pem"]) {
+    const from = path.join(dataDir, "tls", f);
+    if (fsSync.existsSync(from)) await copyPrivate(from, path.join(out, "tls", f));
+  }
   await copyPrivate(path.join(dataDir, SERVICE_KEYS_FILE), path.join(out, SERVICE_KEYS_FILE));
 }
 
@@ -164,7 +173,7 @@ async function exportHistory(
     );
   }
   const keys = await loadServiceKeys(dataDir);
-  const caPem = await fs.readFile(path.join(dataDir, "tls", "ca.pem"), "utf8");
+  const caPem = await fs.readFile(clientCaFileSync(path.join(dataDir, "tls")), "utf8");
   const nc = await connectAsService({ servers: natsUrls, caPem, key: keys.app, name: "unibus-backup" });
   try {
     await fs.mkdir(path.join(out, "streams"), { mode: 0o700 });

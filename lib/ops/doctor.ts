@@ -205,9 +205,10 @@ async function checkCertificates(dataDir: string, now: number): Promise<Finding[
   const findings: Finding[] = [];
   for (const name of certs) {
     const file = path.join(tlsDir, name);
-    const isCa = name === "ca.pem";
+    // ca.pem, and during a rotation ca-next.pem / ca-previous.pem / ca-bundle.pem.
+    const isCa = name.startsWith("ca");
     const renew = isCa
-      ? `create a new CA: stop the bus, move ${path.join(tlsDir, "ca.pem")} and ca-key.pem aside, start it again (it issues a new CA and server certificate), then give clients the new ca.pem`
+      ? "rotate the CA while the bus runs: `unibus ca rotate`, then switch and finish (docs/operations.md, Rotating the CA)"
       : `restart the bus: \`unibus up\` re-issues ${name} from the CA when it is within ${CERT_WARN_DAYS} days of expiry`;
     let desc: ReturnType<typeof describeCertificate>;
     try {

@@ -106,6 +106,11 @@ async function loadOrCreate(dir: string, commonName: string, validityDays: numbe
   }
 }
 
+/** An existing CA pair with every check of a start (key mode, match, expiry); never creates one. */
+export function loadCaPair(certFile: string, keyFile: string, logger: Logger = silentLogger) {
+  return loadCa(certFile, keyFile, logger);
+}
+
 async function loadCa(certFile: string, keyFile: string, log: Logger): Promise<CertificateAuthority> {
   await assertPrivateMode(keyFile);
   const [certPem = "", keyPem = ""] = await Promise.all([readIfExists(certFile), readIfExists(keyFile)]);
@@ -154,8 +159,11 @@ async function loadCa(certFile: string, keyFile: string, log: Logger): Promise<C
   return { certPem, keyPem, certFile, keyFile, fingerprint: fingerprintOf(parsed.der) };
 }
 
-/** Creates and publishes a new CA; undefined when another process published one first. */
-async function createCa(
+/**
+ * Creates and publishes a new CA in the given files; undefined when another process
+ * published one first. Also makes the next CA of a rotation (rotation.ts).
+ */
+export async function createCa(
   certFile: string,
   keyFile: string,
   commonName: string,

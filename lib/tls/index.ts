@@ -16,6 +16,20 @@ export {
 export { isLoopbackHost, isUnspecifiedHost, urlHost, validateHost } from "./hosts.ts";
 export { CaFetchError, CaPinError, fetchPinnedCa, normalizeFingerprint } from "./pin.ts";
 export {
+  CA_BUNDLE_FILE,
+  type CaPhase,
+  CaRotationError,
+  type CaRotationStep,
+  type CaTrust,
+  caPhase,
+  caRotationStatus,
+  clientCaFileSync,
+  finishCa,
+  loadCaTrust,
+  rotateCa,
+  switchCa,
+} from "./rotation.ts";
+export {
   DEFAULT_SERVER_HOSTS,
   loadOrCreateServerCertificate,
   type ServerCertificate,

@@ -1,12 +1,11 @@
 import fs from "node:fs";
-import path from "node:path";
 import type { Command } from "commander";
 import { busLayout } from "../../bus/layout.ts";
 import type { UnibusConfig } from "../../config/index.ts";
 import { parseTtl } from "../../control/protocol.ts";
 import { readRunInfo } from "../../ops/run-file.ts";
 import { type Invite, newInviteToken, type Store } from "../../store/index.ts";
-import { isLoopbackHost, isUnspecifiedHost, pemFingerprint, urlHost } from "../../tls/index.ts";
+import { clientCaFileSync, isLoopbackHost, isUnspecifiedHost, pemFingerprint, urlHost } from "../../tls/index.ts";
 import { CliError, printJson, table } from "../output.ts";
 import { roleOf, type StoreTargetOptions, storeTargetOptions, targetConfig, withStore } from "../store.ts";
 
@@ -43,7 +42,7 @@ async function inviteeEndpoint(config: UnibusConfig): Promise<{ controlUrl: stri
   const port = config.controlPort === 0 ? "<port>" : String(config.controlPort);
   return {
     controlUrl: `https://${urlHost(publicName ?? config.host)}:${port}`,
-    caFile: path.join(busLayout(dataDir, "").tlsDir, "ca.pem"),
+    caFile: clientCaFileSync(busLayout(dataDir, "").tlsDir),
   };
 }
 
