@@ -14,7 +14,7 @@ import { InvalidArgumentError, StateError } from "../errors.ts";
 import { type Logger, silentLogger } from "../log/index.ts";
 import { resolveNatsServer, type Watchdog } from "../nats/index.ts";
 import { openStore, type StoreBackend } from "../store/index.ts";
-import { type CertificateAuthority, loadOrCreateCa, urlHost } from "../tls/index.ts";
+import { type CertificateAuthority, loadCaTrust, loadOrCreateCa, urlHost } from "../tls/index.ts";
 import {
   type ClusterPlan,
   forgetRoutePorts,
@@ -172,10 +172,16 @@ export class UnibusCluster extends EventEmitter<ClusterEvents> implements BusHan
       live.map((b) => ({ name: b.serverName, monitorUrl: b.monitorUrl })),
       { timeoutMs },
     );
-    const { ca, keys } = this.#sharedOrThrow("waitReady()");
+    this.#sharedOrThrow("waitReady()");
+    // Read afresh: a CA or service-key rotation (docs/operations.md) changes them between restarts.
+    const tlsDir = busLayout(this.#root, "shared").tlsDir;
+    const [trust, keys] = await Promise.all([
+      loadOrCreateCa(tlsDir).then((ca) => loadCaTrust(tlsDir, ca)),
+      loadOrCreateServiceKeys(this.#root),
+    ]);
     await waitForPlacement({
       servers: live.map((b) => b.natsUrl),
-      caPem: ca.certPem,
+      caPem: trust.pem,
       keys,
       replicas: current,
       timeoutMs: left(),

@@ -7,6 +7,7 @@
 import fs from "node:fs/promises";
 import path from "node:path";
 import tls from "node:tls";
+import { clientCaFileSync } from "../tls/rotation.ts";
 import type { Finding } from "./doctor.ts";
 import type { RunInfo } from "./run-file.ts";
 
@@ -94,8 +95,11 @@ export async function checkRoutes(dataDir: string, run: RunInfo | undefined, tim
   );
   if (nodes.length === 0) return [];
   const tlsDir = path.join(dataDir, "tls");
+  // During a CA rotation the bundle: peers not yet restarted present the other CA's certificate.
   const [ca, cert, key] = await Promise.all(
-    ["ca.pem", "route.pem", "route-key.pem"].map((f) => fs.readFile(path.join(tlsDir, f), "utf8").catch(() => "")),
+    [clientCaFileSync(tlsDir), path.join(tlsDir, "route.pem"), path.join(tlsDir, "route-key.pem")].map((f) =>
+      fs.readFile(f, "utf8").catch(() => ""),
+    ),
   );
   if (!cert || !key || !ca) {
     return [
