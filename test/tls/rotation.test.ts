@@ -43,7 +43,11 @@ t.test("rotate, switch, finish: trust widens, the signer changes, trust narrows"
   t.equal(rotated.phase, "rotating");
   t.equal(rotated.signing, old.fingerprint, "the old CA still signs");
   t.not(rotated.other, old.fingerprint);
-  t.same(rotated.copy.map((f) => path.basename(f)), ["ca-next.pem", "ca-next-key.pem"], "what to copy to the others");
+  t.same(
+    rotated.copy.map((f) => path.basename(f)),
+    ["ca-next.pem", "ca-next-key.pem"],
+    "what to copy to the others",
+  );
   t.equal(await modeOf(path.join(dir, "ca-next-key.pem")), 0o600, "the new key is owner-only");
   const nextPem = await fs.readFile(path.join(dir, "ca-next.pem"), "utf8");
 
@@ -67,10 +71,13 @@ t.test("rotate, switch, finish: trust widens, the signer changes, trust narrows"
   t.equal(switched.phase, "switched");
   t.equal(switched.signing, rotated.other, "the new CA signs");
   t.equal(switched.other, old.fingerprint, "the old one is still trusted");
-  t.same(
-    (await fs.readdir(dir)).filter((f) => f.startsWith("ca")).sort(),
-    ["ca-bundle.pem", "ca-key.pem", "ca-previous-key.pem", "ca-previous.pem", "ca.pem"],
-  );
+  t.same((await fs.readdir(dir)).filter((f) => f.startsWith("ca")).sort(), [
+    "ca-bundle.pem",
+    "ca-key.pem",
+    "ca-previous-key.pem",
+    "ca-previous.pem",
+    "ca.pem",
+  ]);
   const now = await loadOrCreateCa(dir);
   t.equal(now.certPem, nextPem, "ca.pem is the new CA");
   t.equal(await modeOf(now.keyFile), 0o600);
