@@ -19,6 +19,8 @@ export class RefusalWindow {
   longestMs = 0;
   longestGapMs = 0;
   refused = 0;
+  /** Why each refused attempt failed, where the loop records it. */
+  reasons: string[] = [];
   ok(): void {
     const now = performance.now();
     if (this.#since !== undefined) this.longestMs = Math.max(this.longestMs, now - this.#since);
@@ -26,8 +28,9 @@ export class RefusalWindow {
     this.#since = undefined;
     this.#lastOk = now;
   }
-  fail(): void {
+  fail(reason?: string): void {
     this.refused++;
+    if (reason !== undefined) this.reasons.push(reason);
     this.#since ??= performance.now();
   }
 }
@@ -105,6 +108,7 @@ async function writeLoop(opts: LoadOptions, load: Pick<Load, "written" | "writes
   for (let i = 0; running(); i++) {
     const id = createIdentity();
     let done = false;
+    const why: string[] = [];
     for (let n = 0; n < controls.length && !done; n++) {
       try {
         await controls[(i + n) % controls.length]!.request("POST", "/v1/users", {
@@ -112,14 +116,16 @@ async function writeLoop(opts: LoadOptions, load: Pick<Load, "written" | "writes
           handle: `u${i}`,
         });
         done = true;
-      } catch {
+      } catch (err) {
         // this node refused: the next one is asked
+        const e = err as { code?: string; message?: string };
+        why.push(`${e.code ?? ""} ${e.message ?? String(err)}`.trim());
       }
     }
     if (done) {
       load.written.push(id.signPub);
       load.writes.ok();
-    } else load.writes.fail();
+    } else load.writes.fail(why.join(" | "));
     await sleep(50);
   }
 }
