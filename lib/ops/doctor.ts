@@ -208,7 +208,7 @@ async function checkCertificates(dataDir: string, now: number): Promise<Finding[
     // ca.pem, and during a rotation ca-next.pem / ca-previous.pem / ca-bundle.pem.
     const isCa = name.startsWith("ca");
     const renew = isCa
-      ? "rotate the CA while the bus runs: `unibus ca rotate`, then switch and finish (docs/operations.md, Rotating the CA)"
+      ? `create a new CA: before it expires, with no downtime, \`unibus ca rotate\`, then switch and finish (docs/operations.md, Rotating the CA); once expired, stop the bus, move ${path.join(tlsDir, "ca.pem")} and ca-key.pem aside, start it again and give clients the new ca.pem`
       : `restart the bus: \`unibus up\` re-issues ${name} from the CA when it is within ${CERT_WARN_DAYS} days of expiry`;
     let desc: ReturnType<typeof describeCertificate>;
     try {
