@@ -182,6 +182,9 @@ export interface KvStoreOptions {
 const RETRY_MS = 15;
 
 /** Opens (creating if needed) the buckets and returns the store. */
+/** nats.js's own bound on dialling the store's connection (see openKvStore). */
+const STORE_CONNECT_TIMEOUT_MS = 10_000;
+
 export async function openKvStore(opts: KvStoreOptions): Promise<KvStore> {
   const logger = opts?.logger ?? silentLogger;
   const replicas = opts?.replicas ?? 1;
@@ -199,40 +202,55 @@ export async function openKvStore(opts: KvStoreOptions): Promise<KvStore> {
   const openTimeoutMs = opts.openTimeoutMs ?? 15000;
   let nc = opts.nc;
   const owned = nc === undefined;
-  try {
-    return await bounded(openTimeoutMs, async () => {
-      nc ??= await connect({
-        servers: opts.servers,
-        name: "unibus-store",
-        ...(opts.caPem ? { tls: { ca: opts.caPem } } : {}),
-        ...(opts.authenticator ? { authenticator: opts.authenticator } : {}),
-        maxReconnectAttempts: -1,
-        reconnectTimeWait: 250,
-        timeout: openTimeoutMs,
-      });
-      const kvm = new Kvm(jetstream(nc, { timeout: timeoutMs }));
-      const storage = opts.storage === "memory" ? "memory" : "file";
-      const opened = await Promise.all(
-        BUCKETS.map((b) =>
-          opts.bind
-            ? bindExisting(kvm, bucketName(prefix, b))
-            : kvm.create(bucketName(prefix, b), {
-                replicas,
-                history: 1,
-                storage,
-                allow_direct: false,
-                timeout: timeoutMs,
-              }),
-        ),
-      );
-      const buckets = Object.fromEntries(BUCKETS.map((b, i) => [b, opened[i]!])) as Buckets;
-      const actual = opts.bind ? (await buckets.users.status()).replicas : replicas;
-      logger.info({ component: "store", backend: "kv", prefix, replicas: actual }, "KV store open");
-      // A bus's store (not the admin CLI's one-shot binding) loads the rooms index now, so
-      // the first connects do not wait for it — nor for a meta leader to place its watch.
-      const watchRooms = !opts.bind;
-      return new KvStore(nc, owned, buckets, { timeoutMs, logger, replicas: actual, prefix, watchRooms });
+  // `bounded` gives up on the opening but cannot stop it: whatever the abandoned attempt
+  // makes afterwards (a connection, a store with a running rooms watch) would live on with
+  // nobody to close it, keeping the process alive. So the store itself — the part with
+  // timers — is made only once the opening has succeeded, and a connection of our own that
+  // an abandoned attempt opens is closed when that attempt ends.
+  const attempt = (async () => {
+    nc ??= await connect({
+      servers: opts.servers,
+      name: "unibus-store",
+      ...(opts.caPem ? { tls: { ca: opts.caPem } } : {}),
+      ...(opts.authenticator ? { authenticator: opts.authenticator } : {}),
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 250,
+      // Not the (possibly short) opening bound: a nats.js connect that times out while its
+      // socket is still dialling leaves that socket open once it connects, with no handle
+      // for us to close (nats.js 3.4). Our own bound gives up sooner; the late connection
+      // is then closed below.
+      timeout: Math.max(openTimeoutMs, STORE_CONNECT_TIMEOUT_MS),
     });
+    const kvm = new Kvm(jetstream(nc, { timeout: timeoutMs }));
+    const storage = opts.storage === "memory" ? "memory" : "file";
+    const opened = await Promise.all(
+      BUCKETS.map((b) =>
+        opts.bind
+          ? bindExisting(kvm, bucketName(prefix, b))
+          : kvm.create(bucketName(prefix, b), {
+              replicas,
+              history: 1,
+              storage,
+              allow_direct: false,
+              timeout: timeoutMs,
+            }),
+      ),
+    );
+    const buckets = Object.fromEntries(BUCKETS.map((b, i) => [b, opened[i]!])) as Buckets;
+    const actual = opts.bind ? (await buckets.users.status()).replicas : replicas;
+    return { conn: nc, buckets, actual };
+  })();
+  try {
+    const { conn, buckets, actual } = await bounded(openTimeoutMs, () => attempt).catch((err: unknown) => {
+      // Whichever way the abandoned attempt ends, a connection it opened is ours to close.
+      if (owned) void attempt.catch(() => {}).then(() => nc?.close().catch(() => {}));
+      throw err;
+    });
+    logger.info({ component: "store", backend: "kv", prefix, replicas: actual }, "KV store open");
+    // A bus's store (not the admin CLI's one-shot binding) loads the rooms index now, so
+    // the first connects do not wait for it — nor for a meta leader to place its watch.
+    const watchRooms = !opts.bind;
+    return new KvStore(conn, owned, buckets, { timeoutMs, logger, replicas: actual, prefix, watchRooms });
   } catch (err) {
     if (owned && nc !== undefined && !nc.isClosed()) await nc.close().catch(() => {});
     if (err instanceof UnibusError) throw err;
