@@ -21,6 +21,7 @@ const all: Record<string, () => Promise<{ run: () => Promise<BenchResult> }>> = 
   membership: () => import("./membership.ts"),
   browser: () => import("./browser.ts"),
   console: () => import("./console.ts"),
+  streams: () => import("./streams.ts"),
 };
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith("-"));
 for (const name of wanted) {
