@@ -16,10 +16,10 @@
  * restore.
  */
 import crypto from "node:crypto";
+import { createWriteStream } from "node:fs";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { createWriteStream } from "node:fs";
 import { pipeline } from "node:stream/promises";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -257,10 +257,17 @@ async function exportHistory(
   const streams: BackupStream[] = [];
   for (const room of rooms) {
     const s = await exportStream(nc, room, out);
-    if (!s) progress(`history: room ${room.id} has no stream on the bus (nothing to copy; restore creates an empty one)`);
+    if (!s)
+      progress(`history: room ${room.id} has no stream on the bus (nothing to copy; restore creates an empty one)`);
     else {
       progress(`history: room ${room.id}: ${s.messages} messages (seq ${s.firstSeq}-${s.lastSeq})`);
-      streams.push(s);
+      if (s.cutAt) {
+        progress(
+          `history: room ${room.id}: stopped at seq ${s.cutAt.seq}, a message of epoch ${s.cutAt.epoch} (rekeyed after the store copy; the store has epoch ${room.epoch})`,
+        );
+      }
+      const { cutAt: _c, ...stream } = s;
+      streams.push(stream);
     }
   }
   return streams;
@@ -270,7 +277,11 @@ async function exportHistory(
  * One room's stream, up to the last sequence it had when the export began and before the
  * first message of an epoch above the room's in the store copy (its key is not in the backup).
  */
-async function exportStream(nc: NatsConnection, room: Room, out: string): Promise<BackupStream | undefined> {
+async function exportStream(
+  nc: NatsConnection,
+  room: Room,
+  out: string,
+): Promise<(BackupStream & { cutAt?: { seq: number; epoch: number } }) | undefined> {
   const jsm = await jetstreamManager(nc);
   const name = roomStreamName(room.id);
   const info = await jsm.streams.info(name).catch(() => undefined);
@@ -280,12 +291,17 @@ async function exportStream(nc: NatsConnection, room: Room, out: string): Promis
   let messages = 0;
   let firstSeq = 0;
   let lastSeq = 0;
+  let cutAt: { seq: number; epoch: number } | undefined;
   try {
     const last = info.state.last_seq;
     for (let seq = info.state.first_seq; seq <= last; ) {
       const m = await jsm.direct.getMessage(name, { seq, next_by_subj: room.subject });
       if (!m || m.seq > last) break;
-      if ((frameEpoch(m.data) ?? 0) > room.epoch) break;
+      const epoch = frameEpoch(m.data) ?? 0;
+      if (epoch > room.epoch) {
+        cutAt = { seq: m.seq, epoch };
+        break;
+      }
       const headers = [...(m.header?.keys() ?? [])]
         .filter((k) => !DIRECT_GET_HEADERS.has(k.toLowerCase()))
         .map((k): [string, string[]] => [k, m.header.values(k)]);
@@ -312,10 +328,11 @@ async function exportStream(nc: NatsConnection, room: Room, out: string): Promis
     maxBytes: c.max_bytes,
     maxAgeNs: c.max_age,
     maxMsgs: c.max_msgs,
-    firstSeq: messages ? firstSeq : info.state.last_seq + 1,
+    firstSeq: messages ? firstSeq : (cutAt?.seq ?? info.state.last_seq + 1),
     lastSeq,
     messages,
     file,
+    ...(cutAt ? { cutAt } : {}),
   };
 }
 

@@ -21,10 +21,10 @@
  * messages keep their sequence numbers; otherwise they keep their order.
  */
 import { createReadStream } from "node:fs";
-import { isDeepStrictEqual } from "node:util";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { createInterface } from "node:readline";
+import { isDeepStrictEqual } from "node:util";
 import { DiscardPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { type NatsConnection, headers as natsHeaders } from "@nats-io/transport-node";
 import { roomStreamName } from "../auth/permissions.ts";

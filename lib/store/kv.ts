@@ -1382,7 +1382,9 @@ export class KvStore implements Store {
         const users = await this.#allUsers();
         const keyEntries = await listEntries(this.#b.keys);
         const [roomsNow, usersNow] = await Promise.all([listEntries(this.#b.rooms), this.#allUsers()]);
-        const stillRooms = new Set(roomsNow.map((e) => parse<RoomRec>(e.value)).flatMap((r) => (r.committed ? [r.room.id] : [])));
+        const stillRooms = new Set(
+          roomsNow.map((e) => parse<RoomRec>(e.value)).flatMap((r) => (r.committed ? [r.room.id] : [])),
+        );
         const stillUsers = new Set(usersNow.map((u) => u.signPub));
         const gone = new Set(users.flatMap((u) => (stillUsers.has(u.signPub) ? [] : [u.signPub])));
         const kept = users.filter((u) => !gone.has(u.signPub));

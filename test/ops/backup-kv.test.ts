@@ -223,11 +223,7 @@ t.test("a KV cluster backed up while writers run restores into a new cluster", a
     original.slice(0, history.length).map((m) => [m.seq, m.epoch, text(m), m.sender]),
     "the same messages, sequence numbers, epochs and senders",
   );
-  t.same(
-    [...new Set(history.map((m) => m.epoch))].slice(0, 3),
-    [1, 2, 3],
-    "history of every epoch",
-  );
+  t.same([...new Set(history.map((m) => m.epoch))].slice(0, 3), [1, 2, 3], "history of every epoch");
   t.same(await readAll((await roomB.getBlob(blob.id)).data), blobBytes, "the blob, byte for byte");
   const aliceB = await clientOf(t, bc, alice);
   const plainB: string[] = [];
@@ -243,7 +239,10 @@ t.test("a KV cluster backed up while writers run restores into a new cluster", a
   // A second run converges (it keeps the restored history); a cluster in use is refused.
   const again: string[] = [];
   await restoreBackup({ backup: out, dataDir: b, onProgress: (l) => again.push(l) });
-  t.ok(again.some((l) => l.endsWith(": already restored")), "a restored room's history is kept as it is");
+  t.ok(
+    again.some((l) => l.endsWith(": already restored")),
+    "a restored room's history is kept as it is",
+  );
   await bc.nodes[2]!.addUser(createIdentity().signPub, { handle: "newcomer" });
   await t.rejects(restoreBackup({ backup: out, dataDir: b }), {
     code: "BACKUP",
