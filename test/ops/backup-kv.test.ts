@@ -253,6 +253,25 @@ t.test("a KV cluster backed up while writers run restores into a new cluster", a
   t.equal(cli.code, 1);
   t.match(cli.stderr, /\nunibus: the cluster on .* already holds 1 users not in the backup[^\n]*\n$/);
   t.equal(cli.stdout, "");
+
+  // Step 2 refuses a bus on another CA, and a SQLite bus, before it connects to either.
+  const run = JSON.parse(await fs.readFile(path.join(b, "run.json"), "utf8"));
+  const other = path.join(root, "other-ca");
+  await fs.mkdir(path.join(other, "tls"), { recursive: true, mode: 0o700 });
+  await fs.writeFile(path.join(other, "run.json"), JSON.stringify({ ...run, dataDir: other }), { mode: 0o600 });
+  await fs.writeFile(
+    path.join(other, "tls", "ca.pem"),
+    "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+  );
+  await t.rejects(restoreBackup({ backup: out, dataDir: other }), {
+    code: "BACKUP",
+    message: /runs on another CA than the backup's; restore into a new data dir first/,
+  });
+  await fs.writeFile(path.join(other, "run.json"), JSON.stringify({ ...run, dataDir: other, store: "sqlite" }));
+  await t.rejects(restoreBackup({ backup: out, dataDir: other }), {
+    code: "BACKUP",
+    message: /runs a bus on SQLite; a KV cluster's backup restores into a KV cluster/,
+  });
 });
 
 t.test("a KV data dir whose cluster is not running: one line, nothing written", async (t) => {
