@@ -5,7 +5,7 @@
  * before calling out, so this service verifies it, and checks the request came from
  * the server (issuer, audience, expiry). Anything it cannot decide in time is a denial.
  */
-import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
+import type { Msg, NatsConnection } from "@nats-io/transport-node";
 import { decodeJwt, decodePublicKey, encodeJwt, JwtError, verifyNkeySignature } from "../crypto/index.ts";
 import type { Logger } from "../log/index.ts";
 import { silentLogger } from "../log/index.ts";
@@ -86,7 +86,6 @@ export class AuthCallout {
     Pick<AuthCalloutOptions, "onDecision" | "caPem">;
   readonly #jwts: UserJwtEncoder;
   #nc?: NatsConnection;
-  #sub?: Subscription;
 
   constructor(opts: AuthCalloutOptions) {
     this.#opts = {
@@ -109,7 +108,8 @@ export class AuthCallout {
   async start(): Promise<void> {
     const { keys, servers, caPem } = this.#opts;
     this.#nc = await connectAsService({ servers, caPem, key: keys.service, name: "unibus-auth-callout" });
-    this.#sub = this.#nc.subscribe(CALLOUT_SUBJECT, {
+    // Lives as long as the connection: stop() closes both.
+    this.#nc.subscribe(CALLOUT_SUBJECT, {
       queue: CALLOUT_QUEUE,
       callback: (err, msg) => {
         if (err) {
