@@ -70,8 +70,8 @@ interface Fixed {
 
 export const DEFAULT_USER_JWT_CACHE_BYTES = 32 * 1024 * 1024;
 
-/** JSON whitespace that makes `text`'s length a multiple of 3 (base64 then splits at its end). */
-const padTo3 = (length: number) => " ".repeat((3 - (length % 3)) % 3);
+/** JSON whitespace that makes a UTF-8 length a multiple of 3 (base64 then splits at its end). */
+const padTo3 = (bytes: number) => " ".repeat((3 - (bytes % 3)) % 3);
 
 export class UserJwtEncoder {
   readonly #settings: Required<UserJwtSettings>;
@@ -139,7 +139,7 @@ export class UserJwtEncoder {
       this.#cache.set(identity, hit);
       return hit;
     }
-    const userFixed = json + padTo3(json.length);
+    const userFixed = json + padTo3(Buffer.byteLength(json));
     const userB64 = Buffer.from(userFixed).toString("base64url");
     const respHead = `{"nats":{"jwt":"${HEADER}.`;
     const respFixed = `{${padTo3(respHead.length + userB64.length)}${respHead.slice(1)}${userB64}`;
