@@ -66,6 +66,28 @@ export async function publishAcked(
   nc: AckConnection,
   room: { id: string; subject: string },
   frames: readonly Uint8Array[],
+  opts: { timeoutMs: number; storageFull?: () => Promise<boolean> },
+): Promise<PublishAck[]> {
+  try {
+    return await publishChecked(nc, room, frames, opts.timeoutMs);
+  } catch (err) {
+    // A stream whose write failed for lack of space does not answer at all (nats-server
+    // 2.15 logs "JetStream failed to store a msg" and sends no PubAck): the silence is
+    // told apart from a slow bus by asking the bus whether its storage is full.
+    if (err instanceof AckTimeoutError && opts.storageFull && (await opts.storageFull())) {
+      throw new StorageFullError(
+        `no acknowledgement within ${err.timeoutMs} ms while the bus reports its storage full (health names \`storage\`): the message was not stored; retry once the operator has freed space`,
+        { stored: err.stored, cause: err },
+      );
+    }
+    throw err;
+  }
+}
+
+async function publishChecked(
+  nc: AckConnection,
+  room: { id: string; subject: string },
+  frames: readonly Uint8Array[],
   timeoutMs: number,
 ): Promise<PublishAck[]> {
   if (nc.isClosed()) throw new StateError(["open"], "closed", "publishing to a room");

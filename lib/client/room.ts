@@ -521,7 +521,7 @@ export class Room {
     const frames = this.#frames(items, epoch, roomKey, many);
     // What this connection published before goes first: the room sees the order of the calls.
     this.#outbox.drain();
-    return publishAcked(this.#nc, this, frames, timeoutMs);
+    return publishAcked(this.#nc, this, frames, { timeoutMs, storageFull: () => this.#control.storageFull() });
   }
 
   async #publishAfterKey(items: ReadonlyArray<Uint8Array | string>, epoch: number, many: boolean): Promise<undefined> {
