@@ -132,9 +132,10 @@ function streamError(e: NonNullable<PubAckBody["error"]>, index: number): Error 
   const words = String(e.description ?? "").slice(0, 300);
   const errCode = typeof e.err_code === "number" ? e.err_code : undefined;
   if ((errCode !== undefined && STORAGE_FULL_CODES.has(errCode)) || STORAGE_FULL_WORDS.test(words)) {
+    // The server's words name its files: they stay in the cause, out of the message.
     return new StorageFullError(
-      `the room's stream could not store the message: JetStream has no storage left (${words}); nothing was stored — retry once the operator has freed space`,
-      { stored: index },
+      "the room's stream could not store the message: JetStream has no storage left; nothing was stored — retry once the operator has freed space",
+      { stored: index, cause: new Error(words) },
     );
   }
   return new PublishRefusedError("stream", `the room's stream refused the message (${errCode ?? e.code}: ${words})`, {

@@ -135,9 +135,13 @@ t.test("the disk fills up, then is freed: 503 naming storage, typed errors, no l
     refusals.every((e) => e instanceof StorageFullError),
     `every refusal is a StorageFullError (${[...new Set(refusals.map((e) => String(e)))].join(" | ")})`,
   );
-  t.match(refusals[0], { code: "STORAGE_FULL", stored: 0, message: /storage full.*not stored/ });
+  t.match(refusals[0], { code: "STORAGE_FULL", stored: 0, message: /no storage left|storage full/ });
+  t.notMatch((refusals[0] as Error).message, disk, "the server's paths stay out of the message");
+  // Small messages may still fit (nats-server 2.10 takes them into the block it has open);
+  // whatever is acknowledged counts, and must survive.
   const batch = await room.publishMany(["many-0", "many-1"], { ack: true, timeoutMs: 1000 }).catch((e: unknown) => e);
-  t.match(batch, { code: "STORAGE_FULL", stored: 0 }, "a batch: refused from its first item on");
+  if (batch instanceof Error) t.match(batch, { code: "STORAGE_FULL" }, "a batch: refused typed");
+  else acked.push("many-0", "many-1");
   for (let i = 0; i < 20; i++) await room.publish(`full-plain-${i}:${big}`);
   await room.flush();
   let h = await health(bus, agent);
