@@ -144,7 +144,15 @@ function streamError(e: NonNullable<PubAckBody["error"]>, index: number): Error 
   });
 }
 
-/** Whether the stream holds exactly `frame` at `seq` on `subject` (direct get answers only from the stream). */
+/** How often a read-back that finds no message at the acknowledged sequence asks again. */
+const READ_BACK_ATTEMPTS = 4;
+
+/**
+ * Whether the stream holds exactly `frame` at `seq` on `subject` (direct get answers
+ * only from the stream). In a cluster any replica answers a direct get, and one may not
+ * have applied the message yet when the leader's PubAck arrives: a 404 is asked again,
+ * briefly, before it counts.
+ */
 async function holds(
   nc: AckConnection,
   stream: string,
@@ -153,8 +161,13 @@ async function holds(
   frame: Uint8Array,
   timeoutMs: number,
 ): Promise<boolean> {
-  const reply = await nc.request(`$JS.API.DIRECT.GET.${stream}`, JSON.stringify({ seq }), { timeout: timeoutMs });
-  if ((reply.headers?.code ?? 0) >= 400) return false; // 404: no such message (any more)
+  let reply: Awaited<ReturnType<AckConnection["request"]>>;
+  for (let attempt = 1; ; attempt++) {
+    reply = await nc.request(`$JS.API.DIRECT.GET.${stream}`, JSON.stringify({ seq }), { timeout: timeoutMs });
+    if ((reply.headers?.code ?? 0) < 400) break;
+    if (attempt === READ_BACK_ATTEMPTS) return false; // 404: no such message (any more)
+    await new Promise((resolve) => setTimeout(resolve, 25 * attempt));
+  }
   if (reply.headers?.get("Nats-Subject") !== subject) return false;
   const data = reply.data;
   if (data.length !== frame.length) return false;
