@@ -9,6 +9,7 @@ const all: Record<string, () => Promise<{ run: () => Promise<BenchResult> }>> = 
   connect: () => import("./connect.ts"),
   control: () => import("./control.ts"),
   messaging: () => import("./messaging.ts"),
+  ack: () => import("./ack.ts"),
   acl: () => import("./acl.ts"),
   cluster: () => import("./cluster.ts"),
   store: () => import("./store.ts"),

@@ -22,6 +22,8 @@ export { ControlClient } from "./client/control.ts";
 export type {
   DroppedFrame,
   MemberRef,
+  PublishAck,
+  PublishOptions,
   RoomInfo,
   RoomMember,
   RoomMessage,

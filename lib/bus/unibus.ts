@@ -20,7 +20,7 @@ import {
 import type { AccessChange, ControlTimeouts, RateLimiterOptions } from "../control/index.ts";
 import { BlobStore, type Blobs, ControlServer, checkCorsOrigins, HttpError } from "../control/index.ts";
 import { parseSignPub } from "../crypto/index.ts";
-import { InvalidArgumentError, NotFoundError, StateError } from "../errors.ts";
+import { InvalidArgumentError, NotFoundError, StateError, StorageFullError } from "../errors.ts";
 import { createLogger, type Logger } from "../log/index.ts";
 import { BusMetrics, instrumentStore } from "../metrics/index.ts";
 import {
@@ -80,7 +80,6 @@ import {
   roomRetention,
   roomStorageOf,
   StorageBudgetError,
-  StorageFullError,
 } from "./streams.ts";
 
 export type { BusState } from "./handle.ts";
