@@ -178,16 +178,33 @@ export async function routeReport(
   const quorum = connected.length + 1 > (planned + 1) / 2;
   if (connected.length >= planned) return { planned, connected, quorum, missing: [] };
   const aliases = new Map(await Promise.all(peers.map(async (p) => [p, await addressesOf(p)] as const)));
+  const { missing, inbound } = missingPeers(aliases, log, planned - connected.length);
+  return { planned, connected, quorum, missing, ...(inbound.length ? { inbound } : {}) };
+}
+
+/**
+ * Which configured peers (each with the addresses it may show up as in the log) are the
+ * `count` missing ones, and why, from nats-server's recent `log`.
+ */
+export function missingPeers(
+  aliases: ReadonlyMap<string, readonly string[]>,
+  log: readonly string[],
+  count: number,
+): { missing: MissingRoute[]; inbound: RouteError[] } {
   const { byAddress, inbound } = routeErrorsInLog(log, new Set([...aliases.values()].flat()));
-  const missing: MissingRoute[] = [];
+  const failing: MissingRoute[] = [];
+  const unknown: MissingRoute[] = [];
   for (const [url, addresses] of aliases) {
     const seen = addresses.filter((a) => byAddress.has(a)).map((a) => byAddress.get(a));
     // The last line about a peer was a route made: it is one of the connected ones.
     if (seen.length > 0 && seen.every((e) => e === undefined)) continue;
     const error = seen.find((e) => e !== undefined);
-    missing.push({ url, ...(error ?? {}) });
+    if (error) failing.push({ url, ...error });
+    else unknown.push({ url });
   }
-  return { planned, connected, quorum, missing, ...(inbound.length ? { inbound } : {}) };
+  // The log is a window: a peer routed long ago has no line left in it. When the failing
+  // routes account for every missing peer, the silent ones are the connected ones.
+  return { missing: failing.length >= count ? failing : [...failing, ...unknown], inbound };
 }
 
 /** One line: how many peers, which are missing and why; "" when every planned peer is routed. */

@@ -5,6 +5,7 @@ import t from "tap";
 import {
   describeRoutes,
   mainRouteError,
+  missingPeers,
   type RouteReport,
   routeErrorFix,
   routeErrorKind,
@@ -87,4 +88,42 @@ t.test("one line for the operator; TLS named first", async (t) => {
   t.equal(describeRoutes(waiting), "routed to 1 of 2 peer(s) (n-b); 127.0.0.1:37655: no route yet");
   t.equal(mainRouteError(waiting), undefined);
   t.equal(describeRoutes({ planned: 2, connected: ["n-b", "n-c"], quorum: true, missing: [] }), "", "all routed");
+});
+
+t.test("which configured peers are the missing ones", async (t) => {
+  const aliases = new Map([
+    ["127.0.0.1:41805", ["127.0.0.1:41805"]],
+    ["127.0.0.1:37655", ["127.0.0.1:37655"]],
+    // A peer configured by name shows up in the log under what the name resolves to.
+    ["node-d:6222", ["node-d:6222", "10.0.0.4:6222"]],
+  ]);
+  const tlsD = line("ERR", "10.0.0.4:6222 - rid:9 - TLS route handshake error: remote error: tls: bad certificate");
+  const { missing } = missingPeers(aliases, [TLS_OUT, MADE("127.0.0.1:37655"), tlsD], 2);
+  t.same(
+    missing.map((m) => [m.url, m.kind]),
+    [
+      ["127.0.0.1:41805", "tls"],
+      ["node-d:6222", "tls"],
+    ],
+    "both failing, found under the resolved address too; the one routed is not missing",
+  );
+
+  // A peer routed long ago has no line left in the log: the failing one accounts for the missing count.
+  const one = missingPeers(aliases, [TLS_OUT], 1).missing;
+  t.same(
+    one.map((m) => m.url),
+    ["127.0.0.1:41805"],
+    "the silent peers are taken as routed",
+  );
+  // More missing than failing: the silent ones may be among them, named without a reason.
+  const three = missingPeers(aliases, [TLS_OUT], 3).missing;
+  t.same(
+    three.map((m) => [m.url, m.error ?? "no route yet"]),
+    [
+      ["127.0.0.1:41805", "TLS: tls: failed to verify certificate: x509: certificate signed by unknown authority"],
+      ["127.0.0.1:37655", "no route yet"],
+      ["node-d:6222", "no route yet"],
+    ],
+  );
+  t.same(missingPeers(aliases, [], 0).missing, [], "nothing missing, nothing listed");
 });

@@ -127,7 +127,10 @@ async function sayReadyOnceJoined(bus: Unibus, dataDir: string, json: boolean): 
     await sleep(REJOIN_POLL_MS);
     if (bus.state !== "running") return;
     if (!allRouted(await bus.routes())) continue;
-    await writeRunInfo(dataDir, { ...runInfoOf(bus), readiness: { state: "ready", since: now() } });
+    // The line matters more than the file: a run file that cannot be rewritten keeps saying degraded.
+    await writeRunInfo(dataDir, { ...runInfoOf(bus), readiness: { state: "ready", since: now() } }).catch(
+      (err: Error) => process.stderr.write(`unibus: could not update the run file: ${err.message}\n`),
+    );
     if (json) printJson(readyLine(bus));
     else process.stdout.write(`${await readyText(bus)}\n`);
     return;
