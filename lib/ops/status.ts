@@ -177,8 +177,10 @@ function problemsOf(
     const down = (c.down ?? []).filter((d) => !(routeProblem(c) && d === "routes"));
     if (!c.healthy && (down.length > 0 || !routeProblem(c))) {
       const why = `control plane ${c.url} is unhealthy (${c.health}${down.length ? `; down: ${down.join(", ")}` : ""})`;
-      // Parts that wait on the replicated store (store, replay) are effects of a route problem too.
-      (down.every((d) => d === "store" || d === "replay" || d === "routes") ? effects : problems).push(why);
+      // The store and its replay wait on a majority, and nats-server's own health on a meta
+      // leader: effects of a route problem too (a node not answering at all is said above).
+      const effect = ["store", "replay", "routes", ...(routeProblem(c) ? ["nats"] : [])];
+      (down.every((d) => effect.includes(d)) ? effects : problems).push(why);
     }
   }
   // Several nodes report the same cluster-wide facts; say each once.
