@@ -77,7 +77,7 @@ export function routeErrorFix(kind: RouteErrorKind | undefined): string {
     case "dns":
       return "the route's host name does not resolve: fix --route or DNS";
     default:
-      return "check that node's route port and certificates; `unibus doctor` dials each route";
+      return "check that node's route port and certificates; `unibus status` and `unibus doctor` on it show its side";
   }
 }
 

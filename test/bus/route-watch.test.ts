@@ -66,6 +66,7 @@ t.test("kinds and fixes", async (t) => {
   t.match(routeErrorFix("tls"), /same CA/);
   t.match(routeErrorFix("refused"), /nothing answers on that route port/);
   t.match(routeErrorFix(undefined), /unibus doctor/);
+  t.match(routeErrorFix("dns"), /does not resolve/);
 });
 
 t.test("one line for the operator; TLS named first", async (t) => {

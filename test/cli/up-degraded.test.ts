@@ -130,6 +130,19 @@ t.test("a member cut off from its peers is degraded and says why; it says ready 
     t.equal(m.lines.length, printed[i], `n-${"ab"[i]} prints nothing new`);
   }
 
+  // status on a node of the majority: the lost peer's TLS failure once, the replicas it left behind apart.
+  const fromA = await collectStatus({ dataDir: dirs[0]! });
+  t.match(
+    fromA.problems[0],
+    /^node n-a is routed to 1 of 2 peer\(s\) \(n-b\); 127\.0\.0\.1:\d+: TLS: .*; fix: .*same CA/,
+  );
+  t.notMatch(fromA.problems[0], /cut off from a majority/, "n-a is in the majority");
+  t.same(
+    fromA.problems.filter((p) => /not current|meta leader/.test(p)),
+    [],
+    "no replica lines among the problems",
+  );
+
   // status on the cut-off node: the route failure in one line, its effects apart.
   const cli = await runCli(["status", "--json", "--data-dir", dirs[2]!]);
   t.equal(cli.code, 1, cli.stderr);
