@@ -9,6 +9,7 @@ const all: Record<string, () => Promise<{ run: () => Promise<BenchResult> }>> = 
   connect: () => import("./connect.ts"),
   control: () => import("./control.ts"),
   messaging: () => import("./messaging.ts"),
+  ack: () => import("./ack.ts"),
   acl: () => import("./acl.ts"),
   cluster: () => import("./cluster.ts"),
   store: () => import("./store.ts"),
@@ -21,6 +22,7 @@ const all: Record<string, () => Promise<{ run: () => Promise<BenchResult> }>> = 
   membership: () => import("./membership.ts"),
   browser: () => import("./browser.ts"),
   console: () => import("./console.ts"),
+  streams: () => import("./streams.ts"),
 };
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith("-"));
 for (const name of wanted) {

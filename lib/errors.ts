@@ -204,3 +204,94 @@ export class CryptoError extends UnibusError {
     this.reason = reason;
   }
 }
+
+/** What every error of an acknowledged publish carries besides its cause. */
+export interface PublishErrorOptions extends ErrorOptions {
+  /**
+   * For `publishMany(items, { ack: true })`: the index of the item this error is about.
+   * Every item before it was stored (acknowledged by the room's stream); it and the
+   * items after it are not known to be. 0 for a single publish.
+   */
+  stored?: number;
+}
+
+/**
+ * JetStream has no room left: its disk (or `jetstreamMaxFileBytes`) is full. A
+ * persisted room it cannot hold is refused (the control plane answers 507
+ * STORAGE_FULL), and an acknowledged publish into a persisted room rejects with this:
+ * the message was not stored. Retry once the operator freed space (health names
+ * `storage` while it lasts).
+ */
+export class StorageFullError extends UnibusError {
+  /** See PublishErrorOptions.stored; 0 where nothing was being published. */
+  readonly stored: number;
+  constructor(message: string, options: PublishErrorOptions = {}) {
+    super("STORAGE_FULL", message, options);
+    this.stored = options.stored ?? 0;
+  }
+}
+
+/**
+ * An acknowledged publish got no answer from the room's stream in time (the bus is
+ * restarting its nats-server, a cluster is electing a leader, or it is overloaded).
+ * The message may or may not be stored: read the history, or publish it again and
+ * accept a duplicate.
+ */
+export class AckTimeoutError extends UnibusError {
+  readonly timeoutMs: number;
+  readonly stored: number;
+  constructor(timeoutMs: number, options: PublishErrorOptions = {}) {
+    super(
+      "ACK_TIMEOUT",
+      `no acknowledgement from the room's stream within ${timeoutMs} ms: the message may or may not be stored; read the history or publish it again`,
+      options,
+    );
+    this.timeoutMs = timeoutMs;
+    this.stored = options.stored ?? 0;
+  }
+}
+
+/**
+ * The bus refused an acknowledged publish: `reason` says who. `permission`: the
+ * connection may not publish into this room (no longer a member). `stream`: the
+ * room's stream refused the message; `errCode` is JetStream's error code and the
+ * message its words. Nothing was stored.
+ */
+export class PublishRefusedError extends UnibusError {
+  readonly reason: "permission" | "stream";
+  readonly errCode: number | undefined;
+  readonly stored: number;
+  constructor(
+    reason: "permission" | "stream",
+    message: string,
+    options: PublishErrorOptions & { errCode?: number } = {},
+  ) {
+    super("PUBLISH_REFUSED", message, options);
+    this.reason = reason;
+    this.errCode = options.errCode;
+    this.stored = options.stored ?? 0;
+  }
+}
+
+/**
+ * An acknowledgement named a place in the room's stream that does not hold this
+ * message (read back, it is missing or another message). Either someone other than
+ * the stream answered — a publish's reply subject reaches every subscriber of the
+ * room, and a member may reply once to any message it receives — or the room's
+ * retention pushed the message out at once (one larger than the room's `maxBytes` is
+ * stored and dropped in the same step). Either way the history does not hold it at
+ * that place; it may hold it elsewhere if the stream's own answer was beaten.
+ */
+export class AckMismatchError extends UnibusError {
+  readonly seq: number | undefined;
+  readonly stored: number;
+  constructor(seq: number | undefined, options: PublishErrorOptions = {}) {
+    super(
+      "ACK_MISMATCH",
+      `the acknowledgement for this publish names stream sequence ${seq ?? "(none)"}, which does not hold this message: either it did not come from the room's stream, or the room's retention pushed the message out at once (is it larger than the room's maxBytes?); read the history, or publish it again`,
+      options,
+    );
+    this.seq = seq;
+    this.stored = options.stored ?? 0;
+  }
+}

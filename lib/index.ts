@@ -7,6 +7,7 @@ export {
   type BusHandle,
   type BusState,
   ClusterNotReadyError,
+  type RouteReport,
   type StartClusterOptions,
   type StartUnibusOptions,
   startCluster,
@@ -22,6 +23,8 @@ export { ControlClient } from "./client/control.ts";
 export type {
   DroppedFrame,
   MemberRef,
+  PublishAck,
+  PublishOptions,
   RoomInfo,
   RoomMember,
   RoomMessage,

@@ -5,7 +5,7 @@
  * before calling out, so this service verifies it, and checks the request came from
  * the server (issuer, audience, expiry). Anything it cannot decide in time is a denial.
  */
-import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
+import type { Msg, NatsConnection } from "@nats-io/transport-node";
 import {
   decodeJwt,
   decodePublicKey,
@@ -19,6 +19,7 @@ import { silentLogger } from "../log/index.ts";
 import type { SubjectPermissions } from "./permissions.ts";
 import { connectAsService } from "./service-connection.ts";
 import type { ServiceKeys } from "./service-keys.ts";
+import { UserJwtEncoder } from "./user-jwt.ts";
 
 export const CALLOUT_SUBJECT = "$SYS.REQ.USER.AUTH";
 const CALLOUT_QUEUE = "unibus-auth";
@@ -92,8 +93,9 @@ type Decision = Admission & { signPub?: string };
 export class AuthCallout {
   readonly #opts: Required<Omit<AuthCalloutOptions, "onDecision" | "caPem">> &
     Pick<AuthCalloutOptions, "onDecision" | "caPem">;
+  /** One encoder per issuer held: during a service-key rotation nodes expect either. */
+  readonly #jwts = new Map<string, UserJwtEncoder>();
   #nc?: NatsConnection;
-  #sub?: Subscription;
 
   constructor(opts: AuthCalloutOptions) {
     this.#opts = {
@@ -104,6 +106,13 @@ export class AuthCallout {
       limits: DEFAULT_USER_LIMITS,
       ...opts,
     };
+    const { keys, account, limits } = this.#opts;
+    for (const issuer of [keys.issuer, ...(keys.alternate ? [keys.alternate.issuer] : [])]) {
+      this.#jwts.set(
+        issuer.publicKey,
+        new UserJwtEncoder({ issuer, account, subs: limits.subs, payload: limits.payload }),
+      );
+    }
   }
 
   /** The service connection (for health), once started. */
@@ -114,7 +123,8 @@ export class AuthCallout {
   async start(): Promise<void> {
     const { keys, servers, caPem } = this.#opts;
     this.#nc = await connectAsService({ servers, caPem, key: keys.service, name: "unibus-auth-callout" });
-    this.#sub = this.#nc.subscribe(CALLOUT_SUBJECT, {
+    // Lives as long as the connection: stop() closes both.
+    this.#nc.subscribe(CALLOUT_SUBJECT, {
       queue: CALLOUT_QUEUE,
       callback: (err, msg) => {
         if (err) {
@@ -139,14 +149,9 @@ export class AuthCallout {
     if (request === undefined) return;
     const decision = await this.#decide(request.claims);
     const latencyMs = performance.now() - started;
-    const response = this.#response(request.userNkey, request.issuer, decision);
     this.#report(request, decision, latencyMs);
     try {
-      msg.respond(
-        new TextEncoder().encode(
-          encodeJwt({ sub: request.userNkey, aud: request.serverId, nats: response }, request.issuer),
-        ),
-      );
+      msg.respond(this.#response(request, decision));
     } catch (err) {
       this.#opts.logger.error({ component: "auth", err: (err as Error).message }, "could not answer the server");
     }
@@ -187,28 +192,19 @@ export class AuthCallout {
   }
 
   /** The authorization response: a user JWT we sign for an admission, the reason for a denial. */
-  #response(userNkey: string, issuer: NKeyPair, decision: Decision): Record<string, unknown> {
-    if (!decision.allowed) return { type: "authorization_response", error: decision.reason };
-    const now = Math.floor(Date.now() / 1000);
-    const userJwt = encodeJwt(
-      {
-        sub: userNkey,
-        aud: this.#opts.account,
-        name: decision.name,
-        exp: now + this.#opts.userJwtTtlSeconds,
-        nats: {
-          type: "user",
-          pub: decision.permissions.pub,
-          sub: decision.permissions.sub,
-          ...(decision.permissions.resp ? { resp: decision.permissions.resp } : {}),
-          subs: this.#opts.limits.subs,
-          data: -1,
-          payload: this.#opts.limits.payload,
-        },
-      },
-      issuer,
-    );
-    return { type: "authorization_response", jwt: userJwt };
+  #response(request: ParsedRequest, decision: Decision): Uint8Array {
+    if (!decision.allowed) {
+      const denial = { type: "authorization_response", error: decision.reason };
+      const jwt = encodeJwt({ sub: request.userNkey, aud: request.serverId, nats: denial }, request.issuer);
+      return new TextEncoder().encode(jwt);
+    }
+    return this.#jwts.get(request.issuer.publicKey)!.encode(decision.signPub!, {
+      userNkey: request.userNkey,
+      serverId: request.serverId,
+      name: decision.name,
+      permissions: decision.permissions,
+      exp: Math.floor(Date.now() / 1000) + this.#opts.userJwtTtlSeconds,
+    });
   }
 
   /** One log line and the decision hook (metrics, the registry of admitted connections). */

@@ -3,12 +3,15 @@
  * (its process runs and its monitoring endpoint answers — a stopped (SIGSTOP) server
  * keeps its sockets open and fools anything that only looks at them), each service
  * connection (connected, as nats.js last reported it), the store (open) and the data
- * dir's disk (room left, no failed write unhealed: storage-watch.ts).
+ * dir's disk (room left, no failed write unhealed: storage-watch.ts) and, for a cluster
+ * member, its routes: down while the node with the peers it is routed to is no majority
+ * of the planned cluster (route-watch.ts).
  */
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { NatsExitRecord } from "../nats/index.ts";
+import type { RouteReport } from "./route-watch.ts";
 
-export type PartName = "nats" | "callout" | "kicker" | "streams" | "store" | "replay" | "storage";
+export type PartName = "nats" | "callout" | "kicker" | "streams" | "store" | "replay" | "storage" | "routes";
 export type PartState = "up" | "down";
 
 /** How this node's nats-server last ended on its own, for `unibus status`. */
@@ -32,6 +35,8 @@ export interface HealthReport {
   parts: Partial<Record<PartName, PartState>>;
   /** The parts that are down, named for the operator (absent when none). */
   down?: PartName[];
+  /** A cluster member's routes: peers planned, routed and missing (and why). */
+  routes?: RouteReport;
 }
 
 /** Liveness in the Kubernetes sense: the bus runs or heals itself; false once it failed or stopped. */

@@ -9,6 +9,7 @@ export { ClusterNotReadyError, jetStreamLeaders, type MetaStatus, metaStatus } f
 export type { BusHandle, BusHandleEvents, BusState, ClusterEvents, UnibusEvents } from "./handle.ts";
 export { type BusLayout, busLayout } from "./layout.ts";
 export { type DeletedRoom, finishRoomDeletion, type RoomCleanupOptions } from "./room-cleanup.ts";
+export type { MissingRoute, RouteError, RouteErrorKind, RouteReport } from "./route-watch.ts";
 export { type RoomRetention, type RoomStorageLimits, reservedBytes } from "./streams.ts";
 export {
   type AddUserOptions,

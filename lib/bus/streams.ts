@@ -19,7 +19,7 @@ import {
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { ServiceKeys } from "../auth/index.ts";
 import { connectAsService, roomStreamName } from "../auth/index.ts";
-import { InvalidArgumentError, StateError, UnibusError } from "../errors.ts";
+import { InvalidArgumentError, StateError, StorageFullError, UnibusError } from "../errors.ts";
 import { type Logger, silentLogger } from "../log/index.ts";
 import type { Room } from "../store/index.ts";
 
@@ -106,21 +106,13 @@ export function roomRetention(
   return out;
 }
 
-/**
- * JetStream has no room left for a stream (its disk or its max_file_store is exhausted:
- * API error 10047, "insufficient storage resources available"). Not a bug of ours: the
- * control plane answers 507 with code STORAGE_FULL.
- */
-export class StorageFullError extends UnibusError {
-  constructor(message: string, options?: ErrorOptions) {
-    super("STORAGE_FULL", message, options);
-  }
-}
-
 /** JetStream's "insufficient storage resources available". */
 const INSUFFICIENT_RESOURCES = 10047;
 
-/** Turns JetStream's out-of-space answer into StorageFullError; anything else passes. */
+/**
+ * Turns JetStream's out-of-space answer to a stream creation into StorageFullError
+ * (the control plane answers 507 STORAGE_FULL); anything else passes.
+ */
 export function asStorageFull(err: unknown): unknown {
   if (!(err instanceof JetStreamApiError) || err.code !== INSUFFICIENT_RESOURCES) return err;
   return new StorageFullError(

@@ -20,7 +20,7 @@ import {
 import type { AccessChange, ControlTimeouts, RateLimiterOptions } from "../control/index.ts";
 import { BlobStore, type Blobs, ControlServer, checkCorsOrigins, HttpError } from "../control/index.ts";
 import { parseSignPub } from "../crypto/index.ts";
-import { InvalidArgumentError, NotFoundError, StateError } from "../errors.ts";
+import { InvalidArgumentError, NotFoundError, StateError, StorageFullError } from "../errors.ts";
 import { createLogger, type Logger } from "../log/index.ts";
 import { BusMetrics, instrumentStore } from "../metrics/index.ts";
 import {
@@ -71,6 +71,7 @@ import {
 } from "./health.ts";
 import { holdAdmission, KV_AUTH_TIMEOUT_S, KV_DECISION_TIMEOUT_MS, KvOpening } from "./kv-opening.ts";
 import { type BusLayout, busLayout, natsConfigFor, openDataDir, removeOwnedDir } from "./layout.ts";
+import { type RouteReport, routeReport } from "./route-watch.ts";
 import { StorageWatch } from "./storage-watch.ts";
 import {
   checkRoomStorage,
@@ -81,7 +82,6 @@ import {
   roomRetention,
   roomStorageOf,
   StorageBudgetError,
-  StorageFullError,
 } from "./streams.ts";
 
 export type { BusState } from "./handle.ts";
@@ -386,6 +386,19 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     const current = this.#holder?.current;
     return current?.backend === "kv" ? (current as KvStore).replicationState() : undefined;
   }
+  /**
+   * A cluster member: the peers it is routed to against the peers it was planned with,
+   * and why the missing ones are missing (route-watch.ts). Undefined for a bus alone, or
+   * while its nats-server does not answer.
+   */
+  async routes(): Promise<RouteReport | undefined> {
+    const member = this.#opts.cluster;
+    if (!member || !this.#nats || !this.#monitorUrl) return undefined;
+    const self = [member.host, member.advertise?.replace(/:\d+$/, "").replace(/^\[|\]$/g, ""), this.#host]
+      .concat(this.#opts.hostnames ?? [])
+      .filter((h): h is string => typeof h === "string" && h !== "");
+    return routeReport(this.#monitorUrl, this.#nats.recentLog(), { self }).catch(() => undefined);
+  }
   /** nats-server's process id (for tests and operators). */
   get natsPid(): number | undefined {
     return this.#nats?.pid;
@@ -619,8 +632,12 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
     };
     if (this.#storage) parts.storage = await this.#storage.ok();
     if (this.#kv) parts.replay = link(this.#links.replay);
+    // A member cut off from a majority of its cluster serves nothing replicated; one
+    // missing a peer but still in a majority is fine (a rolling restart of another node).
+    const routes = await this.routes();
+    if (this.#opts.cluster) parts.routes = routes?.quorum === true;
     for (const [name, up] of Object.entries(parts)) this.metrics.partUp.set({ part: name }, up ? 1 : 0);
-    return reportOf(parts, this.#state === "running");
+    return { ...reportOf(parts, this.#state === "running"), ...(routes ? { routes } : {}) };
   }
 
   #openKv(services: ServiceParts, sqliteFile: string, clustered: boolean): void {
@@ -693,7 +710,11 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       logger: this.#logger,
       health: async () => {
         const report = await this.health();
-        const detail = { parts: report.parts, ...(report.down ? { down: report.down } : {}) };
+        const detail = {
+          parts: report.parts,
+          ...(report.down ? { down: report.down } : {}),
+          ...(report.routes ? { routes: report.routes } : {}),
+        };
         return { ok: report.ok, detail: { ...detail, node: this.serverName, nats: this.natsLife } };
       },
       live: () => ({ ok: isLive(this.#state), detail: { state: this.#state, node: this.serverName } }),

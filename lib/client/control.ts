@@ -135,6 +135,24 @@ export class ControlClient {
     return { stream, mimetype, size, sha256 };
   }
 
+  /**
+   * Whether the bus says its storage is full: its health (`GET /healthz`, unsigned)
+   * names the `storage` part as down. False when it says otherwise or cannot be asked.
+   */
+  async storageFull(): Promise<boolean> {
+    try {
+      const res = await request(`${this.baseUrl}/healthz`, {
+        dispatcher: this.#agent,
+        headersTimeout: this.#timeoutMs,
+        bodyTimeout: this.#timeoutMs,
+      });
+      const body = (await res.body.json()) as { down?: unknown };
+      return Array.isArray(body.down) && body.down.includes("storage");
+    } catch {
+      return false;
+    }
+  }
+
   async #send(url: URL, opts: Omit<Parameters<typeof request>[1] & object, "dispatcher">) {
     try {
       return await request(url, { ...opts, dispatcher: this.#agent });

@@ -4,6 +4,8 @@ export { type BlobDownload, type BlobInfo, ControlClient, type ControlClientOpti
 export {
   type DroppedFrame,
   type MemberRef,
+  type PublishAck,
+  type PublishOptions,
   Room,
   type RoomInfo,
   type RoomMember,

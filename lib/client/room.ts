@@ -31,6 +31,7 @@ import {
   sealRoomKey,
 } from "../crypto/index.ts";
 import { ControlPlaneError, HistoryUnavailableError, InvalidArgumentError } from "../errors.ts";
+import { DEFAULT_ACK_TIMEOUT_MS, type PublishAck, publishAcked } from "./ack.ts";
 import type { BlobInfo, ControlClient } from "./control.ts";
 import {
   dropOf,
@@ -43,6 +44,20 @@ import {
   Roster,
 } from "./frame-policy.ts";
 import { type Outbox, outboxOf } from "./outbox.ts";
+
+export type { PublishAck } from "./ack.ts";
+
+/** How `publish` and `publishMany` send. */
+export interface PublishOptions {
+  /**
+   * Resolve only once the room's stream has stored the message (persisted rooms only;
+   * elsewhere InvalidArgumentError: there is nothing to acknowledge). Default false:
+   * resolve once the frame is queued on the connection.
+   */
+  ack?: boolean;
+  /** How long to wait for the stream's acknowledgement. Default 5000 ms. */
+  timeoutMs?: number;
+}
 
 async function* plainChunks(input: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
   for await (const chunk of input) yield chunk;
@@ -424,8 +439,19 @@ export class Room {
    * frame is queued on the connection: frames published in one turn of the event loop
    * leave together (`flush()` waits until the server has them). Throws
    * InvalidArgumentError for a message larger than the server takes.
+   *
+   * With `{ ack: true }` (persisted rooms only) it resolves once the room's stream has
+   * stored the message, with its stream sequence, and rejects with a typed error when
+   * it did not: StorageFullError (JetStream has no space left), AckTimeoutError (no
+   * answer in `timeoutMs`: maybe stored), PublishRefusedError (not a member any more,
+   * or the stream refused it), HistoryUnavailableError (the room's stream is missing),
+   * AckMismatchError (the answer did not come from the stream). See lib/client/ack.ts.
    */
-  publish(data: Uint8Array | string): Promise<void> {
+  publish(data: Uint8Array | string): Promise<undefined>;
+  publish(data: Uint8Array | string, opts: PublishOptions & { ack: true }): Promise<PublishAck>;
+  publish(data: Uint8Array | string, opts?: PublishOptions): Promise<PublishAck | undefined>;
+  publish(data: Uint8Array | string, opts?: PublishOptions): Promise<PublishAck | undefined> {
+    if (opts?.ack) return this.#publishAcked([data], false, opts).then((acks) => acks[0]!);
     return this.#publish([data], false);
   }
 
@@ -433,11 +459,21 @@ export class Room {
    * Publishes several messages in order with one key lookup. If any item is not bytes
    * or text, or would make a frame larger than the server takes, it throws
    * InvalidArgumentError and sends none of them. An empty list sends nothing.
+   *
+   * With `{ ack: true }` it resolves once the room's stream has stored every item, with
+   * their sequences in order. It is not atomic: each item is stored or not on its own
+   * (a batch is sent at once and JetStream stores it in order). On failure it rejects
+   * with the typed error of the first item not confirmed, whose `stored` is that item's
+   * index: every item before it is stored, it and those after it are not known to be.
    */
-  publishMany(items: ReadonlyArray<Uint8Array | string>): Promise<void> {
+  publishMany(items: ReadonlyArray<Uint8Array | string>): Promise<undefined>;
+  publishMany(items: ReadonlyArray<Uint8Array | string>, opts: PublishOptions & { ack: true }): Promise<PublishAck[]>;
+  publishMany(items: ReadonlyArray<Uint8Array | string>, opts?: PublishOptions): Promise<PublishAck[] | undefined>;
+  publishMany(items: ReadonlyArray<Uint8Array | string>, opts?: PublishOptions): Promise<PublishAck[] | undefined> {
     if (!Array.isArray(items)) {
       return Promise.reject(new InvalidArgumentError("items", "publishMany takes an array of Uint8Array or string"));
     }
+    if (opts?.ack) return this.#publishAcked(items, true, opts);
     return this.#publish(items, true);
   }
 
@@ -447,7 +483,7 @@ export class Room {
   }
 
   /** Frames for `items` at the current epoch, queued at once while the room key is at hand. */
-  #publish(items: ReadonlyArray<Uint8Array | string>, many: boolean): Promise<void> {
+  #publish(items: ReadonlyArray<Uint8Array | string>, many: boolean): Promise<undefined> {
     const epoch = this.#epoch;
     const roomKey = this.#ready.get(epoch);
     if (this.encrypt && !roomKey) return this.#publishAfterKey(items, epoch, many);
@@ -459,10 +495,40 @@ export class Room {
     }
   }
 
-  async #publishAfterKey(items: ReadonlyArray<Uint8Array | string>, epoch: number, many: boolean): Promise<void> {
+  async #publishAcked(
+    items: ReadonlyArray<Uint8Array | string>,
+    many: boolean,
+    opts: PublishOptions,
+  ): Promise<PublishAck[]> {
+    if (!this.persist) {
+      throw new InvalidArgumentError(
+        "ack",
+        `room ${this.id} keeps no history (it was created without persist: true): there is nothing to acknowledge; publish without { ack: true }`,
+      );
+    }
+    const timeoutMs = opts.timeoutMs ?? DEFAULT_ACK_TIMEOUT_MS;
+    if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1) {
+      throw new InvalidArgumentError(
+        "timeoutMs",
+        `timeoutMs: a positive whole number of milliseconds; got ${timeoutMs}`,
+      );
+    }
+    const epoch = this.#epoch;
+    const roomKey = this.encrypt ? await this.keyFor(epoch) : undefined;
+    if (this.encrypt && !roomKey) {
+      throw new InvalidArgumentError("room", `no room key for epoch ${epoch}; are you still a member?`);
+    }
+    const frames = this.#frames(items, epoch, roomKey, many);
+    // What this connection published before goes first: the room sees the order of the calls.
+    this.#outbox.drain();
+    return publishAcked(this.#nc, this, frames, { timeoutMs, storageFull: () => this.#control.storageFull() });
+  }
+
+  async #publishAfterKey(items: ReadonlyArray<Uint8Array | string>, epoch: number, many: boolean): Promise<undefined> {
     const roomKey = await this.keyFor(epoch);
     if (!roomKey) throw new InvalidArgumentError("room", `no room key for epoch ${epoch}; are you still a member?`);
     this.#outbox.push(this.subject, this.#frames(items, epoch, roomKey, many));
+    return undefined;
   }
 
   /** Every item's frame, each checked against the server's payload limit before any is queued. */
@@ -776,7 +842,7 @@ export class Room {
 }
 
 /** What `publish` returns once the frame is handed to the connection: nothing left to wait for. */
-const SENT: Promise<void> = Promise.resolve();
+const SENT: Promise<undefined> = Promise.resolve(undefined);
 
 /** A received frame that passed every check needing no request, and what it still waits for. */
 class FrameWaiting {

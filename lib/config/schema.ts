@@ -153,6 +153,16 @@ export const SETTINGS = {
     arg: "host:port",
     description: "where the other nodes reach this one's route port",
   },
+  // docs/operations.md "A degraded cluster node": the wait before `up` says degraded; the node keeps running.
+  routeWaitSeconds: {
+    type: "integer",
+    default: 30,
+    minimum: 0,
+    maximum: 3600,
+    arg: "seconds",
+    description:
+      "a cluster member: how long `up` waits for routes to every peer before it says degraded and why (it keeps running, and says ready once they join; default 30)",
+  },
   // JetStream replicates 1-5 ways; the bus checks the node count.
   replicas: {
     type: "integer",

@@ -75,6 +75,30 @@ const NODE_REPORT = strict({
       ok: { type: "boolean" },
       parts: { type: "object", additionalProperties: { enum: ["up", "down"] } },
       down: { type: "array", items: { type: "string" } },
+      routes: {
+        type: "object",
+        description:
+          "a cluster member's routes (lib/bus/route-watch.ts): peers planned, routed by name, a majority or not, and the configured peers missing with the route error nats-server logged",
+        properties: {
+          planned: { type: "integer" },
+          connected: { type: "array", items: { type: "string" } },
+          quorum: { type: "boolean" },
+          missing: {
+            type: "array",
+            items: {
+              type: "object",
+              properties: {
+                url: { type: "string" },
+                kind: { enum: ["tls", "refused", "timeout", "unreachable", "dns", "other"] },
+                error: { type: "string" },
+              },
+              required: ["url"],
+            },
+          },
+          inbound: { type: "array", items: { type: "object" } },
+        },
+        required: ["planned", "connected", "quorum", "missing"],
+      },
     },
     required: ["ok", "parts"],
   },

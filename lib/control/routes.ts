@@ -6,6 +6,7 @@
 import crypto from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
+import type { RouteReport } from "../bus/route-watch.ts";
 import { ed25519PublicKey, verify } from "../crypto/index.ts";
 import {
   ConflictError,
@@ -56,7 +57,7 @@ export interface ControlDeps {
 
 /** What `GET /v1/status` answers: the node's own health parts and its nats-server as the monitoring endpoint sees it. */
 export interface NodeReport {
-  health: { ok: boolean; parts: Record<string, "up" | "down">; down?: string[] };
+  health: { ok: boolean; parts: Record<string, "up" | "down">; down?: string[]; routes?: RouteReport };
   node: NodeStatus;
 }
 

@@ -1,7 +1,9 @@
 /**
  * The layout of a backup directory and its checks. A backup is a directory (0700, files
- * 0600) holding the store, the CA, the service keys, the blobs, one JSON-lines file per
- * persisted room's history, and `manifest.json` — written last, so it is the commit
+ * 0600) holding the store (`store.db` from a SQLite bus; `store.json`, the store's
+ * snapshot, from a KV cluster), the CA, the service keys, the blobs (each one's bytes and
+ * its metadata, whichever store they came from), one JSON-lines file per persisted
+ * room's history, and `manifest.json` — written last, so it is the commit
  * point: a backup without it was interrupted. The manifest lists every file with its
  * size and SHA-256; `manifest.sha256` holds the manifest's own hash, so an edited
  * manifest is caught too (integrity against accidents and careless edits, not a
@@ -15,6 +17,10 @@ import { UnibusError } from "../errors.ts";
 
 export const MANIFEST_FILE = "manifest.json";
 export const MANIFEST_SUM_FILE = "manifest.sha256";
+/** The store of a KV cluster's backup: its Snapshot (lib/store/types.ts) as JSON. */
+export const KV_STORE_FILE = "store.json";
+/** Where the bus kept its control-plane state: the SQLite file, or replicated JetStream KV buckets. */
+export type BackupStoreKind = "sqlite" | "kv";
 export const BACKUP_FORMAT = 1;
 
 export interface BackupFile {
@@ -45,7 +51,7 @@ export interface BackupManifest {
   createdAt: string;
   unibusVersion: string;
   natsServerVersion?: string;
-  store: "sqlite";
+  store: BackupStoreKind;
   counts: {
     users: number;
     rooms: number;
@@ -137,7 +143,7 @@ function parseManifest(text: string, dir: string): BackupManifest {
       `${dir} is a backup of format ${String(m.format)}; this unibus reads format ${BACKUP_FORMAT} (restore it with the unibus that wrote it)`,
     );
   }
-  if (m.store !== "sqlite" || !Array.isArray(m.files) || !Array.isArray(m.streams) || !m.counts) {
+  if ((m.store !== "sqlite" && m.store !== "kv") || !Array.isArray(m.files) || !Array.isArray(m.streams) || !m.counts) {
     throw new BackupError(
       `${MANIFEST_FILE} in ${dir} lacks its store, files, streams or counts: the backup was altered`,
     );

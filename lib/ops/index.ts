@@ -32,5 +32,6 @@ export {
   type ReplicaStatus,
   type StatusOptions,
   type StoreCounts,
+  type StreamReplication,
   statusExitCode,
 } from "./status.ts";

@@ -7,6 +7,7 @@
 import fs from "node:fs/promises";
 import path from "node:path";
 import tls from "node:tls";
+import { type RouteErrorKind, routeErrorFix } from "../bus/route-watch.ts";
 import { clientCaFileSync } from "../tls/rotation.ts";
 import type { Finding } from "./doctor.ts";
 import type { RunInfo } from "./run-file.ts";
@@ -77,14 +78,14 @@ function handshake(hostPort: string, creds: tls.SecureContextOptions, timeoutMs:
   });
 }
 
-function routeFix(reason: string): string {
-  if (/CERT|SELF_SIGNED|UNABLE_TO|unknown ca|bad certificate|alert/i.test(reason)) {
-    return "the nodes do not trust each other's route certificates: give every node the same CA (tls/ca.pem and ca-key.pem), then restart it (docs/operations.md, cluster maintenance)";
-  }
-  if (reason === "ECONNREFUSED" || reason === "timed out" || reason === "EHOSTUNREACH") {
-    return "nothing answers on that route port: start that node, or check --route and the firewall";
-  }
-  return "check that node's route port and certificates; `unibus status` on it shows its side";
+/** The kind of a failed dial, from Node's error code, so the fix is the one `up` and `status` give. */
+function kindOf(reason: string): RouteErrorKind {
+  if (/CERT|SELF_SIGNED|UNABLE_TO|unknown ca|bad certificate|alert/i.test(reason)) return "tls";
+  if (reason === "ECONNREFUSED") return "refused";
+  if (reason === "timed out" || reason === "ETIMEDOUT") return "timeout";
+  if (reason === "EHOSTUNREACH" || reason === "ENETUNREACH") return "unreachable";
+  if (reason === "ENOTFOUND" || reason === "EAI_AGAIN") return "dns";
+  return "other";
 }
 
 /** Route TLS and connectivity of the nodes in `run`; nothing for a single node. */
@@ -117,7 +118,12 @@ export async function checkRoutes(dataDir: string, run: RunInfo | undefined, tim
       const result = await handshake(t, { ca, cert, key }, timeoutMs);
       return result === true
         ? { level: "ok", check: "routes", message: `route TLS to ${t}: mutual handshake ok`, fix: "" }
-        : { level: "error", check: "routes", message: `route TLS to ${t} fails: ${result}`, fix: routeFix(result) };
+        : {
+            level: "error",
+            check: "routes",
+            message: `route TLS to ${t} fails: ${result}`,
+            fix: routeErrorFix(kindOf(result)),
+          };
     }),
   );
   for (const n of nodes) {

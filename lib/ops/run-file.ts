@@ -30,9 +30,19 @@ export interface RunInfo {
   unibusVersion?: string;
   /** Persisted rooms' retention ceiling and storage budget (absent when the run file predates the field). */
   roomStorage?: RoomStorageLimits;
+  /** A cluster member: what `up` last said, `ready` or `degraded` (and why). Absent for a bus alone. */
+  readiness?: Readiness;
 }
 
-function runInfoOf(handle: BusHandle): RunInfo {
+export interface Readiness {
+  state: "ready" | "degraded";
+  /** ISO time `up` said it. */
+  since: string;
+  /** Why it is degraded. */
+  reason?: string;
+}
+
+export function runInfoOf(handle: BusHandle): RunInfo {
   return {
     pid: process.pid,
     natsUrls: [...handle.natsUrls],
@@ -91,6 +101,7 @@ export async function readRunInfo(dataDir: string): Promise<RunInfo | undefined>
     store: r.store === "kv" ? "kv" : "sqlite",
     ...(typeof r.unibusVersion === "string" && r.unibusVersion ? { unibusVersion: r.unibusVersion } : {}),
     ...(isRoomStorage(r.roomStorage) ? { roomStorage: r.roomStorage } : {}),
+    ...(isReadiness(r.readiness) ? { readiness: r.readiness } : {}),
   };
 }
 
@@ -110,4 +121,13 @@ function isRoomStorage(v: unknown): v is RoomStorageLimits {
   const r = v as Partial<RoomStorageLimits> | undefined;
   const ret = r?.retention;
   return whole(r?.budgetBytes) && whole(ret?.maxBytes) && whole(ret?.maxAgeMs) && whole(ret?.maxMsgs);
+}
+
+function isReadiness(v: unknown): v is Readiness {
+  const r = v as Partial<Readiness> | undefined;
+  return (
+    (r?.state === "ready" || r?.state === "degraded") &&
+    typeof r.since === "string" &&
+    (r.reason === undefined || typeof r.reason === "string")
+  );
 }

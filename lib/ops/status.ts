@@ -7,6 +7,7 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { Agent, request } from "undici";
 import { busLayout } from "../bus/layout.ts";
+import { describeRoutes, mainRouteError, type RouteReport, routeErrorFix } from "../bus/route-watch.ts";
 import {
   asArray,
   asNumber,
@@ -17,8 +18,10 @@ import {
   MONITOR_TIMEOUT_MS,
   type NodeStatus,
   nodeStatus,
+  type ReplicaStatus,
 } from "../nats/index.ts";
 import { openStore, type StoreBackend } from "../store/index.ts";
+import { countsOf, type KvStatus, kvStatus, type StoreCounts, type StreamReplication } from "./kv-status.ts";
 import {
   MISSING_STREAMS_FIX,
   missingStreamsText,
@@ -27,9 +30,10 @@ import {
   roomStorageText,
   roomsWithoutStream,
 } from "./room-streams.ts";
-import { readRunInfo } from "./run-file.ts";
+import { type Readiness, readRunInfo } from "./run-file.ts";
 
 export type { KvBucketStatus, NodeStatus, ReplicaStatus } from "../nats/index.ts";
+export type { StoreCounts, StreamReplication } from "./kv-status.ts";
 
 export interface ControlStatus {
   url: string;
@@ -43,15 +47,8 @@ export interface ControlStatus {
   restarts?: number;
   /** How that node's nats-server last ended on its own. */
   lastExit?: { at: string; reason: string };
-}
-
-export interface StoreCounts {
-  users: number;
-  activeUsers: number;
-  admins: number;
-  rooms: number;
-  invites: number;
-  openInvites: number;
+  /** A cluster member's routes as that node sees them (peers planned, routed, missing and why). */
+  routes?: RouteReport;
 }
 
 export type BusState = "healthy" | "degraded" | "not-running";
@@ -67,12 +64,21 @@ export interface BusStatus {
   control: ControlStatus[];
   /** The control-plane store backend; KV's buckets show under each node's JetStream. */
   store?: StoreBackend;
-  /** SQLite only (KV: `unibus user list --store kv`). */
+  /** The store's counts (KV: read from the replicated buckets through any node). */
   counts?: StoreCounts;
+  /** KV: every stream's replication as its leader reports it (the KV buckets, blobs and rooms' history). */
+  streams?: StreamReplication[];
+  /** A cluster member: what `up` last said (ready, or degraded and why). */
+  readiness?: Readiness;
   /** Persisted rooms' history against the retention ceiling and the storage budget (absent when JetStream does not answer). */
   roomStorage?: RoomStorageStatus;
   /** Human-readable reasons for "degraded" (or "not-running"). */
   problems: string[];
+  /**
+   * Problems that follow from a route problem above (no meta leader, replicas not current,
+   * the store not answering): listed apart so the cause is not lost among its effects.
+   */
+  derived?: string[];
 }
 
 export interface StatusOptions {
@@ -97,17 +103,20 @@ export async function collectStatus(opts: StatusOptions): Promise<BusStatus> {
     };
   }
   const ca = await fs.readFile(run.caFile, "utf8").catch(() => undefined);
-  const [nodes, control, counts] = await Promise.all([
+  const [nodes, control, sqliteCounts, kv] = await Promise.all([
     Promise.all(run.monitorUrls.map((u) => nodeStatus(u, timeoutMs))),
     Promise.all(run.controlUrls.map((u) => controlStatus(u, ca, timeoutMs))),
     // A KV bus may have a SQLite file left from before its migration: never count that one.
     run.store === "sqlite" ? storeCounts(dataDir).catch(() => undefined) : undefined,
+    run.store === "kv" ? kvStatus(dataDir, run, timeoutMs) : undefined,
   ]);
-  const problems = problemsOf(nodes, control);
+  const found = problemsOf(nodes, control, kv);
   const missing = await roomsWithoutStream(dataDir, run, timeoutMs).catch(() => undefined);
-  if (missing?.length) problems.push(`${missingStreamsText(missing)}; ${MISSING_STREAMS_FIX}`);
-  if (run.monitorUrls.length === 0) problems.push("the run file lists no monitoring endpoint");
+  if (missing?.length) found.problems.push(`${missingStreamsText(missing)}; ${MISSING_STREAMS_FIX}`);
+  if (run.monitorUrls.length === 0) found.problems.push("the run file lists no monitoring endpoint");
   const roomStorage = await roomStorageStatus(run, timeoutMs);
+  const counts = sqliteCounts ?? kv?.counts;
+  const problems = found.problems;
   return {
     state: problems.length ? "degraded" : "healthy",
     dataDir,
@@ -115,11 +124,14 @@ export async function collectStatus(opts: StatusOptions): Promise<BusStatus> {
     ...(run.unibusVersion ? { unibusVersion: run.unibusVersion } : {}),
     natsUrls: run.natsUrls,
     store: run.store,
+    ...(run.readiness ? { readiness: run.readiness } : {}),
     nodes,
     control,
     ...(counts ? { counts } : {}),
+    ...(kv?.streams ? { streams: kv.streams } : {}),
     ...(roomStorage ? { roomStorage } : {}),
     problems,
+    ...(found.derived.length ? { derived: found.derived } : {}),
   };
 }
 
@@ -128,35 +140,77 @@ export function statusExitCode(s: BusStatus): number {
   return s.state === "healthy" ? 0 : s.state === "degraded" ? 1 : 3;
 }
 
-function problemsOf(nodes: NodeStatus[], control: ControlStatus[]): string[] {
+/**
+ * What is wrong, each thing once. A node cut off from its peers makes every replicated
+ * thing look broken (no meta leader, replicas not current, the store silent); its route
+ * problem is then said in one line, with the fix, and those effects go to `derived`.
+ */
+function problemsOf(
+  nodes: NodeStatus[],
+  control: ControlStatus[],
+  kv: KvStatus | undefined,
+): { problems: string[]; derived: string[] } {
   const problems: string[] = [];
+  const effects: string[] = [];
+  const routeProblems = control.flatMap((c) => routeProblem(c) ?? []);
   for (const n of nodes) {
     const label = n.name ?? n.monitorUrl;
     if (!n.reachable) problems.push(`node ${label} is unreachable (${n.health})`);
-    else if (!n.healthy) problems.push(`node ${label} is unhealthy (${n.health})`);
+    // nats-server's /healthz is unhealthy while JetStream has no meta leader: an effect when routes are down.
+    else if (!n.healthy)
+      (/jetstream|meta/i.test(n.health) ? effects : problems).push(`node ${label} is unhealthy (${n.health})`);
     const meta = n.jetstream?.meta;
-    if (meta && !meta.leader) problems.push(`node ${label} sees no JetStream meta leader`);
+    if (meta && !meta.leader) effects.push(`node ${label} sees no JetStream meta leader`);
     // Only the meta leader tracks its peers; since nats-server 2.11 the followers list them
     // too, each other as never current — judging from them would cry wolf.
     const leads = meta?.leader !== undefined && meta.leader === n.name;
     for (const p of leads ? meta.peers : []) {
-      if (!p.current || p.offline) problems.push(`JetStream peer ${p.name} is not current (seen from ${label})`);
+      if (!p.current || p.offline) effects.push(`JetStream peer ${p.name} is not current (seen from ${label})`);
     }
-    for (const kv of n.kv) {
-      for (const f of kv.followers) {
-        if (!f.current || f.offline) {
-          problems.push(`KV bucket ${kv.bucket}: replica ${f.name} is not current${lagText(f.lag)}`);
-        }
-      }
-      if (kv.replicas > 1 && !kv.leader) problems.push(`KV bucket ${kv.bucket} has no leader`);
-    }
+    // Without the API's view (below), each node's monitoring endpoint reports the buckets it leads.
+    for (const b of kv?.streams ? [] : n.kv) effects.push(...replicaProblems(b));
   }
+  for (const st of kv?.streams ?? []) effects.push(...replicaProblems(st));
+  if (kv?.error) effects.push(`the replicated store does not answer from here: ${kv.error}`);
   for (const c of control) {
-    const down = c.down ? `; down: ${c.down.join(", ")}` : "";
-    if (!c.healthy) problems.push(`control plane ${c.url} is unhealthy (${c.health}${down})`);
+    // A member whose only down part is its routes: the route line says it all.
+    const down = (c.down ?? []).filter((d) => !(routeProblem(c) && d === "routes"));
+    if (!c.healthy && (down.length > 0 || !routeProblem(c))) {
+      const why = `control plane ${c.url} is unhealthy (${c.health}${down.length ? `; down: ${down.join(", ")}` : ""})`;
+      // The store and its replay wait on a majority, and nats-server's own health on a meta
+      // leader: effects of a route problem too (a node not answering at all is said above).
+      const effect = ["store", "replay", "routes", ...(routeProblem(c) ? ["nats"] : [])];
+      (down.every((d) => effect.includes(d)) ? effects : problems).push(why);
+    }
   }
   // Several nodes report the same cluster-wide facts; say each once.
-  return [...new Set(problems)];
+  const once = (xs: string[]) => [...new Set(xs)];
+  if (routeProblems.length === 0) return { problems: once([...problems, ...effects]), derived: [] };
+  return { problems: once([...routeProblems, ...problems]), derived: once(effects) };
+}
+
+/** One line for a member that is not routed to every planned peer: how many, why, and the fix. */
+function routeProblem(c: ControlStatus): string | undefined {
+  const r = c.routes;
+  const text = r && describeRoutes(r);
+  if (!r || !text) return undefined;
+  const cut = r.quorum ? "" : " — cut off from a majority of the cluster";
+  return `node ${c.node ?? c.url} is ${text}${cut}; fix: ${routeErrorFix(mainRouteError(r))}`;
+}
+
+function replicaProblems(s: {
+  stream: string;
+  bucket?: string;
+  replicas: number;
+  leader?: string;
+  followers: ReplicaStatus[];
+}): string[] {
+  const what = s.bucket ? `KV bucket ${s.bucket}` : `stream ${s.stream}`;
+  const out = s.followers
+    .filter((f) => !f.current || f.offline)
+    .map((f) => `${what}: replica ${f.name} is not current${lagText(f.lag)}`);
+  if (s.replicas > 1 && !s.leader) out.push(`${what} has no leader`);
+  return out;
 }
 
 function lagText(lag: number | undefined): string {
@@ -183,8 +237,8 @@ async function controlStatus(url: string, ca: string | undefined, timeoutMs: num
   }
 }
 
-/** The node, its down parts, restarts and last exit from a control plane's /healthz body. */
-function lifeOf(body: Json): Pick<ControlStatus, "node" | "down" | "restarts" | "lastExit"> {
+/** The node, its down parts, routes, restarts and last exit from a control plane's /healthz body. */
+function lifeOf(body: Json): Pick<ControlStatus, "node" | "down" | "restarts" | "lastExit" | "routes"> {
   const nats = asObject(body.nats);
   const exit = asObject(nats.lastExit);
   const down = asArray(body.down).filter((d): d is string => typeof d === "string");
@@ -195,7 +249,21 @@ function lifeOf(body: Json): Pick<ControlStatus, "node" | "down" | "restarts" | 
     ...(down.length ? { down } : {}),
     ...(asNumber(nats.restarts) !== undefined ? { restarts: asNumber(nats.restarts) } : {}),
     ...(at && reason ? { lastExit: { at, reason } } : {}),
+    ...(isRouteReport(body.routes) ? { routes: body.routes } : {}),
   };
+}
+
+/** Read back from another process: only the shape the text and the problems rely on. */
+function isRouteReport(v: unknown): v is RouteReport {
+  const r = asObject(v);
+  return (
+    typeof r.planned === "number" &&
+    typeof r.quorum === "boolean" &&
+    Array.isArray(r.connected) &&
+    r.connected.every((c) => typeof c === "string") &&
+    Array.isArray(r.missing) &&
+    r.missing.every((m) => typeof asObject(m).url === "string")
+  );
 }
 
 async function storeCounts(dataDir: string): Promise<StoreCounts | undefined> {
@@ -207,16 +275,7 @@ async function storeCounts(dataDir: string): Promise<StoreCounts | undefined> {
   }
   const store = await openStore({ backend: "sqlite", file });
   try {
-    const snap = await store.snapshot();
-    const now = Date.now();
-    return {
-      users: snap.users.length,
-      activeUsers: snap.users.filter((u) => u.status === "active").length,
-      admins: snap.users.filter((u) => u.role === "admin" && u.status === "active").length,
-      rooms: snap.rooms.length,
-      invites: snap.invites.length,
-      openInvites: snap.invites.filter((i) => i.status === "open" && i.expiresAt > now).length,
-    };
+    return await countsOf(store);
   } finally {
     await store.close();
   }
@@ -238,6 +297,7 @@ export function formatStatus(s: BusStatus): string {
     ...s.natsUrls.map((u) => `  NATS:          ${u}`),
     ...s.control.map((c) => `  control plane: ${c.url}  ${c.healthy ? "ok" : `UNHEALTHY (${c.health})`}`),
     ...(s.store ? [`  store:         ${s.store === "kv" ? "replicated JetStream KV" : "SQLite"}`] : []),
+    ...(s.readiness ? [`  up said:       ${s.readiness.state} at ${s.readiness.since}`] : []),
     "",
   ];
   for (const [i, n] of s.nodes.entries()) {
@@ -271,7 +331,11 @@ export function formatStatus(s: BusStatus): string {
         }
       }
     }
-    for (const kv of n.kv) {
+    for (const line of routeLines(s.control.find((c) => c.node !== undefined && c.node === n.name) ?? s.control[i])) {
+      lines.push(line);
+    }
+    // The API's view below covers every stream; without it, the buckets this node leads.
+    for (const kv of s.streams ? [] : n.kv) {
       const followers = kv.followers.map(
         (f) => `${f.name} ${f.current && !f.offline ? "current" : "NOT CURRENT"}${lagText(f.lag)}`,
       );
@@ -280,16 +344,40 @@ export function formatStatus(s: BusStatus): string {
       );
     }
   }
+  if (s.streams) lines.push("", "replication (each stream as its leader reports it):", ...s.streams.map(streamLine));
   if (s.counts) {
     const c = s.counts;
     lines.push(
       "",
       `users:   ${c.users} (${c.activeUsers} active, ${c.admins} admin)`,
-      `rooms:   ${c.rooms}`,
+      `rooms:   ${c.rooms} (${c.members} members)`,
       `invites: ${c.invites} (${c.openInvites} open)`,
     );
   }
   if (s.roomStorage) lines.push("", ...roomStorageText(s.roomStorage));
   if (s.problems.length) lines.push("", "problems:", ...s.problems.map((p) => `  - ${p}`));
+  if (s.derived?.length) {
+    lines.push(
+      `  (${s.derived.length} more follow from the routes above: no meta leader, replicas behind; --json lists them)`,
+    );
+  }
   return lines.join("\n");
+}
+
+function replicaText(f: ReplicaStatus): string {
+  return `${f.name} ${f.current && !f.offline ? "current" : "NOT CURRENT"}${lagText(f.lag)}`;
+}
+
+function streamLine(st: StreamReplication): string {
+  const what = st.bucket ? `kv ${st.bucket}` : `stream ${st.stream}`;
+  const followers = st.followers.map(replicaText).join(", ");
+  return `  ${what}: R${st.replicas}${st.leader ? `, leader ${st.leader}` : ", NO LEADER"}${followers ? `, ${followers}` : ""}, ${st.messages} msg(s)`;
+}
+
+/** A member's routes: routed peers, and the missing ones with why. */
+function routeLines(c: ControlStatus | undefined): string[] {
+  const r = c?.routes;
+  if (!r) return [];
+  const head = `  routes:      ${r.connected.length} of ${r.planned} peer(s)${r.connected.length ? ` (${r.connected.join(", ")})` : ""}${r.quorum ? "" : ", NO MAJORITY"}`;
+  return [head, ...r.missing.map((m) => `    missing ${m.url}: ${m.error ?? "no route yet"}`)];
 }

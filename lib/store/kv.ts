@@ -51,8 +51,8 @@
  * rooms bucket (kv-rooms-index.ts), after a barrier (a marker written to the bucket), so it
  * reflects every write acknowledged before the call; the reverse index is its fallback.
  *
- * Known limits: `snapshot()` reads bucket by bucket, so it is consistent only when no
- * writes run meanwhile (the migration's parity check is); an interrupted addMember may leave the key it wrote for a non-member at the current
+ * `snapshot()` reads bucket by bucket in commit order and drops what was deleted while it
+ * read (see there), so it is consistent while writers run. Known limits: an interrupted addMember may leave the key it wrote for a non-member at the current
  * epoch (served to members only, overwritten if that user is added later).
  */
 import crypto from "node:crypto";
@@ -182,6 +182,9 @@ export interface KvStoreOptions {
 const RETRY_MS = 15;
 
 /** Opens (creating if needed) the buckets and returns the store. */
+/** nats.js's own bound on dialling the store's connection (see openKvStore). */
+const STORE_CONNECT_TIMEOUT_MS = 10_000;
+
 export async function openKvStore(opts: KvStoreOptions): Promise<KvStore> {
   const logger = opts?.logger ?? silentLogger;
   const replicas = opts?.replicas ?? 1;
@@ -199,40 +202,55 @@ export async function openKvStore(opts: KvStoreOptions): Promise<KvStore> {
   const openTimeoutMs = opts.openTimeoutMs ?? 15000;
   let nc = opts.nc;
   const owned = nc === undefined;
-  try {
-    return await bounded(openTimeoutMs, async () => {
-      nc ??= await connect({
-        servers: opts.servers,
-        name: "unibus-store",
-        ...(opts.caPem ? { tls: { ca: opts.caPem } } : {}),
-        ...(opts.authenticator ? { authenticator: opts.authenticator } : {}),
-        maxReconnectAttempts: -1,
-        reconnectTimeWait: 250,
-        timeout: openTimeoutMs,
-      });
-      const kvm = new Kvm(jetstream(nc, { timeout: timeoutMs }));
-      const storage = opts.storage === "memory" ? "memory" : "file";
-      const opened = await Promise.all(
-        BUCKETS.map((b) =>
-          opts.bind
-            ? bindExisting(kvm, bucketName(prefix, b))
-            : kvm.create(bucketName(prefix, b), {
-                replicas,
-                history: 1,
-                storage,
-                allow_direct: false,
-                timeout: timeoutMs,
-              }),
-        ),
-      );
-      const buckets = Object.fromEntries(BUCKETS.map((b, i) => [b, opened[i]!])) as Buckets;
-      const actual = opts.bind ? (await buckets.users.status()).replicas : replicas;
-      logger.info({ component: "store", backend: "kv", prefix, replicas: actual }, "KV store open");
-      // A bus's store (not the admin CLI's one-shot binding) loads the rooms index now, so
-      // the first connects do not wait for it — nor for a meta leader to place its watch.
-      const watchRooms = !opts.bind;
-      return new KvStore(nc, owned, buckets, { timeoutMs, logger, replicas: actual, prefix, watchRooms });
+  // `bounded` gives up on the opening but cannot stop it: whatever the abandoned attempt
+  // makes afterwards (a connection, a store with a running rooms watch) would live on with
+  // nobody to close it, keeping the process alive. So the store itself — the part with
+  // timers — is made only once the opening has succeeded, and a connection of our own that
+  // an abandoned attempt opens is closed when that attempt ends.
+  const attempt = (async () => {
+    nc ??= await connect({
+      servers: opts.servers,
+      name: "unibus-store",
+      ...(opts.caPem ? { tls: { ca: opts.caPem } } : {}),
+      ...(opts.authenticator ? { authenticator: opts.authenticator } : {}),
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 250,
+      // Not the (possibly short) opening bound: a nats.js connect that times out while its
+      // socket is still dialling leaves that socket open once it connects, with no handle
+      // for us to close (nats.js 3.4). Our own bound gives up sooner; the late connection
+      // is then closed below.
+      timeout: Math.max(openTimeoutMs, STORE_CONNECT_TIMEOUT_MS),
     });
+    const kvm = new Kvm(jetstream(nc, { timeout: timeoutMs }));
+    const storage = opts.storage === "memory" ? "memory" : "file";
+    const opened = await Promise.all(
+      BUCKETS.map((b) =>
+        opts.bind
+          ? bindExisting(kvm, bucketName(prefix, b))
+          : kvm.create(bucketName(prefix, b), {
+              replicas,
+              history: 1,
+              storage,
+              allow_direct: false,
+              timeout: timeoutMs,
+            }),
+      ),
+    );
+    const buckets = Object.fromEntries(BUCKETS.map((b, i) => [b, opened[i]!])) as Buckets;
+    const actual = opts.bind ? (await buckets.users.status()).replicas : replicas;
+    return { conn: nc, buckets, actual };
+  })();
+  try {
+    const { conn, buckets, actual } = await bounded(openTimeoutMs, () => attempt).catch((err: unknown) => {
+      // Whichever way the abandoned attempt ends, a connection it opened is ours to close.
+      if (owned) void attempt.catch(() => {}).then(() => nc?.close().catch(() => {}));
+      throw err;
+    });
+    logger.info({ component: "store", backend: "kv", prefix, replicas: actual }, "KV store open");
+    // A bus's store (not the admin CLI's one-shot binding) loads the rooms index now, so
+    // the first connects do not wait for it — nor for a meta leader to place its watch.
+    const watchRooms = !opts.bind;
+    return new KvStore(conn, owned, buckets, { timeoutMs, logger, replicas: actual, prefix, watchRooms });
   } catch (err) {
     if (owned && nc !== undefined && !nc.isClosed()) await nc.close().catch(() => {});
     if (err instanceof UnibusError) throw err;
@@ -1363,39 +1381,58 @@ export class KvStore implements Store {
 
   // ---- whole state ----
 
-  snapshot(): Promise<Snapshot> {
-    return this.#run("snapshot", async () => {
-      const [users, roomEntries, keyEntries, invites] = await Promise.all([
-        this.#allUsers(),
-        listEntries(this.#b.rooms),
-        listEntries(this.#b.keys),
-        this.#allInvites(),
-      ]);
-      const rooms = roomEntries.map((e) => parse<RoomRec>(e.value)).filter((r) => r.committed);
-      const epochOf = new Map(rooms.map((r) => [r.room.id, r.room.epoch]));
-      const sealedKeys: SealedKey[] = [];
-      for (const e of keyEntries) {
-        const p = parseSealedKey(e.key);
-        const roomEpoch = p === null ? undefined : epochOf.get(p.roomId);
-        if (p === null || roomEpoch === undefined || p.epoch > roomEpoch) continue;
-        sealedKeys.push({ roomId: p.roomId, epoch: p.epoch, signPub: p.signPub, sealed: e.string() });
-      }
-      return {
-        version: 1,
-        users: users.sort(byString((u) => u.signPub)),
-        rooms: rooms.map((r) => r.room).sort(byString((r) => r.id)),
-        members: rooms
-          .flatMap((r) => r.members.map((m) => ({ roomId: r.room.id, ...m })))
-          .sort((a, b) => byString<Member>((m) => m.roomId)(a, b) || byString<Member>((m) => m.signPub)(a, b)),
-        sealedKeys: sealedKeys.sort(
-          (a, b) =>
-            byString<SealedKey>((k) => k.roomId)(a, b) ||
-            a.epoch - b.epoch ||
-            byString<SealedKey>((k) => k.signPub)(a, b),
-        ),
-        invites: invites.map((x) => x.value).sort(byString((x) => x.tokenHash)),
-      };
-    });
+  /**
+   * The whole state, consistent while writers run (an online backup reads it). KV has no
+   * multi-bucket transactions, so the buckets are read in the order the commit rule makes
+   * safe: invites, then the room records, then the users (the commit points, "t1"), then
+   * the sealed keys, which every committed room's writes put in place before its commit.
+   * Room and user records are then read once more: a room or user deleted meanwhile (its
+   * keys may already be gone) is left out, with its memberships and keys. The result is
+   * the state at t1 less what was deleted while the read ran; keys of epochs committed
+   * after t1 are left out too. `timeoutMs` bounds the whole read (default: the store's).
+   */
+  snapshot(opts: { timeoutMs?: number } = {}): Promise<Snapshot> {
+    return this.#run(
+      "snapshot",
+      async () => {
+        const invites = await this.#allInvites();
+        const roomRecs = (await listEntries(this.#b.rooms)).map((e) => parse<RoomRec>(e.value));
+        const users = await this.#allUsers();
+        const keyEntries = await listEntries(this.#b.keys);
+        const [roomsNow, usersNow] = await Promise.all([listEntries(this.#b.rooms), this.#allUsers()]);
+        const stillRooms = new Set(
+          roomsNow.map((e) => parse<RoomRec>(e.value)).flatMap((r) => (r.committed ? [r.room.id] : [])),
+        );
+        const stillUsers = new Set(usersNow.map((u) => u.signPub));
+        const gone = new Set(users.flatMap((u) => (stillUsers.has(u.signPub) ? [] : [u.signPub])));
+        const kept = users.filter((u) => !gone.has(u.signPub));
+        const rooms = roomRecs.filter((r) => r.committed && stillRooms.has(r.room.id));
+        const epochOf = new Map(rooms.map((r) => [r.room.id, r.room.epoch]));
+        const sealedKeys: SealedKey[] = [];
+        for (const e of keyEntries) {
+          const p = parseSealedKey(e.key);
+          const roomEpoch = p === null ? undefined : epochOf.get(p.roomId);
+          if (p === null || roomEpoch === undefined || p.epoch > roomEpoch || gone.has(p.signPub)) continue;
+          sealedKeys.push({ roomId: p.roomId, epoch: p.epoch, signPub: p.signPub, sealed: e.string() });
+        }
+        return {
+          version: 1,
+          users: kept.sort(byString((u) => u.signPub)),
+          rooms: rooms.map((r) => r.room).sort(byString((r) => r.id)),
+          members: rooms
+            .flatMap((r) => r.members.filter((m) => !gone.has(m.signPub)).map((m) => ({ roomId: r.room.id, ...m })))
+            .sort((a, b) => byString<Member>((m) => m.roomId)(a, b) || byString<Member>((m) => m.signPub)(a, b)),
+          sealedKeys: sealedKeys.sort(
+            (a, b) =>
+              byString<SealedKey>((k) => k.roomId)(a, b) ||
+              a.epoch - b.epoch ||
+              byString<SealedKey>((k) => k.signPub)(a, b),
+          ),
+          invites: invites.map((x) => x.value).sort(byString((x) => x.tokenHash)),
+        };
+      },
+      opts.timeoutMs,
+    );
   }
 
   /** Pause before a broken watch is made again (the cluster may be electing a leader). */

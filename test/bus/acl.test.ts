@@ -163,6 +163,62 @@ t.test("add and remove members on live connections", async (t) => {
   t.ok(await bus.store.isAuthorized(bob.signPub), "bob is still a user, just not in the room");
 });
 
+t.test("a member of hundreds of rooms: each reconnect holds exactly its rooms of that moment", async (t) => {
+  // The callout keeps each identity's encoded permission block between connects
+  // (lib/auth/user-jwt.ts): a removal must still take effect on the very next login, and
+  // one identity's block must never reach another's connection.
+  const bus = await testBus(t);
+  const root = await member(bus, "root", "admin");
+  const alice = await member(bus, "alice");
+  const mallory = await member(bus, "mallory");
+  const rooms: Room[] = [];
+  for (let i = 0; i < 300; i++) {
+    const id = `acl${i.toString(16).padStart(21, "0")}`;
+    const room = await bus.store.createRoom({
+      id,
+      subject: `unibus.room.${id}`,
+      ownerSignPub: root.signPub,
+      encrypt: false,
+      persist: i % 2 === 0,
+      signMsgs: false,
+    });
+    await bus.store.addMember(id, { signPub: alice.signPub });
+    rooms.push(room);
+  }
+  const [first, last] = [rooms[0]!, rooms.at(-1)!];
+  const a = await client(t, bus, alice);
+  const aliceGot = collect(a.nc, last.subject);
+  await a.nc.flush();
+  a.nc.publish(last.subject, "in the 300th room");
+  await settle(a.nc);
+  t.same(aliceGot, ["in the 300th room"], "alice reaches her 300th room");
+
+  // mallory logs in right after alice: none of alice's rooms, not one
+  const m = await client(t, bus, mallory);
+  for (const room of [first, last]) await refusedSubscribe(t, m.nc, room.subject);
+  await t.rejects(
+    m.nc.request(`$JS.API.DIRECT.GET.ROOM_${first.id}`, JSON.stringify({ seq: 1 }), { timeout: 1000 }),
+    { message: /Permissions Violation for Publish/ },
+    "no history of alice's persisted room",
+  );
+
+  // alice is removed from the first room: her next login (the kick) no longer holds it
+  const kicked = nextReconnect(a.nc);
+  await api(t, bus, root).request("DELETE", `/v1/rooms/${first.id}/members/${alice.signPub}`);
+  await within(kicked, "alice's reconnect after removal");
+  await refusedSubscribe(t, a.nc, first.subject);
+  await t.rejects(
+    a.nc.request(`$JS.API.DIRECT.GET.ROOM_${first.id}`, JSON.stringify({ seq: 1 }), { timeout: 1000 }),
+    { message: /Permissions Violation for Publish/ },
+    "no history of the room she left",
+  );
+  const stillGot = collect(a.nc, last.subject);
+  await a.nc.flush();
+  a.nc.publish(last.subject, "still here");
+  await settle(a.nc);
+  t.same(stillGot, ["still here"], "the other 299 rooms stay");
+});
+
 t.test("a revoked user's live connection is closed and every reconnect is denied", async (t) => {
   const bus = await testBus(t);
   const admin = await member(bus, "root", "admin");

@@ -4,7 +4,6 @@
 import fs from "node:fs";
 import path from "node:path";
 import t from "tap";
-import { loadOrCreateServiceKeys } from "../../lib/auth/service-keys.ts";
 import { startCluster } from "../../lib/bus/cluster.ts";
 import { learnFreeRoutePorts } from "../../lib/bus/cluster-plan.ts";
 import { ClusterNotReadyError, waitForMetaGroup } from "../../lib/bus/cluster-ready.ts";
@@ -13,24 +12,10 @@ import { connect } from "../../lib/client/connect.ts";
 import { createIdentity } from "../../lib/crypto/identity.ts";
 import { silentLogger } from "../../lib/log/index.ts";
 import { isProcessAlive } from "../../lib/nats/index.ts";
-import { loadOrCreateCa } from "../../lib/tls/index.ts";
 import { runCli, upJson } from "../helpers/cli.ts";
 import { tempDir } from "../helpers/fs.ts";
+import { sharedSecrets } from "../helpers/machines.ts";
 import { NATS_SERVER } from "../helpers/nats.ts";
-
-/** `unibus up --json …` as a child process; resolves with its ready line. */
-/** What an operator does once: one CA and one set of service keys, copied (0600) to every machine's data dir. */
-async function sharedSecrets(dirs: string[]): Promise<void> {
-  await loadOrCreateCa(path.join(dirs[0]!, "tls"));
-  await loadOrCreateServiceKeys(dirs[0]!);
-  for (const d of dirs.slice(1)) {
-    fs.mkdirSync(path.join(d, "tls"), { recursive: true, mode: 0o700 });
-    for (const f of ["tls/ca.pem", "tls/ca-key.pem", "service-keys.json"]) {
-      fs.copyFileSync(path.join(dirs[0]!, f), path.join(d, f));
-      fs.chmodSync(path.join(d, f), 0o600);
-    }
-  }
-}
 
 t.test("unibus up --cluster 3 --json prints one ready line with every node's URLs", async (t) => {
   const dataDir = path.join(t.testdir(), "bus");

@@ -147,6 +147,17 @@ t.test("three nodes: form, serve from any node, survive a SIGKILL, rejoin, stop 
   };
   const stream = jsz.account_details?.flatMap((a) => a.stream_detail ?? []).find((d) => d.name === `ROOM_${kept.id}`);
   t.equal(stream?.config?.num_replicas, 3, "the room stream has 3 replicas");
+  // Acknowledged publishes through node 3 into the R3 stream: each PubAck is checked by a
+  // read-back that any replica may answer, one that has not applied the message yet too.
+  const bobKept = await bob.c.openRoom(kept.id);
+  const items = Array.from({ length: 50 }, (_, i) => `acked-${i}`);
+  const acks = await bobKept.publishMany(items, { ack: true });
+  t.same(
+    acks.map((a) => a.seq),
+    items.map((_, i) => i + 2),
+    "every item acknowledged, in order",
+  );
+  t.equal((await bobKept.publish("one more", { ack: true })).seq, 52, "and a single one");
 
   // A kick makes a client reconnect to any node it knows, so who sits where is only
   // known now: the node carol (connected with every URL) is on is the one that crashes.

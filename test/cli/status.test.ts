@@ -30,9 +30,12 @@ t.test("a healthy bus: exit 0 with nodes, versions, ports, connections and count
     unibusVersion: packageVersion(),
     natsUrls: ready.natsUrls,
     control: [{ url: ready.controlUrls[0], healthy: true, health: "ok" }],
-    counts: { users: 1, activeUsers: 1, admins: 1, rooms: 0, invites: 1, openInvites: 1 },
+    counts: { users: 1, activeUsers: 1, admins: 1, rooms: 0, members: 0, invites: 1, openInvites: 1 },
     problems: [],
   });
+  // A bus alone: no routes, nothing derived, no readiness of a member, no cluster-wide stream view.
+  for (const key of ["derived", "readiness", "streams"]) t.notOk(key in s, `no ${key}`);
+  t.notOk(s.control[0]?.routes, "no routes");
   t.equal(s.nodes.length, 1);
   const node = s.nodes[0]!;
   t.match(node, {
@@ -56,6 +59,8 @@ t.test("a healthy bus: exit 0 with nodes, versions, ports, connections and count
   t.match(text, new RegExp(`ports: +client ${natsPort}, monitor \\d+`));
   t.match(text, /users: +1 \(1 active, 1 admin\)/);
   t.match(text, /invites: +1 \(1 open\)/);
+  t.match(text, /rooms: +0 \(0 members\)/);
+  t.notMatch(text, /routes:|replication \(|up said:/, "nothing of a cluster member");
 
   // doctor against the running bus: its own ports are not a clash, and the clocks agree.
   const port = (u: string) => Number(new URL(u).port);

@@ -27,6 +27,7 @@ t.test("up --print-config shows every limit and where it came from", async (t) =
   t.same(settings.maxConnectionsPerIp, { value: 16, source: "flag" });
   t.same(settings.roomStorageBytes, { value: 4_294_967_296, source: "default" });
   t.same(settings.jetstreamMaxFileBytes, { value: null, source: "default" });
+  t.same(settings.routeWaitSeconds, { value: 30, source: "default" });
 });
 
 t.test("up refuses a bad limit naming it, and a budget smaller than one room's cap", async (t) => {
@@ -38,6 +39,10 @@ t.test("up refuses a bad limit naming it, and a budget smaller than one room's c
   t.not(budget.code, 0);
   t.match(budget.stderr, /roomStorageBytes \(1048576\) must be at least roomMaxBytes/);
   t.equal(budget.stdout, "");
+  const wait = await runCli(["up", "--route-wait-seconds", "-1", "--data-dir", path.join(dir, "c")]);
+  t.not(wait.code, 0);
+  t.match(wait.stderr, /--route-wait-seconds="-1" must be an integer from 0/);
+  t.notOk(fs.existsSync(path.join(dir, "c", "run.json")), "nothing started");
 });
 
 t.test("a bus started by up runs under the limits it was given", async (t) => {

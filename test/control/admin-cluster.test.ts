@@ -44,7 +44,9 @@ t.test("each node reports itself in the meta group; the bucket leader reports it
   t.same(new Set(names).size, 3, "three different nodes answered, each about itself");
   for (const r of all) {
     t.equal(r.health.ok, true, `${r.node.name}: healthy`);
-    t.match(r.health.parts, { nats: "up", store: "up", replay: "up" }, `${r.node.name}: its parts`);
+    t.match(r.health.parts, { nats: "up", store: "up", replay: "up", routes: "up" }, `${r.node.name}: its parts`);
+    t.match(r.health.routes, { planned: 2, quorum: true, missing: [] }, `${r.node.name}: routed to both peers`);
+    t.same(r.health.routes?.connected, names.filter((n) => n !== r.node.name).sort(), `${r.node.name}: by name`);
     t.match(r.node.jetstream?.meta, { size: 3, leader: /.+/ }, `${r.node.name}: in a meta group of three`);
   }
   const users = all

@@ -1,13 +1,15 @@
 // `unibus backup` / `unibus restore`: a backup taken while a writer runs restores into a
 // new data dir with the same users, rooms, members, sealed keys, history and blobs; a
 // partial or altered backup is refused with one line naming what is wrong.
+import crypto from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
-import { jetstreamManager } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import t, { type Test } from "tap";
 import { connectAsService } from "../../lib/auth/service-connection.ts";
 import { loadServiceKeys } from "../../lib/auth/service-keys.ts";
 import type { RoomMessage } from "../../lib/client/room.ts";
+import { encodeFrame } from "../../lib/crypto/frame.ts";
 import { createIdentity } from "../../lib/crypto/identity.ts";
 import { createBackup } from "../../lib/ops/backup.ts";
 import { BackupError, verifyBackup } from "../../lib/ops/backup-format.ts";
@@ -243,4 +245,51 @@ t.test("status and doctor notice a persisted room whose stream is missing", asyn
   const found = history(await runDoctor({ dataDir }));
   t.equal(found[0]?.level, "error");
   t.match(found[0]?.fix, /unibus restore/);
+});
+
+t.test("a room's history stops before a message of an epoch the store copy does not know", async (t) => {
+  const root = await tempDir(t, "backup-epoch");
+  const dataDir = path.join(root, "bus");
+  const bus = await testBus(t, { dataDir, natsServer: NATS_SERVER });
+  await writeRunInfo(dataDir, bus);
+  const alice = await member(bus, "alice", "admin");
+  const c = await client(t, bus, alice);
+  const room = await c.createRoom({ encrypt: true, persist: true });
+  for (let i = 0; i < 5; i++) await room.publish(`epoch 1 #${i}`);
+  await room.flush();
+  // What a rekey after the store copy leaves in the stream: a frame of an epoch (9) the
+  // copied store has no key for, then more messages (stored through JetStream, acked).
+  const keys = await loadServiceKeys(dataDir);
+  const nc = await connectAsService({ servers: [bus.natsUrl], caPem: bus.caPem, key: keys.app, name: "test" });
+  t.teardown(() => nc.close());
+  const js = jetstream(nc);
+  const future = encodeFrame({
+    roomId: room.id,
+    epoch: 9,
+    sender: alice,
+    plaintext: "rekeyed after the copy",
+    roomKey: crypto.randomBytes(32),
+    sign: false,
+  });
+  await js.publish(room.subject, future);
+  await js.publish(
+    room.subject,
+    encodeFrame({ roomId: room.id, epoch: 1, sender: alice, plaintext: "x", sign: false }),
+  );
+
+  const lines: string[] = [];
+  const out = path.join(root, "backup");
+  const manifest = await createBackup({ dataDir, out, unibusVersion: "test", onProgress: (l) => lines.push(l) });
+  const s = manifest.streams[0]!;
+  t.same([s.messages, s.firstSeq, s.lastSeq], [5, 1, 5], "the five messages before it, nothing from it on");
+  t.ok(
+    lines.some(
+      (l) =>
+        l ===
+        `history: room ${room.id}: stopped at seq 6, a message of epoch 9 (rekeyed after the store copy; the store has epoch 1)`,
+    ),
+    "progress says where and why it stopped",
+  );
+  const saved = (await fs.readFile(path.join(out, s.file), "utf8")).trim().split("\n");
+  t.equal(saved.length, 5);
 });

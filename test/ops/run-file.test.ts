@@ -74,3 +74,26 @@ t.test("fields a run file lacks get their defaults", async (t) => {
     store: "sqlite",
   });
 });
+
+t.test("a member's readiness is read back as written; a malformed one is left out", async (t) => {
+  const base = { pid: process.ppid, natsUrls: [], controlUrls: [], monitorUrls: [] };
+  const readiness = {
+    state: "degraded",
+    since: "2026-12-02T12:00:00.000Z",
+    reason: "node n-c is routed to 0 of 2 peer(s)",
+  };
+  const dir = t.testdir({
+    good: { [RUN_FILE]: JSON.stringify({ ...base, readiness }) },
+    ready: { [RUN_FILE]: JSON.stringify({ ...base, readiness: { state: "ready", since: readiness.since } }) },
+    state: { [RUN_FILE]: JSON.stringify({ ...base, readiness: { ...readiness, state: "fine" } }) },
+    reason: { [RUN_FILE]: JSON.stringify({ ...base, readiness: { ...readiness, reason: 7 } }) },
+    since: { [RUN_FILE]: JSON.stringify({ ...base, readiness: { state: "ready" } }) },
+  });
+  t.same((await readRunInfo(path.join(dir, "good")))?.readiness, readiness);
+  t.same((await readRunInfo(path.join(dir, "ready")))?.readiness, { state: "ready", since: readiness.since });
+  for (const bad of ["state", "reason", "since"]) {
+    const run = await readRunInfo(path.join(dir, bad));
+    t.ok(run, `${bad}: the run file still reads`);
+    t.notOk(run && "readiness" in run, `${bad}: without the malformed readiness`);
+  }
+});

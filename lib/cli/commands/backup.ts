@@ -32,14 +32,23 @@ export function backupCommand(program: Command): void {
 export function restoreCommand(program: Command): void {
   program
     .command("restore")
-    .description("restore a backup into a new data dir, after checking it against its manifest")
+    .description(
+      "restore a backup into a new data dir, after checking it against its manifest (a KV cluster's: its keys first, then its state into the cluster started on them)",
+    )
     .argument("<backup>", "the directory `unibus backup` wrote")
-    .requiredOption("-d, --data-dir <dir>", "the new data dir (must not exist, or be empty)")
+    .requiredOption(
+      "-d, --data-dir <dir>",
+      "the new data dir (must not exist, or be empty); for a KV backup's second step, the data dir the restored cluster runs on",
+    )
     .option("--json", "print the restored manifest as one JSON object")
     .action(async (backup: string, opts: { dataDir: string; json?: boolean }) => {
       const manifest = await restoreBackup({ backup, dataDir: opts.dataDir, onProgress: progress });
       if (opts.json) return printJson({ dataDir: path.resolve(opts.dataDir), ...manifest });
       const c = manifest.counts;
+      if (manifest.next) {
+        process.stdout.write(`the CA and service keys are in ${path.resolve(opts.dataDir)}; ${manifest.next}\n`);
+        return;
+      }
       process.stdout.write(
         `restored ${c.users} users, ${c.rooms} rooms, ${c.messages} messages and ${c.blobs} blobs into ${path.resolve(opts.dataDir)}\n`,
       );

@@ -1,12 +1,11 @@
 import fs from "node:fs";
-import path from "node:path";
 import type { Command } from "commander";
 import { busLayout } from "../../bus/layout.ts";
 import { parseSignPub } from "../../crypto/identity.ts";
 import { ageText, bytesText, type RoomStreamDetail, roomStreams } from "../../ops/room-streams.ts";
 import { readRunInfo } from "../../ops/run-file.ts";
 import type { Room, Store } from "../../store/index.ts";
-import { CA_CERT_FILE } from "../../tls/ca.ts";
+import { clientCaFileSync } from "../../tls/rotation.ts";
 import { CliError, printJson, table } from "../output.ts";
 import { type StoreTargetOptions, storeTargetOptions, targetConfig, withStore } from "../store.ts";
 
@@ -107,7 +106,7 @@ export async function deleteRooms(target: StoreTargetOptions, store: Store, ids:
   const { dataDir } = targetConfig(target);
   const run = await readRunInfo(dataDir);
   const servers = target.server?.length ? target.server : (run?.natsUrls ?? []);
-  const caFile = target.ca ?? path.join(busLayout(dataDir, "").tlsDir, CA_CERT_FILE);
+  const caFile = target.ca ?? clientCaFileSync(busLayout(dataDir, "").tlsDir);
   const caPem = servers.length ? fs.readFileSync(caFile, "utf8") : undefined;
   // Loaded only when a room goes: it pulls in NATS and the blob store, which `user` commands otherwise never need.
   const { finishRoomDeletion } = await import("../../bus/room-cleanup.ts");

@@ -3,6 +3,7 @@
  * `BusHandle`, write the run file, say where to connect, and stop cleanly on a signal.
  */
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Command } from "commander";
 import {
   type BusHandle,
@@ -14,9 +15,10 @@ import {
   Unibus,
   UnibusCluster,
 } from "../../bus/index.ts";
+import { describeRoutes, mainRouteError, type RouteReport, routeErrorFix } from "../../bus/route-watch.ts";
 import { describeConfig, type ResolvedConfig, type UnibusConfig } from "../../config/index.ts";
 import { createLogger, type Logger } from "../../log/index.ts";
-import { removeRunInfo, runningPid, writeRunInfo } from "../../ops/run-file.ts";
+import { removeRunInfo, runInfoOf, runningPid, writeRunInfo } from "../../ops/run-file.ts";
 import { chooseStoreBackend } from "../../store/index.ts";
 import { CliError, printJson } from "../output.ts";
 import { configOption, resolveCommandConfig, settingOptions } from "../settings.ts";
@@ -54,10 +56,85 @@ async function runUp(opts: UpOptions, cmd: Command): Promise<void> {
   const bus = await startBus(cfg, dataDir, logger);
   running.bus = bus;
   exitWhenFailed(bus, dataDir);
-  await writeRunInfo(dataDir, bus);
+  const member = bus instanceof Unibus && isMember(cfg);
+  const routes = member ? await waitForRoutes(bus, cfg.routeWaitSeconds * 1000) : undefined;
   logger.level = readyLevel;
+  if (member && !allRouted(routes)) {
+    const reason = degradedReason(bus, routes);
+    await writeRunInfo(dataDir, { ...runInfoOf(bus), readiness: { state: "degraded", since: now(), reason } });
+    if (json) printJson({ ...readyLine(bus), event: "degraded", reason, ...(routes ? { routes } : {}) });
+    else process.stdout.write(`${degradedText(bus, reason, routes)}\n`);
+    void sayReadyOnceJoined(bus, dataDir, json);
+    return;
+  }
+  await writeRunInfo(dataDir, {
+    ...runInfoOf(bus),
+    ...(member ? { readiness: { state: "ready", since: now() } } : {}),
+  });
   if (json) printJson(readyLine(bus));
   else process.stdout.write(`${await readyText(bus)}\n`);
+}
+
+const now = () => new Date().toISOString();
+
+/** One bus with routes or a cluster name: a member of a cluster of machines. */
+function isMember(cfg: UnibusConfig): boolean {
+  return cfg.routes.length > 0 || cfg.clusterName !== undefined;
+}
+
+function allRouted(r: RouteReport | undefined): r is RouteReport {
+  return r !== undefined && r.connected.length >= r.planned;
+}
+
+/** Polls a member's routes until every planned peer is routed or `waitMs` is over; the last view (undefined: no answer). */
+async function waitForRoutes(bus: Unibus, waitMs: number): Promise<RouteReport | undefined> {
+  const deadline = performance.now() + waitMs;
+  for (;;) {
+    const report = await bus.routes();
+    if (allRouted(report) || performance.now() >= deadline || bus.state !== "running") return report;
+    await sleep(ROUTE_POLL_MS);
+  }
+}
+
+const ROUTE_POLL_MS = 250;
+/** After `degraded`, how often `up` looks again; the line `ready` follows within that of the last peer joining. */
+const REJOIN_POLL_MS = 1000;
+
+function degradedReason(bus: Unibus, routes: RouteReport | undefined): string {
+  if (!routes) return `node ${bus.serverName}: its nats-server's monitoring endpoint does not say how it is routed`;
+  const majority = routes.quorum
+    ? "it is in a majority and serves"
+    : "cut off from a majority: the replicated store and room history do not answer here";
+  return `node ${bus.serverName} is ${describeRoutes(routes)} (${majority})`;
+}
+
+function degradedText(bus: Unibus, reason: string, routes: RouteReport | undefined): string {
+  const fix = routes ? routeErrorFix(mainRouteError(routes)) : "see `unibus doctor`";
+  return [
+    `unibus is DEGRADED: ${reason}`,
+    `  fix:           ${fix}`,
+    `  NATS:          ${bus.natsUrls[0]}`,
+    `  control plane: ${bus.controlUrls[0]}`,
+    `  data dir:      ${bus.dataDir}`,
+    "",
+    "It keeps running and prints `unibus is up` once every peer is routed; `unibus status` shows it meanwhile.",
+  ].join("\n");
+}
+
+/** A degraded member keeps looking; once every peer is routed it says `ready` and updates the run file. */
+async function sayReadyOnceJoined(bus: Unibus, dataDir: string, json: boolean): Promise<void> {
+  for (;;) {
+    await sleep(REJOIN_POLL_MS);
+    if (bus.state !== "running") return;
+    if (!allRouted(await bus.routes())) continue;
+    // The line matters more than the file: a run file that cannot be rewritten keeps saying degraded.
+    await writeRunInfo(dataDir, { ...runInfoOf(bus), readiness: { state: "ready", since: now() } }).catch(
+      (err: Error) => process.stderr.write(`unibus: could not update the run file: ${err.message}\n`),
+    );
+    if (json) printJson(readyLine(bus));
+    else process.stdout.write(`${await readyText(bus)}\n`);
+    return;
+  }
 }
 
 /**
@@ -156,7 +233,7 @@ function clusterOptions(cfg: UnibusConfig, nodes: number, dataDir: string, logge
 }
 
 function nodeOptions(cfg: UnibusConfig, dataDir: string, logger: Logger): StartUnibusOptions {
-  const member = cfg.routes.length > 0 || cfg.clusterName !== undefined;
+  const member = isMember(cfg);
   return {
     ...(member ? memberOptions(cfg) : {}),
     store: chooseStoreBackend(cfg.store, member),
