@@ -7,6 +7,7 @@ export {
   type BusHandle,
   type BusState,
   ClusterNotReadyError,
+  type RestartOptions,
   type RouteReport,
   type StartClusterOptions,
   type StartUnibusOptions,

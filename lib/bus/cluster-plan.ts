@@ -57,6 +57,8 @@ export interface NodePorts {
 export interface NodeSpec {
   name: string;
   ports: NodePorts;
+  /** The nats-server this node was last restarted on, when not the cluster's (an upgrade under way). */
+  natsServer?: string;
 }
 
 /** What the options come to, checked. */

@@ -12,7 +12,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { ConnectionRegistry, loadOrCreateServiceKeys, type ServiceKeys } from "../auth/index.ts";
 import { InvalidArgumentError, StateError } from "../errors.ts";
 import { type Logger, silentLogger } from "../log/index.ts";
-import { resolveNatsServer, type Watchdog } from "../nats/index.ts";
+import { checkNatsServer, resolveNatsServer, type Watchdog } from "../nats/index.ts";
 import { openStore, type StoreBackend } from "../store/index.ts";
 import { type CertificateAuthority, loadCaTrust, loadOrCreateCa, urlHost } from "../tls/index.ts";
 import {
@@ -32,6 +32,11 @@ import { type RoomStorageLimits, roomStorageOf } from "./streams.ts";
 import { Unibus } from "./unibus.ts";
 
 export type { StartClusterOptions } from "./cluster-plan.ts";
+
+export interface RestartOptions {
+  /** Path of the nats-server binary the node runs from now on (default: the one it ran). */
+  natsServer?: string;
+}
 
 /** What the nodes share, made once before any node races another to create it. */
 interface Shared {
@@ -145,11 +150,24 @@ export class UnibusCluster extends EventEmitter<ClusterEvents> implements BusHan
     await this.#nodes[i]!.kill();
   }
 
-  /** Starts node i again on the same ports and data; resolves when the cluster is ready again. */
-  async restart(i: number): Promise<Unibus> {
+  /**
+   * Starts node i again on the same ports and data; resolves when the cluster is ready again.
+   * `natsServer` restarts it on another nats-server binary, kept for its later restarts: an
+   * upgrade one node at a time. That binary is checked before the node is stopped, so a
+   * wrong path throws NatsBinaryError and leaves the node running.
+   */
+  async restart(i: number, opts: RestartOptions = {}): Promise<Unibus> {
     this.#checkIndex(i, "restart()");
+    const binary = opts.natsServer === undefined ? undefined : await checkNatsServer(opts.natsServer);
     const old = this.#nodes[i]!;
     await old.stop();
+    if (binary) {
+      this.#plan.nodes[i]!.natsServer = binary.path;
+      this.#log.info(
+        { component: "cluster", node: old.serverName, natsServer: binary.path, version: binary.version },
+        "node restarts on another nats-server",
+      );
+    }
     // The control port is pinned too: clients keep the URL they were given.
     const controlPort = Number(new URL(old.controlUrl).port);
     if (controlPort > 0) this.#plan.nodes[i]!.ports.control = controlPort;
@@ -276,7 +294,7 @@ export class UnibusCluster extends EventEmitter<ClusterEvents> implements BusHan
         monitoring: spec.ports.monitoring,
         websocket: spec.ports.websocket,
       },
-      natsServer: binary,
+      natsServer: spec.natsServer ?? binary,
       serverName: spec.name,
       logger: this.#log.child({ node: spec.name }),
       replicas: this.#plan.replicas,

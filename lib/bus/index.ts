@@ -3,7 +3,7 @@
  * behind `BusHandle`. The CLI and library users start buses through here.
  */
 
-export { startCluster, UnibusCluster } from "./cluster.ts";
+export { type RestartOptions, startCluster, UnibusCluster } from "./cluster.ts";
 export { learnFreeRoutePorts, MAX_NODES, type StartClusterOptions } from "./cluster-plan.ts";
 export { ClusterNotReadyError, jetStreamLeaders, type MetaStatus, metaStatus } from "./cluster-ready.ts";
 export type { BusHandle, BusHandleEvents, BusState, ClusterEvents, UnibusEvents } from "./handle.ts";

@@ -139,6 +139,10 @@ export async function probeNatsServer(file: string, env: NodeJS.ProcessEnv, logg
   }
   const version = parseNatsVersion(output);
   if (!version) return { ok: false, reason: `\`--version\` printed no version (${lastLine(output) || "nothing"})` };
+  // Any program prints a version (`node --version`: v24…): only nats-server names itself.
+  if (!/nats-server/i.test(output)) {
+    return { ok: false, reason: `is not nats-server (\`--version\` printed ${lastLine(output)})` };
+  }
   return { ok: true, version };
 }
 

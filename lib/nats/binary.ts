@@ -218,31 +218,55 @@ function sameLine(a: string, b: string): boolean {
 
 /** An explicit override is a promise from the user: if it is wrong, say so instead of guessing. */
 async function fromOverride(value: string, run: Run): Promise<ResolvedNatsServer> {
-  const file = path.resolve(value);
   const fix = `point UNIBUS_NATS_SERVER at a nats-server >= ${MIN_NATS_VERSION} binary with no refused advisory, or unset it to let unibus find one`;
+  const found = await checkBinary(value, `UNIBUS_NATS_SERVER=${value}`, fix, run);
+  if (run.want.exact && found.version !== run.want.exact) {
+    throw new NatsBinaryError(
+      `UNIBUS_NATS_SERVER=${value} is nats-server ${found.version}, not the requested ${run.want.exact}; unset it to fetch ${run.want.exact}`,
+    );
+  }
+  run.log.info({ path: found.path, version: found.version }, "using nats-server from UNIBUS_NATS_SERVER");
+  return { ...found, source: "env" };
+}
+
+/**
+ * One named binary, checked as `UNIBUS_NATS_SERVER` is: it exists, runs, and is a release
+ * unibus runs on. For a caller that picks the binary itself (a node restarted on another
+ * release during an upgrade). Throws NatsBinaryError saying what is wrong with it.
+ */
+export async function checkNatsServer(
+  file: string,
+  options: Pick<ResolveNatsOptions, "env" | "logger"> = {},
+): Promise<{ path: string; version: string }> {
+  const log = (options.logger ?? silentLogger).child({ component: "nats-binary" });
+  const run: Run = { env: options.env ?? process.env, log, cacheRoot: "", want: {}, findings: [] };
+  const fix = `give the path of a nats-server >= ${MIN_NATS_VERSION} binary with no refused advisory`;
+  return checkBinary(file, `nats-server ${file}`, fix, run);
+}
+
+/** `label` names the binary in the error (where it came from), `fix` says what to do instead. */
+async function checkBinary(
+  value: string,
+  label: string,
+  fix: string,
+  run: Run,
+): Promise<{ path: string; version: string }> {
+  const file = path.resolve(value);
   try {
     await stat(file);
   } catch {
-    throw new NatsBinaryError(`UNIBUS_NATS_SERVER=${value}: no such file; ${fix}`);
+    throw new NatsBinaryError(`${label}: no such file; ${fix}`);
   }
   if (!(await isExecutableFile(file))) {
-    throw new NatsBinaryError(`UNIBUS_NATS_SERVER=${value} is not an executable file; ${fix}`);
+    throw new NatsBinaryError(`${label} is not an executable file; ${fix}`);
   }
   const probe = await probeNatsServer(file, run.env, run.log);
-  if (!probe.ok) throw new NatsBinaryError(`UNIBUS_NATS_SERVER=${value} ${probe.reason}; ${fix}`);
+  if (!probe.ok) throw new NatsBinaryError(`${label} ${probe.reason}; ${fix}`);
   const verdict = judgeNatsVersion(probe.version);
   if (!verdict.ok) {
-    throw new NatsBinaryError(
-      `UNIBUS_NATS_SERVER=${value} is nats-server ${probe.version}, which ${verdict.reason}; ${fix}`,
-    );
+    throw new NatsBinaryError(`${label} is nats-server ${probe.version}, which ${verdict.reason}; ${fix}`);
   }
-  if (run.want.exact && probe.version !== run.want.exact) {
-    throw new NatsBinaryError(
-      `UNIBUS_NATS_SERVER=${value} is nats-server ${probe.version}, not the requested ${run.want.exact}; unset it to fetch ${run.want.exact}`,
-    );
-  }
-  run.log.info({ path: file, version: probe.version }, "using nats-server from UNIBUS_NATS_SERVER");
-  return { path: file, version: probe.version, source: "env" };
+  return { path: file, version: probe.version };
 }
 
 /** The highest cached version the caller wants that still runs. The cache wins over PATH. */

@@ -2,6 +2,7 @@
 
 export type { NatsBinarySource, NatsInstallProgress, ResolvedNatsServer, ResolveNatsOptions } from "./binary.ts";
 export {
+  checkNatsServer,
   compareVersions,
   installNatsServer,
   MIN_NATS_VERSION,

@@ -19,8 +19,8 @@ export class RefusalWindow {
   longestMs = 0;
   longestGapMs = 0;
   refused = 0;
-  /** Why each refused attempt failed, where the loop records it. */
-  reasons: string[] = [];
+  /** How many refusals gave each reason (the first line of the error). */
+  readonly reasons = new Map<string, number>();
   ok(): void {
     const now = performance.now();
     if (this.#since !== undefined) this.longestMs = Math.max(this.longestMs, now - this.#since);
@@ -28,9 +28,13 @@ export class RefusalWindow {
     this.#since = undefined;
     this.#lastOk = now;
   }
-  fail(reason?: string): void {
+  /** The load ended: a stretch still refused at the end counts too. */
+  end(): void {
+    if (this.#since !== undefined) this.longestMs = Math.max(this.longestMs, performance.now() - this.#since);
+  }
+  fail(reason = "no reason given"): void {
+    this.reasons.set(reason, (this.reasons.get(reason) ?? 0) + 1);
     this.refused++;
-    if (reason !== undefined) this.reasons.push(reason);
     this.#since ??= performance.now();
   }
 }
@@ -81,6 +85,7 @@ export function steadyLoad(opts: LoadOptions): Load {
     stop: async () => {
       running = false;
       await Promise.all(loops);
+      for (const w of [load.publishes, load.writes, load.logins]) w.end();
     },
   });
 }
@@ -95,9 +100,9 @@ async function publishLoop(opts: LoadOptions, load: Pick<Load, "acked" | "publis
       if ((ack.json() as { seq?: number }).seq) {
         load.acked.push(text);
         load.publishes.ok();
-      } else load.publishes.fail();
-    } catch {
-      load.publishes.fail();
+      } else load.publishes.fail("an answer without a sequence");
+    } catch (err) {
+      load.publishes.fail(reasonOf(err));
     }
     await sleep(20);
   }
@@ -113,13 +118,12 @@ async function writeLoop(opts: LoadOptions, load: Pick<Load, "written" | "writes
       try {
         await controls[(i + n) % controls.length]!.request("POST", "/v1/users", {
           signPub: id.signPub,
-          handle: `u${i}`,
+          // Unique across loads: a second load on the same bus must not collide with the first.
+          handle: `u${i}-${id.signPub.slice(0, 8)}`,
         });
         done = true;
       } catch (err) {
-        // this node refused: the next one is asked
-        const e = err as { code?: string; message?: string };
-        why.push(`${e.code ?? ""} ${e.message ?? String(err)}`.trim());
+        why.push(reasonOf(err)); // this node refused: the next one is asked
       }
     }
     if (done) {
@@ -148,9 +152,14 @@ async function loginLoop(opts: LoadOptions, load: Pick<Load, "logins" | "loginsO
       await opts.controls[node]!.request("GET", `/v1/users/${id.signPub}/rooms`);
       load.loginsOk++;
       load.logins.ok();
-    } catch {
-      load.logins.fail();
+    } catch (err) {
+      load.logins.fail(reasonOf(err));
     }
     await sleep(100);
   }
+}
+
+function reasonOf(err: unknown): string {
+  const e = err as { code?: string; message?: string };
+  return `${e.code ? `${e.code}: ` : ""}${String(e.message ?? err).split("\n")[0]}`;
 }

@@ -9,6 +9,7 @@ import { promisify } from "node:util";
 import t, { type Test } from "tap";
 import { ChecksumMismatchError, NatsBinaryError } from "../../lib/errors.ts";
 import {
+  checkNatsServer,
   compareVersions,
   FLOOR_NATS_VERSION,
   installNatsServer,
@@ -247,6 +248,32 @@ t.test("UNIBUS_NATS_SERVER pointing at a too-old or refused binary is an error",
   t.match(
     (adv as Error).message,
     /UNIBUS_NATS_SERVER=.* is nats-server 2\.11\.0, which is affected by security advisory GHSA-fhg8-qxh5-7q3w \(CVE-2025-30215: .*\); fixed in 2\.11\.1/,
+  );
+});
+
+t.test("a program that prints a version but is not nats-server is refused", async (t) => {
+  // `node --version` prints v24…, a version above the floor: the name is what tells them apart.
+  const err = await resolveNatsServer({
+    cacheDir: await tempDir(t),
+    network: false,
+    env: { PATH: "", UNIBUS_NATS_SERVER: process.execPath },
+  }).catch((e: unknown) => e);
+  t.type(err, NatsBinaryError);
+  t.match((err as Error).message, `UNIBUS_NATS_SERVER=${process.execPath} is not nats-server`);
+});
+
+t.test("checkNatsServer: one named binary, judged like UNIBUS_NATS_SERVER", async (t) => {
+  const good = await checkNatsServer(realBinary);
+  t.same(good, { path: path.resolve(realBinary), version: realVersion }, "a real one: its path and version");
+  const dir = await tempDir(t);
+  const missing = path.join(dir, "nats-server");
+  await t.rejects(checkNatsServer(missing), new RegExp(`nats-server ${missing}: no such file`));
+  await t.rejects(checkNatsServer(dir), NatsBinaryError, "a directory");
+  await t.rejects(checkNatsServer(process.execPath), /is not nats-server/, "another program");
+  await t.rejects(
+    checkNatsServer(path.join(await oldBinDir(t), "nats-server")),
+    /is nats-server 2\.9\.10, which is older than 2\.10\.0/,
+    "a release unibus does not run on",
   );
 });
 
