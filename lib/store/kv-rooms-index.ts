@@ -14,9 +14,9 @@
  * before the call is reflected, and a node without a quorum grants nothing. A watch that does not catch up within the
  * wait gives no answer, and the caller reads the records directly instead.
  */
-import type { KV, KvEntry } from "@nats-io/kv";
+import type { KvEntry } from "@nats-io/kv";
 import type { Logger } from "../log/index.ts";
-import { memberOf, type RoomRec } from "./kv-layout.ts";
+import { type KvView, memberOf, type RoomRec } from "./kv-layout.ts";
 import type { RoomRole } from "./types.ts";
 
 /** The barrier's marker key: its dot keeps it out of the room ids' shape (`[A-Za-z0-9_-]`). */
@@ -33,7 +33,7 @@ export class RoomIndex {
   /** Pause before a broken watch is made again (the cluster may be electing a leader). */
   static readonly REWATCH_MS = 250;
 
-  readonly #kv: KV;
+  readonly #kv: KvView;
   readonly #log: Logger;
   readonly #rooms = new Map<string, RoomRec>();
   readonly #byMember = new Map<string, Set<string>>();
@@ -48,7 +48,7 @@ export class RoomIndex {
   /** Bumped by #restart: entries of an older watch are no longer applied. */
   #generation = 0;
 
-  constructor(kv: KV, log: Logger) {
+  constructor(kv: KvView, log: Logger) {
     this.#kv = kv;
     this.#log = log;
   }

@@ -1,16 +1,20 @@
 /**
  * The Store over replicated JetStream KV buckets — the control plane of a cluster.
  *
- * Buckets (each `<prefix><name>`, prefix `unibus_` by default; layout in kv-layout.ts):
- *   users     <signPub>                      → UserRec (User, + `deleting` during deleteUser)
- *   handles   <hex(handle)>                  → HandleClaim   (handle uniqueness)
- *   rooms     <roomId>                       → RoomRec (Room + its members + commit/lock state)
- *   subjects  <hex(subject)>                 → SubjectClaim  (subject uniqueness)
- *   memberof  <signPub>.<roomId>             → "1"   (reverse index for deleteUser; listRoomsFor's fallback)
- *   keys      <roomId>.<signPub>.<epoch>     → the sealed room key (every epoch kept)
- *   invites   <id12>.<rest of tokenHash>     → Invite
- *             idx.id.<id12>                  → InviteIdIndex      (id uniqueness; cancel by id in one get)
- *             idx.handle.<hex(handle)>       → InviteHandleIndex  (the handle's newest invite)
+ * One bucket, `<prefix>users` (prefix `unibus_` by default), one section per kind of
+ * record (a key prefix; kv-layout.ts), so that every write waits on one Raft group:
+ *   <signPub>                               → UserRec (User, + `deleting` during deleteUser)
+ *   handles.<hex(handle)>                   → HandleClaim   (handle uniqueness)
+ *   rooms.<roomId>                          → RoomRec (Room + its members + commit/lock state)
+ *   subjects.<hex(subject)>                 → SubjectClaim  (subject uniqueness)
+ *   memberof.<signPub>.<roomId>             → "1"   (reverse index for deleteUser; listRoomsFor's fallback)
+ *   keys.<roomId>.<signPub>.<epoch>         → the sealed room key (every epoch kept)
+ *   invites.<id12>.<rest of tokenHash>      → Invite
+ *   invites.idx.id.<id12>                   → InviteIdIndex      (id uniqueness; cancel by id in one get)
+ *   invites.idx.handle.<hex(handle)>        → InviteHandleIndex  (the handle's newest invite)
+ * The code below sees each section as a bucket of its own (`this.#b.rooms`, ...); a store
+ * of the previous layout, a bucket per section, is moved into the one bucket at open
+ * (kv-relayout.ts), or read as it is by the admin CLI's binding.
  *
  * There are no multi-key transactions in KV, so every multi-key write has ONE commit
  * point — a single compare-and-swap on one record — and everything else is either
@@ -71,15 +75,17 @@ import { type Logger, silentLogger } from "../log/index.ts";
 import { InviteRefusedError } from "./errors.ts";
 import { isCasFailure } from "./kv-cas.ts";
 import {
-  BUCKETS,
   type Buckets,
   bucketName,
   byString,
+  controlBucketName,
   encodeJson,
   type HandleClaim,
   type InviteHandleIndex,
   type InviteIdIndex,
+  type KvView,
   key,
+  LEGACY_SECTIONS,
   listEntries,
   listKeys,
   live,
@@ -88,9 +94,11 @@ import {
   parseSealedKey,
   type RoomRec,
   type SubjectClaim,
+  sectionsOf,
   type UserRec,
 } from "./kv-layout.ts";
 import { bounded, bucketPrefixOf, Timeout } from "./kv-ops.ts";
+import { legacySections, relayout } from "./kv-relayout.ts";
 import { RoomIndex } from "./kv-rooms-index.ts";
 import {
   type ConsumeDecision,
@@ -210,24 +218,25 @@ export async function openKvStore(opts: KvStoreOptions): Promise<KvStore> {
         reconnectTimeWait: 250,
         timeout: openTimeoutMs,
       });
-      const kvm = new Kvm(jetstream(nc, { timeout: timeoutMs }));
+      const js = jetstream(nc, { timeout: timeoutMs });
+      const kvm = new Kvm(js);
+      const jsm = await js.jetstreamManager();
       const storage = opts.storage === "memory" ? "memory" : "file";
-      const opened = await Promise.all(
-        BUCKETS.map((b) =>
-          opts.bind
-            ? bindExisting(kvm, bucketName(prefix, b))
-            : kvm.create(bucketName(prefix, b), {
-                replicas,
-                history: 1,
-                storage,
-                allow_direct: false,
-                timeout: timeoutMs,
-              }),
-        ),
-      );
-      const buckets = Object.fromEntries(BUCKETS.map((b, i) => [b, opened[i]!])) as Buckets;
-      const actual = opts.bind ? (await buckets.users.status()).replicas : replicas;
-      logger.info({ component: "store", backend: "kv", prefix, replicas: actual }, "KV store open");
+      const name = controlBucketName(prefix);
+      const kv = opts.bind
+        ? await bindExisting(kvm, name)
+        : await kvm.create(name, { replicas, history: 1, storage, allow_direct: false, timeout: timeoutMs });
+      const legacy = await legacySections(jsm, prefix);
+      let buckets = sectionsOf(kv);
+      if (legacy.length > 0 && opts.bind) {
+        // A bus of the previous version keeps its store here: read it as it is, move nothing.
+        buckets = await legacyBuckets(kvm, prefix, kv);
+      } else if (legacy.length > 0) {
+        await relayout(kvm, jsm, prefix, legacy, buckets, logger);
+      }
+      const actual = opts.bind ? (await kv.status()).replicas : replicas;
+      const layout = opts.bind && legacy.length > 0 ? "bucket per kind" : "one bucket";
+      logger.info({ component: "store", backend: "kv", prefix, replicas: actual, layout }, "KV store open");
       // A bus's store (not the admin CLI's one-shot binding) loads the rooms index now, so
       // the first connects do not wait for it — nor for a meta leader to place its watch.
       const watchRooms = !opts.bind;
@@ -243,6 +252,12 @@ export async function openKvStore(opts: KvStoreOptions): Promise<KvStore> {
       { cause: err },
     );
   }
+}
+
+/** The previous layout's buckets, bound as they are (users is `kv`, already open). */
+async function legacyBuckets(kvm: Kvm, prefix: string, kv: KV): Promise<Buckets> {
+  const opened = await Promise.all(LEGACY_SECTIONS.map((b) => bindExisting(kvm, bucketName(prefix, b))));
+  return { users: kv, ...Object.fromEntries(LEGACY_SECTIONS.map((b, i) => [b, opened[i]!])) } as unknown as Buckets;
 }
 
 /** Binds to a bucket that must exist: its status is read once, so a missing one fails here, named. */
@@ -336,16 +351,16 @@ export class KvStore implements Store {
 
   /** The replication state of each bucket (for the CLI to print after a write). */
   async replicationState(): Promise<BucketReplication[]> {
-    return this.#run("replicationState", async () =>
-      Promise.all(
-        BUCKETS.map(async (b) => {
-          const st = await this.#b[b].status();
-          const cl = st.streamInfo.cluster;
-          const current = (cl?.leader ? 1 : 0) + (cl?.replicas ?? []).filter((r) => r.current).length;
-          return { bucket: st.bucket, replicas: st.replicas, current: cl ? current : 1 };
-        }),
-      ),
-    );
+    return this.#run("replicationState", async () => {
+      // The sections of one bucket share its status; the previous layout's buckets each have their own.
+      const all = await Promise.all(Object.values(this.#b).map((b) => b.status()));
+      const seen = new Map(all.map((st) => [st.bucket, st]));
+      return [...seen.values()].map((st) => {
+        const cl = st.streamInfo.cluster;
+        const current = (cl?.leader ? 1 : 0) + (cl?.replicas ?? []).filter((r) => r.current).length;
+        return { bucket: st.bucket, replicas: st.replicas, current: cl ? current : 1 };
+      });
+    });
   }
 
   /**
@@ -400,7 +415,7 @@ export class KvStore implements Store {
     if (Date.now() > ctx.deadline) throw new Timeout("deadline passed while retrying");
   }
 
-  async #get<T>(kv: KV, k: string): Promise<{ value: T; revision: number } | undefined> {
+  async #get<T>(kv: KvView, k: string): Promise<{ value: T; revision: number } | undefined> {
     const e = live(await kv.get(k));
     return e === null ? undefined : { value: parse<T>(e.value), revision: e.revision };
   }

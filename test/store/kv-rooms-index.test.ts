@@ -5,7 +5,7 @@ import { connect } from "@nats-io/transport-node";
 import t, { type Test } from "tap";
 import { silentLogger } from "../../lib/log/index.ts";
 import { type KvStore, openKvStore } from "../../lib/store/index.ts";
-import { encodeJson, key, type RoomRec } from "../../lib/store/kv-layout.ts";
+import { encodeJson, key, type RoomRec, sectionsOf } from "../../lib/store/kv-layout.ts";
 import { RoomIndex } from "../../lib/store/kv-rooms-index.ts";
 import { startJetStream } from "../helpers/nats.ts";
 import { newUser, roomInput } from "./context.ts";
@@ -117,8 +117,8 @@ t.test("RoomIndex gives no answer rather than a stale one", async (t) => {
   const r = await store.createRoom(roomInput(owner, { encrypt: false, ownerSealedKey: null }));
   const conn = await connect({ servers: url });
   t.teardown(() => conn.close());
-  const kv = await new Kvm(jetstream(conn)).open(`${bucketPrefix}rooms`);
-  const index = new RoomIndex(kv, silentLogger);
+  const kv = await new Kvm(jetstream(conn)).open(`${bucketPrefix}users`);
+  const index = new RoomIndex(sectionsOf(kv).rooms, silentLogger);
   t.equal(await index.roomsOf(owner.signPub, 1, 50), undefined, "not started: no answer");
   index.start();
   const seq = await index.barrier();
@@ -144,12 +144,14 @@ t.test("a rooms bucket made anew (restored, recreated) drops what the index held
   // The bucket's stream is deleted and made again, empty: its sequence starts over.
   const conn = await connect({ servers: url });
   t.teardown(() => conn.close());
-  const name = `${a.bucketPrefix}rooms`;
+  const name = `${a.bucketPrefix}users`;
   const jsm = await jetstreamManager(conn);
   const { config } = await jsm.streams.info(`KV_${name}`);
   await jsm.streams.delete(`KV_${name}`);
   await jsm.streams.add(config);
   t.same(await a.listRoomsFor(owner.signPub), [], "the room of the old stream is not granted");
+  // Users live in the same bucket: the owner went with it.
+  await b.addUser({ signPub: owner.signPub, kexPub: owner.kexPub, handle: owner.handle, role: owner.role });
   const again = await b.createRoom(roomInput(owner, { encrypt: false, ownerSealedKey: null }));
   t.same(ids(await a.listRoomsFor(owner.signPub)), [again.id], "and the new stream is indexed");
 });
