@@ -99,7 +99,7 @@ import {
 } from "./kv-layout.ts";
 import { bounded, bucketPrefixOf, Timeout } from "./kv-ops.ts";
 import { legacySections, relayout } from "./kv-relayout.ts";
-import { RoomIndex } from "./kv-rooms-index.ts";
+import { bucketSource, type Indexed, type IndexSource, RoomIndex, roomsSource } from "./kv-rooms-index.ts";
 import {
   type ConsumeDecision,
   checkAddMember,
@@ -228,9 +228,11 @@ export async function openKvStore(opts: KvStoreOptions): Promise<KvStore> {
         : await kvm.create(name, { replicas, history: 1, storage, allow_direct: false, timeout: timeoutMs });
       const legacy = await legacySections(jsm, prefix);
       let buckets = sectionsOf(kv);
+      let index: IndexSource | undefined = bucketSource(kv);
       if (legacy.length > 0 && opts.bind) {
         // A bus of the previous version keeps its store here: read it as it is, move nothing.
         buckets = await legacyBuckets(kvm, prefix, kv);
+        index = undefined;
       } else if (legacy.length > 0) {
         await relayout(kvm, jsm, prefix, legacy, buckets, logger);
       }
@@ -240,7 +242,14 @@ export async function openKvStore(opts: KvStoreOptions): Promise<KvStore> {
       // A bus's store (not the admin CLI's one-shot binding) loads the rooms index now, so
       // the first connects do not wait for it — nor for a meta leader to place its watch.
       const watchRooms = !opts.bind;
-      return new KvStore(nc, owned, buckets, { timeoutMs, logger, replicas: actual, prefix, watchRooms });
+      return new KvStore(nc, owned, buckets, {
+        timeoutMs,
+        logger,
+        replicas: actual,
+        prefix,
+        watchRooms,
+        ...(index ? { index } : {}),
+      });
     });
   } catch (err) {
     if (owned && nc !== undefined && !nc.isClosed()) await nc.close().catch(() => {});
@@ -326,7 +335,15 @@ export class KvStore implements Store {
     nc: NatsConnection,
     owned: boolean,
     buckets: Buckets,
-    options: { timeoutMs: number; logger: Logger; replicas: number; prefix: string; watchRooms?: boolean },
+    options: {
+      timeoutMs: number;
+      logger: Logger;
+      replicas: number;
+      prefix: string;
+      watchRooms?: boolean;
+      /** What the index watches (default: the rooms bucket alone, as in the previous layout). */
+      index?: IndexSource;
+    },
   ) {
     this.#nc = nc;
     this.#owned = owned;
@@ -335,7 +352,7 @@ export class KvStore implements Store {
     this.#log = options.logger;
     this.replicas = options.replicas;
     this.bucketPrefix = options.prefix;
-    this.#roomIndex = new RoomIndex(buckets.rooms, options.logger);
+    this.#roomIndex = new RoomIndex(options.index ?? roomsSource(buckets.rooms), options.logger);
     if (options.watchRooms) this.#roomIndex.start();
   }
 
@@ -421,7 +438,34 @@ export class KvStore implements Store {
   }
 
   async #userRec(signPub: string): Promise<{ value: UserRec; revision: number } | undefined> {
-    return this.#get<UserRec>(this.#b.users, key.user(signPub));
+    return this.#orIndexed(
+      () => this.#get<UserRec>(this.#b.users, key.user(signPub)),
+      (seq, waitMs) => this.#roomIndex.userAt(signPub, seq, waitMs),
+    );
+  }
+
+  /**
+   * A direct read, or — when JetStream refuses it (no meta leader: every node answers a
+   * stream message get with "cluster not available" while the meta group elects, though
+   * the stream's leader is alive) — the same record from the index's watch, once it has
+   * applied a marker written now (kv-rooms-index.ts): as current as the direct read, and
+   * needing only the stream's leader. No answer from either: the direct read's error.
+   */
+  async #orIndexed<T>(
+    direct: () => Promise<Indexed<T> | undefined>,
+    indexed: (seq: number, waitMs: number) => Promise<Indexed<T> | null | undefined>,
+  ): Promise<Indexed<T> | undefined> {
+    try {
+      return await direct();
+    } catch (err) {
+      if (!(err instanceof JetStreamApiError) || this.#closed) throw err;
+      this.#roomIndex.start();
+      const seq = await this.#roomIndex.barrier();
+      const found = await indexed(seq, KvStore.ROOM_INDEX_WAIT_MS);
+      if (found === undefined) throw err;
+      this.#log.debug({ component: "store", code: err.code }, "direct read refused; answered from the index");
+      return found ?? undefined;
+    }
   }
 
   /** A user that exists and is not being deleted. */
@@ -431,7 +475,10 @@ export class KvStore implements Store {
   }
 
   async #roomRec(roomId: string): Promise<{ value: RoomRec; revision: number } | undefined> {
-    return this.#get<RoomRec>(this.#b.rooms, key.room(roomId));
+    return this.#orIndexed(
+      () => this.#get<RoomRec>(this.#b.rooms, key.room(roomId)),
+      (seq, waitMs) => this.#roomIndex.roomAt(roomId, seq, waitMs),
+    );
   }
 
   /** A committed room record. */

@@ -5,8 +5,8 @@ import { connect } from "@nats-io/transport-node";
 import t, { type Test } from "tap";
 import { silentLogger } from "../../lib/log/index.ts";
 import { type KvStore, openKvStore } from "../../lib/store/index.ts";
-import { encodeJson, key, type RoomRec, sectionsOf } from "../../lib/store/kv-layout.ts";
-import { RoomIndex } from "../../lib/store/kv-rooms-index.ts";
+import { encodeJson, key, type RoomRec } from "../../lib/store/kv-layout.ts";
+import { bucketSource, RoomIndex } from "../../lib/store/kv-rooms-index.ts";
 import { startJetStream } from "../helpers/nats.ts";
 import { newUser, roomInput } from "./context.ts";
 
@@ -118,7 +118,7 @@ t.test("RoomIndex gives no answer rather than a stale one", async (t) => {
   const conn = await connect({ servers: url });
   t.teardown(() => conn.close());
   const kv = await new Kvm(jetstream(conn)).open(`${bucketPrefix}users`);
-  const index = new RoomIndex(sectionsOf(kv).rooms, silentLogger);
+  const index = new RoomIndex(bucketSource(kv), silentLogger);
   t.equal(await index.roomsOf(owner.signPub, 1, 50), undefined, "not started: no answer");
   index.start();
   const seq = await index.barrier();
@@ -134,6 +134,40 @@ t.test("RoomIndex gives no answer rather than a stale one", async (t) => {
   t.same(await pending, [], "the deletion, once applied");
   index.stop();
   t.equal(await index.roomsOf(owner.signPub, 0, 50), undefined, "stopped: no answer");
+});
+
+// What the store reads when JetStream refuses a direct read (no meta leader; the fault
+// test kills one): users and room records, with the revision a compare-and-swap needs.
+t.test("RoomIndex keeps users and room records with their revisions, as of a barrier", async (t) => {
+  const bucketPrefix = prefix();
+  const store = await openKvStore({ servers: url, bucketPrefix, storage: "memory" });
+  t.teardown(() => store.close());
+  const conn = await connect({ servers: url });
+  t.teardown(() => conn.close());
+  const kv = await new Kvm(jetstream(conn)).open(`${bucketPrefix}users`);
+  const index = new RoomIndex(bucketSource(kv), silentLogger);
+  t.teardown(() => index.stop());
+  t.equal(await index.userAt("ab".repeat(32), 1, 50), undefined, "not started: no answer");
+  index.start();
+  const owner = await store.addUser(newUser("owner"));
+  const r = await store.createRoom(roomInput(owner, { encrypt: false, ownerSealedKey: null }));
+  let seq = await index.barrier();
+  const u = await index.userAt(owner.signPub, seq, 5000);
+  t.equal(u?.value.handle, "owner", "a user written before the barrier");
+  t.equal(u?.revision, (await kv.get(owner.signPub))?.revision, "with the revision to compare-and-swap against");
+  const room = await index.roomAt(r.id, seq, 5000);
+  t.equal(room?.value.committed, true);
+  t.equal(room?.revision, (await kv.get(`rooms.${r.id}`))?.revision);
+  t.equal(await index.userAt("cd".repeat(32), seq, 5000), null, "an unknown user: none (not 'no answer')");
+  t.equal(await index.roomAt("nope", seq, 5000), null);
+  await store.revokeUser(owner.signPub);
+  await store.deleteRoom(r.id);
+  seq = await index.barrier();
+  t.equal((await index.userAt(owner.signPub, seq, 5000))?.value.status, "revoked", "a revocation, once applied");
+  t.equal(await index.roomAt(r.id, seq, 5000), null, "a deletion, once applied");
+  await kv.put("handles.x", "{}");
+  t.equal(await index.userAt("handles.x", await index.barrier(), 5000), null, "other sections are not users");
+  t.equal(await index.userAt(owner.signPub, seq + 1000, 50), undefined, "a sequence it has not seen: no answer");
 });
 
 t.test("a rooms bucket made anew (restored, recreated) drops what the index held", async (t) => {
