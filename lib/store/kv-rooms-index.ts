@@ -98,6 +98,8 @@ export class RoomIndex {
   #generation = 0;
 
   #createdCheckedAt = 0;
+  /** The highest sequence a marker was acknowledged at (in the current stream). */
+  #acked = 0;
 
   constructor(src: IndexSource, log: Logger) {
     this.#src = src;
@@ -133,9 +135,13 @@ export class RoomIndex {
    * is then dropped and the watch made again, or old rooms would pass for current ones.
    */
   async barrier(): Promise<number> {
+    // A marker sent after another was acknowledged at sequence n lands above n in the same
+    // stream: a lower sequence means the stream started over. (Not compared with what the
+    // watch applied: writes after the marker may well be applied before its ack arrives.)
+    const before = this.#acked;
     const seq = await this.#src.kv.put(this.#src.barrierKey, EMPTY);
-    // A sequence below what the watch applied: the stream started over.
-    if (seq < this.#seq) this.#restart();
+    if (seq < before) this.#restart();
+    this.#acked = Math.max(this.#acked, seq);
     this.#checkCreated();
     return seq;
   }
@@ -244,6 +250,7 @@ export class RoomIndex {
     this.#users.clear();
     this.#byMember.clear();
     this.#seq = 0;
+    this.#acked = 0;
     this.#release(false);
     this.#iter?.stop();
   }
