@@ -23,13 +23,21 @@
  * available. For the same reason the marker is all a call costs: the stream's creation time
  * (which tells a recreated bucket) is read in the background, never on a caller's path.
  */
-import type { KvEntry } from "@nats-io/kv";
+import type { JetStreamManager, MsgRequest } from "@nats-io/jetstream";
 import type { Logger } from "../log/index.ts";
 import { type KvView, memberOf, type RoomRec, sectionPrefix, type UserRec } from "./kv-layout.ts";
 import type { RoomRole } from "./types.ts";
 
 /** The barrier's marker key in the rooms section: its dot keeps it out of the room ids' shape (`[A-Za-z0-9_-]`). */
 export const BARRIER_KEY = "_unibus.barrier";
+
+/** One change of a key, from the watch or read by sequence. */
+export interface Change {
+  key: string;
+  operation: "PUT" | "DEL" | "PURGE";
+  value: Uint8Array;
+  revision: number;
+}
 
 /** What the index watches, and how it tells the records apart. */
 export interface IndexSource {
@@ -40,16 +48,36 @@ export interface IndexSource {
   barrierKey: string;
   /** A key's record: a room's id, a user's key, or null (not indexed). */
   kind(key: string): { room: string } | { user: string } | null;
+  /**
+   * The bucket's first change at or after stream sequence `seq` (null: none), read without
+   * a consumer: how the index catches up while its watch is broken and cannot be made again.
+   */
+  next?: (seq: number) => Promise<Change | null>;
+}
+
+/** Reads a bucket's stream by sequence (STREAM.MSG.GET with next_by_subj: the stream leader answers, no consumer). */
+export function sequenceReader(jsm: JetStreamManager, bucket: string): (seq: number) => Promise<Change | null> {
+  const prefix = `$KV.${bucket}.`;
+  return async (seq) => {
+    // next_by_subj is in the server's API (2.10+), not in the client's request type.
+    const query = { seq, next_by_subj: `${prefix}>` } as unknown as MsgRequest;
+    const m = await jsm.streams.getMessage(`KV_${bucket}`, query);
+    if (m === null) return null;
+    const op = m.header?.get("KV-Operation");
+    const operation = op === "DEL" || op === "PURGE" ? op : "PUT";
+    return { key: m.subject.slice(prefix.length), operation, value: m.data, revision: m.seq };
+  };
 }
 
 /** The one-bucket layout: users (one-token keys) and the rooms section, from one watch on the bucket. */
-export function bucketSource(kv: KvView): IndexSource {
+export function bucketSource(kv: KvView, next?: (seq: number) => Promise<Change | null>): IndexSource {
   const rooms = sectionPrefix("rooms");
   return {
     kv,
     watch: ["*", `${rooms}>`],
     barrierKey: `${rooms}${BARRIER_KEY}`,
     kind: (k) => (k.startsWith(rooms) ? { room: k.slice(rooms.length) } : k.includes(".") ? null : { user: k }),
+    ...(next ? { next } : {}),
   };
 }
 
@@ -98,6 +126,11 @@ export class RoomIndex {
   #generation = 0;
 
   #createdCheckedAt = 0;
+  /** The catch-up by sequence in progress, and how far it must go. */
+  #catching: Promise<void> | undefined;
+  #catchTarget = 0;
+  /** The last revision applied per key (deletions included): an older change, from the watch after a catch-up, is skipped. */
+  readonly #revs = new Map<string, number>();
   /** The highest sequence a marker was acknowledged at (in the current stream). */
   #acked = 0;
 
@@ -167,13 +200,13 @@ export class RoomIndex {
 
   /** A user's record as of stream sequence `seq` or later (null: none); undefined when the watch does not reach `seq` within `waitMs`. */
   async userAt(signPub: string, seq: number, waitMs: number): Promise<Indexed<UserRec> | null | undefined> {
-    if (!this.hasUsers || !(await this.#reach(seq, waitMs))) return undefined;
+    if (!this.hasUsers || !(await this.#caughtUp(seq, waitMs))) return undefined;
     return this.#users.get(signPub) ?? null;
   }
 
   /** A room's record (committed or not) as of stream sequence `seq` or later; as userAt. */
   async roomAt(roomId: string, seq: number, waitMs: number): Promise<Indexed<RoomRec> | null | undefined> {
-    if (!(await this.#reach(seq, waitMs))) return undefined;
+    if (!(await this.#caughtUp(seq, waitMs))) return undefined;
     return this.#entries.get(roomId) ?? null;
   }
 
@@ -186,7 +219,7 @@ export class RoomIndex {
     seq: number,
     waitMs: number,
   ): Promise<Array<{ rec: RoomRec; role: RoomRole }> | undefined> {
-    if (!(await this.#reach(seq, waitMs))) return undefined;
+    if (!(await this.#caughtUp(seq, waitMs))) return undefined;
     const out: Array<{ rec: RoomRec; role: RoomRole }> = [];
     for (const id of this.#byMember.get(signPub) ?? []) {
       const rec = this.#rooms.get(id);
@@ -194,6 +227,40 @@ export class RoomIndex {
       if (rec !== undefined && m !== undefined) out.push({ rec, role: m.role });
     }
     return out;
+  }
+
+  /** Whether the index reaches `seq`: from the watch within `waitMs`, or else by reading the stream up to it. */
+  async #caughtUp(seq: number, waitMs: number): Promise<boolean> {
+    return (await this.#reach(seq, waitMs)) || (await this.#catchUp(seq));
+  }
+
+  /**
+   * Reads the changes the watch has not delivered, by sequence, up to `target`. A watch
+   * whose consumer lived on a node that died stays silent until a new consumer is placed,
+   * which needs the meta leader — if that node was it, 4-9 s. Reading by sequence needs
+   * only the stream's leader. One loop at a time serves every caller (the highest target).
+   */
+  async #catchUp(target: number): Promise<boolean> {
+    const next = this.#src.next;
+    if (next === undefined || this.#stopped || !this.#started) return false;
+    this.#catchTarget = Math.max(this.#catchTarget, target);
+    this.#catching ??= this.#catchLoop(next).finally(() => {
+      this.#catching = undefined;
+    });
+    await this.#catching.catch((err: unknown) =>
+      this.#log.debug({ err: (err as Error).message }, "the rooms index could not catch up by sequence"),
+    );
+    return this.#seq >= target;
+  }
+
+  async #catchLoop(next: (seq: number) => Promise<Change | null>): Promise<void> {
+    const generation = this.#generation;
+    while (this.#seq < this.#catchTarget && generation === this.#generation && !this.#stopped) {
+      const c = await next(this.#seq + 1);
+      if (c === null || generation !== this.#generation) return;
+      this.#apply(c);
+      this.#advance(c.revision); // even when skipped as old: the next read starts past it
+    }
   }
 
   #reach(seq: number, waitMs: number): Promise<boolean> {
@@ -248,6 +315,7 @@ export class RoomIndex {
     this.#rooms.clear();
     this.#entries.clear();
     this.#users.clear();
+    this.#revs.clear();
     this.#byMember.clear();
     this.#seq = 0;
     this.#acked = 0;
@@ -255,14 +323,16 @@ export class RoomIndex {
     this.#iter?.stop();
   }
 
-  #apply(e: KvEntry): void {
+  #apply(e: Change): void {
+    if ((this.#revs.get(e.key) ?? 0) >= e.revision) return; // applied already, or older than what was
+    this.#revs.set(e.key, e.revision);
     const kind = e.key === this.#src.barrierKey ? null : this.#src.kind(e.key);
     if (kind !== null && "user" in kind) this.#applyUser(kind.user, e);
     else if (kind !== null) this.#applyRoom(kind.room, e);
     this.#advance(e.revision);
   }
 
-  #parse<T>(e: KvEntry, what: string): T | undefined {
+  #parse<T>(e: Change, what: string): T | undefined {
     if (e.operation !== "PUT") return undefined;
     try {
       return JSON.parse(Buffer.from(e.value).toString("utf8")) as T;
@@ -272,13 +342,13 @@ export class RoomIndex {
     }
   }
 
-  #applyUser(signPub: string, e: KvEntry): void {
+  #applyUser(signPub: string, e: Change): void {
     const rec = this.#parse<UserRec>(e, "user");
     if (rec === undefined) this.#users.delete(signPub);
     else this.#users.set(signPub, { value: rec, revision: e.revision });
   }
 
-  #applyRoom(id: string, e: KvEntry): void {
+  #applyRoom(id: string, e: Change): void {
     const old = this.#rooms.get(id);
     const parsed = this.#parse<RoomRec>(e, "room");
     if (parsed === undefined) this.#entries.delete(id);

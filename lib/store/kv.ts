@@ -99,7 +99,14 @@ import {
 } from "./kv-layout.ts";
 import { bounded, bucketPrefixOf, Timeout } from "./kv-ops.ts";
 import { legacySections, relayout } from "./kv-relayout.ts";
-import { bucketSource, type Indexed, type IndexSource, RoomIndex, roomsSource } from "./kv-rooms-index.ts";
+import {
+  bucketSource,
+  type Indexed,
+  type IndexSource,
+  RoomIndex,
+  roomsSource,
+  sequenceReader,
+} from "./kv-rooms-index.ts";
 import {
   type ConsumeDecision,
   checkAddMember,
@@ -228,7 +235,7 @@ export async function openKvStore(opts: KvStoreOptions): Promise<KvStore> {
         : await kvm.create(name, { replicas, history: 1, storage, allow_direct: false, timeout: timeoutMs });
       const legacy = await legacySections(jsm, prefix);
       let buckets = sectionsOf(kv);
-      let index: IndexSource | undefined = bucketSource(kv);
+      let index: IndexSource | undefined = bucketSource(kv, sequenceReader(jsm, name));
       if (legacy.length > 0 && opts.bind) {
         // A bus of the previous version keeps its store here: read it as it is, move nothing.
         buckets = await legacyBuckets(kvm, prefix, kv);

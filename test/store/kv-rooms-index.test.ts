@@ -6,7 +6,7 @@ import t, { type Test } from "tap";
 import { silentLogger } from "../../lib/log/index.ts";
 import { type KvStore, openKvStore } from "../../lib/store/index.ts";
 import { encodeJson, key, type RoomRec } from "../../lib/store/kv-layout.ts";
-import { bucketSource, RoomIndex } from "../../lib/store/kv-rooms-index.ts";
+import { bucketSource, RoomIndex, sequenceReader } from "../../lib/store/kv-rooms-index.ts";
 import { startJetStream } from "../helpers/nats.ts";
 import { newUser, roomInput } from "./context.ts";
 
@@ -188,4 +188,42 @@ t.test("a rooms bucket made anew (restored, recreated) drops what the index held
   await b.addUser({ signPub: owner.signPub, kexPub: owner.kexPub, handle: owner.handle, role: owner.role });
   const again = await b.createRoom(roomInput(owner, { encrypt: false, ownerSealedKey: null }));
   t.same(ids(await a.listRoomsFor(owner.signPub)), [again.id], "and the new stream is indexed");
+});
+
+// A watch whose consumer lived on a node that died delivers nothing until a new consumer is
+// placed (which needs the meta leader). The index then reads the stream by sequence.
+t.test("with its watch silent, the index catches up by reading the stream by sequence", async (t) => {
+  const bucketPrefix = prefix();
+  const store = await openKvStore({ servers: url, bucketPrefix, storage: "memory" });
+  t.teardown(() => store.close());
+  const conn = await connect({ servers: url });
+  t.teardown(() => conn.close());
+  const name = `${bucketPrefix}users`;
+  const kv = await new Kvm(jetstream(conn)).open(name);
+  const silent = async () => ({ stop: () => {}, async *[Symbol.asyncIterator]() {} }) as never;
+  const muted = Object.assign(Object.create(kv) as typeof kv, { watch: silent });
+  const src = bucketSource(muted, sequenceReader(await jetstreamManager(conn), name));
+  const index = new RoomIndex(src, silentLogger);
+  t.teardown(() => index.stop());
+  index.start();
+  const owner = await store.addUser(newUser("owner"));
+  const bob = await store.addUser(newUser("bob"));
+  const r = await store.createRoom(roomInput(owner, { encrypt: false, ownerSealedKey: null }));
+  await store.addMember(r.id, { signPub: bob.signPub, role: "member", sealedKey: null });
+  let seq = await index.barrier();
+  t.same(
+    (await index.roomsOf(bob.signPub, seq, 50))?.map((x) => x.rec.room.id),
+    [r.id],
+    "bob's room, read by sequence",
+  );
+  t.equal((await index.userAt(owner.signPub, seq, 50))?.value.handle, "owner");
+  await store.removeMember(r.id, bob.signPub);
+  await store.revokeUser(bob.signPub);
+  seq = await index.barrier();
+  t.same(await index.roomsOf(bob.signPub, seq, 50), [], "the removal, read by sequence");
+  t.equal((await index.userAt(bob.signPub, seq, 50))?.value.status, "revoked", "the revocation too");
+  const noReader = new RoomIndex(bucketSource(muted), silentLogger);
+  t.teardown(() => noReader.stop());
+  noReader.start();
+  t.equal(await noReader.userAt(owner.signPub, await noReader.barrier(), 50), undefined, "without a reader: no answer");
 });
