@@ -26,6 +26,7 @@
 import type { JetStreamManager, MsgRequest } from "@nats-io/jetstream";
 import type { Logger } from "../log/index.ts";
 import { type KvView, memberOf, type RoomRec, sectionPrefix, type UserRec } from "./kv-layout.ts";
+import { bounded } from "./kv-ops.ts";
 import type { RoomRole } from "./types.ts";
 
 /** The barrier's marker key in the rooms section: its dot keeps it out of the room ids' shape (`[A-Za-z0-9_-]`). */
@@ -102,6 +103,9 @@ interface Waiter {
 export class RoomIndex {
   /** Pause before a broken watch is made again (the cluster may be electing a leader). */
   static readonly REWATCH_MS = 250;
+
+  /** Bound on one read of the catch-up by sequence. */
+  static readonly CATCH_UP_READ_MS = 500;
 
   /** How often the stream's creation time is read (in the background) to notice a recreated bucket. */
   static readonly CREATED_CHECK_MS = 5000;
@@ -256,7 +260,8 @@ export class RoomIndex {
   async #catchLoop(next: (seq: number) => Promise<Change | null>): Promise<void> {
     const generation = this.#generation;
     while (this.#seq < this.#catchTarget && generation === this.#generation && !this.#stopped) {
-      const c = await next(this.#seq + 1);
+      // Bounded: a read sent to a leader that just died gets no answer, and every caller waits on this loop.
+      const c = await bounded(RoomIndex.CATCH_UP_READ_MS, () => next(this.#seq + 1));
       if (c === null || generation !== this.#generation) return;
       this.#apply(c);
       this.#advance(c.revision); // even when skipped as old: the next read starts past it
