@@ -9,6 +9,7 @@ const all: Record<string, () => Promise<{ run: () => Promise<BenchResult> }>> = 
   connect: () => import("./connect.ts"),
   control: () => import("./control.ts"),
   messaging: () => import("./messaging.ts"),
+  hotpath: () => import("./hotpath.ts"),
   acl: () => import("./acl.ts"),
   cluster: () => import("./cluster.ts"),
   store: () => import("./store.ts"),
