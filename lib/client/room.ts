@@ -16,19 +16,24 @@ import os from "node:os";
 import path from "node:path";
 import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
 import {
+  clearFrameHeader,
   decryptBlob,
   encodeFrame,
   encryptBlob,
+  FRAME_HEADER_BYTES,
   type FrameFailureReason,
   type Identity,
   newRoomKey,
   type OpenedFrame,
   type OpenFrameResult,
+  openClearFrame,
   openFrame,
   openRoomKey,
   type ParsedFrame,
   parseFrame,
+  payloadBytes,
   sealRoomKey,
+  writeClearFrame,
 } from "../crypto/index.ts";
 import { ControlPlaneError, HistoryUnavailableError, InvalidArgumentError } from "../errors.ts";
 import type { BlobInfo, ControlClient } from "./control.ts";
@@ -214,6 +219,11 @@ export class Room {
   readonly #roster = new Roster();
   #discovering: Promise<void> | undefined;
   readonly #subs = new Set<Subscription>();
+  /** Cleartext unsigned rooms: the header of this client's frames and the epoch it is for. */
+  #clearHeader: Buffer | undefined;
+  #clearHeaderEpoch = -1;
+  /** What opening a frame needs of this room; one object, as the receive path reads it per frame. */
+  readonly #rules: { roomId: string; encrypted: boolean; requireSignature: boolean };
   /** Frames dropped, by reason. */
   readonly dropped: Record<string, number> = {};
 
@@ -230,6 +240,7 @@ export class Room {
     this.#outbox = outboxOf(deps.nc);
     this.#control = deps.control;
     this.#identity = deps.identity;
+    this.#rules = { roomId: this.id, encrypted: this.encrypt, requireSignature: this.signMsgs };
   }
 
   /** The owner's signing key, as this client last saw it (a transfer moves it). */
@@ -449,10 +460,19 @@ export class Room {
   /** Frames for `items` at the current epoch, queued at once while the room key is at hand. */
   #publish(items: ReadonlyArray<Uint8Array | string>, many: boolean): Promise<void> {
     const epoch = this.#epoch;
+    if (!this.encrypt && !this.signMsgs) {
+      try {
+        if (this.#publishClear(items, epoch, many)) return SENT;
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
     const roomKey = this.#ready.get(epoch);
     if (this.encrypt && !roomKey) return this.#publishAfterKey(items, epoch, many);
     try {
-      this.#outbox.push(this.subject, this.#frames(items, epoch, roomKey, many));
+      const frames = this.#frames(items, epoch, roomKey, many);
+      if (frames.length === 1) this.#outbox.pushOne(this.subject, frames[0]!);
+      else this.#outbox.push(this.subject, frames);
       return SENT;
     } catch (err) {
       return Promise.reject(err);
@@ -465,6 +485,53 @@ export class Room {
     this.#outbox.push(this.subject, this.#frames(items, epoch, roomKey, many));
   }
 
+  /**
+   * A cleartext unsigned room's frames, written straight into the connection's outbox:
+   * every item checked first (type, size), then each frame written in place. False when
+   * the connection has no such outbox (the caller then builds the frames).
+   */
+  #publishClear(items: ReadonlyArray<Uint8Array | string>, epoch: number, many: boolean): boolean {
+    if (this.#clearHeaderEpoch !== epoch) {
+      this.#clearHeader = clearFrameHeader(epoch, this.#identity);
+      this.#clearHeaderEpoch = epoch;
+    }
+    const header = this.#clearHeader!;
+    const clearSize = (item: unknown, i: number) => {
+      this.#checkItem(item, i, many);
+      const size = FRAME_HEADER_BYTES + payloadBytes(item as Uint8Array | string);
+      this.#checkSize(size, i, many);
+      return size;
+    };
+    const sizes = many ? items.map(clearSize) : [clearSize(items[0], 0)];
+    for (let i = 0; i < items.length; i++) {
+      const at = this.#outbox.reserve(this.subject, sizes[i]!);
+      if (at < 0) return false; // the first one: nothing was queued
+      writeClearFrame(this.#outbox.buffer, at, header, items[i]!, sizes[i]! - FRAME_HEADER_BYTES);
+    }
+    return true;
+  }
+
+  /** Throws InvalidArgumentError for an item that is not bytes or text. */
+  #checkItem(item: unknown, i: number, many: boolean): void {
+    if (typeof item !== "string" && !(item instanceof Uint8Array)) {
+      throw new InvalidArgumentError(
+        many ? "items" : "data",
+        `${many ? `item ${i}` : "the message"} is not a Uint8Array or a string${many ? "; nothing was sent" : ""}`,
+      );
+    }
+  }
+
+  /** Throws InvalidArgumentError for a frame larger than the server takes. */
+  #checkSize(frameSize: number, i: number, many: boolean): void {
+    const max = this.#nc.info?.max_payload ?? Number.POSITIVE_INFINITY;
+    if (frameSize > max) {
+      throw new InvalidArgumentError(
+        many ? "items" : "data",
+        `${many ? `item ${i}` : "the message"} makes a ${frameSize}-byte frame; the server takes at most ${max} bytes${many ? "; nothing was sent" : ""}`,
+      );
+    }
+  }
+
   /** Every item's frame, each checked against the server's payload limit before any is queued. */
   #frames(
     items: ReadonlyArray<Uint8Array | string>,
@@ -472,25 +539,14 @@ export class Room {
     roomKey: Uint8Array | undefined,
     many: boolean,
   ): Uint8Array[] {
-    const max = this.#nc.info?.max_payload ?? Number.POSITIVE_INFINITY;
-    const what = (i: number) => (many ? `item ${i}` : "the message");
-    const field = many ? "items" : "data";
-    const none = many ? "; nothing was sent" : "";
     return items.map((item, i) => {
-      if (typeof item !== "string" && !(item instanceof Uint8Array)) {
-        throw new InvalidArgumentError(field, `${what(i)} is not a Uint8Array or a string${none}`);
-      }
+      this.#checkItem(item, i, many);
       const frame = encodeFrame(
         roomKey
           ? { roomId: this.id, epoch, sender: this.#identity, plaintext: item, roomKey, sign: this.signMsgs }
           : { roomId: this.id, epoch, sender: this.#identity, plaintext: item, sign: this.signMsgs },
       );
-      if (frame.length > max) {
-        throw new InvalidArgumentError(
-          field,
-          `${what(i)} makes a ${frame.length}-byte frame; the server takes at most ${max} bytes${none}`,
-        );
-      }
+      this.#checkSize(frame.length, i, many);
       return frame;
     });
   }
@@ -520,6 +576,8 @@ export class Room {
     onDrop: ((d: DroppedFrame) => void) | undefined,
     seq?: number,
   ): RoomMessage | undefined | FrameWaiting {
+    const clear = openClearFrame(bytes, this.#rules);
+    if (clear) return roomMessage(clear, seq);
     const parsed = parseFrame(bytes);
     if (!parsed.ok) return this.#drop(dropOf(parsed), onDrop);
     const { result, memberChecked } = this.#openKnown(parsed);
@@ -574,7 +632,7 @@ export class Room {
   }
 
   #openOptions(roomKey: Uint8Array | ((epoch: number) => Uint8Array | undefined)) {
-    return { roomId: this.id, encrypted: this.encrypt, roomKey, requireSignature: this.signMsgs };
+    return { ...this.#rules, roomKey };
   }
 
   #knownMember(signPub: string, epoch: number): boolean {
