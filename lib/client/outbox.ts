@@ -147,7 +147,8 @@ export class Outbox {
     if (this.#end + len > this.#slab.length) this.#newSlab(len);
     const buf = this.#slab;
     let at = this.#end;
-    at += prefix.copy(buf, at);
+    buf.set(prefix, at);
+    at += prefix.length;
     at = writeDecimal(buf, at, size);
     buf[at++] = CRLF_0;
     buf[at++] = CRLF_1;

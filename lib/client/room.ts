@@ -496,18 +496,27 @@ export class Room {
       this.#clearHeaderEpoch = epoch;
     }
     const header = this.#clearHeader!;
-    const clearSize = (item: unknown, i: number) => {
-      this.#checkItem(item, i, many);
-      const size = FRAME_HEADER_BYTES + payloadBytes(item as Uint8Array | string);
-      this.#checkSize(size, i, many);
-      return size;
-    };
-    const sizes = many ? items.map(clearSize) : [clearSize(items[0], 0)];
+    if (!many) return this.#writeClear(header, items[0]!, this.#clearSize(items[0], 0, false));
+    const sizes = items.map((item, i) => this.#clearSize(item, i, true));
     for (let i = 0; i < items.length; i++) {
-      const at = this.#outbox.reserve(this.subject, sizes[i]!);
-      if (at < 0) return false; // the first one: nothing was queued
-      writeClearFrame(this.#outbox.buffer, at, header, items[i]!, sizes[i]! - FRAME_HEADER_BYTES);
+      if (!this.#writeClear(header, items[i]!, sizes[i]!)) return false; // the first one: nothing was queued
     }
+    return true;
+  }
+
+  /** The frame size of a checked item (InvalidArgumentError for one that is not bytes or text, or too large). */
+  #clearSize(item: unknown, i: number, many: boolean): number {
+    this.#checkItem(item, i, many);
+    const size = FRAME_HEADER_BYTES + payloadBytes(item as Uint8Array | string);
+    this.#checkSize(size, i, many);
+    return size;
+  }
+
+  /** Queues one checked cleartext frame, written in place; false when the outbox cannot (nothing queued). */
+  #writeClear(header: Buffer, item: Uint8Array | string, size: number): boolean {
+    const at = this.#outbox.reserve(this.subject, size);
+    if (at < 0) return false;
+    writeClearFrame(this.#outbox.buffer, at, header, item, size - FRAME_HEADER_BYTES);
     return true;
   }
 

@@ -291,7 +291,7 @@ export function writeClearFrame(
   payload: Uint8Array | string,
   size: number,
 ): void {
-  header.copy(buf, at);
+  buf.set(header, at);
   if (typeof payload === "string") buf.write(payload, at + FRAME_HEADER_BYTES, size, "utf8");
   else buf.set(payload, at + FRAME_HEADER_BYTES);
 }
