@@ -23,10 +23,11 @@ import { NatsServerProcess } from "../lib/nats/process.ts";
 import { fmt } from "./stats.ts";
 
 const SIZE = 256;
-const WARMUP = 5_000;
-const N1 = Number(process.env.HOTPATH_N1 ?? 5_000);
-const N2 = Number(process.env.HOTPATH_N2 ?? 25_000);
+const WARMUP = 3_000;
+const N1 = Number(process.env.HOTPATH_N1 ?? 3_000);
+const N2 = Number(process.env.HOTPATH_N2 ?? 13_000);
 const SUBJECT = "bench.hotpath";
+const BURST = 500;
 
 /** A control client that refuses: the hot path must never need one. */
 const noControl = new Proxy({} as ControlClient, {
@@ -66,9 +67,20 @@ async function child(url: string, lane: "raw" | "room", n: number): Promise<void
         ? sub.subscribe(SUBJECT, { callback: onMessage })
         : reader.subscribe({ callback: onMessage, maxPending: 4 * count });
     await sub.flush();
-    if (lane === "raw") for (let i = 0; i < count; i++) pub.publish(SUBJECT, payload);
-    else for (let i = 0; i < count; i++) await room.publish(payload);
+    // In bursts with a turn between them: under valgrind one long synchronous loop keeps
+    // the subscriber from reading past nats-server's write deadline (a slow consumer).
+    for (let i = 0; i < count; i += BURST) {
+      const end = Math.min(count, i + BURST);
+      if (lane === "raw") for (let j = i; j < end; j++) pub.publish(SUBJECT, payload);
+      else for (let j = i; j < end; j++) await room.publish(payload);
+      await new Promise((r) => setImmediate(r));
+    }
+    const stalled = setTimeout(() => {
+      console.error(`${lane}: ${count - got} of ${count} messages never arrived`);
+      process.exit(1);
+    }, 120_000);
     await done;
+    clearTimeout(stalled);
     s.unsubscribe();
   };
   await send(WARMUP);
