@@ -1,13 +1,15 @@
 // Instructions per message that a cleartext room adds to raw nats.js, counted by
-// valgrind (callgrind), which other load on the machine does not move. Only the
-// client's JavaScript path is compared: both lanes run on plain TCP to a bare
-// nats-server (no TLS, no login, so nothing waits on a handshake deadline under
-// valgrind), publisher and subscriber in one process, 256 B pipelined. The room is a
-// cleartext Room over that connection; nothing on its publish and receive path asks
-// the control plane (its client here refuses every request, so a call would show).
-// Each lane runs twice, with N1 and N2 messages after the same warm-up, so start-up
-// and compilation cancel out of (Ir2 - Ir1) / (N2 - N1).
-//
+// valgrind (callgrind). Only the client's JavaScript path is compared: both lanes run
+// on plain TCP to a bare nats-server (no TLS, no login, so nothing waits on a handshake
+// deadline under valgrind), publisher and subscriber in one process, 256 B pipelined.
+// The room is a cleartext Room over that connection; nothing on its publish and receive
+// path asks the control plane (its client here refuses every request, so a call would
+// show). Each lane runs twice, with N1 and N2 messages after the same warm-up, so
+// start-up and compilation cancel out of (Ir2 - Ir1) / (N2 - N1).
+// Not free of timing: how many messages arrive per socket read depends on how fast
+// nats-server (at native speed) and the client (under valgrind) run, and the same raw
+// lane has counted 11k and 20k instructions/msg in two runs. Compare a lane across
+// code versions over several runs, not one run's ratio.
 //   node bench/hotpath-instructions.ts     (valgrind on PATH; a few minutes)
 import { spawnSync } from "node:child_process";
 import crypto from "node:crypto";
