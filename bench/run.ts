@@ -10,6 +10,7 @@ const all: Record<string, () => Promise<{ run: () => Promise<BenchResult> }>> = 
   control: () => import("./control.ts"),
   messaging: () => import("./messaging.ts"),
   ack: () => import("./ack.ts"),
+  hotpath: () => import("./hotpath.ts"),
   acl: () => import("./acl.ts"),
   cluster: () => import("./cluster.ts"),
   store: () => import("./store.ts"),

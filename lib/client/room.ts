@@ -16,19 +16,24 @@ import os from "node:os";
 import path from "node:path";
 import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
 import {
+  clearFrameHeader,
   decryptBlob,
   encodeFrame,
   encryptBlob,
+  FRAME_HEADER_BYTES,
   type FrameFailureReason,
   type Identity,
   newRoomKey,
   type OpenedFrame,
   type OpenFrameResult,
+  openClearFrame,
   openFrame,
   openRoomKey,
   type ParsedFrame,
   parseFrame,
+  payloadBytes,
   sealRoomKey,
+  writeClearFrame,
 } from "../crypto/index.ts";
 import { ControlPlaneError, HistoryUnavailableError, InvalidArgumentError } from "../errors.ts";
 import { DEFAULT_ACK_TIMEOUT_MS, type PublishAck, publishAcked } from "./ack.ts";
@@ -229,6 +234,11 @@ export class Room {
   readonly #roster = new Roster();
   #discovering: Promise<void> | undefined;
   readonly #subs = new Set<Subscription>();
+  /** Cleartext unsigned rooms: the header of this client's frames and the epoch it is for. */
+  #clearHeader: Buffer | undefined;
+  #clearHeaderEpoch = -1;
+  /** What opening a frame needs of this room; one object, as the receive path reads it per frame. */
+  readonly #rules: { roomId: string; encrypted: boolean; requireSignature: boolean };
   /** Frames dropped, by reason. */
   readonly dropped: Record<string, number> = {};
 
@@ -245,6 +255,7 @@ export class Room {
     this.#outbox = outboxOf(deps.nc);
     this.#control = deps.control;
     this.#identity = deps.identity;
+    this.#rules = { roomId: this.id, encrypted: this.encrypt, requireSignature: this.signMsgs };
   }
 
   /** The owner's signing key, as this client last saw it (a transfer moves it). */
@@ -485,10 +496,19 @@ export class Room {
   /** Frames for `items` at the current epoch, queued at once while the room key is at hand. */
   #publish(items: ReadonlyArray<Uint8Array | string>, many: boolean): Promise<undefined> {
     const epoch = this.#epoch;
+    if (!this.encrypt && !this.signMsgs) {
+      try {
+        if (this.#publishClear(items, epoch, many)) return SENT;
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
     const roomKey = this.#ready.get(epoch);
     if (this.encrypt && !roomKey) return this.#publishAfterKey(items, epoch, many);
     try {
-      this.#outbox.push(this.subject, this.#frames(items, epoch, roomKey, many));
+      const frames = this.#frames(items, epoch, roomKey, many);
+      if (frames.length === 1) this.#outbox.pushOne(this.subject, frames[0]!);
+      else this.#outbox.push(this.subject, frames);
       return SENT;
     } catch (err) {
       return Promise.reject(err);
@@ -531,6 +551,62 @@ export class Room {
     return undefined;
   }
 
+  /**
+   * A cleartext unsigned room's frames, written straight into the connection's outbox:
+   * every item checked first (type, size), then each frame written in place. False when
+   * the connection has no such outbox (the caller then builds the frames).
+   */
+  #publishClear(items: ReadonlyArray<Uint8Array | string>, epoch: number, many: boolean): boolean {
+    if (this.#clearHeaderEpoch !== epoch) {
+      this.#clearHeader = clearFrameHeader(epoch, this.#identity);
+      this.#clearHeaderEpoch = epoch;
+    }
+    const header = this.#clearHeader!;
+    if (!many) return this.#writeClear(header, items[0]!, this.#clearSize(items[0], 0, false));
+    const sizes = items.map((item, i) => this.#clearSize(item, i, true));
+    for (let i = 0; i < items.length; i++) {
+      if (!this.#writeClear(header, items[i]!, sizes[i]!)) return false; // the first one: nothing was queued
+    }
+    return true;
+  }
+
+  /** The frame size of a checked item (InvalidArgumentError for one that is not bytes or text, or too large). */
+  #clearSize(item: unknown, i: number, many: boolean): number {
+    this.#checkItem(item, i, many);
+    const size = FRAME_HEADER_BYTES + payloadBytes(item as Uint8Array | string);
+    this.#checkSize(size, i, many);
+    return size;
+  }
+
+  /** Queues one checked cleartext frame, written in place; false when the outbox cannot (nothing queued). */
+  #writeClear(header: Buffer, item: Uint8Array | string, size: number): boolean {
+    const at = this.#outbox.reserve(this.subject, size);
+    if (at < 0) return false;
+    writeClearFrame(this.#outbox.buffer, at, header, item, size - FRAME_HEADER_BYTES);
+    return true;
+  }
+
+  /** Throws InvalidArgumentError for an item that is not bytes or text. */
+  #checkItem(item: unknown, i: number, many: boolean): void {
+    if (typeof item !== "string" && !(item instanceof Uint8Array)) {
+      throw new InvalidArgumentError(
+        many ? "items" : "data",
+        `${many ? `item ${i}` : "the message"} is not a Uint8Array or a string${many ? "; nothing was sent" : ""}`,
+      );
+    }
+  }
+
+  /** Throws InvalidArgumentError for a frame larger than the server takes. */
+  #checkSize(frameSize: number, i: number, many: boolean): void {
+    const max = this.#nc.info?.max_payload ?? Number.POSITIVE_INFINITY;
+    if (frameSize > max) {
+      throw new InvalidArgumentError(
+        many ? "items" : "data",
+        `${many ? `item ${i}` : "the message"} makes a ${frameSize}-byte frame; the server takes at most ${max} bytes${many ? "; nothing was sent" : ""}`,
+      );
+    }
+  }
+
   /** Every item's frame, each checked against the server's payload limit before any is queued. */
   #frames(
     items: ReadonlyArray<Uint8Array | string>,
@@ -538,25 +614,14 @@ export class Room {
     roomKey: Uint8Array | undefined,
     many: boolean,
   ): Uint8Array[] {
-    const max = this.#nc.info?.max_payload ?? Number.POSITIVE_INFINITY;
-    const what = (i: number) => (many ? `item ${i}` : "the message");
-    const field = many ? "items" : "data";
-    const none = many ? "; nothing was sent" : "";
     return items.map((item, i) => {
-      if (typeof item !== "string" && !(item instanceof Uint8Array)) {
-        throw new InvalidArgumentError(field, `${what(i)} is not a Uint8Array or a string${none}`);
-      }
+      this.#checkItem(item, i, many);
       const frame = encodeFrame(
         roomKey
           ? { roomId: this.id, epoch, sender: this.#identity, plaintext: item, roomKey, sign: this.signMsgs }
           : { roomId: this.id, epoch, sender: this.#identity, plaintext: item, sign: this.signMsgs },
       );
-      if (frame.length > max) {
-        throw new InvalidArgumentError(
-          field,
-          `${what(i)} makes a ${frame.length}-byte frame; the server takes at most ${max} bytes${none}`,
-        );
-      }
+      this.#checkSize(frame.length, i, many);
       return frame;
     });
   }
@@ -586,6 +651,8 @@ export class Room {
     onDrop: ((d: DroppedFrame) => void) | undefined,
     seq?: number,
   ): RoomMessage | undefined | FrameWaiting {
+    const clear = openClearFrame(bytes, this.#rules);
+    if (clear) return roomMessage(clear, seq);
     const parsed = parseFrame(bytes);
     if (!parsed.ok) return this.#drop(dropOf(parsed), onDrop);
     const { result, memberChecked } = this.#openKnown(parsed);
@@ -640,7 +707,7 @@ export class Room {
   }
 
   #openOptions(roomKey: Uint8Array | ((epoch: number) => Uint8Array | undefined)) {
-    return { roomId: this.id, encrypted: this.encrypt, roomKey, requireSignature: this.signMsgs };
+    return { ...this.#rules, roomKey };
   }
 
   #knownMember(signPub: string, epoch: number): boolean {

@@ -224,7 +224,7 @@ export function parseFrame(bytes: Uint8Array): ParseFrameResult {
   const encrypted = (flags & FLAG_ENCRYPTED) !== 0;
   const signed = (flags & FLAG_SIGNED) !== 0;
   const epoch = ((bytes[2]! << 24) | (bytes[3]! << 16) | (bytes[4]! << 8) | bytes[5]!) >>> 0;
-  const sender = Buffer.from(bytes.buffer, bytes.byteOffset + 6, 32).toString("hex");
+  const sender = senderHex(bytes);
   const min = frameOverhead(encrypted, signed);
   if (bytes.length < min) {
     return {
@@ -257,6 +257,77 @@ export function frameEpoch(bytes: Uint8Array): number | undefined {
     return undefined;
   }
   return ((bytes[2]! << 24) | (bytes[3]! << 16) | (bytes[4]! << 8) | bytes[5]!) >>> 0;
+}
+
+/**
+ * The 38-byte header of a cleartext unsigned frame at `epoch` by `sender`: what
+ * `writeClearFrame` puts before each payload. Throws InvalidArgumentError as
+ * `encodeFrame` does for a bad epoch or sender.
+ */
+export function clearFrameHeader(epoch: number, sender: FrameSender): Buffer {
+  checkEpoch(epoch);
+  const header = Buffer.alloc(FRAME_HEADER_BYTES);
+  header[0] = FRAME_VERSION;
+  header[1] = 0;
+  header.writeUInt32BE(epoch, 2);
+  senderBytes(sender).copy(header, 6);
+  return header;
+}
+
+/** Bytes of the payload as a frame carries it: its length, or the length of a string's UTF-8. */
+export function payloadBytes(payload: Uint8Array | string): number {
+  return typeof payload === "string" ? Buffer.byteLength(payload, "utf8") : payload.length;
+}
+
+/**
+ * Writes a cleartext unsigned frame — `header` (from `clearFrameHeader`) then the payload
+ * of `size` bytes (`payloadBytes`) — at `at` in `buf`: the bytes `encodeFrame` returns for
+ * it, without a buffer of its own. For a publisher that writes frames into a larger buffer.
+ */
+export function writeClearFrame(
+  buf: Buffer,
+  at: number,
+  header: Buffer,
+  payload: Uint8Array | string,
+  size: number,
+): void {
+  buf.set(header, at);
+  if (typeof payload === "string") buf.write(payload, at + FRAME_HEADER_BYTES, size, "utf8");
+  else buf.set(payload, at + FRAME_HEADER_BYTES);
+}
+
+/**
+ * `openFrame` for the common case of a cleartext room that does not require signatures,
+ * without building the parsed frame: the opened message of a cleartext unsigned frame,
+ * or undefined for every other frame (and in any other room), which the caller then
+ * gives to `openFrame` for the full checks. Never throws.
+ */
+export function openClearFrame(bytes: Uint8Array, opts: OpenFrameOptions): OpenedFrame | undefined {
+  if (opts.encrypted || opts.requireSignature) return undefined;
+  if (bytes.length < FRAME_HEADER_BYTES || bytes[0] !== FRAME_VERSION || bytes[1] !== 0) return undefined;
+  return {
+    ok: true,
+    plaintext: Buffer.from(bytes.subarray(FRAME_HEADER_BYTES)),
+    sender: senderHex(bytes),
+    epoch: ((bytes[2]! << 24) | (bytes[3]! << 16) | (bytes[4]! << 8) | bytes[5]!) >>> 0,
+    encrypted: false,
+    verified: false,
+  };
+}
+
+// A room's frames come from few senders, mostly one after another: the hex of the last
+// sender seen is reused while the next frame's 32 sender bytes are the same.
+let lastSender = Buffer.alloc(32);
+let lastSenderHex = lastSender.toString("hex");
+function senderHex(frame: Uint8Array): string {
+  for (let i = 0; i < 32; i++) {
+    if (frame[6 + i] !== lastSender[i]) {
+      lastSender = Buffer.from(frame.subarray(6, 38));
+      lastSenderHex = lastSender.toString("hex");
+      return lastSenderHex;
+    }
+  }
+  return lastSenderHex;
 }
 
 export interface OpenFrameOptions {

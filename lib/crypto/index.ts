@@ -17,14 +17,19 @@ export {
 export { ed25519PublicKey, verify } from "./ed25519.ts";
 export { writeFileAtomic } from "./files.ts";
 export {
+  clearFrameHeader,
   encodeFrame,
+  FRAME_HEADER_BYTES,
   type FrameFailure,
   type FrameFailureReason,
   type OpenedFrame,
   type OpenFrameResult,
+  openClearFrame,
   openFrame,
   type ParsedFrame,
   parseFrame,
+  payloadBytes,
+  writeClearFrame,
 } from "./frame.ts";
 export {
   createIdentity,

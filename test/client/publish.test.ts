@@ -3,8 +3,11 @@
 // close() never leave a frame behind, and a batch with one bad or oversized item sends
 // nothing. Receiving: frames open synchronously unless one waits for a request, and
 // then the frames after it wait too.
+import type { NatsConnection } from "@nats-io/transport-node";
 import t, { type Test } from "tap";
+import { Outbox } from "../../lib/client/outbox.ts";
 import type { Room } from "../../lib/client/room.ts";
+import { encodeFrame, FRAME_HEADER_BYTES } from "../../lib/crypto/frame.ts";
 import { InvalidArgumentError, StateError } from "../../lib/errors.ts";
 import { client, member, reconnected, testBus, user } from "../helpers/bus.ts";
 import { collector } from "../helpers/room.ts";
@@ -132,4 +135,109 @@ t.test("a received frame that waits for its key holds back the frames after it",
       [1, carol.id.signPub],
     ],
   );
+});
+
+// Cleartext unsigned rooms write their frames in place into the connection's outbox, as
+// NATS PUB commands handed to nats.js once per turn or per 32 KiB.
+
+t.test(
+  "cleartext frames on the wire are encodeFrame's bytes: empty, unicode, bytes, through publish and publishMany",
+  async (t) => {
+    const { alice, room, atBob } = await pair(t, false);
+    const wire: Uint8Array[] = [];
+    const raw = alice.c.nc.subscribe(room.subject, { callback: (_e, m) => void wire.push(m.data) });
+    await alice.c.nc.flush();
+    const items: Array<Uint8Array | string> = [
+      "",
+      new Uint8Array(0),
+      "héllo ✓ 🦄",
+      "a\ud800b",
+      Uint8Array.of(0, 255, 10, 13),
+    ];
+    for (const item of items) await room.publish(item);
+    await room.publishMany(items);
+    await room.flush();
+    t.equal(await atBob.until(10), 10);
+    const want = (p: Uint8Array | string) =>
+      Buffer.from(encodeFrame({ roomId: room.id, epoch: room.epoch, sender: alice.id, plaintext: p, sign: false }));
+    t.same(
+      wire.map((w) => Buffer.from(w)),
+      [...items, ...items].map(want),
+      "byte-identical frames, in order",
+    );
+    const asBytes = (p: Uint8Array | string) => Buffer.from(typeof p === "string" ? Buffer.from(p, "utf8") : p);
+    t.same(
+      atBob.got.map((m) => Buffer.from(m.data)),
+      [...items, ...items].map(asBytes),
+      "bob reads the payloads",
+    );
+    t.ok(atBob.got.every((m) => m.sender === alice.id.signPub && !m.verified && m.epoch === room.epoch));
+    raw.unsubscribe();
+  },
+);
+
+t.test(
+  "a cleartext frame exactly at the server's limit goes; one byte more is refused and nothing is sent",
+  async (t) => {
+    const { alice, room, atBob } = await pair(t, false);
+    const max = alice.c.nc.info!.max_payload;
+    const over = await room.publish(new Uint8Array(max - FRAME_HEADER_BYTES + 1)).catch((e: unknown) => e);
+    t.ok(over instanceof InvalidArgumentError);
+    t.match(over, {
+      field: "data",
+      message: new RegExp(`makes a ${max + 1}-byte frame; the server takes at most ${max}`),
+    });
+    const overMany = await room.publishMany(["ok", "x".repeat(max - FRAME_HEADER_BYTES + 1)]).catch((e: unknown) => e);
+    t.match(overMany, { field: "items", message: /item 1 .*nothing was sent/ });
+    const notBytes = await room.publish(7 as unknown as string).catch((e: unknown) => e);
+    t.match(notBytes, { field: "data", message: /not a Uint8Array or a string/ });
+    await room.publish("small before");
+    await room.publish(new Uint8Array(max - FRAME_HEADER_BYTES).fill(9));
+    await room.publish("small after");
+    await room.flush();
+    t.equal(await atBob.until(3, 20_000), 3);
+    t.same(
+      atBob.got.map((m) => m.data.length),
+      [12, max - FRAME_HEADER_BYTES, 11],
+      "only the three that fit, in order, the largest whole",
+    );
+    t.ok(atBob.got[1]!.data.every((b) => b === 9));
+  },
+);
+
+t.test("a burst far beyond the outbox's buffer keeps every frame and its order", async (t) => {
+  const { alice, room, atBob } = await pair(t, false);
+  const before = alice.c.nc.stats().outMsgs;
+  // one synchronous run: 3000 frames of ~300 B (several hand-offs and slabs), with a
+  // frame larger than a slab in the middle
+  const sent: string[] = [];
+  for (let i = 0; i < 3000; i++) {
+    const m = i === 1500 ? `big-${"b".repeat(200_000)}` : `m${i}-${"x".repeat(256)}`;
+    sent.push(m);
+    void room.publish(m);
+  }
+  await room.flush();
+  t.equal(await atBob.until(3000, 30_000), 3000);
+  t.same(atBob.texts(), sent, "every frame, in order");
+  t.equal(alice.c.nc.stats().outMsgs - before, 3000, "nats.js counts what the outbox handed it");
+});
+
+t.test("a connection without nats.js's protocol handler gets frames through nc.publish, in order", async (t) => {
+  const { alice, room, atBob } = await pair(t, false);
+  const nc = alice.c.nc;
+  // the same connection seen through only its public surface
+  const plain = {
+    publish: (s: string, d: Uint8Array) => nc.publish(s, d),
+    flush: () => nc.flush(),
+    isClosed: () => nc.isClosed(),
+  } as unknown as NatsConnection;
+  const box = new Outbox(plain);
+  t.equal(box.reserve(room.subject, 40), -1, "no in-place writing");
+  const frame = (p: string) =>
+    encodeFrame({ roomId: room.id, epoch: room.epoch, sender: alice.id, plaintext: p, sign: false });
+  box.pushOne(room.subject, frame("one"));
+  box.push(room.subject, [frame("two"), frame("three")]);
+  await box.flush();
+  t.equal(await atBob.until(3), 3);
+  t.same(atBob.texts(), ["one", "two", "three"]);
 });

@@ -1,15 +1,20 @@
 import fc from "fast-check";
 import t from "tap";
 import {
+  clearFrameHeader,
   encodeFrame,
   encodeFrameWithNonce,
   FLAG_SIGNED,
+  FRAME_HEADER_BYTES,
   type FrameSender,
   frameEpoch,
   frameOverhead,
   type OpenFrameOptions,
+  openClearFrame,
   openFrame,
   parseFrame,
+  payloadBytes,
+  writeClearFrame,
 } from "../../lib/crypto/frame.ts";
 import { createIdentity } from "../../lib/crypto/identity.ts";
 import { newRoomKey } from "../../lib/crypto/room-key.ts";
@@ -333,4 +338,88 @@ t.test("the caller's own mistakes throw InvalidArgumentError", async (t) => {
       openFrame(frame, { roomId: ROOM, encrypted: true, roomKey: () => new Uint8Array(16), requireSignature: false }),
     InvalidArgumentError,
   );
+});
+
+// The cleartext fast paths: a publisher writes frames in place (clearFrameHeader +
+// writeClearFrame), a cleartext room opens them without the general parse
+// (openClearFrame). Each must give exactly what encodeFrame / openFrame give.
+
+const CLEAR_PAYLOADS: Array<[string, Uint8Array | string]> = [
+  ["empty bytes", new Uint8Array(0)],
+  ["empty string", ""],
+  ["one byte", Uint8Array.of(0)],
+  ["256 random bytes", crypto.getRandomValues(new Uint8Array(256))],
+  ["unicode text", "héllo wörld ✓ 日本語 🦄"],
+  ["a lone surrogate (encoded as U+FFFD)", "a\ud800b"],
+  ["64 KiB", new Uint8Array(64 * 1024).fill(7)],
+];
+
+t.test("writeClearFrame writes encodeFrame's bytes in place, touching nothing around them", async (t) => {
+  const header = clearFrameHeader(7, alice);
+  for (const [name, payload] of CLEAR_PAYLOADS) {
+    const want = encodeFrame({ roomId: ROOM, epoch: 7, sender: alice, plaintext: payload, sign: false });
+    const size = payloadBytes(payload);
+    t.equal(FRAME_HEADER_BYTES + size, want.length, `${name}: size`);
+    const buf = Buffer.alloc(want.length + 10, 0xee);
+    writeClearFrame(buf, 5, header, payload, size);
+    t.same(buf.subarray(5, 5 + want.length), Buffer.from(want), `${name}: same bytes`);
+    t.ok(buf.subarray(0, 5).every((b) => b === 0xee) && buf.subarray(5 + want.length).every((b) => b === 0xee), name);
+  }
+});
+
+t.test("clearFrameHeader refuses what encodeFrame refuses", async (t) => {
+  for (const epoch of [-1, 1.5, 2 ** 32, Number.NaN]) {
+    t.throws(() => clearFrameHeader(epoch, alice), InvalidArgumentError, `epoch ${epoch}`);
+  }
+  t.throws(() => clearFrameHeader(1, { signPub: "zz", sign: () => new Uint8Array(64) }), InvalidArgumentError);
+  t.throws(() => clearFrameHeader(1, null as unknown as FrameSender), InvalidArgumentError);
+});
+
+const CLEAR_ROOM: OpenFrameOptions = { roomId: ROOM, encrypted: false, requireSignature: false };
+
+t.test("openClearFrame opens a cleartext unsigned frame as openFrame does", async (t) => {
+  for (const [name, payload] of CLEAR_PAYLOADS) {
+    const frame = make({ encrypted: false, signed: false }, payload, { epoch: 2 ** 31 });
+    t.same(openClearFrame(frame, CLEAR_ROOM), openFrame(frame, CLEAR_ROOM), name);
+  }
+  const frame = make({ encrypted: false, signed: false }, "mine");
+  const opened = openClearFrame(frame, CLEAR_ROOM)!;
+  frame.fill(0);
+  t.equal(Buffer.from(opened.plaintext).toString(), "mine", "the plaintext does not alias the frame");
+});
+
+t.test("openClearFrame leaves every other frame and every other room to openFrame", async (t) => {
+  const clear = make({ encrypted: false, signed: false });
+  for (const k of KINDS.filter((k) => k.encrypted || k.signed)) {
+    t.equal(openClearFrame(make(k), CLEAR_ROOM), undefined, label(k));
+  }
+  t.equal(openClearFrame(clear, { ...CLEAR_ROOM, encrypted: true }), undefined, "an encrypted room");
+  t.equal(openClearFrame(clear, { ...CLEAR_ROOM, requireSignature: true }), undefined, "a signMsgs room");
+  const broken: Array<[string, Uint8Array]> = [
+    ["empty", new Uint8Array(0)],
+    ["one byte short of a header", clear.subarray(0, FRAME_HEADER_BYTES - 1)],
+    ["another version", Uint8Array.from([2, ...clear.subarray(1)])],
+    ["unknown flags", Uint8Array.from([1, 0x80, ...clear.subarray(2)])],
+  ];
+  for (const [name, bytes] of broken) {
+    t.equal(openClearFrame(bytes, CLEAR_ROOM), undefined, `${name}: left to openFrame`);
+    t.equal(openFrame(bytes, CLEAR_ROOM).ok, false, `${name}: which refuses it`);
+  }
+  const headerOnly = clear.subarray(0, FRAME_HEADER_BYTES);
+  t.same(openClearFrame(headerOnly, CLEAR_ROOM), openFrame(headerOnly, CLEAR_ROOM), "exactly a header: empty payload");
+});
+
+t.test("the sender is read right whoever sent the frame before (the last sender's hex is reused)", async (t) => {
+  // a sender that differs from the previous one only in its last byte
+  const twin: FrameSender = {
+    signPub: `${alice.signPub.slice(0, 62)}${alice.signPub.endsWith("00") ? "01" : "00"}`,
+    sign: alice.sign.bind(alice),
+  };
+  const senders = [alice, bob, bob, twin, alice, twin];
+  for (const s of senders) {
+    const frame = encodeFrame({ roomId: ROOM, epoch: 1, sender: s, plaintext: "x", sign: false });
+    t.equal(openClearFrame(frame, CLEAR_ROOM)?.sender, s.signPub.toLowerCase());
+    const parsed = parseFrame(frame);
+    t.equal(parsed.ok && parsed.sender, s.signPub.toLowerCase());
+  }
 });
