@@ -4,12 +4,12 @@
 // `mqtt` package are both present; otherwise the row is skipped with a line saying why.
 import { execFile, spawn } from "node:child_process";
 import fs from "node:fs/promises";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import { loadOrCreateCa, loadOrCreateServerCertificate } from "../lib/tls/index.ts";
+import { freePort } from "./stats.ts";
 
 const run = promisify(execFile);
 const BINARIES = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"];
@@ -42,18 +42,6 @@ async function findBinary(): Promise<string | undefined> {
     )
       return b;
   return undefined;
-}
-
-/** A port free right now: Mosquitto has no "pick one and tell me". */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 async function writeConfig(dir: string, port: number, password: string): Promise<string> {

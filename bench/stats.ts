@@ -1,4 +1,5 @@
 import fs from "node:fs/promises";
+import net from "node:net";
 import path from "node:path";
 
 export function percentile(sorted: number[], p: number): number {
@@ -59,4 +60,16 @@ export async function timeBareNatsStart(binary: string): Promise<number> {
   await p.stop();
   await fs.rm(dir, { recursive: true, force: true });
   return ms;
+}
+
+/** A port free on 127.0.0.1 a moment ago: for servers that cannot pick one and tell (Mosquitto, route ports). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
 }

@@ -8,7 +8,6 @@
 // BENCH_STREAM_ROOMS (default 300) rooms for the per-room layout (each is a RAFT group:
 // the machine decides how far it goes), BENCH_SHARED_ROOMS (default 10000) for the shared one.
 import fs from "node:fs/promises";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
@@ -16,22 +15,11 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { resolveNatsServer } from "../lib/nats/binary.ts";
 import { NatsServerProcess } from "../lib/nats/process.ts";
 import type { BenchRow, BenchSection } from "./report.ts";
-import { fmt, summarize, writeResult } from "./stats.ts";
+import { fmt, freePort, summarize, writeResult } from "./stats.ts";
 
 const PER_ROOM = Number(process.env.BENCH_STREAM_ROOMS ?? 300);
 const SHARED = Number(process.env.BENCH_SHARED_ROOMS ?? 10_000);
 const HISTORY_READS = 200;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function startBareCluster(binary: string, dir: string): Promise<NatsServerProcess[]> {
   const routePorts = await Promise.all([0, 1, 2].map(() => freePort()));
@@ -118,103 +106,104 @@ async function historyRead(nc: NatsConnection, stream: string, subjectOf: (i: nu
   return summarize(ms);
 }
 
+/** A fresh bare cluster and a connection to its first node for `fn`, everything stopped and removed after. */
+async function withBareCluster<T>(
+  binary: string,
+  fn: (c: {
+    jsm: JetStreamManager;
+    js: ReturnType<typeof jetstream>;
+    nc: NatsConnection;
+    servers: NatsServerProcess[];
+  }) => Promise<T>,
+): Promise<T> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-bench-streams-"));
+  const servers = await startBareCluster(binary, dir);
+  const nc = await connect({ servers: `nats://127.0.0.1:${servers[0]!.ports!.nats}` });
+  try {
+    const jsm = await jsReady(nc);
+    return await fn({ jsm, js: jetstream(nc), nc, servers });
+  } finally {
+    await nc.close();
+    await Promise.all(servers.map((s) => s.stop()));
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
 export async function run(): Promise<BenchSection> {
   const binary = (await resolveNatsServer()).path;
   const rows: BenchRow[] = [];
   const out: Record<string, unknown> = {};
 
   // One stream per room.
-  {
-    const dir = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-bench-streams-"));
-    const servers = await startBareCluster(binary, dir);
-    const nc = await connect({ servers: `nats://127.0.0.1:${servers[0]!.ports!.nats}` });
-    try {
-      const jsm = await jsReady(nc);
-      const js = jetstream(nc);
-      const idle = await rssMb(servers);
-      const creates = await timedCreates(PER_ROOM, async (i) => {
-        await jsm.streams.add(roomStream(i));
-        await js.publish(`room.${i}`, new Uint8Array(256));
-      });
-      await new Promise((r) => setTimeout(r, 2000));
-      const full = await rssMb(servers);
-      const c = summarize(creates);
-      const read = await historyRead(nc, "ROOM_0", () => "room.0", 1);
-      const perRoom = (full - idle) / PER_ROOM;
-      out.perRoom = { rooms: PER_ROOM, create: c, idleMb: idle, fullMb: full, perRoomMb: perRoom, read };
-      rows.push(
-        {
-          name: `per-room streams: create a room (stream + first message), ${PER_ROOM} rooms`,
-          value: c.p50,
-          unit: "ms p50",
-        },
-        { name: "per-room streams: create a room", value: c.p99, unit: "ms p99" },
-        {
-          name: `per-room streams: 3 servers' memory at ${PER_ROOM} rooms`,
-          value: full,
-          unit: "MB RSS",
-          note: `idle ${fmt(idle)} MB`,
-        },
-        { name: "per-room streams: memory per room (3 servers)", value: perRoom, unit: "MB" },
-        {
-          name: "per-room streams: 10,000 rooms, extrapolated",
-          value: idle + perRoom * 10_000,
-          unit: "MB RSS",
-          note: "linear extrapolation, not measured",
-        },
-      );
-      console.log(
-        `per-room: create p50 ${fmt(c.p50)} ms p99 ${fmt(c.p99)} ms; RSS ${fmt(idle)} -> ${fmt(full)} MB (${fmt(perRoom)} MB/room)`,
-      );
-    } finally {
-      await nc.close();
-      await Promise.all(servers.map((s) => s.stop()));
-      await fs.rm(dir, { recursive: true, force: true });
-    }
-  }
+  await withBareCluster(binary, async ({ jsm, js, nc, servers }) => {
+    const idle = await rssMb(servers);
+    const creates = await timedCreates(PER_ROOM, async (i) => {
+      await jsm.streams.add(roomStream(i));
+      await js.publish(`room.${i}`, new Uint8Array(256));
+    });
+    await new Promise((r) => setTimeout(r, 2000));
+    const full = await rssMb(servers);
+    const c = summarize(creates);
+    const read = await historyRead(nc, "ROOM_0", () => "room.0", 1);
+    const perRoom = (full - idle) / PER_ROOM;
+    out.perRoom = { rooms: PER_ROOM, create: c, idleMb: idle, fullMb: full, perRoomMb: perRoom, read };
+    rows.push(
+      {
+        name: `per-room streams: create a room (stream + first message), ${PER_ROOM} rooms`,
+        value: c.p50,
+        unit: "ms p50",
+      },
+      { name: "per-room streams: create a room", value: c.p99, unit: "ms p99" },
+      {
+        name: `per-room streams: 3 servers' memory at ${PER_ROOM} rooms`,
+        value: full,
+        unit: "MB RSS",
+        note: `idle ${fmt(idle)} MB`,
+      },
+      { name: "per-room streams: memory per room (3 servers)", value: perRoom, unit: "MB" },
+      {
+        name: "per-room streams: 10,000 rooms, extrapolated",
+        value: idle + perRoom * 10_000,
+        unit: "MB RSS",
+        note: "linear extrapolation, not measured",
+      },
+    );
+    console.log(
+      `per-room: create p50 ${fmt(c.p50)} ms p99 ${fmt(c.p99)} ms; RSS ${fmt(idle)} -> ${fmt(full)} MB (${fmt(perRoom)} MB/room)`,
+    );
+  });
 
   // One stream for every room.
-  {
-    const dir = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-bench-streams-"));
-    const servers = await startBareCluster(binary, dir);
-    const nc = await connect({ servers: `nats://127.0.0.1:${servers[0]!.ports!.nats}` });
-    try {
-      const jsm = await jsReady(nc);
-      const js = jetstream(nc);
-      const idle = await rssMb(servers);
-      await jsm.streams.add({
-        name: "ROOMS",
-        subjects: ["room.>"],
-        num_replicas: 3,
-        max_msgs_per_subject: 10_000,
-        allow_direct: true,
-      });
-      const firsts = await timedCreates(SHARED, (i) => js.publish(`room.${i}`, new Uint8Array(256)));
-      await new Promise((r) => setTimeout(r, 2000));
-      const full = await rssMb(servers);
-      const c = summarize(firsts);
-      const read = await historyRead(nc, "ROOMS", (i) => `room.${i}`, SHARED);
-      out.shared = { rooms: SHARED, firstMessage: c, idleMb: idle, fullMb: full, read };
-      rows.push(
-        { name: `one shared stream: a room's first message, ${SHARED} rooms`, value: c.p50, unit: "ms p50" },
-        { name: "one shared stream: a room's first message", value: c.p99, unit: "ms p99" },
-        {
-          name: `one shared stream: 3 servers' memory at ${SHARED} rooms`,
-          value: full,
-          unit: "MB RSS",
-          note: `idle ${fmt(idle)} MB`,
-        },
-        { name: `one shared stream: read a room's last 10 messages among ${SHARED}`, value: read.p50, unit: "ms p50" },
-      );
-      console.log(
-        `shared: first message p50 ${fmt(c.p50)} ms p99 ${fmt(c.p99)} ms; RSS ${fmt(idle)} -> ${fmt(full)} MB; read p50 ${fmt(read.p50)} ms`,
-      );
-    } finally {
-      await nc.close();
-      await Promise.all(servers.map((s) => s.stop()));
-      await fs.rm(dir, { recursive: true, force: true });
-    }
-  }
+  await withBareCluster(binary, async ({ jsm, js, nc, servers }) => {
+    const idle = await rssMb(servers);
+    await jsm.streams.add({
+      name: "ROOMS",
+      subjects: ["room.>"],
+      num_replicas: 3,
+      max_msgs_per_subject: 10_000,
+      allow_direct: true,
+    });
+    const firsts = await timedCreates(SHARED, (i) => js.publish(`room.${i}`, new Uint8Array(256)));
+    await new Promise((r) => setTimeout(r, 2000));
+    const full = await rssMb(servers);
+    const c = summarize(firsts);
+    const read = await historyRead(nc, "ROOMS", (i) => `room.${i}`, SHARED);
+    out.shared = { rooms: SHARED, firstMessage: c, idleMb: idle, fullMb: full, read };
+    rows.push(
+      { name: `one shared stream: a room's first message, ${SHARED} rooms`, value: c.p50, unit: "ms p50" },
+      { name: "one shared stream: a room's first message", value: c.p99, unit: "ms p99" },
+      {
+        name: `one shared stream: 3 servers' memory at ${SHARED} rooms`,
+        value: full,
+        unit: "MB RSS",
+        note: `idle ${fmt(idle)} MB`,
+      },
+      { name: `one shared stream: read a room's last 10 messages among ${SHARED}`, value: read.p50, unit: "ms p50" },
+    );
+    console.log(
+      `shared: first message p50 ${fmt(c.p50)} ms p99 ${fmt(c.p99)} ms; RSS ${fmt(idle)} -> ${fmt(full)} MB; read p50 ${fmt(read.p50)} ms`,
+    );
+  });
   const file = await writeResult("streams", out);
   console.log(`  -> ${file}`);
   return {

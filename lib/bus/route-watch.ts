@@ -55,6 +55,33 @@ async function getJson(url: string, timeoutMs: number): Promise<Json> {
   return obj(await res.json());
 }
 
+/** What a node's monitoring endpoint says of its cluster: route port, configured routes, live routes, meta group. */
+export interface ClusterView {
+  name: string;
+  /** The node's own cluster (route) port. */
+  port: number;
+  /** Configured route URLs (host:port), the node's own among them where it is listed. */
+  urls: string[];
+  routez: Json;
+  jsz: Json;
+}
+
+/** The node's cluster as its monitoring endpoint shows it; undefined when it is not clustered. */
+export async function clusterView(monitorUrl: string, timeoutMs: number): Promise<ClusterView | undefined> {
+  const base = monitorUrl.replace(/\/+$/, "");
+  const [varz, routez, jsz] = await Promise.all([
+    getJson(`${base}/varz`, timeoutMs),
+    getJson(`${base}/routez`, timeoutMs),
+    getJson(`${base}/jsz`, timeoutMs).catch(() => ({}) as Json),
+  ]);
+  const cluster = obj(varz.cluster);
+  const port = cluster.cluster_port;
+  if (typeof port !== "number" || port <= 0) return undefined;
+  const urls = Array.isArray(cluster.urls) ? cluster.urls.filter((u): u is string => typeof u === "string") : [];
+  const name = typeof varz.server_name === "string" ? varz.server_name : base;
+  return { name, port, urls, routez, jsz };
+}
+
 /** The kind of a route error, from nats-server's (Go's) wording. */
 export function routeErrorKind(text: string): RouteErrorKind {
   if (/x509|certificate|\btls\b|handshake/i.test(text)) return "tls";
@@ -153,17 +180,9 @@ export async function routeReport(
   log: readonly string[],
   opts: { timeoutMs?: number; self?: readonly string[] } = {},
 ): Promise<RouteReport | undefined> {
-  const timeoutMs = opts.timeoutMs ?? 1000;
-  const base = monitorUrl.replace(/\/+$/, "");
-  const [varz, routez, jsz] = await Promise.all([
-    getJson(`${base}/varz`, timeoutMs),
-    getJson(`${base}/routez`, timeoutMs),
-    getJson(`${base}/jsz`, timeoutMs).catch(() => ({}) as Json),
-  ]);
-  const cluster = obj(varz.cluster);
-  const port = cluster.cluster_port;
-  if (typeof port !== "number" || port <= 0) return undefined;
-  const urls = Array.isArray(cluster.urls) ? cluster.urls.filter((u): u is string => typeof u === "string") : [];
+  const view = await clusterView(monitorUrl, opts.timeoutMs ?? 1000);
+  if (view === undefined) return undefined;
+  const { port, urls, routez, jsz } = view;
   const self = new Set(opts.self ?? []);
   const isSelf = (u: string) => {
     const { host, port: p } = splitHostPort(u);

@@ -7,7 +7,7 @@
 import fs from "node:fs/promises";
 import path from "node:path";
 import tls from "node:tls";
-import { type RouteErrorKind, routeErrorFix } from "../bus/route-watch.ts";
+import { clusterView, type RouteErrorKind, routeErrorFix } from "../bus/route-watch.ts";
 import { clientCaFileSync } from "../tls/rotation.ts";
 import type { Finding } from "./doctor.ts";
 import type { RunInfo } from "./run-file.ts";
@@ -25,11 +25,6 @@ interface NodeRoutes {
 type Json = Record<string, unknown>;
 const obj = (v: unknown): Json => (v && typeof v === "object" && !Array.isArray(v) ? (v as Json) : {});
 
-async function getJson(url: string, timeoutMs: number): Promise<Json> {
-  const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
-  return obj(await res.json());
-}
-
 /**
  * A node's configured peers and live routes from its monitoring endpoint; undefined when
  * it is not clustered. How many peers it should have comes from its JetStream meta group
@@ -37,21 +32,14 @@ async function getJson(url: string, timeoutMs: number): Promise<Json> {
  * name only DNS knows (the docs ask for the same list on every machine).
  */
 async function routesOf(monitorUrl: string, timeoutMs: number): Promise<NodeRoutes | undefined> {
-  const base = monitorUrl.replace(/\/+$/, "");
-  const [varz, routez, jsz] = await Promise.all([
-    getJson(`${base}/varz`, timeoutMs),
-    getJson(`${base}/routez`, timeoutMs),
-    getJson(`${base}/jsz`, timeoutMs).catch(() => ({}) as Json),
-  ]);
-  const cluster = obj(varz.cluster);
-  const port = cluster.cluster_port;
-  if (typeof port !== "number" || port <= 0) return undefined;
-  const urls = Array.isArray(cluster.urls) ? cluster.urls.filter((u): u is string => typeof u === "string") : [];
+  const view = await clusterView(monitorUrl, timeoutMs);
+  if (view === undefined) return undefined;
+  const { name, port, urls, routez, jsz } = view;
   const remotes = Array.isArray(routez.routes) ? routez.routes.map((r) => obj(r).remote_name) : [];
   const peers = urls.filter((u) => !(u.endsWith(`:${port}`) && isLocal(u)));
   const size = obj(jsz.meta_cluster).cluster_size;
   return {
-    name: typeof varz.server_name === "string" ? varz.server_name : base,
+    name,
     peers,
     expected: typeof size === "number" && size > 1 ? size - 1 : peers.length,
     connected: [...new Set(remotes.filter((r): r is string => typeof r === "string"))],
