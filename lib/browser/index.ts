@@ -4,6 +4,8 @@
  * listener, with the identity in non-extractable WebCrypto keys. Bundled by
  * scripts/build-browser.ts into dist/browser/unibus.js.
  */
+
+export type { PublishAck } from "../client/ack.ts";
 export {
   AuthDeniedError,
   ControlPlaneError,
@@ -17,6 +19,13 @@ export { BrowserClient, type BrowserConnectOptions, type CreateRoomOptions, conn
 export { type BlobInfo, BrowserControl } from "./control.ts";
 export { encodeFrame, openFrame, parseFrame } from "./frame.ts";
 export { BrowserIdentity, importIdentity } from "./identity.ts";
-export { BrowserRoom, type DroppedFrame, type RoomInfo, type RoomMember, type RoomMessage } from "./room.ts";
+export {
+  type BrowserPublishOptions,
+  BrowserRoom,
+  type DroppedFrame,
+  type RoomInfo,
+  type RoomMember,
+  type RoomMessage,
+} from "./room.ts";
 export { newRoomKey, openRoomKey, sealRoomKey } from "./seal.ts";
 export { type AsyncRequestSigner, signRequest } from "./signer.ts";

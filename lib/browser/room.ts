@@ -5,6 +5,7 @@
  * remembered, frame-driven requests bounded by the same budget and roster code.
  */
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
+import { DEFAULT_ACK_TIMEOUT_MS, type PublishAck, publishAcked } from "../client/ack.ts";
 import {
   dropOf,
   FRAME_REQUEST_BURST,
@@ -28,6 +29,14 @@ export type { DroppedFrame, RoomInfo, RoomMember, RoomMessage };
 export interface BrowserSubscribeOptions {
   callback?: (m: RoomMessage) => void;
   onDrop?: (d: DroppedFrame) => void;
+}
+
+/** `publish` options in the browser: as the Node client's, without a flush of its own. */
+export interface BrowserPublishOptions {
+  /** Resolve once the room's stream has stored the message (persisted rooms only). */
+  ack?: boolean;
+  /** How long to wait for the stream's acknowledgement. Default 5000 ms. */
+  timeoutMs?: number;
 }
 
 export class BrowserRoom {
@@ -129,8 +138,32 @@ export class BrowserRoom {
     return added;
   }
 
-  /** Encrypts (and signs, in signMsgs rooms) and publishes one message. */
-  async publish(data: Uint8Array | string): Promise<void> {
+  /**
+   * Encrypts (and signs, in signMsgs rooms) and publishes one message. With `{ ack: true }`
+   * (persisted rooms only) it resolves once the room's stream has stored it, with its
+   * sequence, checked as the Node client checks it (lib/client/ack.ts) and with the same
+   * typed errors — except that a full disk, which nats-server 2.15 answers with silence,
+   * shows as AckTimeoutError here: the page does not ask the bus's health.
+   */
+  async publish(data: Uint8Array | string): Promise<undefined>;
+  async publish(data: Uint8Array | string, opts: BrowserPublishOptions & { ack: true }): Promise<PublishAck>;
+  async publish(data: Uint8Array | string, opts?: BrowserPublishOptions): Promise<PublishAck | undefined>;
+  async publish(data: Uint8Array | string, opts?: BrowserPublishOptions): Promise<PublishAck | undefined> {
+    const timeoutMs = opts?.timeoutMs ?? DEFAULT_ACK_TIMEOUT_MS;
+    if (opts?.ack) {
+      if (!this.persist) {
+        throw new InvalidArgumentError(
+          "ack",
+          `room ${this.id} keeps no history (it was created without persist: true): there is nothing to acknowledge; publish without { ack: true }`,
+        );
+      }
+      if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1) {
+        throw new InvalidArgumentError(
+          "timeoutMs",
+          `timeoutMs: a positive whole number of milliseconds; got ${timeoutMs}`,
+        );
+      }
+    }
     const epoch = this.#epoch;
     const roomKey = this.encrypt ? await this.keyFor(epoch) : undefined;
     if (this.encrypt && !roomKey) throw new InvalidArgumentError("room", `no room key for epoch ${epoch}`);
@@ -142,7 +175,9 @@ export class BrowserRoom {
       ...(roomKey ? { roomKey } : {}),
       sign: this.signMsgs,
     });
+    if (opts?.ack) return (await publishAcked(this.#nc, this, [frame], { timeoutMs }))[0]!;
     this.#nc.publish(this.subject, frame);
+    return undefined;
   }
 
   /** Live messages in arrival order; bad frames are dropped and counted, never thrown. */

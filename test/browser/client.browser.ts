@@ -100,6 +100,18 @@ t.test("a browser member and a Node member exchange encrypted messages, history 
   });
   t.same(history, ["hello from the browser", "hello from node"]);
 
+  // an acknowledged publish from the browser resolves with the stream's sequence, which
+  // the page checked by reading the frame back; Node reads it at that sequence
+  const acked = await page.evaluate(async () => {
+    const r = (globalThis as unknown as { state: PageState }).state
+      .room as import("../../lib/browser/index.ts").BrowserRoom;
+    return (await r.publish("stored for sure", { ack: true })).seq;
+  });
+  t.ok(Number.isSafeInteger(acked) && acked >= 3, `the browser's acked publish has a stream sequence (${acked})`);
+  const atSeq: string[] = [];
+  for await (const m of room.history({ fromSeq: acked })) atSeq.push(Buffer.from(m.data).toString());
+  t.same(atSeq, ["stored for sure"], "the acknowledged message is in the history at that sequence");
+
   // a blob encrypted in the browser opens in Node, and one from Node opens in the browser
   const blob = await page.evaluate(async () => {
     const r = (globalThis as unknown as { state: PageState }).state
@@ -266,6 +278,24 @@ t.test("a frame that does not decrypt is dropped and counted in the browser; the
   t.same(state.got, ["genuine"]);
   t.same(state.drops, ["undecryptable", "unsupported-version"]);
   t.same(state.dropped, { undecryptable: 1, "unsupported-version": 1 });
+
+  // this room keeps no history: an acknowledged publish is refused before anything is sent
+  const refused = await page.evaluate(async () => {
+    const r = (globalThis as unknown as { state: PageState }).state
+      .room as import("../../lib/browser/index.ts").BrowserRoom;
+    return r.publish("nowhere to store", { ack: true }).then(
+      () => "resolved",
+      (err: { code?: string; message?: string }) => `${err.code}: ${err.message}`,
+    );
+  });
+  t.match(refused, /^INVALID_ARGUMENT: .*keeps no history/, "ack on a room without history is a typed error");
+  await room.publish("after the refusal");
+  await page.waitForFunction(() => ((globalThis as unknown as { state: PageState }).state.got as string[]).length >= 2);
+  t.same(
+    await page.evaluate(() => (globalThis as unknown as { state: PageState }).state.got),
+    ["genuine", "after the refusal"],
+    "nothing was sent by the refused publish",
+  );
 });
 
 /** Polls `ok` (no timing claim: the bound only turns a hang into a named failure). */
