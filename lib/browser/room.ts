@@ -5,7 +5,7 @@
  * remembered, frame-driven requests bounded by the same budget and roster code.
  */
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
-import { DEFAULT_ACK_TIMEOUT_MS, type PublishAck, publishAcked } from "../client/ack.ts";
+import { ackTimeoutFor, type PublishAck, publishAcked } from "../client/ack.ts";
 import {
   dropOf,
   FRAME_REQUEST_BURST,
@@ -149,21 +149,7 @@ export class BrowserRoom {
   async publish(data: Uint8Array | string, opts: BrowserPublishOptions & { ack: true }): Promise<PublishAck>;
   async publish(data: Uint8Array | string, opts?: BrowserPublishOptions): Promise<PublishAck | undefined>;
   async publish(data: Uint8Array | string, opts?: BrowserPublishOptions): Promise<PublishAck | undefined> {
-    const timeoutMs = opts?.timeoutMs ?? DEFAULT_ACK_TIMEOUT_MS;
-    if (opts?.ack) {
-      if (!this.persist) {
-        throw new InvalidArgumentError(
-          "ack",
-          `room ${this.id} keeps no history (it was created without persist: true): there is nothing to acknowledge; publish without { ack: true }`,
-        );
-      }
-      if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1) {
-        throw new InvalidArgumentError(
-          "timeoutMs",
-          `timeoutMs: a positive whole number of milliseconds; got ${timeoutMs}`,
-        );
-      }
-    }
+    const timeoutMs = opts?.ack ? ackTimeoutFor(this, opts.timeoutMs) : 0;
     const epoch = this.#epoch;
     const roomKey = this.encrypt ? await this.keyFor(epoch) : undefined;
     if (this.encrypt && !roomKey) throw new InvalidArgumentError("room", `no room key for epoch ${epoch}`);

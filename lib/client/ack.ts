@@ -17,6 +17,7 @@ import {
   AckMismatchError,
   AckTimeoutError,
   HistoryUnavailableError,
+  InvalidArgumentError,
   PublishRefusedError,
   StateError,
   StorageFullError,
@@ -40,6 +41,25 @@ export interface AckConnection {
 
 /** How long an acknowledgement (and the read-back that checks it) may take, by default. */
 export const DEFAULT_ACK_TIMEOUT_MS = 5000;
+
+/**
+ * The ack timeout an acknowledged publish into `room` waits, once the call is known to
+ * make sense: a room without history has nothing to acknowledge, and the timeout must be
+ * a positive whole number of milliseconds (InvalidArgumentError otherwise). Node and
+ * browser rooms check the same way, before anything is sent.
+ */
+export function ackTimeoutFor(room: { id: string; persist: boolean }, timeoutMs = DEFAULT_ACK_TIMEOUT_MS): number {
+  if (!room.persist) {
+    throw new InvalidArgumentError(
+      "ack",
+      `room ${room.id} keeps no history (it was created without persist: true): there is nothing to acknowledge; publish without { ack: true }`,
+    );
+  }
+  if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1) {
+    throw new InvalidArgumentError("timeoutMs", `timeoutMs: a positive whole number of milliseconds; got ${timeoutMs}`);
+  }
+  return timeoutMs;
+}
 
 /**
  * JetStream's answers that mean "no space": 10047 insufficient storage resources (the

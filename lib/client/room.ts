@@ -36,7 +36,7 @@ import {
   writeClearFrame,
 } from "../crypto/index.ts";
 import { ControlPlaneError, HistoryUnavailableError, InvalidArgumentError } from "../errors.ts";
-import { DEFAULT_ACK_TIMEOUT_MS, type PublishAck, publishAcked } from "./ack.ts";
+import { ackTimeoutFor, type PublishAck, publishAcked } from "./ack.ts";
 import type { BlobInfo, ControlClient } from "./control.ts";
 import {
   dropOf,
@@ -520,19 +520,7 @@ export class Room {
     many: boolean,
     opts: PublishOptions,
   ): Promise<PublishAck[]> {
-    if (!this.persist) {
-      throw new InvalidArgumentError(
-        "ack",
-        `room ${this.id} keeps no history (it was created without persist: true): there is nothing to acknowledge; publish without { ack: true }`,
-      );
-    }
-    const timeoutMs = opts.timeoutMs ?? DEFAULT_ACK_TIMEOUT_MS;
-    if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1) {
-      throw new InvalidArgumentError(
-        "timeoutMs",
-        `timeoutMs: a positive whole number of milliseconds; got ${timeoutMs}`,
-      );
-    }
+    const timeoutMs = ackTimeoutFor(this, opts.timeoutMs);
     const epoch = this.#epoch;
     const roomKey = this.encrypt ? await this.keyFor(epoch) : undefined;
     if (this.encrypt && !roomKey) {
