@@ -11,7 +11,7 @@ import type { HandoverResult } from "../../lib/bus/handover.ts";
 import { connect } from "../../lib/client/connect.ts";
 import { ControlClient } from "../../lib/client/control.ts";
 import { createIdentity } from "../../lib/crypto/identity.ts";
-import { steadyLoad } from "../helpers/load.ts";
+import { assertNothingLost, steadyLoad } from "../helpers/load.ts";
 import { NATS_SERVER } from "../helpers/nats.ts";
 
 const cluster = await startCluster({ nodes: 3, natsServer: NATS_SERVER, readyTimeoutMs: 40_000 });
@@ -60,22 +60,5 @@ t.test("rolling restart under traffic: no acknowledged message or write is lost"
   );
   t.ok(acked.length > 0 && written.length > 0, "traffic flowed during the restarts");
 
-  const stored = new Set<string>();
-  for await (const m of room.history()) stored.add(new TextDecoder().decode(m.data));
-  t.same(
-    acked.filter((x) => !stored.has(x)),
-    [],
-    `every acknowledged message is in the history (${acked.length})`,
-  );
-  const missing: string[] = [];
-  for (const signPub of written) {
-    if (
-      !(await cluster.nodes[2]!.store.getUser(signPub).then(
-        () => true,
-        () => false,
-      ))
-    )
-      missing.push(signPub);
-  }
-  t.same(missing, [], `every acknowledged write is in the store (${written.length})`);
+  await assertNothingLost(t, load, room, cluster.nodes[2]!.store);
 });

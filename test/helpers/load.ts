@@ -3,6 +3,7 @@
 // asked in turn until one accepts) and, optionally, logins through the callout.
 import { setTimeout as sleep } from "node:timers/promises";
 import { connect as natsConnect } from "@nats-io/transport-node";
+import type { Test } from "tap";
 import { nkeySigner } from "../../lib/auth/authenticator.ts";
 import type { UnibusClient } from "../../lib/client/connect.ts";
 import type { ControlClient } from "../../lib/client/control.ts";
@@ -162,4 +163,32 @@ async function loginLoop(opts: LoadOptions, load: Pick<Load, "logins" | "loginsO
 function reasonOf(err: unknown): string {
   const e = err as { code?: string; message?: string };
   return `${e.code ? `${e.code}: ` : ""}${String(e.message ?? err).split("\n")[0]}`;
+}
+
+/**
+ * After a load: every publish it saw acknowledged is in `room`'s history, and every user
+ * add a node acknowledged is in `store` (one node's view, read after the load ended).
+ */
+export async function assertNothingLost(
+  t: Test,
+  load: Pick<Load, "acked" | "written">,
+  room: { history(): AsyncIterable<{ data: Uint8Array }> },
+  store: { getUser(signPub: string): Promise<unknown> },
+): Promise<void> {
+  const stored = new Set<string>();
+  for await (const m of room.history()) stored.add(new TextDecoder().decode(m.data));
+  t.same(
+    load.acked.filter((x) => !stored.has(x)),
+    [],
+    `every acknowledged message is in the history (${load.acked.length})`,
+  );
+  const missing: string[] = [];
+  for (const signPub of load.written) {
+    const found = await store.getUser(signPub).then(
+      () => true,
+      () => false,
+    );
+    if (!found) missing.push(signPub);
+  }
+  t.same(missing, [], `every acknowledged write is in the store (${load.written.length})`);
 }
