@@ -6,9 +6,8 @@
 import crypto from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { startUnibus } from "../lib/bus/unibus.ts";
-import { connect } from "../lib/client/connect.ts";
 import type { Room } from "../lib/client/room.ts";
-import { createIdentity } from "../lib/crypto/identity.ts";
+import { pubSubPair } from "./pair.ts";
 import type { BenchRow, BenchSection } from "./report.ts";
 import { fmt, writeResult } from "./stats.ts";
 
@@ -70,17 +69,11 @@ const lanes: Lane[] = [
 
 export async function run(): Promise<BenchSection[]> {
   const bus = await startUnibus();
-  const a = createIdentity();
-  const b = createIdentity();
-  await bus.addUser(a.signPub, { handle: "pub", kexPub: a.kexPub });
-  await bus.addUser(b.signPub, { handle: "sub", kexPub: b.kexPub });
-  const opts = { natsUrl: bus.natsUrl, controlUrl: bus.controlUrl, ca: bus.caPem };
-  const pub = await connect({ ...opts, identity: a });
-  const sub = await connect({ ...opts, identity: b });
+  const { pub, sub } = await pubSubPair(bus);
   const rates = new Map<string, number[]>();
   try {
     const room = await pub.createRoom({ encrypt: true, persist: true });
-    await room.addMember(b);
+    await room.addMember(sub.identity);
     const reader = await sub.openRoom(room.id);
     await sleep(500); // the reader's connection holds the room's subject
     const payload = crypto.randomBytes(SIZE);
