@@ -77,8 +77,13 @@ function endSession(why) {
   if (why) showLoginError(why);
 }
 
+/** Actions still running: while any is, the page says `data-busy` (for tests and scripts, as `data-ready`). */
+let running = 0;
+
 /** Runs one action; a refusal is shown, and a key no longer allowed ends the session. @param {() => Promise<void>} fn */
 async function act(fn) {
+  running++;
+  document.documentElement.dataset.busy = "true";
   try {
     await fn();
   } catch (err) {
@@ -89,6 +94,8 @@ async function act(fn) {
     const banner = byId("banner");
     banner.textContent = err instanceof ApiError ? `Refused: ${err.message} (${err.code})` : String(err);
     banner.hidden = false;
+  } finally {
+    if (--running === 0) delete document.documentElement.dataset.busy;
   }
 }
 

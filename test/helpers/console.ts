@@ -69,4 +69,7 @@ export async function pickIdentity(page: Page, file: Buffer, name = "me.json"): 
 export async function signIn(page: Page, identity: Identity): Promise<void> {
   await pickIdentity(page, identityFileBytes(identity));
   await page.waitForSelector(`#users-table tr[data-sign-pub="${identity.signPub}"]`);
+  // Every panel's first load done: a request still in flight would otherwise meet whatever
+  // the test does next (a revocation ends the session before the test's own click).
+  await page.waitForSelector("html:not([data-busy])");
 }
