@@ -25,14 +25,22 @@ export interface BenchSection {
 // biome-ignore lint/suspicious/noConfusingVoidType: the contract every bench's run() is typed against
 export type BenchResult = BenchSection | BenchSection[] | void;
 
-/** What the figures of one run depend on. */
+/** What the figures of one bench's run depend on. */
 export interface RunInfo {
   date: string;
   node: string;
   natsServer: string;
   cores: number;
   cpu: string;
-  benches: string[];
+  /** The machine's load averages (1, 5, 15 min) when the bench started: what else was running. */
+  load: number[];
+}
+
+/** One bench's figures in the report, with what they were measured on. */
+export interface ReportPart {
+  bench: string;
+  info: RunInfo;
+  sections: BenchSection[];
 }
 
 /** Every section of a run's results, in order; a bench that returned nothing adds none. */
@@ -74,17 +82,82 @@ export function renderSection(s: BenchSection): string {
   return lines.join("\n");
 }
 
-export function renderReport(info: RunInfo, sections: BenchSection[]): string {
+function partHeading(p: ReportPart): string {
+  const i = p.info;
+  const load = i.load.map((l) => l.toFixed(1)).join(", ");
+  return [
+    `# ${cell(p.bench)}`,
+    "",
+    `Measured by \`npm run bench -- ${p.bench}\` on ${i.date}: Node ${i.node}, nats-server ${i.natsServer}, ${i.cores} cores (${i.cpu}), load average ${load} when it started.`,
+  ].join("\n");
+}
+
+/**
+ * The report: every bench's part, in `order`. A part keeps the facts of its own run, so a
+ * report assembled from several runs says which figures were measured when, on what.
+ */
+export function renderReport(parts: ReportPart[], order: string[]): string {
+  const byName = new Map(parts.map((p) => [p.bench, p]));
+  const present = order.filter((n) => byName.has(n));
+  const missing = order.filter((n) => !byName.has(n));
   const head = [
     "# unibus benchmarks",
     "",
-    `Written by \`npm run bench${info.benches.length ? ` -- ${info.benches.join(" ")}` : ""}\` on ${info.date}.`,
+    "`npm run bench` measures every bench and rewrites this file; `npm run bench -- NAME ...`",
+    "measures the named ones again and replaces only their parts. Each part says when and on",
+    "what it was measured.",
     "",
-    `- Node ${info.node}, nats-server ${info.natsServer}`,
-    `- ${info.cores} cores (${info.cpu})`,
     "- ratio: the row's value divided by its baseline's, measured in the same run",
+    ...(missing.length > 0 ? [`- not measured yet: ${missing.join(", ")}`] : []),
   ];
-  return `${[head.join("\n"), ...sections.map(renderSection)].join("\n\n")}\n`;
+  const body = present.flatMap((n) => {
+    const p = byName.get(n)!;
+    return [partHeading(p), ...p.sections.map(renderSection)];
+  });
+  return `${[head.join("\n"), ...body].join("\n\n")}\n`;
+}
+
+/**
+ * The parts of the last report (its JSON beside the Markdown), or none when there is no
+ * file yet. A file that cannot be read as a report is named and left out: a long run must
+ * not lose its own figures to an older file.
+ */
+export async function readParts(file: string, warn: (m: string) => void = console.error): Promise<ReportPart[]> {
+  let text: string;
+  try {
+    text = await fs.readFile(file, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw err;
+  }
+  try {
+    const parsed = JSON.parse(text) as { parts?: unknown };
+    if (!Array.isArray(parsed.parts)) throw new Error("no parts list");
+    return parsed.parts.filter(isPart);
+  } catch (err) {
+    warn(`${file} is not a bench report (${(err as Error).message}); starting a new one`);
+    return [];
+  }
+}
+
+function isPart(p: unknown): p is ReportPart {
+  const q = p as ReportPart;
+  return (
+    typeof q === "object" &&
+    q !== null &&
+    typeof q.bench === "string" &&
+    typeof q.info === "object" &&
+    q.info !== null &&
+    Array.isArray(q.info.load) &&
+    Array.isArray(q.sections)
+  );
+}
+
+/** The earlier parts with the fresh ones in place of theirs; a bench no longer in `order` is dropped. */
+export function mergeParts(earlier: ReportPart[], fresh: ReportPart[], order: string[]): ReportPart[] {
+  const byName = new Map(earlier.map((p) => [p.bench, p]));
+  for (const p of fresh) byName.set(p.bench, p);
+  return order.flatMap((n) => byName.get(n) ?? []);
 }
 
 /** The nats-server the benches run (`--version`), or why it could not be told. */
@@ -99,7 +172,7 @@ async function natsServerVersion(): Promise<string> {
   }
 }
 
-export async function runInfo(benches: string[]): Promise<RunInfo> {
+export async function runInfo(): Promise<RunInfo> {
   const cpus = os.cpus();
   return {
     date: new Date().toISOString(),
@@ -107,15 +180,28 @@ export async function runInfo(benches: string[]): Promise<RunInfo> {
     natsServer: await natsServerVersion(),
     cores: os.availableParallelism(),
     cpu: cpus[0]?.model.trim() || "unknown cpu",
-    benches,
+    load: os.loadavg(),
   };
 }
 
-/** Writes the report (temp file, then rename: a reader never sees half of it) and returns its path. */
-export async function writeReport(file: string, info: RunInfo, sections: BenchSection[]): Promise<string> {
+/**
+ * Writes the report — `<file>` in Markdown and `<file minus .md>.json`, which the next
+ * partial run merges into — each through a temp file and a rename, so a reader never sees
+ * half of one. Returns the Markdown file's path.
+ */
+export async function writeReport(file: string, parts: ReportPart[], order: string[]): Promise<string> {
   await fs.mkdir(path.dirname(file), { recursive: true });
-  const tmp = `${file}.${process.pid}.tmp`;
-  await fs.writeFile(tmp, renderReport(info, sections));
-  await fs.rename(tmp, file);
+  const put = async (target: string, text: string) => {
+    const tmp = `${target}.${process.pid}.tmp`;
+    await fs.writeFile(tmp, text);
+    await fs.rename(tmp, target);
+  };
+  await put(reportJsonPath(file), `${JSON.stringify({ parts }, null, 1)}\n`);
+  await put(file, renderReport(parts, order));
   return file;
+}
+
+/** Where the report's parts are kept beside its Markdown. */
+export function reportJsonPath(file: string): string {
+  return file.replace(/\.md$/, "") + ".json";
 }

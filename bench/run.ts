@@ -1,8 +1,18 @@
 // `npm run bench`: every benchmark, one after another (they share two cores), then one
 // report of every figure they returned: bench/results/latest.md.
-// `npm run bench -- start` runs only the named ones (and the report holds only theirs).
+// `npm run bench -- start` runs only the named ones and replaces only their parts of the
+// report: the others keep the figures (and the facts) of the run that measured them.
 import path from "node:path";
-import { type BenchResult, runInfo, sectionsOf, writeReport } from "./report.ts";
+import {
+  type BenchResult,
+  mergeParts,
+  type ReportPart,
+  readParts,
+  reportJsonPath,
+  runInfo,
+  sectionsOf,
+  writeReport,
+} from "./report.ts";
 
 const all: Record<string, () => Promise<{ run: () => Promise<BenchResult> }>> = {
   start: () => import("./start.ts"),
@@ -32,23 +42,28 @@ for (const name of wanted) {
     process.exit(2);
   }
 }
-const names = wanted.length ? wanted : Object.keys(all);
-const results: BenchResult[] = [];
+const order = Object.keys(all);
+const names = wanted.length ? wanted : order;
+const fresh: ReportPart[] = [];
 let failed = 0;
 for (const name of names) {
+  const info = await runInfo();
   try {
-    results.push(await (await all[name]!()).run());
+    fresh.push({ bench: name, info, sections: sectionsOf([await (await all[name]!()).run()]) });
   } catch (err) {
     // One broken bench must not cost the figures of the others: the report says what failed.
     failed++;
     console.error(`bench ${name} failed: ${(err as Error).stack ?? err}`);
-    results.push({ title: `${name}: failed`, rows: [], notes: [`failed: ${(err as Error).message}`] });
+    fresh.push({
+      bench: name,
+      info,
+      sections: [{ title: `${name}: failed`, rows: [], notes: [`failed: ${(err as Error).message}`] }],
+    });
   }
 }
-const file = await writeReport(
-  path.resolve("bench", "results", "latest.md"),
-  await runInfo(wanted),
-  sectionsOf(results),
-);
+const file = path.resolve("bench", "results", "latest.md");
+// A full run starts the report over; a partial one keeps the parts it did not measure.
+const earlier = wanted.length ? await readParts(reportJsonPath(file)) : [];
+await writeReport(file, mergeParts(earlier, fresh, order), order);
 console.log(`\nreport -> ${path.relative(process.cwd(), file)}`);
 if (failed) process.exitCode = 1;

@@ -7,9 +7,13 @@ import t from "tap";
 import {
   type BenchSection,
   formatValue,
+  mergeParts,
+  type ReportPart,
   type RunInfo,
+  readParts,
   renderReport,
   renderSection,
+  reportJsonPath,
   runInfo,
   sectionsOf,
   writeReport,
@@ -21,7 +25,7 @@ const info: RunInfo = {
   natsServer: "v2.15.1",
   cores: 2,
   cpu: "Test CPU",
-  benches: ["messaging"],
+  load: [1.234, 0.5, 0.25],
 };
 
 const messaging: BenchSection = {
@@ -32,18 +36,28 @@ const messaging: BenchSection = {
   ],
   notes: ["target: >= 90 %"],
 };
+const part = (bench: string, sections: BenchSection[], date = info.date): ReportPart => ({
+  bench,
+  info: { ...info, date },
+  sections,
+});
 
-t.test("a report: run facts, then each section as a table with baseline and ratio", async (t) => {
+t.test("a report: what it is, then each bench's part with its run's facts and its tables", async (t) => {
   t.equal(
-    renderReport(info, [messaging]),
+    renderReport([part("messaging", [messaging])], ["start", "messaging"]),
     [
       "# unibus benchmarks",
       "",
-      "Written by `npm run bench -- messaging` on 2026-01-02T03:04:05.000Z.",
+      "`npm run bench` measures every bench and rewrites this file; `npm run bench -- NAME ...`",
+      "measures the named ones again and replaces only their parts. Each part says when and on",
+      "what it was measured.",
       "",
-      "- Node v24.0.0, nats-server v2.15.1",
-      "- 2 cores (Test CPU)",
       "- ratio: the row's value divided by its baseline's, measured in the same run",
+      "- not measured yet: start",
+      "",
+      "# messaging",
+      "",
+      "Measured by `npm run bench -- messaging` on 2026-01-02T03:04:05.000Z: Node v24.0.0, nats-server v2.15.1, 2 cores (Test CPU), load average 1.2, 0.5, 0.3 when it started.",
       "",
       "## Messaging",
       "",
@@ -56,7 +70,30 @@ t.test("a report: run facts, then each section as a table with baseline and rati
       "",
     ].join("\n"),
   );
-  t.match(renderReport({ ...info, benches: [] }, []), /Written by `npm run bench` on/, "all benches: no names");
+  t.notMatch(renderReport([part("start", [])], ["start"]), /not measured yet/, "nothing missing: no such line");
+});
+
+t.test("parts follow the benches' order, whatever order they were measured in", async (t) => {
+  const out = renderReport([part("b", []), part("a", []), part("c", [])], ["a", "b", "c"]);
+  t.ok(out.indexOf("# a\n") < out.indexOf("# b\n") && out.indexOf("# b\n") < out.indexOf("# c\n"));
+});
+
+t.test("a partial run replaces its own parts and keeps the others", async (t) => {
+  const old = [part("start", [messaging], "old"), part("messaging", [messaging], "old")];
+  const merged = mergeParts(old, [part("messaging", [], "new")], ["start", "messaging"]);
+  t.same(
+    merged.map((p) => [p.bench, p.info.date]),
+    [
+      ["start", "old"],
+      ["messaging", "new"],
+    ],
+  );
+  t.same(mergeParts([], [part("x", [])], ["x"]).length, 1, "into an empty report");
+  t.same(
+    mergeParts([part("gone", [])], [part("x", [])], ["x"]).map((p) => p.bench),
+    ["x"],
+    "a bench that no longer exists is dropped",
+  );
 });
 
 t.test("sections: one, several or none per bench, in order", async (t) => {
@@ -79,20 +116,49 @@ t.test("text that would break a table row is escaped; odd numbers stay readable"
   t.equal(formatValue(1234567.8), "1,234,568");
 });
 
-t.test("writeReport writes the whole file (creating its folder) and says where", async (t) => {
+t.test("writeReport writes the Markdown and its parts (creating the folder); readParts reads them back", async (t) => {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-report-"));
   t.teardown(() => fs.rm(dir, { recursive: true, force: true }));
   const file = path.join(dir, "results", "latest.md");
-  t.equal(await writeReport(file, info, [messaging]), file);
-  t.equal(await fs.readFile(file, "utf8"), renderReport(info, [messaging]));
-  t.same(await fs.readdir(path.dirname(file)), ["latest.md"], "no temp file left behind");
+  const parts = [part("messaging", [messaging])];
+  t.equal(await writeReport(file, parts, ["messaging"]), file);
+  t.equal(await fs.readFile(file, "utf8"), renderReport(parts, ["messaging"]));
+  t.equal(reportJsonPath(file), path.join(dir, "results", "latest.json"));
+  t.same(await readParts(reportJsonPath(file)), parts, "the parts round-trip");
+  t.same((await fs.readdir(path.dirname(file))).sort(), ["latest.json", "latest.md"], "no temp file left behind");
+});
+
+t.test("readParts: no file is an empty report; a damaged one is named and left out", async (t) => {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "unibus-report-"));
+  t.teardown(() => fs.rm(dir, { recursive: true, force: true }));
+  const warnings: string[] = [];
+  const warn = (m: string) => warnings.push(m);
+  t.same(await readParts(path.join(dir, "none.json"), warn), []);
+  t.same(warnings, [], "a missing file is no warning");
+  const damaged: Array<[string, string]> = [
+    ["truncated.json", '{"parts": [{"bench"'],
+    ["other.json", '{"something": 1}'],
+  ];
+  for (const [name, text] of damaged) {
+    await fs.writeFile(path.join(dir, name), text);
+    t.same(await readParts(path.join(dir, name), warn), [], name);
+  }
+  t.equal(warnings.length, 2);
+  t.match(warnings[0], /truncated\.json is not a bench report .*starting a new one/);
+  const mixed = { parts: [part("ok", []), { bench: "broken" }, null] };
+  await fs.writeFile(path.join(dir, "mixed.json"), JSON.stringify(mixed));
+  t.same(
+    (await readParts(path.join(dir, "mixed.json"), warn)).map((p) => p.bench),
+    ["ok"],
+    "malformed parts are left out, good ones kept",
+  );
 });
 
 t.test("runInfo reads the machine and the nats-server binary", async (t) => {
-  const r = await runInfo(["a", "b"]);
+  const r = await runInfo();
   t.equal(r.node, process.version);
   t.equal(r.cores, os.availableParallelism());
   t.match(r.natsServer, /^v?\d+\.\d+\.\d+|^unknown \(/, "a version, or why not");
-  t.same(r.benches, ["a", "b"]);
+  t.equal(r.load.length, 3, "three load averages");
   t.ok(!Number.isNaN(Date.parse(r.date)), "an ISO date");
 });
