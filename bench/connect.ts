@@ -9,7 +9,6 @@
 // of nats-server (from /proc), and where the callout's time goes — the store read, the
 // permissions, and the answer's encoding from scratch (the baseline) vs with the kept
 // permission block (lib/auth/user-jwt.ts).
-import { readFileSync } from "node:fs";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -24,7 +23,7 @@ import { resolveNatsServer } from "../lib/nats/binary.ts";
 import { NatsServerProcess } from "../lib/nats/process.ts";
 import { loadOrCreateCa, loadOrCreateServerCertificate } from "../lib/tls/index.ts";
 import type { BenchRow, BenchSection } from "./report.ts";
-import { fmt, type Summary, summarize, writeResult } from "./stats.ts";
+import { fmt, processCpuMs, type Summary, summarize, writeResult } from "./stats.ts";
 
 async function measure(url: string, ca: string, id: Identity, n: number) {
   const samples: number[] = [];
@@ -76,16 +75,6 @@ function report(n: number, s: Figures, c: Figures): BenchSection {
     ],
     notes: ["targets: >= 50% of static, p99 < 10 ms"],
   };
-}
-
-/** CPU milliseconds a process has used so far (utime + stime from /proc; Linux only, else NaN). */
-function processCpuMs(pid: number | undefined): number {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // USER_HZ is 100 on Linux
-  } catch {
-    return Number.NaN;
-  }
 }
 
 /** CPU milliseconds per call of a synchronous step (this thread), over `n` calls. */

@@ -2,6 +2,9 @@
 // use the room, and addMember() until the added member's connection holds the room,
 // on one node and on a three-node cluster — against a plain TLS connect through the
 // auth callout measured in the same run (a membership change is one re-admission).
+// Bus and clients share this process, so each row also gives the CPU per operation of
+// this process and of the nats-server(s): on a busy machine the latencies swing, the CPU
+// figures much less.
 import { connect as natsConnect } from "@nats-io/transport-node";
 import { nkeySigner } from "../lib/auth/authenticator.ts";
 import { startCluster } from "../lib/bus/cluster.ts";
@@ -10,7 +13,7 @@ import { connect, type UnibusClient } from "../lib/client/connect.ts";
 import { createIdentity, type Identity } from "../lib/crypto/identity.ts";
 import { resolveNatsServer } from "../lib/nats/binary.ts";
 import type { BenchRow, BenchSection } from "./report.ts";
-import { fmt, type Summary, summarize, writeResult } from "./stats.ts";
+import { fmt, processCpuMs, type Summary, summarize, writeResult } from "./stats.ts";
 
 /** What the bench needs of a bus or a cluster: where the owner and the member connect. */
 interface Target {
@@ -19,16 +22,39 @@ interface Target {
   addUser: (id: Identity, handle: string) => Promise<unknown>;
   owner: { natsUrl: string; controlUrl: string };
   member: { natsUrl: string; controlUrl: string };
+  /** The nats-server processes, for their CPU time. */
+  natsPids: Array<number | undefined>;
 }
 
-async function timed(n: number, once: () => Promise<void>): Promise<Summary> {
+/** Latencies, and CPU ms per operation of this process (bus and clients) and of the nats-server(s). */
+interface Timed extends Summary {
+  cpuMs: number;
+  natsCpuMs: number;
+}
+
+/** CPU so far: this process (all its threads) and the servers, in ms. */
+function cpuNow(target: Target): { own: number; nats: number } {
+  const u = process.cpuUsage();
+  return {
+    own: (u.user + u.system) / 1000,
+    nats: target.natsPids.reduce<number>((a, pid) => a + processCpuMs(pid), 0),
+  };
+}
+
+function withCpu(target: Target, n: number, samples: number[], c0: { own: number; nats: number }): Timed {
+  const c = cpuNow(target);
+  return { ...summarize(samples), cpuMs: (c.own - c0.own) / n, natsCpuMs: (c.nats - c0.nats) / n };
+}
+
+async function timed(target: Target, n: number, once: () => Promise<void>): Promise<Timed> {
   const samples: number[] = [];
+  const c0 = cpuNow(target);
   for (let i = 0; i < n; i++) {
     const t0 = performance.now();
     await once();
     samples.push(performance.now() - t0);
   }
-  return summarize(samples);
+  return withCpu(target, n, samples, c0);
 }
 
 /** The baseline: a TLS connect through the callout (nonce signed, user JWT issued), then close. */
@@ -62,19 +88,22 @@ async function measure(target: Target, n: number) {
   const member = await client(target, target.member, bob);
   try {
     const warm = Math.max(3, Math.floor(n / 10));
-    await timed(warm, plainConnect(target, probe));
-    await timed(warm, async () => void (await owner.createRoom()));
-    const connects = await timed(n, plainConnect(target, probe));
-    const creates = await timed(n, async () => void (await owner.createRoom()));
+    await timed(target, warm, plainConnect(target, probe));
+    await timed(target, warm, async () => void (await owner.createRoom()));
+    const connects = await timed(target, n, plainConnect(target, probe));
+    const creates = await timed(target, n, async () => void (await owner.createRoom()));
+    const persisted = await timed(target, n, async () => void (await owner.createRoom({ persist: true })));
+    const rooms = [];
+    for (let i = 0; i < n; i++) rooms.push(await owner.createRoom());
     const adds: number[] = [];
-    for (let i = 0; i < n; i++) {
-      const room = await owner.createRoom();
+    const c0 = cpuNow(target);
+    for (const room of rooms) {
       const back = nextReconnect(member);
       const t0 = performance.now();
       await Promise.all([room.addMember(bob.signPub), back]);
       adds.push(performance.now() - t0);
     }
-    return { connects, creates, adds: summarize(adds.slice(Math.min(warm, n - 1))) };
+    return { connects, creates, persisted, adds: withCpu(target, n, adds, c0) };
   } finally {
     await owner.close();
     await member.close();
@@ -90,15 +119,27 @@ function section(label: string, r: Awaited<ReturnType<typeof measure>>): BenchSe
     baseline: base,
     ratio: s[p] / r.connects.p50,
   });
+  const cpu = (name: string, s: Timed): BenchRow => ({
+    name: `${name}: CPU per op, this process + nats-server`,
+    value: s.cpuMs + s.natsCpuMs,
+    unit: "ms",
+    note: `${fmt(s.cpuMs)} + ${fmt(s.natsCpuMs)}`,
+  });
   return {
     title: `Membership changes, ${label}`,
     rows: [
       { name: "TLS connect through the callout p50", value: r.connects.p50, unit: "ms", note: "baseline" },
       { name: "TLS connect through the callout p99", value: r.connects.p99, unit: "ms" },
+      cpu("TLS connect through the callout", r.connects),
       row("createRoom() until usable", r.creates, "p50"),
       row("createRoom() until usable", r.creates, "p99"),
+      cpu("createRoom()", r.creates),
+      row("createRoom({ persist: true }) until usable", r.persisted, "p50"),
+      row("createRoom({ persist: true }) until usable", r.persisted, "p99"),
+      cpu("createRoom({ persist: true })", r.persisted),
       row("addMember() until the member is re-admitted", r.adds, "p50"),
       row("addMember() until the member is re-admitted", r.adds, "p99"),
+      cpu("addMember()", r.adds),
     ],
     notes: ["target: createRoom and addMember p50 well under 30 ms on one node"],
   };
@@ -107,8 +148,13 @@ function section(label: string, r: Awaited<ReturnType<typeof measure>>): BenchSe
 function print(s: BenchSection): void {
   console.log(`\n${s.title}                                   ms    x connect p50`);
   for (const r of s.rows) {
-    const ratio = r.ratio === undefined ? "" : `${fmt(r.ratio, 1).padStart(8)}x`;
-    console.log(`  ${r.name.padEnd(52)} ${fmt(r.value).padStart(8)} ${ratio}`);
+    const ratio =
+      r.ratio === undefined
+        ? r.note && r.note !== "baseline"
+          ? `   (${r.note})`
+          : ""
+        : `${fmt(r.ratio, 1).padStart(8)}x`;
+    console.log(`  ${r.name.padEnd(70)} ${fmt(r.value).padStart(8)} ${ratio}`);
   }
   for (const note of s.notes ?? []) console.log(`  ${note}`);
 }
@@ -123,6 +169,7 @@ async function oneNode(binary: string, n: number): Promise<BenchSection> {
       addUser: (id, handle) => bus.addUser(id.signPub, { handle, kexPub: id.kexPub }),
       owner: at,
       member: at,
+      natsPids: [bus.natsPid],
     };
     return section(target.label, await measure(target, n));
   } finally {
@@ -141,6 +188,7 @@ async function threeNodes(binary: string, n: number): Promise<BenchSection> {
       addUser: (id, handle) => n1!.addUser(id.signPub, { handle, kexPub: id.kexPub }),
       owner: { natsUrl: n1!.natsUrl, controlUrl: n1!.controlUrl },
       member: { natsUrl: n3!.natsUrl, controlUrl: n3!.controlUrl },
+      natsPids: cluster.nodes.map((node) => node.natsPid),
     };
     return section(target.label, await measure(target, n));
   } finally {

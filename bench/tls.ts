@@ -4,7 +4,6 @@
 // client's CoalescingTransport, the unibus client (TLS + callout user on a room's
 // subject) before and after, and what Node's own TLS socket moves in the same shape.
 import { fork } from "node:child_process";
-import { readFileSync } from "node:fs";
 import fs from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
@@ -19,16 +18,13 @@ import { resolveNatsServer } from "../lib/nats/binary.ts";
 import { NatsServerProcess } from "../lib/nats/process.ts";
 import { loadOrCreateCa, loadOrCreateServerCertificate } from "../lib/tls/index.ts";
 import type { BenchRow, BenchSection } from "./report.ts";
-import { fmt, summarize, writeResult } from "./stats.ts";
+import { fmt, processCpuMs, summarize, writeResult } from "./stats.ts";
 
 const N = Number(process.env.BENCH_TLS_MESSAGES ?? 100_000);
 const SIZE = 256;
 const ROUNDS = 3;
 /** Hand the event loop back every this many publishes, so the subscriber reads while the publisher writes. */
 const YIELD_EVERY = 1000;
-
-/** /proc's unit of CPU time (USER_HZ), 100 on every Linux build we run on. */
-const CLOCK_TICKS = 100;
 
 const turn = () => new Promise<void>((r) => setImmediate(r));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -66,16 +62,6 @@ interface Measure {
   rate: number;
   clientUs: number;
   serverUs: number;
-}
-
-/** CPU time of `pid` in ms, from /proc (Linux); NaN where there is none. */
-function processCpuMs(pid: number | undefined): number {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
-  } catch {
-    return Number.NaN;
-  }
 }
 
 /**

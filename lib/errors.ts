@@ -164,6 +164,21 @@ export class AuthDeniedError extends UnibusError {
   }
 }
 
+/**
+ * A membership change went through (room `roomId` exists, with this identity in it),
+ * but when the bus made this connection log in again to take the new permissions, it
+ * refused it for good (revoked meanwhile, over its connection limit). The connection
+ * has given up (see `UnibusClient.closed()`): it holds neither the old permissions nor
+ * the new ones.
+ */
+export class ReadmissionRefusedError extends AuthDeniedError {
+  readonly roomId: string;
+  constructor(roomId: string, reason: string, options?: ErrorOptions) {
+    super(`refused when logging in again to take room ${roomId}'s permissions: ${reason}`, options);
+    this.roomId = roomId;
+  }
+}
+
 /** A persisted room's history cannot be read: its stream is not on the bus. */
 export class HistoryUnavailableError extends UnibusError {
   readonly roomId: string;

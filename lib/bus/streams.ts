@@ -108,6 +108,8 @@ export function roomRetention(
 
 /** JetStream's "insufficient storage resources available". */
 const INSUFFICIENT_RESOURCES = 10047;
+/** JetStream API error: a stream of that name exists with another configuration. */
+const STREAM_NAME_IN_USE = 10058;
 
 /**
  * Turns JetStream's out-of-space answer to a stream creation into StorageFullError
@@ -194,22 +196,48 @@ export class RoomStreams {
    * (the room's choice, see `roomRetention`; default the bus's ceiling). Throws
    * StorageBudgetError when the caps of every room stream would exceed the budget. A
    * stream made before streams were capped gets its caps now.
+   *
+   * `reserved`: the caller has just checked the budget for this room (createRoom does,
+   * before the room is stored). The stream is then added at once — one JetStream request
+   * instead of a lookup, a second listing of every stream and the add, all on the path
+   * of each persisted createRoom (and the listing grows with the rooms) — and looked up
+   * only when a stream of that name is already there.
    */
-  async ensure(room: Pick<Room, "id" | "subject">, retention?: RoomRetention): Promise<void> {
+  async ensure(
+    room: Pick<Room, "id" | "subject">,
+    retention?: RoomRetention,
+    opts: { reserved?: boolean } = {},
+  ): Promise<void> {
     const jsm = this.#manager("RoomStreams.ensure()");
     const name = roomStreamName(room.id);
     const chosen = roomRetention(retention, this.#limits.retention);
-    const existing = await jsm.streams.info(name).catch(() => undefined);
-    if (existing) {
-      if (!isCapped(existing.config)) await jsm.streams.update(name, { ...existing.config, ...caps(chosen) });
-      return;
-    }
-    await this.checkBudget(chosen.maxBytes);
     const config = { name, subjects: [room.subject], allow_direct: true, num_replicas: this.#opts.replicas ?? 1 };
-    await jsm.streams.add({ ...config, ...caps(chosen) }).catch((err: unknown) => {
+    if (!opts.reserved) {
+      if (await this.#capExisting(name, chosen)) return;
+      await this.checkBudget(chosen.maxBytes);
+    }
+    try {
+      // JetStream answers an add of an identical stream with the stream: idempotent
+      await jsm.streams.add({ ...config, ...caps(chosen) });
+    } catch (err) {
+      if (
+        err instanceof JetStreamApiError &&
+        err.code === STREAM_NAME_IN_USE &&
+        (await this.#capExisting(name, chosen))
+      )
+        return;
       throw asStorageFull(err);
-    });
+    }
     (this.#opts.logger ?? silentLogger).info({ component: "streams", stream: name }, "room stream created");
+  }
+
+  /** True when stream `name` exists (given caps now if it had none), false when there is none. */
+  async #capExisting(name: string, chosen: Required<RoomRetention>): Promise<boolean> {
+    const jsm = this.#manager("RoomStreams.ensure()");
+    const existing = await jsm.streams.info(name).catch(() => undefined);
+    if (!existing) return false;
+    if (!isCapped(existing.config)) await jsm.streams.update(name, { ...existing.config, ...caps(chosen) });
+    return true;
   }
 
   /**

@@ -862,22 +862,39 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
   async #onAccessChange(change: AccessChange): Promise<void> {
     this.emit("access-change", change);
     if (change.type === "room-deleted") return this.#afterRoomDeleted(change.roomId, change.members);
-    // Before answering: a persisted room must keep its first message. Only then is the
-    // room read back (a store read on the path of every createRoom otherwise).
-    if (change.type === "room-created" && change.persist && this.#streams) {
-      await this.#ensureStream(await this.store.getRoom(change.roomId), change.retention);
-    }
+    if (change.type === "room-created" && change.persist && this.#streams) return this.#persistedRoomCreated(change);
     await this.#kick(change.signPub, change.type);
+  }
+
+  /**
+   * A persisted room must keep its first message, so the answer waits for its stream.
+   * The owner's re-admission (kick, reconnect, callout) does not need to wait for it:
+   * both run side by side, and the answer — which createRoom waits for as well as the
+   * reconnect — comes once both are done. When JetStream refuses the stream the room is
+   * taken back, and the owner is kicked again: a re-admission in between may already
+   * hold the room's subject.
+   */
+  async #persistedRoomCreated(change: Extract<AccessChange, { type: "room-created" }>): Promise<void> {
+    const kicked = this.#kick(change.signPub, change.type);
+    try {
+      await this.#ensureStream({ id: change.roomId, subject: change.subject }, change.retention);
+    } catch (err) {
+      await kicked;
+      await this.#kick(change.signPub, "room-taken-back");
+      throw err;
+    }
+    await kicked;
   }
 
   /**
    * A persisted room's stream, or no room: when JetStream refuses the stream (out of
    * space), the room just written to the store is taken back, so no room is left whose
-   * history would silently go nowhere, and the creator hears 507 STORAGE_FULL.
+   * history would silently go nowhere, and the creator hears 507 STORAGE_FULL. The
+   * budget was checked before the room was stored (`reserveRoomStorage`).
    */
-  async #ensureStream(room: Room, retention?: RoomRetention): Promise<void> {
+  async #ensureStream(room: Pick<Room, "id" | "subject">, retention?: RoomRetention): Promise<void> {
     try {
-      await this.#streams?.ensure(room, retention);
+      await this.#streams?.ensure(room, retention, { reserved: true });
     } catch (err) {
       await this.store.deleteRoom(room.id).catch((e: unknown) => {
         this.#logger.error(

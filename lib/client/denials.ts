@@ -11,7 +11,8 @@ import { AuthDeniedError } from "../errors.ts";
 
 export const DENIAL_GRACE_MS = 3000;
 
-function isDenial(err: unknown): boolean {
+/** Whether a status error is the bus refusing the connection (or its login expiring). */
+export function isDenial(err: unknown): boolean {
   const e = err as { name?: string; message?: string } | undefined;
   return (
     e?.name === "AuthorizationError" ||

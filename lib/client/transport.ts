@@ -35,9 +35,14 @@ const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(reso
  */
 export class CoalescingTransport extends NodeTransport {
   override async *iterate(): AsyncIterableIterator<Uint8Array> {
+    // The server's INFO, read before the TLS upgrade, is waiting when the reader starts:
+    // hand it on at once, so CONNECT (and a re-admission after a kick) is not one more
+    // turn of a busy event loop away.
+    let first = this.yields.length > 0;
     while (true) {
       if (this.yields.length === 0) await this.signal;
-      await nextTurn();
+      if (!first) await nextTurn();
+      first = false;
       const frames = this.yields;
       this.yields = [];
       if (frames.length > 0) yield frames.length === 1 ? frames[0]! : Buffer.concat(frames);

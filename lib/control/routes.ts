@@ -27,10 +27,18 @@ export { parseTtl, registrationProofMessage };
 /** A change that affects who may read or write what (the ACL issue kicks on these). */
 export type AccessChange =
   /**
-   * `persist`: whether the room keeps history (its stream must exist before the answer);
-   * `retention`: the persisted room's history limits, as `reserveRoomStorage` granted them.
+   * `subject`: the room's subject; `persist`: whether the room keeps history (its stream
+   * must exist before the answer); `retention`: the persisted room's history limits, as
+   * `reserveRoomStorage` granted them (the budget is checked there, before the room is stored).
    */
-  | { type: "room-created"; roomId: string; signPub: string; persist: boolean; retention?: RoomRetentionChoice }
+  | {
+      type: "room-created";
+      roomId: string;
+      subject: string;
+      signPub: string;
+      persist: boolean;
+      retention?: RoomRetentionChoice;
+    }
   | { type: "member-added" | "member-removed"; roomId: string; signPub: string }
   /** The room is gone from the store: every former member loses its subject, its history and blobs go. */
   | { type: "room-deleted"; roomId: string; members: string[] }
@@ -297,6 +305,7 @@ export const ROUTES: readonly Route[] = [
       await ctx.deps.onAccessChange?.({
         type: "room-created",
         roomId: id,
+        subject: room.subject,
         signPub: ctx.signer,
         persist: room.persist,
         ...(retention ? { retention } : {}),

@@ -114,7 +114,7 @@ export async function testRoom(info: TestBusInfo, handles: string[], opts: Creat
       const member = members[handle]!;
       // Adding makes the bus re-authenticate the member's connection: wait until it is
       // back with the room's permissions, so the test can subscribe at once.
-      await afterReauth(member.nc, () => created.addMember(member.identity.signPub));
+      await afterReauth(member.nc, () => created.addMember(member.identity.signPub), { roomId: created.id });
       rooms[handle] = await member.openRoom(created.id);
     }
     return { members, rooms, close, [Symbol.asyncDispose]: close };

@@ -1,12 +1,13 @@
 // CoalescingTransport against a real nats-server over TLS: every byte of every message
 // arrives in order whatever the record boundaries, reconnects come back through it, and
-// the server's certificate is still checked against the CA given.
+// the server's certificate is still checked against the CA given — also with the one TLS
+// context a unibus client keeps for all its reconnects.
 import crypto from "node:crypto";
 import path from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { NodeTransport } from "@nats-io/transport-node/lib/node_transport.js";
 import t, { type Test } from "tap";
-import { connect } from "../../lib/client/connect.ts";
+import { connect, keptTlsContext } from "../../lib/client/connect.ts";
 import { CoalescingTransport, connectCoalescing } from "../../lib/client/transport.ts";
 import { createIdentity } from "../../lib/crypto/identity.ts";
 import { UnibusError } from "../../lib/errors.ts";
@@ -14,6 +15,7 @@ import { loadOrCreateCa, loadOrCreateServerCertificate } from "../../lib/tls/ind
 import { client, member, testBus } from "../helpers/bus.ts";
 import { tempDir } from "../helpers/fs.ts";
 import { natsServer } from "../helpers/nats.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 interface ServerTls {
   certFile: string;
@@ -131,6 +133,39 @@ t.test("a server certificate from another CA is refused", async (t) => {
     connectCoalescing({ servers: url, tls: { ca: other.certPem }, reconnect: false, timeout: 3000 }),
     /certificate/i,
   );
+});
+
+t.test("with one kept TLS context, every reconnect still checks the server's certificate", async (t) => {
+  const first = await tlsServer(t);
+  const nc = await connectCoalescing({
+    servers: first.url,
+    tls: keptTlsContext(first.ca),
+    reconnectTimeWait: 50,
+    maxReconnectAttempts: -1,
+  });
+  t.teardown(() => (nc.isClosed() ? undefined : nc.close()));
+  const seen = { attempts: 0, back: 0 };
+  void (async () => {
+    for await (const s of nc.status()) {
+      if (s.type === "reconnecting") seen.attempts++;
+      if (s.type === "reconnect") seen.back++;
+    }
+  })();
+  await first.server.stop();
+  // an impostor on the same port, with a certificate from another CA
+  const dir = await tempDir(t, "impostor");
+  const otherCa = await loadOrCreateCa(path.join(dir, "ca"));
+  const cert = await loadOrCreateServerCertificate(path.join(dir, "server"), otherCa, { name: "n1" });
+  const impostor = await startTlsServer(t, { certFile: cert.certFile, keyFile: cert.keyFile }, first.port);
+  const from = seen.attempts;
+  await waitFor("three attempts against the impostor", () => seen.attempts >= from + 3);
+  t.equal(seen.back, 0, "none of them got through");
+  await impostor.server.stop();
+  await startTlsServer(t, first.tls, first.port);
+  await waitFor("the reconnect to the real server", () => seen.back === 1);
+  const sub = nc.subscribe("x", { max: 1 });
+  nc.publish("x", "after");
+  for await (const m of sub) t.equal(m.string(), "after", "traffic flows after it");
 });
 
 t.test("websocket URLs are refused with a clear error", async (t) => {
