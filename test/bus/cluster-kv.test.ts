@@ -199,7 +199,11 @@ t.test("SIGKILL two of three: quorum lost, the bus refuses and never admits; res
   await cluster.restart(1);
   const c = await connect({ natsUrl: alone.natsUrl, ca: cluster.caPem, identity: dave, timeoutMs: 15_000 });
   t.teardown(() => c.close());
-  t.equal(c.nc.info?.server_name, alone.serverName, "admitted again once the quorum is back");
+  // The client may be admitted by either node of the majority: a first attempt refused while
+  // the store's group elects is retried against the servers the cluster advertised (seen on
+  // the floor nats-server: admitted by the restarted node).
+  const majority = [alone.serverName, cluster.nodes[1]!.serverName];
+  t.ok(majority.includes(c.nc.info?.server_name ?? ""), "admitted again once the quorum is back");
   // The replay bucket's group elects its leader only once two replicas are back (a 4-9 s
   // RAFT timer, seen past the restart's readiness on nats-server 2.15): until then a
   // signed request is refused with 503, never served unchecked. Recovery is the claim.
