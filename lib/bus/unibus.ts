@@ -835,7 +835,10 @@ export class Unibus extends EventEmitter<UnibusEvents> implements BusHandle {
       const gone = await this.#streams?.prune(isRoom);
       if (gone?.length) this.#logger.info({ component: "streams", rooms: gone }, "streams of deleted rooms removed");
     } catch (err) {
-      this.#logger.warn({ component: "streams", err: (err as Error).message }, "pruning room streams failed");
+      // A bus stopped while its first prune ran (a test, a quick `up` then Ctrl-C) closed
+      // the connection under it: nothing is wrong, and the next start prunes again.
+      const level = this.#stopping === undefined ? "warn" : "debug";
+      this.#logger[level]({ component: "streams", err: (err as Error).message }, "pruning room streams failed");
     }
   }
 
