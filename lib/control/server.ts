@@ -190,6 +190,8 @@ export class ControlServer {
       const ms = performance.now() - started;
       metrics?.httpRequests.inc({ route: exchange.route, status: String(res.statusCode) });
       metrics?.httpLatency.observe({ route: exchange.route }, ms / 1000);
+      // The line's fields are built only when someone reads them: debug is off by default.
+      if (!this.#logger.isLevelEnabled("debug")) return;
       this.#logger.debug(
         {
           component: "control",
