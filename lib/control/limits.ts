@@ -115,6 +115,15 @@ function declaredLength(req: IncomingMessage, limit: number): number | undefined
   return n;
 }
 
+const EMPTY_BODY = Buffer.alloc(0);
+const NO_BODY = Promise.resolve(EMPTY_BODY);
+
+/** True when the request declares no body at all: no Content-Length, no Transfer-Encoding. */
+export function hasNoBody(req: IncomingMessage): boolean {
+  const h = req.headers;
+  return h["content-length"] === undefined && h["transfer-encoding"] === undefined;
+}
+
 function checkLimit(limit: number): void {
   if (!Number.isSafeInteger(limit) || limit < 0) throw new RangeError("body limit must be a non-negative integer");
 }
@@ -234,6 +243,11 @@ function watchRate(rate: MinBodyRate, received: () => number, cut: () => void, o
 export function readBody(req: IncomingMessage, opts: ReadBodyOptions): Promise<Buffer> {
   const { limit, inflight, owner, minRate } = opts;
   checkLimit(limit);
+  // A request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112
+  // §6.3), and node:http's parser has already ended it: nothing to wait for, count or
+  // time, so the listeners, the promise and the rate timer are skipped. node:http
+  // drains the ended stream itself once the response is written.
+  if (hasNoBody(req)) return NO_BODY;
   let declared: number | undefined;
   try {
     declared = declaredLength(req, limit);

@@ -13,7 +13,7 @@ import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
-import { sha256Hex } from "../crypto/index.ts";
+import { EMPTY_SHA256, sha256Hex } from "../crypto/index.ts";
 import type { Logger } from "../log/index.ts";
 import { silentLogger } from "../log/index.ts";
 import type { BusMetrics } from "../metrics/index.ts";
@@ -97,12 +97,15 @@ export class ControlServer {
   readonly #connections: ConnectionsPerIp;
   readonly #corsOrigins: ReadonlySet<string>;
   readonly #console: ReturnType<typeof loadConsoleAssets> | undefined;
+  /** What every handler gets: the deps with this server's logger, built once rather than per request. */
+  readonly #routeDeps: ControlDeps | undefined;
 
   constructor(opts: ControlServerOptions) {
     this.#opts = opts;
     // The admin console (static files, lib/control/console.ts) comes with the API it drives.
     this.#console = opts.deps ? loadConsoleAssets() : undefined;
     this.#logger = opts.logger ?? silentLogger;
+    this.#routeDeps = opts.deps ? { ...opts.deps, logger: this.#logger } : undefined;
     this.#corsOrigins = new Set(checkCorsOrigins(opts.corsOrigins ?? []));
     const timeouts = resolveTimeouts(opts.timeouts);
     this.#limiter = new RateLimiter(opts.rateLimit);
@@ -187,6 +190,8 @@ export class ControlServer {
       const ms = performance.now() - started;
       metrics?.httpRequests.inc({ route: exchange.route, status: String(res.statusCode) });
       metrics?.httpLatency.observe({ route: exchange.route }, ms / 1000);
+      // The line's fields are built only when someone reads them: debug is off by default.
+      if (!this.#logger.isLevelEnabled("debug")) return;
       this.#logger.debug(
         {
           component: "control",
@@ -263,12 +268,13 @@ export class ControlServer {
     const raw = await this.#readBody(req);
     let signer = "";
     if (route.auth === "signed") {
-      const auth = await this.#authenticate(req, sha256Hex(raw), deps!.store);
+      // The empty body's hash is a constant: most signed requests are bodiless GETs and DELETEs.
+      const auth = await this.#authenticate(req, raw.length === 0 ? EMPTY_SHA256 : sha256Hex(raw), deps!.store);
       if (this.#nonces instanceof NonceCache) this.#opts.metrics?.nonceCacheSize.set(this.#nonces.size);
       signer = auth.signPub;
     }
     const body = parseJsonBody(req, raw, route);
-    const result = await route.handler({ req, url, params, signer, body, deps: { ...deps!, logger: this.#logger } });
+    const result = await route.handler({ req, url, params, signer, body, deps: this.#routeDeps! });
     if (result.status === 204) {
       res.writeHead(204);
       return void res.end();

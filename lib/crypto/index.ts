@@ -6,6 +6,7 @@ export { decryptBlob, encryptBlob } from "./blob.ts";
 export {
   AUTH_HEADERS,
   ContentHashVerifier,
+  EMPTY_SHA256,
   parseSignedHeaders,
   SIGNATURE_SCHEME,
   type SignedHeaders,

@@ -103,13 +103,19 @@ export class BusMetrics {
  * errors (NotFound, UserExists, …) are outcomes, not store errors.
  */
 export function instrumentStore<S extends Store>(store: S, metrics: BusMetrics): S {
+  // One timing wrapper (and one labels object) per method, made on first use and kept
+  // while the method underneath is the same function, instead of a closure and a labels
+  // object on every call.
+  const wrapped = new Map<string, { method: unknown; wrapper: (...args: unknown[]) => unknown }>();
   return new Proxy(store, {
     get(target, prop, receiver) {
       const value = Reflect.get(target, prop, receiver);
       if (typeof value !== "function" || typeof prop !== "string" || prop === "constructor") return value;
-      return (...args: unknown[]) => {
+      const hit = wrapped.get(prop);
+      if (hit?.method === value) return hit.wrapper;
+      const labels = { op: prop, backend: target.backend };
+      const wrapper = (...args: unknown[]) => {
         const started = performance.now();
-        const labels = { op: prop, backend: target.backend };
         const result = value.apply(target, args);
         if (!(result instanceof Promise)) return result;
         return result.then(
@@ -124,6 +130,8 @@ export function instrumentStore<S extends Store>(store: S, metrics: BusMetrics):
           },
         );
       };
+      wrapped.set(prop, { method: value, wrapper });
+      return wrapper;
     },
   });
 }

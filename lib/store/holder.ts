@@ -20,6 +20,9 @@ export interface StoreHolder {
 export function createStoreHolder(backend: StoreBackend): StoreHolder {
   let current: Store | undefined;
   let closed = false;
+  // The real store's methods, bound once per store rather than on every call (the
+  // control plane makes two or three store calls per request).
+  let bound = new Map<PropertyKey, unknown>();
   const refuse = () =>
     Promise.reject(
       new StoreUnavailableError(
@@ -34,13 +37,19 @@ export function createStoreHolder(backend: StoreBackend): StoreHolder {
           closed = true;
           const s = current;
           current = undefined;
+          bound = new Map();
           await s?.close();
         };
       }
       if (prop === "then") return undefined; // not a thenable: `await holder.store` must not call into it
       if (current) {
+        const hit = bound.get(prop);
+        if (hit !== undefined) return hit;
         const value = Reflect.get(current, prop);
-        return typeof value === "function" ? value.bind(current) : value;
+        if (typeof value !== "function") return value;
+        const method = value.bind(current);
+        bound.set(prop, method);
+        return method;
       }
       return typeof prop === "string" ? refuse : undefined;
     },
@@ -56,6 +65,7 @@ export function createStoreHolder(backend: StoreBackend): StoreHolder {
         return;
       }
       current = s;
+      bound = new Map();
     },
   };
 }

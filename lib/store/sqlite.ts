@@ -213,21 +213,30 @@ function toRoom(row: Row): Room {
  * from the objects otherwise.
  */
 function roomsForOf(rows: unknown[]): Array<Room & { role: RoomRole }> {
-  const at = ROOM_AT;
   return rows.map((row) => {
-    const c = (Array.isArray(row) ? row : Object.values(row as Row)) as SQLOutputValue[];
-    return {
-      id: String(c[at.id]),
-      subject: String(c[at.subject]),
-      ownerSignPub: String(c[at.owner_sign_pub]),
-      encrypt: Number(c[at.encrypt]) === 1,
-      persist: Number(c[at.persist]) === 1,
-      signMsgs: Number(c[at.sign_msgs]) === 1,
-      epoch: Number(c[at.epoch]),
-      createdAt: Number(c[at.created_at]),
-      role: String(c[at.member_role]) as RoomRole,
-    };
+    const c = cellsOf(row);
+    return { ...roomOfCells(c), role: String(c[ROOM_AT.member_role]) as RoomRole };
   });
+}
+
+/** A row's cells in column order, whether node:sqlite gave an array or an object. */
+function cellsOf(row: unknown): SQLOutputValue[] {
+  return (Array.isArray(row) ? row : Object.values(row as Row)) as SQLOutputValue[];
+}
+
+/** A room from the cells of a row that starts with ROOM_COLUMNS. */
+function roomOfCells(c: SQLOutputValue[]): Room {
+  const at = ROOM_AT;
+  return {
+    id: String(c[at.id]),
+    subject: String(c[at.subject]),
+    ownerSignPub: String(c[at.owner_sign_pub]),
+    encrypt: Number(c[at.encrypt]) === 1,
+    persist: Number(c[at.persist]) === 1,
+    signMsgs: Number(c[at.sign_msgs]) === 1,
+    epoch: Number(c[at.epoch]),
+    createdAt: Number(c[at.created_at]),
+  };
 }
 
 /** Position of each column in a roomsFor row: ROOM_COLUMNS, then the member's role. */
@@ -313,7 +322,8 @@ function userStatements(p: Prepare) {
     ),
     updateUser: p(`UPDATE users SET role = ?, handle = ?, kex_pub = ? WHERE sign_pub = ? RETURNING ${USER_COLUMNS}`),
     deleteUser: p("DELETE FROM users WHERE sign_pub = ?"),
-    activeUser: p("SELECT 1 AS one FROM users WHERE sign_pub = ? AND status = 'active'"),
+    // The allowlist check of every signed request: only whether a row exists, so no row object.
+    activeUser: asArrays(p("SELECT 1 AS one FROM users WHERE sign_pub = ? AND status = 'active'")),
     activeAdmin: p("SELECT EXISTS (SELECT 1 FROM users WHERE role = 'admin' AND status = 'active') AS present"),
     roomsOwnedBy: p("SELECT id FROM rooms WHERE owner_sign_pub = ? ORDER BY id"),
   };
@@ -336,12 +346,15 @@ function roomStatements(p: Prepare) {
        WHERE m.sign_pub = ? ORDER BY r.created_at, r.id`),
     ),
 
-    roomIfMember: p(
-      `SELECT ${ROOM_COLUMNS.split(", ")
-        .map((c) => `r.${c}`)
-        .join(", ")}
-       FROM room_members m JOIN rooms r ON r.id = m.room_id
-       WHERE m.room_id = ? AND m.sign_pub = ?`,
+    // Read on every signed request for a room: arrays, as roomsFor.
+    roomIfMember: asArrays(
+      p(
+        `SELECT ${ROOM_COLUMNS.split(", ")
+          .map((c) => `r.${c}`)
+          .join(", ")}
+         FROM room_members m JOIN rooms r ON r.id = m.room_id
+         WHERE m.room_id = ? AND m.sign_pub = ?`,
+      ),
     ),
     insertMember: p(`INSERT INTO room_members (${MEMBER_COLUMNS}) VALUES (?, ?, ?, ?) RETURNING ${MEMBER_COLUMNS}`),
     member: p(`SELECT ${MEMBER_COLUMNS} FROM room_members WHERE room_id = ? AND sign_pub = ?`),
@@ -645,8 +658,8 @@ class SqliteStore implements Store {
   roomIfMember(roomId: string, signPub: string): Promise<Room | undefined> {
     return this.#run("roomIfMember", () => {
       if (!isRoomIdShape(roomId) || !isKeyShape(signPub)) return undefined;
-      const row = this.#stmt.roomIfMember.get(roomId, signPub.toLowerCase()) as Row | undefined;
-      return row === undefined ? undefined : toRoom(row);
+      const row = this.#stmt.roomIfMember.get(roomId, signPub.toLowerCase());
+      return row === undefined ? undefined : roomOfCells(cellsOf(row));
     });
   }
 
