@@ -6,7 +6,7 @@ import t, { type Test } from "tap";
 import { silentLogger } from "../../lib/log/index.ts";
 import { type KvStore, openKvStore } from "../../lib/store/index.ts";
 import { encodeJson, key, type RoomRec } from "../../lib/store/kv-layout.ts";
-import { RoomIndex } from "../../lib/store/kv-rooms-index.ts";
+import { bucketSource, RoomIndex, sequenceReader } from "../../lib/store/kv-rooms-index.ts";
 import { startJetStream } from "../helpers/nats.ts";
 import { newUser, roomInput } from "./context.ts";
 
@@ -117,8 +117,8 @@ t.test("RoomIndex gives no answer rather than a stale one", async (t) => {
   const r = await store.createRoom(roomInput(owner, { encrypt: false, ownerSealedKey: null }));
   const conn = await connect({ servers: url });
   t.teardown(() => conn.close());
-  const kv = await new Kvm(jetstream(conn)).open(`${bucketPrefix}rooms`);
-  const index = new RoomIndex(kv, silentLogger);
+  const kv = await new Kvm(jetstream(conn)).open(`${bucketPrefix}users`);
+  const index = new RoomIndex(bucketSource(kv), silentLogger);
   t.equal(await index.roomsOf(owner.signPub, 1, 50), undefined, "not started: no answer");
   index.start();
   const seq = await index.barrier();
@@ -136,6 +136,40 @@ t.test("RoomIndex gives no answer rather than a stale one", async (t) => {
   t.equal(await index.roomsOf(owner.signPub, 0, 50), undefined, "stopped: no answer");
 });
 
+// What the store reads when JetStream refuses a direct read (no meta leader; the fault
+// test kills one): users and room records, with the revision a compare-and-swap needs.
+t.test("RoomIndex keeps users and room records with their revisions, as of a barrier", async (t) => {
+  const bucketPrefix = prefix();
+  const store = await openKvStore({ servers: url, bucketPrefix, storage: "memory" });
+  t.teardown(() => store.close());
+  const conn = await connect({ servers: url });
+  t.teardown(() => conn.close());
+  const kv = await new Kvm(jetstream(conn)).open(`${bucketPrefix}users`);
+  const index = new RoomIndex(bucketSource(kv), silentLogger);
+  t.teardown(() => index.stop());
+  t.equal(await index.userAt("ab".repeat(32), 1, 50), undefined, "not started: no answer");
+  index.start();
+  const owner = await store.addUser(newUser("owner"));
+  const r = await store.createRoom(roomInput(owner, { encrypt: false, ownerSealedKey: null }));
+  let seq = await index.barrier();
+  const u = await index.userAt(owner.signPub, seq, 5000);
+  t.equal(u?.value.handle, "owner", "a user written before the barrier");
+  t.equal(u?.revision, (await kv.get(owner.signPub))?.revision, "with the revision to compare-and-swap against");
+  const room = await index.roomAt(r.id, seq, 5000);
+  t.equal(room?.value.committed, true);
+  t.equal(room?.revision, (await kv.get(`rooms.${r.id}`))?.revision);
+  t.equal(await index.userAt("cd".repeat(32), seq, 5000), null, "an unknown user: none (not 'no answer')");
+  t.equal(await index.roomAt("nope", seq, 5000), null);
+  await store.revokeUser(owner.signPub);
+  await store.deleteRoom(r.id);
+  seq = await index.barrier();
+  t.equal((await index.userAt(owner.signPub, seq, 5000))?.value.status, "revoked", "a revocation, once applied");
+  t.equal(await index.roomAt(r.id, seq, 5000), null, "a deletion, once applied");
+  await kv.put("handles.x", "{}");
+  t.equal(await index.userAt("handles.x", await index.barrier(), 5000), null, "other sections are not users");
+  t.equal(await index.userAt(owner.signPub, seq + 1000, 50), undefined, "a sequence it has not seen: no answer");
+});
+
 t.test("a rooms bucket made anew (restored, recreated) drops what the index held", async (t) => {
   const [a, b] = await twoNodes(t);
   const owner = await b.addUser(newUser("owner"));
@@ -144,12 +178,52 @@ t.test("a rooms bucket made anew (restored, recreated) drops what the index held
   // The bucket's stream is deleted and made again, empty: its sequence starts over.
   const conn = await connect({ servers: url });
   t.teardown(() => conn.close());
-  const name = `${a.bucketPrefix}rooms`;
+  const name = `${a.bucketPrefix}users`;
   const jsm = await jetstreamManager(conn);
   const { config } = await jsm.streams.info(`KV_${name}`);
   await jsm.streams.delete(`KV_${name}`);
   await jsm.streams.add(config);
   t.same(await a.listRoomsFor(owner.signPub), [], "the room of the old stream is not granted");
+  // Users live in the same bucket: the owner went with it.
+  await b.addUser({ signPub: owner.signPub, kexPub: owner.kexPub, handle: owner.handle, role: owner.role });
   const again = await b.createRoom(roomInput(owner, { encrypt: false, ownerSealedKey: null }));
   t.same(ids(await a.listRoomsFor(owner.signPub)), [again.id], "and the new stream is indexed");
+});
+
+// A watch whose consumer lived on a node that died delivers nothing until a new consumer is
+// placed (which needs the meta leader). The index then reads the stream by sequence.
+t.test("with its watch silent, the index catches up by reading the stream by sequence", async (t) => {
+  const bucketPrefix = prefix();
+  const store = await openKvStore({ servers: url, bucketPrefix, storage: "memory" });
+  t.teardown(() => store.close());
+  const conn = await connect({ servers: url });
+  t.teardown(() => conn.close());
+  const name = `${bucketPrefix}users`;
+  const kv = await new Kvm(jetstream(conn)).open(name);
+  const silent = async () => ({ stop: () => {}, async *[Symbol.asyncIterator]() {} }) as never;
+  const muted = Object.assign(Object.create(kv) as typeof kv, { watch: silent });
+  const src = bucketSource(muted, sequenceReader(await jetstreamManager(conn), name));
+  const index = new RoomIndex(src, silentLogger);
+  t.teardown(() => index.stop());
+  index.start();
+  const owner = await store.addUser(newUser("owner"));
+  const bob = await store.addUser(newUser("bob"));
+  const r = await store.createRoom(roomInput(owner, { encrypt: false, ownerSealedKey: null }));
+  await store.addMember(r.id, { signPub: bob.signPub, role: "member", sealedKey: null });
+  let seq = await index.barrier();
+  t.same(
+    (await index.roomsOf(bob.signPub, seq, 50))?.map((x) => x.rec.room.id),
+    [r.id],
+    "bob's room, read by sequence",
+  );
+  t.equal((await index.userAt(owner.signPub, seq, 50))?.value.handle, "owner");
+  await store.removeMember(r.id, bob.signPub);
+  await store.revokeUser(bob.signPub);
+  seq = await index.barrier();
+  t.same(await index.roomsOf(bob.signPub, seq, 50), [], "the removal, read by sequence");
+  t.equal((await index.userAt(bob.signPub, seq, 50))?.value.status, "revoked", "the revocation too");
+  const noReader = new RoomIndex(bucketSource(muted), silentLogger);
+  t.teardown(() => noReader.stop());
+  noReader.start();
+  t.equal(await noReader.userAt(owner.signPub, await noReader.barrier(), 50), undefined, "without a reader: no answer");
 });
