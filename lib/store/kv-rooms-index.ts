@@ -20,7 +20,7 @@
  * "JetStream cluster not available" on every node while the meta group elects (seen: 4-9 s
  * after the meta leader is SIGKILLed), although the stream's own leader is alive. A publish
  * (the marker) and a running watch do not involve the meta group, so the answer stays
- * available. For the same reason the marker is all a call costs: the stream's creation time
+ * available. For the same reason the marker is all a call costs: the stream's identity
  * (which tells a recreated bucket) is read in the background, never on a caller's path.
  */
 import type { JetStreamManager, MsgRequest } from "@nats-io/jetstream";
@@ -42,10 +42,10 @@ export interface Change {
 
 /** What the index watches, and how it tells the records apart. */
 export interface IndexSource {
-  /** Watched, and where the marker goes. */
+  /** Watched (all of it: one filter, so that every stream sequence is a change the index sees), and where the marker goes. */
   kv: KvView;
-  /** The watch's filter (undefined: everything). */
-  watch?: string[];
+  /** Whether users are indexed too (the one-bucket layout). */
+  users: boolean;
   barrierKey: string;
   /** A key's record: a room's id, a user's key, or null (not indexed). */
   kind(key: string): { room: string } | { user: string } | null;
@@ -70,12 +70,17 @@ export function sequenceReader(jsm: JetStreamManager, bucket: string): (seq: num
   };
 }
 
-/** The one-bucket layout: users (one-token keys) and the rooms section, from one watch on the bucket. */
+/**
+ * The one-bucket layout: users (one-token keys) and the rooms section, from one watch on the
+ * whole bucket whose other keys are skipped. Not a watch filtered to those two: then the
+ * sequences it skips include other sections' writes, and a gap in what it delivers would no
+ * longer tell a change removed from the stream (which leaves the index behind) — see `#seq`.
+ */
 export function bucketSource(kv: KvView, next?: (seq: number) => Promise<Change | null>): IndexSource {
   const rooms = sectionPrefix("rooms");
   return {
     kv,
-    watch: ["*", `${rooms}>`],
+    users: true,
     barrierKey: `${rooms}${BARRIER_KEY}`,
     kind: (k) => (k.startsWith(rooms) ? { room: k.slice(rooms.length) } : k.includes(".") ? null : { user: k }),
     ...(next ? { next } : {}),
@@ -84,7 +89,7 @@ export function bucketSource(kv: KvView, next?: (seq: number) => Promise<Change 
 
 /** Rooms only, from a bucket (or section) that holds nothing else: the previous layout's rooms bucket. */
 export function roomsSource(kv: KvView): IndexSource {
-  return { kv, barrierKey: BARRIER_KEY, kind: (k) => ({ room: k }) };
+  return { kv, users: false, barrierKey: BARRIER_KEY, kind: (k) => ({ room: k }) };
 }
 
 /** A record as the index holds it: its value and the revision to compare-and-swap against. */
@@ -107,7 +112,10 @@ export class RoomIndex {
   /** Bound on one read of the catch-up by sequence. */
   static readonly CATCH_UP_READ_MS = 500;
 
-  /** How often the stream's creation time is read (in the background) to notice a recreated bucket. */
+  /** Bound on a whole catch-up: it reads to the end of the stream, which steady writes keep moving. */
+  static readonly CATCH_UP_MS = 3000;
+
+  /** How often the stream's identity is read (in the background) to notice a recreated bucket. */
   static readonly CREATED_CHECK_MS = 5000;
 
   readonly #src: IndexSource;
@@ -119,12 +127,22 @@ export class RoomIndex {
   readonly #rooms = new Map<string, RoomRec>();
   readonly #byMember = new Map<string, Set<string>>();
   #waiters: Waiter[] = [];
-  /** The stream sequence of the last entry applied; 0 while (re)loading from scratch. */
+  /**
+   * How far the index is complete: for every key, the index holds its last change at or
+   * below `#seq`, or a later one. Not the highest revision seen: the bucket keeps one
+   * revision per key, so a change overwritten before a reader (the watch's consumer, the
+   * catch-up) reached it is gone from the stream, and the reader only meets the key again
+   * at its later revision. A room whose member was added at 60 and renamed at 90 is, to a
+   * reader that has got to 70, still at its value before 60 — or absent, while loading.
+   * So `#seq` only moves (`#advance`) to a change that follows it directly (`#seq + 1`:
+   * nothing between could have been missed), or to where a reader found nothing more to
+   * read (`#reachedEnd`): every change then in the stream has been applied. 0: nothing yet.
+   */
   #seq = 0;
   #started = false;
   #stopped = false;
   #iter: { stop(): void } | undefined;
-  /** The stream's creation time as last seen: a new one means a new stream. */
+  /** The stream's identity as last seen (#checkCreated): a new one means a new stream. */
   #created: string | undefined;
   /** Bumped by #restart: entries of an older watch are no longer applied. */
   #generation = 0;
@@ -133,7 +151,7 @@ export class RoomIndex {
   /** The catch-up by sequence in progress, and how far it must go. */
   #catching: Promise<void> | undefined;
   #catchTarget = 0;
-  /** The last revision applied per key (deletions included): an older change, from the watch after a catch-up, is skipped. */
+  /** The last revision applied per indexed key (deletions included): an older change, from the watch after a catch-up, is skipped. */
   readonly #revs = new Map<string, number>();
   /** The highest sequence a marker was acknowledged at (in the current stream). */
   #acked = 0;
@@ -145,7 +163,7 @@ export class RoomIndex {
 
   /** Whether the index holds users (the one-bucket layout) as well as rooms. */
   get hasUsers(): boolean {
-    return this.#src.watch !== undefined;
+    return this.#src.users;
   }
 
   /** Starts the watch (once; later calls do nothing). */
@@ -184,9 +202,13 @@ export class RoomIndex {
   }
 
   /**
-   * A stream recreated and grown past the old sequence meanwhile is told by its creation
-   * time, read now and then in the background: STREAM.INFO needs the meta group on every
-   * node but the stream leader, so it stays off the caller's path.
+   * A stream recreated and grown past the old sequence meanwhile is told by its identity,
+   * read now and then in the background: STREAM.INFO needs the meta group on every node but
+   * the stream leader, so it stays off the caller's path. The identity is the stream's RAFT
+   * group in a cluster — not its creation time, which each replica records for itself (the
+   * three of a cluster differ by milliseconds, so whichever node answered looked like a new
+   * stream: the index dropped everything and reloaded, every few seconds) — and the creation
+   * time on a single server, which has no group.
    */
   #checkCreated(): void {
     const now = Date.now();
@@ -194,11 +216,14 @@ export class RoomIndex {
     this.#createdCheckedAt = now;
     this.#src.kv.status().then(
       (status) => {
-        const created = status.streamInfo.created;
-        if (this.#created !== undefined && created !== this.#created) this.#restart();
-        this.#created = created;
+        const info = status.streamInfo;
+        const id = info.cluster?.raft_group ?? (info.cluster?.replicas?.length ? undefined : `created ${info.created}`);
+        // A replica that does not report its group (an older server, mid-upgrade) tells nothing.
+        if (id === undefined) return;
+        if (this.#created !== undefined && id !== this.#created) this.#restart();
+        this.#created = id;
       },
-      (err: unknown) => this.#log.debug({ err: (err as Error).message }, "could not read the bucket's creation time"),
+      (err: unknown) => this.#log.debug({ err: (err as Error).message }, "could not read the bucket's identity"),
     );
   }
 
@@ -257,21 +282,37 @@ export class RoomIndex {
     return this.#seq >= target;
   }
 
+  /**
+   * Reads every change after `#seq`, in sequence order. A change read right after `#seq`
+   * advances it; one after a gap (changes overwritten since, so gone from the stream) does
+   * not, until the read finds nothing more: then every change in the stream is applied.
+   */
   async #catchLoop(next: (seq: number) => Promise<Change | null>): Promise<void> {
     const generation = this.#generation;
+    const until = performance.now() + RoomIndex.CATCH_UP_MS;
+    let cursor = this.#seq + 1;
+    let last = 0;
     while (this.#seq < this.#catchTarget && generation === this.#generation && !this.#stopped) {
+      if (performance.now() > until) throw new Error("the catch-up did not reach the end of the stream in time");
+      // The watch may have moved `#seq` on: what is below it needs no reading.
+      cursor = Math.max(cursor, this.#seq + 1);
       // Bounded: a read sent to a leader that just died gets no answer, and every caller waits on this loop.
-      const c = await bounded(RoomIndex.CATCH_UP_READ_MS, () => next(this.#seq + 1));
-      if (c === null || generation !== this.#generation) return;
+      const c = await bounded(RoomIndex.CATCH_UP_READ_MS, () => next(cursor));
+      if (generation !== this.#generation) return;
+      if (c === null) {
+        // Read from a complete point to the end: complete up to the last change read.
+        if (last > 0) this.#reachedEnd(last);
+        return;
+      }
       this.#apply(c);
-      this.#advance(c.revision); // even when skipped as old: the next read starts past it
+      cursor = c.revision + 1;
+      last = c.revision;
     }
   }
 
   #reach(seq: number, waitMs: number): Promise<boolean> {
     if (this.#stopped || !this.#started) return Promise.resolve(false);
-    // While (re)loading, a room not delivered yet is missing — which only denies — and a
-    // room delivered is at its latest value, so the index is as current as `#seq` says.
+    // `#seq` is how far the index is complete (never just how far a reader got).
     if (this.#seq >= seq) return Promise.resolve(true);
     return new Promise((resolve) => {
       const w: Waiter = { seq, resolve };
@@ -288,22 +329,26 @@ export class RoomIndex {
   }
 
   /**
-   * Watches the bucket, and watches again when a watch breaks — keeping what it holds: the
-   * new watch delivers every room's last value (deletions as delete markers) in sequence
-   * order, so applied on top, each room is at its old value or a newer one, and `#seq`
-   * stays true. A broken watch that cannot be made again (no meta leader to place its
-   * consumer) thus costs nothing until a room changes.
+   * Watches the bucket, and watches again when a watch breaks — keeping what it holds and
+   * `#seq`: the new watch delivers every key's last value (deletions as delete markers,
+   * which the store never removes) in sequence order, so applied on top, each key is at its
+   * old value or a newer one, and `#seq` stays true. It moves on as the new watch's changes
+   * follow it directly, or when the watch has delivered everything pending (`delta` 0) — not
+   * before: its first delivery skips every overwritten change. A broken watch that cannot be
+   * made again (no meta leader to place its consumer) thus costs nothing until a key changes.
    */
   async #watchLoop(): Promise<void> {
     while (!this.#stopped) {
       const generation = this.#generation;
       try {
-        const it = await this.#src.kv.watch(this.#src.watch === undefined ? {} : { key: this.#src.watch });
+        const it = await this.#src.kv.watch();
         this.#iter = it;
         if (this.#stopped || generation !== this.#generation) it.stop();
         for await (const e of it) {
           if (generation !== this.#generation) break;
           this.#apply(e);
+          // Nothing pending after it: every change in the stream has been delivered.
+          if (e.delta === 0) this.#reachedEnd(e.revision);
         }
       } catch (err) {
         this.#log.debug({ err: (err as Error).message }, "the rooms watch broke; watching again");
@@ -329,12 +374,15 @@ export class RoomIndex {
   }
 
   #apply(e: Change): void {
-    if ((this.#revs.get(e.key) ?? 0) >= e.revision) return; // applied already, or older than what was
-    this.#revs.set(e.key, e.revision);
     const kind = e.key === this.#src.barrierKey ? null : this.#src.kind(e.key);
-    if (kind !== null && "user" in kind) this.#applyUser(kind.user, e);
-    else if (kind !== null) this.#applyRoom(kind.room, e);
-    this.#advance(e.revision);
+    // Applied already, or older than what was (from the watch after a catch-up): skipped.
+    if (kind !== null && (this.#revs.get(e.key) ?? 0) < e.revision) {
+      this.#revs.set(e.key, e.revision);
+      if ("user" in kind) this.#applyUser(kind.user, e);
+      else this.#applyRoom(kind.room, e);
+    }
+    // Only the change right after `#seq`: after a gap, what was skipped may be a change this key or another lost.
+    if (e.revision === this.#seq + 1) this.#advance(e.revision);
   }
 
   #parse<T>(e: Change, what: string): T | undefined {
@@ -375,8 +423,13 @@ export class RoomIndex {
     }
   }
 
+  /** A reader read, from a point at or below `#seq`, everything in the stream up to `revision`. */
+  #reachedEnd(revision: number): void {
+    if (revision > this.#seq) this.#advance(revision);
+  }
+
   #advance(revision: number): void {
-    this.#seq = Math.max(this.#seq, revision);
+    this.#seq = revision;
     this.#release(true);
   }
 
