@@ -4,13 +4,13 @@
 //
 // What dominates, from polling a survivor's /jsz every 100 ms during each round: Raft
 // elections, nothing of ours. nats-server does not react to the dropped route; each Raft
-// group the victim led (the meta group and every KV bucket's stream: users, handles,
-// nonces, rooms, ...) waits out its follower election timeout, a random 4-9 s after the
+// group the victim led (the meta group and every KV bucket's stream: users, nonces,
+// blobs, ...) waits out its follower election timeout, a random 4-9 s after the
 // last heartbeat (hard-coded in nats-server's server/raft.go; heartbeats every 1 s), so a
-// new leader shows up 3-9 s after the kill, independently per group. A user write needs
-// the users, handles and nonces buckets, so the failover time is the latest of those
-// groups' elections (seen to within ~50 ms of it), and the 5 s target is met only when the
-// draws are lucky. The unavailability window is longer by the store's 3 s operation
+// new leader shows up 3-9 s after the kill, independently per group. Every control-plane
+// record lives in one bucket (users), so a user write needs that group and the nonces
+// bucket's (replay protection): the failover time is the later of those two elections
+// (seen to within ~50 ms of it) when the victim led both, one election otherwise. The unavailability window is longer by the store's 3 s operation
 // timeout: a write issued just before the election is refused (503) when it runs out.
 // Shortening this means fewer Raft groups on a write's path or shorter election timeouts
 // in nats-server, not changes to the control plane's code.

@@ -176,9 +176,10 @@ async function reportReplication(store: Store, out: NodeJS.WritableStream): Prom
   }
   const behind = state.filter((b) => b.current < b.replicas);
   const r = state[0]?.replicas ?? 0;
+  const what = state.length === 1 ? "1 bucket" : `${state.length} buckets`;
   out.write(
     behind.length === 0
-      ? `replication: ${state.length} buckets at R${r}, every replica current\n`
-      : `replication: ${state.length} buckets at R${r}; behind: ${behind.map((b) => `${b.bucket} ${b.current}/${b.replicas} current`).join(", ")}\n`,
+      ? `replication: ${what} at R${r}, every replica current\n`
+      : `replication: ${what} at R${r}; behind: ${behind.map((b) => `${b.bucket} ${b.current}/${b.replicas} current`).join(", ")}\n`,
   );
 }

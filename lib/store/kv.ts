@@ -1,16 +1,20 @@
 /**
  * The Store over replicated JetStream KV buckets — the control plane of a cluster.
  *
- * Buckets (each `<prefix><name>`, prefix `unibus_` by default; layout in kv-layout.ts):
- *   users     <signPub>                      → UserRec (User, + `deleting` during deleteUser)
- *   handles   <hex(handle)>                  → HandleClaim   (handle uniqueness)
- *   rooms     <roomId>                       → RoomRec (Room + its members + commit/lock state)
- *   subjects  <hex(subject)>                 → SubjectClaim  (subject uniqueness)
- *   memberof  <signPub>.<roomId>             → "1"   (reverse index for deleteUser; listRoomsFor's fallback)
- *   keys      <roomId>.<signPub>.<epoch>     → the sealed room key (every epoch kept)
- *   invites   <id12>.<rest of tokenHash>     → Invite
- *             idx.id.<id12>                  → InviteIdIndex      (id uniqueness; cancel by id in one get)
- *             idx.handle.<hex(handle)>       → InviteHandleIndex  (the handle's newest invite)
+ * One bucket, `<prefix>users` (prefix `unibus_` by default), one section per kind of
+ * record (a key prefix; kv-layout.ts), so that every write waits on one Raft group:
+ *   <signPub>                               → UserRec (User, + `deleting` during deleteUser)
+ *   handles.<hex(handle)>                   → HandleClaim   (handle uniqueness)
+ *   rooms.<roomId>                          → RoomRec (Room + its members + commit/lock state)
+ *   subjects.<hex(subject)>                 → SubjectClaim  (subject uniqueness)
+ *   memberof.<signPub>.<roomId>             → "1"   (reverse index for deleteUser; listRoomsFor's fallback)
+ *   keys.<roomId>.<signPub>.<epoch>         → the sealed room key (every epoch kept)
+ *   invites.<id12>.<rest of tokenHash>      → Invite
+ *   invites.idx.id.<id12>                   → InviteIdIndex      (id uniqueness; cancel by id in one get)
+ *   invites.idx.handle.<hex(handle)>        → InviteHandleIndex  (the handle's newest invite)
+ * The code below sees each section as a bucket of its own (`this.#b.rooms`, ...); a store
+ * of the previous layout, a bucket per section, is moved into the one bucket at open
+ * (kv-relayout.ts), or read as it is by the admin CLI's binding.
  *
  * There are no multi-key transactions in KV, so every multi-key write has ONE commit
  * point — a single compare-and-swap on one record — and everything else is either
@@ -71,15 +75,17 @@ import { type Logger, silentLogger } from "../log/index.ts";
 import { InviteRefusedError } from "./errors.ts";
 import { isCasFailure } from "./kv-cas.ts";
 import {
-  BUCKETS,
   type Buckets,
   bucketName,
   byString,
+  controlBucketName,
   encodeJson,
   type HandleClaim,
   type InviteHandleIndex,
   type InviteIdIndex,
+  type KvView,
   key,
+  LEGACY_SECTIONS,
   listEntries,
   listKeys,
   live,
@@ -88,10 +94,19 @@ import {
   parseSealedKey,
   type RoomRec,
   type SubjectClaim,
+  sectionsOf,
   type UserRec,
 } from "./kv-layout.ts";
 import { bounded, bucketPrefixOf, Timeout } from "./kv-ops.ts";
-import { RoomIndex } from "./kv-rooms-index.ts";
+import { legacySections, relayout } from "./kv-relayout.ts";
+import {
+  bucketSource,
+  type Indexed,
+  type IndexSource,
+  RoomIndex,
+  roomsSource,
+  sequenceReader,
+} from "./kv-rooms-index.ts";
 import {
   type ConsumeDecision,
   checkAddMember,
@@ -221,36 +236,48 @@ export async function openKvStore(opts: KvStoreOptions): Promise<KvStore> {
       // is then closed below.
       timeout: Math.max(openTimeoutMs, STORE_CONNECT_TIMEOUT_MS),
     });
-    const kvm = new Kvm(jetstream(nc, { timeout: timeoutMs }));
+    const js = jetstream(nc, { timeout: timeoutMs });
+    const kvm = new Kvm(js);
+    const jsm = await js.jetstreamManager();
     const storage = opts.storage === "memory" ? "memory" : "file";
-    const opened = await Promise.all(
-      BUCKETS.map((b) =>
-        opts.bind
-          ? bindExisting(kvm, bucketName(prefix, b))
-          : kvm.create(bucketName(prefix, b), {
-              replicas,
-              history: 1,
-              storage,
-              allow_direct: false,
-              timeout: timeoutMs,
-            }),
-      ),
-    );
-    const buckets = Object.fromEntries(BUCKETS.map((b, i) => [b, opened[i]!])) as Buckets;
-    const actual = opts.bind ? (await buckets.users.status()).replicas : replicas;
-    return { conn: nc, buckets, actual };
+    const name = controlBucketName(prefix);
+    const kv = opts.bind
+      ? await bindExisting(kvm, name)
+      : await kvm.create(name, { replicas, history: 1, storage, allow_direct: false, timeout: timeoutMs });
+    const legacy = await legacySections(jsm, prefix);
+    let buckets = sectionsOf(kv);
+    let index: IndexSource | undefined = bucketSource(kv, sequenceReader(jsm, name));
+    if (legacy.length > 0 && opts.bind) {
+      // A bus of the previous version keeps its store here: read it as it is, move nothing.
+      buckets = await legacyBuckets(kvm, prefix, kv);
+      index = undefined;
+    } else if (legacy.length > 0) {
+      await relayout(kvm, jsm, prefix, legacy, buckets, logger);
+    }
+    const actual = opts.bind ? (await kv.status()).replicas : replicas;
+    const layout = opts.bind && legacy.length > 0 ? "bucket per kind" : "one bucket";
+    return { conn: nc, buckets, index, actual, layout };
   })();
   try {
-    const { conn, buckets, actual } = await bounded(openTimeoutMs, () => attempt).catch((err: unknown) => {
-      // Whichever way the abandoned attempt ends, a connection it opened is ours to close.
-      if (owned) void attempt.catch(() => {}).then(() => nc?.close().catch(() => {}));
-      throw err;
-    });
-    logger.info({ component: "store", backend: "kv", prefix, replicas: actual }, "KV store open");
+    const { conn, buckets, index, actual, layout } = await bounded(openTimeoutMs, () => attempt).catch(
+      (err: unknown) => {
+        // Whichever way the abandoned attempt ends, a connection it opened is ours to close.
+        if (owned) void attempt.catch(() => {}).then(() => nc?.close().catch(() => {}));
+        throw err;
+      },
+    );
+    logger.info({ component: "store", backend: "kv", prefix, replicas: actual, layout }, "KV store open");
     // A bus's store (not the admin CLI's one-shot binding) loads the rooms index now, so
     // the first connects do not wait for it — nor for a meta leader to place its watch.
     const watchRooms = !opts.bind;
-    return new KvStore(conn, owned, buckets, { timeoutMs, logger, replicas: actual, prefix, watchRooms });
+    return new KvStore(conn, owned, buckets, {
+      timeoutMs,
+      logger,
+      replicas: actual,
+      prefix,
+      watchRooms,
+      ...(index ? { index } : {}),
+    });
   } catch (err) {
     if (owned && nc !== undefined && !nc.isClosed()) await nc.close().catch(() => {});
     if (err instanceof UnibusError) throw err;
@@ -261,6 +288,12 @@ export async function openKvStore(opts: KvStoreOptions): Promise<KvStore> {
       { cause: err },
     );
   }
+}
+
+/** The previous layout's buckets, bound as they are (users is `kv`, already open). */
+async function legacyBuckets(kvm: Kvm, prefix: string, kv: KV): Promise<Buckets> {
+  const opened = await Promise.all(LEGACY_SECTIONS.map((b) => bindExisting(kvm, bucketName(prefix, b))));
+  return { users: kv, ...Object.fromEntries(LEGACY_SECTIONS.map((b, i) => [b, opened[i]!])) } as unknown as Buckets;
 }
 
 /** Binds to a bucket that must exist: its status is read once, so a missing one fails here, named. */
@@ -329,7 +362,15 @@ export class KvStore implements Store {
     nc: NatsConnection,
     owned: boolean,
     buckets: Buckets,
-    options: { timeoutMs: number; logger: Logger; replicas: number; prefix: string; watchRooms?: boolean },
+    options: {
+      timeoutMs: number;
+      logger: Logger;
+      replicas: number;
+      prefix: string;
+      watchRooms?: boolean;
+      /** What the index watches (default: the rooms bucket alone, as in the previous layout). */
+      index?: IndexSource;
+    },
   ) {
     this.#nc = nc;
     this.#owned = owned;
@@ -338,7 +379,7 @@ export class KvStore implements Store {
     this.#log = options.logger;
     this.replicas = options.replicas;
     this.bucketPrefix = options.prefix;
-    this.#roomIndex = new RoomIndex(buckets.rooms, options.logger);
+    this.#roomIndex = new RoomIndex(options.index ?? roomsSource(buckets.rooms), options.logger);
     if (options.watchRooms) this.#roomIndex.start();
   }
 
@@ -354,16 +395,16 @@ export class KvStore implements Store {
 
   /** The replication state of each bucket (for the CLI to print after a write). */
   async replicationState(): Promise<BucketReplication[]> {
-    return this.#run("replicationState", async () =>
-      Promise.all(
-        BUCKETS.map(async (b) => {
-          const st = await this.#b[b].status();
-          const cl = st.streamInfo.cluster;
-          const current = (cl?.leader ? 1 : 0) + (cl?.replicas ?? []).filter((r) => r.current).length;
-          return { bucket: st.bucket, replicas: st.replicas, current: cl ? current : 1 };
-        }),
-      ),
-    );
+    return this.#run("replicationState", async () => {
+      // The sections of one bucket share its status; the previous layout's buckets each have their own.
+      const all = await Promise.all(Object.values(this.#b).map((b) => b.status()));
+      const seen = new Map(all.map((st) => [st.bucket, st]));
+      return [...seen.values()].map((st) => {
+        const cl = st.streamInfo.cluster;
+        const current = (cl?.leader ? 1 : 0) + (cl?.replicas ?? []).filter((r) => r.current).length;
+        return { bucket: st.bucket, replicas: st.replicas, current: cl ? current : 1 };
+      });
+    });
   }
 
   /**
@@ -418,13 +459,40 @@ export class KvStore implements Store {
     if (Date.now() > ctx.deadline) throw new Timeout("deadline passed while retrying");
   }
 
-  async #get<T>(kv: KV, k: string): Promise<{ value: T; revision: number } | undefined> {
+  async #get<T>(kv: KvView, k: string): Promise<{ value: T; revision: number } | undefined> {
     const e = live(await kv.get(k));
     return e === null ? undefined : { value: parse<T>(e.value), revision: e.revision };
   }
 
   async #userRec(signPub: string): Promise<{ value: UserRec; revision: number } | undefined> {
-    return this.#get<UserRec>(this.#b.users, key.user(signPub));
+    return this.#orIndexed(
+      () => this.#get<UserRec>(this.#b.users, key.user(signPub)),
+      (seq, waitMs) => this.#roomIndex.userAt(signPub, seq, waitMs),
+    );
+  }
+
+  /**
+   * A direct read, or — when JetStream refuses it (no meta leader: every node answers a
+   * stream message get with "cluster not available" while the meta group elects, though
+   * the stream's leader is alive) — the same record from the index's watch, once it has
+   * applied a marker written now (kv-rooms-index.ts): as current as the direct read, and
+   * needing only the stream's leader. No answer from either: the direct read's error.
+   */
+  async #orIndexed<T>(
+    direct: () => Promise<Indexed<T> | undefined>,
+    indexed: (seq: number, waitMs: number) => Promise<Indexed<T> | null | undefined>,
+  ): Promise<Indexed<T> | undefined> {
+    try {
+      return await direct();
+    } catch (err) {
+      if (!(err instanceof JetStreamApiError) || this.#closed) throw err;
+      this.#roomIndex.start();
+      const seq = await this.#roomIndex.barrier();
+      const found = await indexed(seq, KvStore.ROOM_INDEX_WAIT_MS);
+      if (found === undefined) throw err;
+      this.#log.debug({ component: "store", code: err.code }, "direct read refused; answered from the index");
+      return found ?? undefined;
+    }
   }
 
   /** A user that exists and is not being deleted. */
@@ -434,7 +502,10 @@ export class KvStore implements Store {
   }
 
   async #roomRec(roomId: string): Promise<{ value: RoomRec; revision: number } | undefined> {
-    return this.#get<RoomRec>(this.#b.rooms, key.room(roomId));
+    return this.#orIndexed(
+      () => this.#get<RoomRec>(this.#b.rooms, key.room(roomId)),
+      (seq, waitMs) => this.#roomIndex.roomAt(roomId, seq, waitMs),
+    );
   }
 
   /** A committed room record. */

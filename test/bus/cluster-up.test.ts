@@ -50,7 +50,7 @@ t.test("unibus up --cluster 3 --json prints one ready line with every node's URL
   t.equal(add.code, 0, add.stderr);
   t.match(add.stdout, /^added alice \(member, active\)/);
   // Right after the write a follower may not be "current" yet; the report says which.
-  t.match(add.stdout, /\nreplication: 7 buckets at R3(, every replica current|; behind: .+)\n$/);
+  t.match(add.stdout, /\nreplication: 1 bucket at R3(, every replica current|; behind: .+)\n$/);
   t.notOk(fs.existsSync(path.join(dataDir, "store.db")), "no SQLite store");
   const c = await connect({
     natsUrl: (ready.natsUrls as string[])[2]!,

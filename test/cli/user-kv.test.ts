@@ -23,7 +23,7 @@ t.test("the bus in the data dir runs on KV: the CLI finds it and writes there", 
   t.equal(add.code, 0, add.stderr);
   t.equal(
     add.stdout,
-    `added alice (admin, active) ${alice.signPub}\nreplication: 7 buckets at R1, every replica current\n`,
+    `added alice (admin, active) ${alice.signPub}\nreplication: 1 bucket at R1, every replica current\n`,
   );
   t.notOk(fs.existsSync(path.join(dataDir, "store.db")), "no SQLite file was created");
 
@@ -41,7 +41,7 @@ t.test("the bus in the data dir runs on KV: the CLI finds it and writes there", 
   const revoke = await runCli(["user", "revoke", alice.signPub, "--store", "kv", "-d", dataDir]);
   t.equal(revoke.code, 0, revoke.stderr);
   t.match(revoke.stdout, /^revoked alice \(admin, revoked\)/);
-  t.match(revoke.stdout, /replication: 7 buckets at R1/);
+  t.match(revoke.stdout, /replication: 1 bucket at R1/);
   await closed;
   t.ok(c.nc.isClosed(), "the revoked identity's connection is closed for good");
 });
@@ -107,7 +107,7 @@ t.test("user set on KV: the change is in the cluster's store, a taken handle is 
   const set = await runCli(["user", "set", carol.signPub, "--role", "admin", "--handle", "caro", "-d", dataDir]);
   t.equal(set.code, 0, set.stderr);
   t.match(set.stdout, /^updated caro \(admin, active\)/);
-  t.match(set.stdout, /replication: 7 buckets at R1/, "a write reports replication");
+  t.match(set.stdout, /replication: 1 bucket at R1/, "a write reports replication");
   const taken = await runCli(["user", "set", dave.signPub, "--handle", "caro", "-d", dataDir]);
   t.not(taken.code, 0);
   t.match(taken.stderr, /^unibus: the handle "caro" is already taken/);

@@ -4,7 +4,7 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { openKvStore } from "../../lib/store/index.ts";
-import { BUCKETS, bucketName } from "../../lib/store/kv-layout.ts";
+import { controlBucketName } from "../../lib/store/kv-layout.ts";
 
 const [url, bucketPrefix, mode] = process.argv.slice(2) as [string, string, string];
 const nc = await connect({ servers: url });
@@ -17,11 +17,11 @@ const outcome = await opening.then(
   (err: Error) => err.name,
 );
 // The abandoned attempt goes on in the background. On the given connection, wait until it
-// has made every bucket (closing the connection earlier would end it before it made
+// has made its bucket (closing the connection earlier would end it before it made
 // anything that could outlive it); then give it time to finish whatever follows.
 if (mode === "given-connection") {
   const jsm = await jetstreamManager(nc);
-  const names = BUCKETS.map((b) => `KV_${bucketName(bucketPrefix, b)}`);
+  const names = [`KV_${controlBucketName(bucketPrefix)}`];
   for (;;) {
     const have = await Promise.all(
       names.map((n) =>

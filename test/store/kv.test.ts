@@ -93,13 +93,13 @@ t.test("bad open options are InvalidArgumentError", async (t) => {
   }
 });
 
-t.test("buckets are named unibus_* by default, at the requested replication", async (t) => {
+t.test("one bucket, named unibus_users by default, at the requested replication", async (t) => {
   const store = await openKvStore({ nc, storage: "memory" });
   t.teardown(() => store.close());
   const state = await store.replicationState();
   t.same(
-    state.map((s) => s.bucket).sort(),
-    ["handles", "invites", "keys", "memberof", "rooms", "subjects", "users"].map((b) => `unibus_${b}`),
+    state.map((s) => s.bucket),
+    ["unibus_users"],
   );
   t.ok(state.every((s) => s.replicas === 1));
 });
