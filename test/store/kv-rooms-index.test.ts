@@ -195,8 +195,9 @@ t.test("a rooms bucket made anew (restored, recreated) drops what the index held
 });
 
 // A watch whose consumer lived on a node that died delivers nothing until a new consumer is
-// placed (which needs the meta leader). The index then reads the stream by sequence.
-t.test("with its watch silent, the index catches up by reading the stream by sequence", async (t) => {
+// placed (which needs the meta leader): a store, its bucket, the bucket with a watch that
+// stays silent, and a reader of the bucket's stream by sequence.
+async function silentWatch(t: Test) {
   const bucketPrefix = prefix();
   const store = await openKvStore({ servers: url, bucketPrefix, storage: "memory" });
   t.teardown(() => store.close());
@@ -206,8 +207,13 @@ t.test("with its watch silent, the index catches up by reading the stream by seq
   const kv = await new Kvm(jetstream(conn)).open(name);
   const silent = async () => ({ stop: () => {}, async *[Symbol.asyncIterator]() {} }) as never;
   const muted = Object.assign(Object.create(kv) as typeof kv, { watch: silent });
-  const src = bucketSource(muted, sequenceReader(await jetstreamManager(conn), name));
-  const index = new RoomIndex(src, silentLogger);
+  return { store, kv, muted, reader: sequenceReader(await jetstreamManager(conn), name) };
+}
+
+// With its watch silent, the index reads the stream by sequence.
+t.test("with its watch silent, the index catches up by reading the stream by sequence", async (t) => {
+  const { store, muted, reader } = await silentWatch(t);
+  const index = new RoomIndex(bucketSource(muted, reader), silentLogger);
   t.teardown(() => index.stop());
   index.start();
   const owner = await store.addUser(newUser("owner"));
@@ -239,16 +245,8 @@ t.test("with its watch silent, the index catches up by reading the stream by seq
 // "complete up to" answered at B without the room: bob lost a room he is in. The catch-up by
 // sequence reads a gap where a was, so it cannot claim B until it has read to the end.
 t.test("the catch-up by sequence does not answer past a change it could not read", async (t) => {
-  const bucketPrefix = prefix();
-  const store = await openKvStore({ servers: url, bucketPrefix, storage: "memory" });
-  t.teardown(() => store.close());
-  const conn = await connect({ servers: url });
-  t.teardown(() => conn.close());
-  const name = `${bucketPrefix}users`;
-  const kv = await new Kvm(jetstream(conn)).open(name);
-  const silent = async () => ({ stop: () => {}, async *[Symbol.asyncIterator]() {} }) as never;
-  const muted = Object.assign(Object.create(kv) as typeof kv, { watch: silent });
-  const index = new RoomIndex(bucketSource(muted, sequenceReader(await jetstreamManager(conn), name)), silentLogger);
+  const { store, kv, muted, reader } = await silentWatch(t);
+  const index = new RoomIndex(bucketSource(muted, reader), silentLogger);
   t.teardown(() => index.stop());
   index.start();
   const owner = await store.addUser(newUser("owner"));
