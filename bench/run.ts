@@ -44,26 +44,28 @@ for (const name of wanted) {
 }
 const order = Object.keys(all);
 const names = wanted.length ? wanted : order;
-const fresh: ReportPart[] = [];
+const file = path.resolve("bench", "results", "latest.md");
+// A full run starts the report over; a partial one keeps the parts it did not measure.
+let parts = wanted.length ? await readParts(reportJsonPath(file)) : [];
 let failed = 0;
 for (const name of names) {
   const info = await runInfo();
+  let part: ReportPart;
   try {
-    fresh.push({ bench: name, info, sections: sectionsOf([await (await all[name]!()).run()]) });
+    part = { bench: name, info, sections: sectionsOf([await (await all[name]!()).run()]) };
   } catch (err) {
     // One broken bench must not cost the figures of the others: the report says what failed.
     failed++;
     console.error(`bench ${name} failed: ${(err as Error).stack ?? err}`);
-    fresh.push({
+    part = {
       bench: name,
       info,
       sections: [{ title: `${name}: failed`, rows: [], notes: [`failed: ${(err as Error).message}`] }],
-    });
+    };
   }
+  // Written after every bench: a run stopped half-way keeps what it measured.
+  parts = mergeParts(parts, [part], order);
+  await writeReport(file, parts, order);
 }
-const file = path.resolve("bench", "results", "latest.md");
-// A full run starts the report over; a partial one keeps the parts it did not measure.
-const earlier = wanted.length ? await readParts(reportJsonPath(file)) : [];
-await writeReport(file, mergeParts(earlier, fresh, order), order);
 console.log(`\nreport -> ${path.relative(process.cwd(), file)}`);
 if (failed) process.exitCode = 1;
