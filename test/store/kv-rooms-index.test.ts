@@ -31,6 +31,18 @@ async function twoNodes(tt: Test): Promise<[KvStore, KvStore]> {
   return [a, b];
 }
 
+/** A store on fresh buckets, and its control bucket opened on a connection of its own. */
+async function storeAndBucket(t: Test) {
+  const bucketPrefix = prefix();
+  const store = await openKvStore({ servers: url, bucketPrefix, storage: "memory" });
+  t.teardown(() => store.close());
+  const conn = await connect({ servers: url });
+  t.teardown(() => conn.close());
+  const name = `${bucketPrefix}users`;
+  const kv = await new Kvm(jetstream(conn)).open(name);
+  return { store, conn, kv, name };
+}
+
 const ids = (rooms: Array<{ id: string }>) => rooms.map((r) => r.id).sort();
 
 t.test("a removal, a room deletion and a user deletion on another node are reflected at once", async (t) => {
@@ -114,14 +126,9 @@ t.test("what the index ignores: uncommitted rooms, forged reverse-index entries,
 });
 
 t.test("RoomIndex gives no answer rather than a stale one", async (t) => {
-  const bucketPrefix = prefix();
-  const store = await openKvStore({ servers: url, bucketPrefix, storage: "memory" });
-  t.teardown(() => store.close());
+  const { store, kv } = await storeAndBucket(t);
   const owner = await store.addUser(newUser("owner"));
   const r = await store.createRoom(roomInput(owner, { encrypt: false, ownerSealedKey: null }));
-  const conn = await connect({ servers: url });
-  t.teardown(() => conn.close());
-  const kv = await new Kvm(jetstream(conn)).open(`${bucketPrefix}users`);
   const index = new RoomIndex(bucketSource(kv), silentLogger);
   t.equal(await index.roomsOf(owner.signPub, 1, 50), undefined, "not started: no answer");
   index.start();
@@ -143,12 +150,7 @@ t.test("RoomIndex gives no answer rather than a stale one", async (t) => {
 // What the store reads when JetStream refuses a direct read (no meta leader; the fault
 // test kills one): users and room records, with the revision a compare-and-swap needs.
 t.test("RoomIndex keeps users and room records with their revisions, as of a barrier", async (t) => {
-  const bucketPrefix = prefix();
-  const store = await openKvStore({ servers: url, bucketPrefix, storage: "memory" });
-  t.teardown(() => store.close());
-  const conn = await connect({ servers: url });
-  t.teardown(() => conn.close());
-  const kv = await new Kvm(jetstream(conn)).open(`${bucketPrefix}users`);
+  const { store, kv } = await storeAndBucket(t);
   const index = new RoomIndex(bucketSource(kv), silentLogger);
   t.teardown(() => index.stop());
   t.equal(await index.userAt("ab".repeat(32), 1, 50), undefined, "not started: no answer");
@@ -198,13 +200,7 @@ t.test("a rooms bucket made anew (restored, recreated) drops what the index held
 // placed (which needs the meta leader): a store, its bucket, the bucket with a watch that
 // stays silent, and a reader of the bucket's stream by sequence.
 async function silentWatch(t: Test) {
-  const bucketPrefix = prefix();
-  const store = await openKvStore({ servers: url, bucketPrefix, storage: "memory" });
-  t.teardown(() => store.close());
-  const conn = await connect({ servers: url });
-  t.teardown(() => conn.close());
-  const name = `${bucketPrefix}users`;
-  const kv = await new Kvm(jetstream(conn)).open(name);
+  const { store, conn, kv, name } = await storeAndBucket(t);
   const silent = async () => ({ stop: () => {}, async *[Symbol.asyncIterator]() {} }) as never;
   const muted = Object.assign(Object.create(kv) as typeof kv, { watch: silent });
   return { store, kv, muted, reader: sequenceReader(await jetstreamManager(conn), name) };
@@ -280,12 +276,7 @@ t.test("the catch-up by sequence does not answer past a change it could not read
 t.test(
   "a new watch answers only once it has delivered what is pending, not at the first change past the barrier",
   async (t) => {
-    const bucketPrefix = prefix();
-    const store = await openKvStore({ servers: url, bucketPrefix, storage: "memory" });
-    t.teardown(() => store.close());
-    const conn = await connect({ servers: url });
-    t.teardown(() => conn.close());
-    const kv = await new Kvm(jetstream(conn)).open(`${bucketPrefix}users`);
+    const { store, kv } = await storeAndBucket(t);
     const owner = await store.addUser(newUser("owner"));
     const bob = await store.addUser(newUser("bob"));
     const carol = await store.addUser(newUser("carol"));
