@@ -95,6 +95,23 @@ t.test("npm pack builds dist/ and ships what an installed package runs, nothing 
   t.notMatch(index, /\.ts"/, "no .ts import is left in the compiled JS");
 });
 
+// dist/ is built, never committed. `prepare` (not `prepack`) builds it: npm runs prepare
+// after `npm install` in a checkout, before `npm pack` and `npm publish`, and when the
+// package is installed from git — so a pack or publish that skips scripts still finds the
+// code an install built, instead of shipping a package with nothing to import.
+t.test("the build is the prepare step: a pack that skips scripts still ships the code", async (t) => {
+  await fs.rm(path.join(REPO, "dist"), { recursive: true, force: true });
+  const built = await run("npm", ["run", "prepare"], { cwd: REPO, env: process.env });
+  t.equal(built.code, 0, "npm run prepare builds", { stderr: built.stderr.slice(-4000) });
+  const r = await run("npm", ["pack", "--dry-run", "--json", "--ignore-scripts"], { cwd: REPO, env: process.env });
+  t.equal(r.code, 0, "npm pack --ignore-scripts succeeds", { stderr: r.stderr.slice(-4000) });
+  const [packed] = JSON.parse(r.stdout.slice(r.stdout.indexOf("["))) as Packed[];
+  const files = packed!.files.map((f) => f.path);
+  for (const needed of ["dist/index.js", "dist/testing/index.js", "dist/cli/main.js", "dist/browser/unibus.js"]) {
+    t.ok(files.includes(needed), `ships ${needed}`);
+  }
+});
+
 t.test("a fresh project installs the tarball, runs its postinstall and compiles against its types", async (t) => {
   await fs.mkdir(project);
   const pkg = { name: "unibus-consumer", private: true, type: "module" };
