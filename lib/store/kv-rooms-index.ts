@@ -97,6 +97,11 @@ export interface Indexed<T> {
   value: T;
   revision: number;
 }
+/** The record when it is a committed room (listRoomsFor grants only those). */
+function committed(rec: RoomRec | undefined): RoomRec | undefined {
+  return rec?.committed ? rec : undefined;
+}
+
 /** Readers of the whole bucket (the snapshot) see `{}`: not a committed room. */
 const EMPTY = new TextEncoder().encode("{}");
 
@@ -123,8 +128,7 @@ export class RoomIndex {
   /** Every room record, committed or not (the store's fallback reads need both). */
   readonly #entries = new Map<string, Indexed<RoomRec>>();
   readonly #users = new Map<string, Indexed<UserRec>>();
-  /** The committed ones, for listRoomsFor. */
-  readonly #rooms = new Map<string, RoomRec>();
+  /** The committed rooms each key is a member of, for listRoomsFor. */
   readonly #byMember = new Map<string, Set<string>>();
   #waiters: Waiter[] = [];
   /**
@@ -251,7 +255,7 @@ export class RoomIndex {
     if (!(await this.#caughtUp(seq, waitMs))) return undefined;
     const out: Array<{ rec: RoomRec; role: RoomRole }> = [];
     for (const id of this.#byMember.get(signPub) ?? []) {
-      const rec = this.#rooms.get(id);
+      const rec = committed(this.#entries.get(id)?.value);
       const m = rec === undefined ? undefined : memberOf(rec, signPub);
       if (rec !== undefined && m !== undefined) out.push({ rec, role: m.role });
     }
@@ -362,7 +366,6 @@ export class RoomIndex {
   /** Forgets everything and makes the watch again (the bucket is a new stream). */
   #restart(): void {
     this.#generation++;
-    this.#rooms.clear();
     this.#entries.clear();
     this.#users.clear();
     this.#revs.clear();
@@ -402,24 +405,20 @@ export class RoomIndex {
   }
 
   #applyRoom(id: string, e: Change): void {
-    const old = this.#rooms.get(id);
+    const old = committed(this.#entries.get(id)?.value);
     const parsed = this.#parse<RoomRec>(e, "room");
     if (parsed === undefined) this.#entries.delete(id);
     else this.#entries.set(id, { value: parsed, revision: e.revision });
-    const rec = parsed?.committed ? parsed : undefined;
+    const rec = committed(parsed);
     for (const m of old?.members ?? []) {
       const set = this.#byMember.get(m.signPub);
       set?.delete(id);
       if (set?.size === 0) this.#byMember.delete(m.signPub);
     }
-    if (rec === undefined) this.#rooms.delete(id);
-    else {
-      this.#rooms.set(id, rec);
-      for (const m of rec.members) {
-        const set = this.#byMember.get(m.signPub) ?? new Set<string>();
-        set.add(id);
-        this.#byMember.set(m.signPub, set);
-      }
+    for (const m of rec?.members ?? []) {
+      const set = this.#byMember.get(m.signPub) ?? new Set<string>();
+      set.add(id);
+      this.#byMember.set(m.signPub, set);
     }
   }
 
