@@ -72,11 +72,14 @@ export function sectionPrefix(name: BucketName): string {
  * one-token key (`*`): every other section's keys have two tokens or more.
  */
 export class Section implements KvView {
+  /** The bucket this section is part of. */
+  readonly bucket: KvView;
   readonly #kv: KvView;
   readonly #prefix: string;
   readonly #all: string;
 
   constructor(kv: KvView, name: BucketName) {
+    this.bucket = kv;
     this.#kv = kv;
     this.#prefix = sectionPrefix(name);
     this.#all = name === "users" ? "*" : `${this.#prefix}>`;

@@ -93,6 +93,7 @@ import {
   memberOf,
   parseSealedKey,
   type RoomRec,
+  Section,
   type SubjectClaim,
   sectionsOf,
   type UserRec,
@@ -396,10 +397,10 @@ export class KvStore implements Store {
   /** The replication state of each bucket (for the CLI to print after a write). */
   async replicationState(): Promise<BucketReplication[]> {
     return this.#run("replicationState", async () => {
-      // The sections of one bucket share its status; the previous layout's buckets each have their own.
-      const all = await Promise.all(Object.values(this.#b).map((b) => b.status()));
-      const seen = new Map(all.map((st) => [st.bucket, st]));
-      return [...seen.values()].map((st) => {
+      // The sections of one bucket share its status (asked once); the previous layout's buckets each have their own.
+      const buckets = new Set(Object.values(this.#b).map((b) => (b instanceof Section ? b.bucket : b)));
+      const all = await Promise.all([...buckets].map((b) => b.status()));
+      return all.map((st) => {
         const cl = st.streamInfo.cluster;
         const current = (cl?.leader ? 1 : 0) + (cl?.replicas ?? []).filter((r) => r.current).length;
         return { bucket: st.bucket, replicas: st.replicas, current: cl ? current : 1 };
